@@ -1,0 +1,290 @@
+//! The script-engine port: loading scripts and running one turn.
+//!
+//! A turn is a pure function of (script, state, input, LLM replies): the
+//! engine gets everything it needs in a [`TurnRequest`] (including the clock
+//! reading) and returns everything it changed in a [`TurnOutcome`].
+
+use crate::error::{DomainError, ErrorKind};
+use crate::llm::TokenUsage;
+use crate::message::{HistoryEntry, NewMessage};
+use crate::script::{ActionType, ScriptDocument, SessionScript, TechniqueScript};
+use crate::session::{ExecutionStatus, Position};
+use crate::variables::{VariableScope, VariableStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Version of the serialized [`EngineState`]; bump on incompatible change.
+pub const ENGINE_STATE_VERSION: u32 = 1;
+
+/// How strictly a script is loaded (product R1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// The closed schema, for editors: deprecated and runtime-only fields fail.
+    Strict,
+    /// Deprecated and runtime-only fields are normalised, each with a warning.
+    Compatible,
+}
+
+/// Error families of script validation (reference §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValidationErrorType {
+    SyntaxError,
+    TypeError,
+    RequiredFieldMissing,
+    EnumValueInvalid,
+    ConstraintViolation,
+    StructureError,
+}
+
+/// One validation problem, located by path
+/// (`session.phases[0].topics[1].actions[0].config.content`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationIssue {
+    pub path: String,
+    pub error_type: ValidationErrorType,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    /// 1-based line and column, for YAML syntax errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+/// A field compatible mode accepted and normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadWarning {
+    pub path: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+}
+
+/// Why a script could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ScriptLoadError {
+    #[error("YAML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("unsupported legacy format at `{path}`: convert the `sessions:` list to a single `session:` root")]
+    UnsupportedLegacyFormat { path: String },
+    #[error("script failed validation with {} error(s)", issues.len())]
+    Invalid { issues: Vec<ValidationIssue> },
+}
+
+impl ScriptLoadError {
+    /// All problems as validation issues (syntax errors become one issue).
+    #[must_use]
+    pub fn issues(&self) -> Vec<ValidationIssue> {
+        match self {
+            Self::Syntax {
+                message,
+                line,
+                column,
+            } => vec![ValidationIssue {
+                path: "root".into(),
+                error_type: ValidationErrorType::SyntaxError,
+                message: message.clone(),
+                expected: None,
+                actual: None,
+                suggestion: Some("Fix the YAML syntax at the given line and column".into()),
+                line: Some(*line),
+                column: Some(*column),
+            }],
+            Self::UnsupportedLegacyFormat { path } => vec![ValidationIssue {
+                path: path.clone(),
+                error_type: ValidationErrorType::StructureError,
+                message: self.to_string(),
+                expected: Some("a `session` or `topic` root".into()),
+                actual: Some("a legacy `sessions` list".into()),
+                suggestion: Some("Rewrite the script with a single `session:` root".into()),
+                line: None,
+                column: None,
+            }],
+            Self::Invalid { issues } => issues.clone(),
+        }
+    }
+}
+
+impl From<ScriptLoadError> for DomainError {
+    fn from(value: ScriptLoadError) -> Self {
+        match value {
+            ScriptLoadError::Invalid { issues } => Self::new(ErrorKind::ScriptValidation(issues)),
+            other => Self::new(ErrorKind::ScriptParse(other)),
+        }
+    }
+}
+
+/// A loaded script and the warnings compatible mode produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParsedScript {
+    pub document: ScriptDocument,
+    pub warnings: Vec<LoadWarning>,
+}
+
+/// The action waiting for user input, with its round counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAction {
+    pub action_id: String,
+    pub action_type: ActionType,
+    pub round: u32,
+    pub max_rounds: u32,
+    /// Action-specific progress, owned by the engine.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// A technique running as a sub-flow of `use_skill`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkillFrame {
+    /// The `use_skill` action of the caller.
+    pub caller_action_id: String,
+    pub technique_id: String,
+    /// Cursor inside the technique's topic (phase index is always 0).
+    pub position: Position,
+    /// The technique's own variables (its inputs and what it extracts).
+    pub variables: VariableStore,
+}
+
+/// Everything the engine remembers between turns. Versioned serde type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineState {
+    pub version: u32,
+    pub status: ExecutionStatus,
+    pub position: Position,
+    pub variables: VariableStore,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_action: Option<PendingAction>,
+    /// Fixed on the first turn so later script edits don't change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_scheme: Option<String>,
+    /// Innermost last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skill_frames: Vec<SkillFrame>,
+    /// Engine bookkeeping (round info, exit decisions, metrics history).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Value>,
+}
+
+impl EngineState {
+    /// The state of a session that has not run yet.
+    #[must_use]
+    pub fn initial(variables: VariableStore) -> Self {
+        Self {
+            version: ENGINE_STATE_VERSION,
+            status: ExecutionStatus::Running,
+            position: Position::default(),
+            variables,
+            pending_action: None,
+            template_scheme: None,
+            skill_frames: Vec::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// Receives the text of AI messages as the LLM produces it (streaming).
+pub trait ContentSink: Send + Sync {
+    fn delta(&self, action_id: &str, text: &str);
+}
+
+/// One turn's input.
+#[derive(Clone)]
+pub struct TurnRequest {
+    pub script: Arc<SessionScript>,
+    /// Techniques `use_skill` may run, by technique id.
+    pub techniques: Arc<BTreeMap<String, TechniqueScript>>,
+    pub state: EngineState,
+    /// `None` for the first run of a new session.
+    pub user_input: Option<String>,
+    /// The most recent stored messages, oldest first.
+    pub history: Vec<HistoryEntry>,
+    pub now: DateTime<Utc>,
+    pub sink: Option<Arc<dyn ContentSink>>,
+}
+
+impl std::fmt::Debug for TurnRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnRequest")
+            .field("session_id", &self.script.session_id)
+            .field("position", &self.state.position)
+            .field("has_input", &self.user_input.is_some())
+            .field("history_len", &self.history.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A variable written during a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableChange {
+    pub name: String,
+    pub scope: VariableScope,
+    /// Phase or topic id for those scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_key: Option<String>,
+    pub value: Value,
+    pub source: String,
+}
+
+/// One LLM call made during a turn (debug info, reference §3.2 REC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmCallRecord {
+    pub action_id: String,
+    pub purpose: String,
+    pub prompt: String,
+    pub response: String,
+    pub provider: String,
+    pub model: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub usage: TokenUsage,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a successful turn produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnOutcome {
+    pub state: EngineState,
+    /// The user's input as it enters the history (None on a first run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_message: Option<NewMessage>,
+    /// AI messages, in order.
+    pub messages: Vec<NewMessage>,
+    pub variable_changes: Vec<VariableChange>,
+    pub llm_calls: Vec<LlmCallRecord>,
+}
+
+/// The engine port.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ScriptEngine: Send + Sync {
+    /// Parses and validates YAML into the typed document.
+    fn load(&self, yaml: &str, mode: LoadMode) -> Result<ParsedScript, ScriptLoadError>;
+
+    /// Runs one turn. On error nothing of the turn may be kept: the error
+    /// carries the position where the failing action stands.
+    async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutcome, DomainError>;
+}

@@ -1,0 +1,300 @@
+//! Typed errors (reference §5.1). Every failure the engine can report is an
+//! [`ErrorKind`]; its code, type, public message and recovery advice are
+//! derived from the variant, never from message text.
+
+use crate::engine::{ScriptLoadError, ValidationIssue};
+use crate::ids::{ScriptId, SessionId};
+use crate::llm::LlmError;
+use crate::ports::RepositoryError;
+use crate::session::Position;
+use serde::{Deserialize, Serialize};
+
+/// Stable machine-readable error codes of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ScriptNotFound,
+    ScriptParseError,
+    ScriptValidationError,
+    SessionNotFound,
+    SessionExecutionError,
+    ActionExecutionError,
+    LlmServiceError,
+    VariableExtractionError,
+    DatabaseError,
+    InternalServerError,
+}
+
+impl ErrorCode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScriptNotFound => "SCRIPT_NOT_FOUND",
+            Self::ScriptParseError => "SCRIPT_PARSE_ERROR",
+            Self::ScriptValidationError => "SCRIPT_VALIDATION_ERROR",
+            Self::SessionNotFound => "SESSION_NOT_FOUND",
+            Self::SessionExecutionError => "SESSION_EXECUTION_ERROR",
+            Self::ActionExecutionError => "ACTION_EXECUTION_ERROR",
+            Self::LlmServiceError => "LLM_SERVICE_ERROR",
+            Self::VariableExtractionError => "VARIABLE_EXTRACTION_ERROR",
+            Self::DatabaseError => "DATABASE_ERROR",
+            Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+        }
+    }
+}
+
+/// Coarse error families of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorType {
+    Syntax,
+    Configuration,
+    Runtime,
+    Session,
+    System,
+}
+
+impl ErrorType {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syntax => "syntax",
+            Self::Configuration => "configuration",
+            Self::Runtime => "runtime",
+            Self::Session => "session",
+            Self::System => "system",
+        }
+    }
+}
+
+/// What a client can do about an error. Transport-independent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    pub can_retry: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+}
+
+impl Recovery {
+    fn new(can_retry: bool, retry_action: Option<&str>, suggestion: &str) -> Self {
+        Self {
+            can_retry,
+            retry_action: retry_action.map(str::to_owned),
+            suggestion: Some(suggestion.to_owned()),
+        }
+    }
+}
+
+/// Where an error happened.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorContext {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_id: Option<ScriptId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// The failure itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("script {0} not found")]
+    ScriptNotFound(String),
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    #[error("script could not be parsed: {0}")]
+    ScriptParse(ScriptLoadError),
+    #[error("script failed validation with {} error(s)", .0.len())]
+    ScriptValidation(Vec<ValidationIssue>),
+    #[error("action {action_id} failed: {message}")]
+    ActionExecution { action_id: String, message: String },
+    #[error("LLM service error: {0}")]
+    Llm(#[from] LlmError),
+    #[error("variable extraction failed: {0}")]
+    VariableExtraction(String),
+    #[error("database error: {0}")]
+    Repository(#[from] RepositoryError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// An error with the context it happened in.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind}")]
+pub struct DomainError {
+    pub kind: ErrorKind,
+    pub context: ErrorContext,
+}
+
+impl DomainError {
+    #[must_use]
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            context: ErrorContext::default(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_session(mut self, session_id: SessionId) -> Self {
+        self.context.session_id = Some(session_id);
+        self
+    }
+
+    #[must_use]
+    pub fn with_script(mut self, script_id: ScriptId, script_name: Option<String>) -> Self {
+        self.context.script_id = Some(script_id);
+        if script_name.is_some() {
+            self.context.script_name = script_name;
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn with_position(mut self, position: Position) -> Self {
+        self.context.position = Some(position);
+        self
+    }
+
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match &self.kind {
+            ErrorKind::ScriptNotFound(_) => ErrorCode::ScriptNotFound,
+            ErrorKind::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            ErrorKind::ScriptParse(_) => ErrorCode::ScriptParseError,
+            ErrorKind::ScriptValidation(_) => ErrorCode::ScriptValidationError,
+            ErrorKind::ActionExecution { .. } => ErrorCode::ActionExecutionError,
+            ErrorKind::Llm(_) => ErrorCode::LlmServiceError,
+            ErrorKind::VariableExtraction(_) => ErrorCode::VariableExtractionError,
+            ErrorKind::Repository(_) => ErrorCode::DatabaseError,
+            ErrorKind::Internal(_) => ErrorCode::InternalServerError,
+        }
+    }
+
+    #[must_use]
+    pub fn error_type(&self) -> ErrorType {
+        match self.code() {
+            ErrorCode::ScriptNotFound | ErrorCode::ScriptValidationError => {
+                ErrorType::Configuration
+            }
+            ErrorCode::ScriptParseError => ErrorType::Syntax,
+            ErrorCode::SessionNotFound => ErrorType::Session,
+            ErrorCode::SessionExecutionError
+            | ErrorCode::ActionExecutionError
+            | ErrorCode::LlmServiceError
+            | ErrorCode::VariableExtractionError => ErrorType::Runtime,
+            ErrorCode::DatabaseError | ErrorCode::InternalServerError => ErrorType::System,
+        }
+    }
+
+    /// The public, stable message of reference §5.1 (details carry the rest).
+    #[must_use]
+    pub fn public_message(&self) -> &'static str {
+        match self.code() {
+            ErrorCode::ScriptNotFound => "Script not found",
+            ErrorCode::SessionNotFound => "Session not found or expired",
+            ErrorCode::ScriptParseError => "Failed to parse script YAML content",
+            ErrorCode::ScriptValidationError => "Script structure validation failed",
+            ErrorCode::LlmServiceError => "LLM service is temporarily unavailable",
+            ErrorCode::ActionExecutionError => "Action execution failed",
+            ErrorCode::VariableExtractionError => "Failed to extract variables from response",
+            ErrorCode::DatabaseError => "Database operation failed",
+            ErrorCode::SessionExecutionError => "Session execution failed",
+            ErrorCode::InternalServerError => "An internal server error occurred",
+        }
+    }
+
+    /// Recovery advice of reference §5.1.
+    #[must_use]
+    pub fn recovery(&self) -> Recovery {
+        match self.code() {
+            ErrorCode::ScriptParseError | ErrorCode::ScriptValidationError => Recovery {
+                can_retry: false,
+                retry_action: None,
+                suggestion: Some(
+                    "Please check and fix the script YAML file, then restart debugging".into(),
+                ),
+            },
+            ErrorCode::LlmServiceError => Recovery::new(
+                true,
+                Some("Restart debugging session"),
+                "Check network connection and LLM service availability",
+            ),
+            ErrorCode::SessionNotFound => Recovery::new(
+                false,
+                Some("Create a new debugging session"),
+                "The session may have expired, please restart debugging",
+            ),
+            ErrorCode::ActionExecutionError => Recovery::new(
+                true,
+                Some("Restart debugging or check action configuration"),
+                "Review the action configuration in the script",
+            ),
+            _ => Recovery::new(
+                true,
+                Some("Restart debugging session"),
+                "If the problem persists, please contact support",
+            ),
+        }
+    }
+}
+
+impl From<ErrorKind> for DomainError {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+impl From<RepositoryError> for DomainError {
+    fn from(value: RepositoryError) -> Self {
+        Self::new(ErrorKind::Repository(value))
+    }
+}
+
+impl From<LlmError> for DomainError {
+    fn from(value: LlmError) -> Self {
+        Self::new(ErrorKind::Llm(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_types_and_recovery_follow_the_variant() {
+        let err = DomainError::new(ErrorKind::SessionNotFound(SessionId::new_random()));
+        assert_eq!(err.code(), ErrorCode::SessionNotFound);
+        assert_eq!(err.error_type(), ErrorType::Session);
+        assert_eq!(err.public_message(), "Session not found or expired");
+        assert!(!err.recovery().can_retry);
+
+        let err = DomainError::from(LlmError::CircuitOpen);
+        assert_eq!(err.code(), ErrorCode::LlmServiceError);
+        assert_eq!(err.error_type(), ErrorType::Runtime);
+        assert!(err.recovery().can_retry);
+
+        let err = DomainError::from(RepositoryError::Unavailable("down".into()));
+        assert_eq!(err.code().as_str(), "DATABASE_ERROR");
+        assert_eq!(err.error_type().as_str(), "system");
+    }
+
+    #[test]
+    fn serializes_codes_in_api_spelling() {
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::LlmServiceError).unwrap(),
+            "\"LLM_SERVICE_ERROR\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ErrorType::Configuration).unwrap(),
+            "\"configuration\""
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! HeartRule's domain: the entities a counseling session is made of, the typed
+//! errors every layer speaks, the port traits adapters implement, and the
+//! [`SessionManager`] / [`ScriptCatalog`] services that drive a conversation.
+//!
+//! This crate performs no I/O and depends on no crate of the workspace.
+
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod llm;
+pub mod message;
+pub mod ports;
+pub mod script;
+pub mod session;
+pub mod variables;
+
+pub use engine::{
+    ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript,
+    PendingAction, ScriptEngine, SkillFrame, VariableChange, ScriptLoadError, TurnOutcome, TurnRequest, ValidationErrorType,
+    ValidationIssue, ENGINE_STATE_VERSION,
+};
+pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Recovery};
+pub use ids::{MessageId, ScriptId, SessionId, TurnId};
+pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
+pub use message::{HistoryEntry, Message, MessageRole, NewMessage};
+pub use ports::{
+    Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache, RandomIds,
+    RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache, SessionRepository,
+    SessionTurn, SystemClock, TurnRecord, VariableSnapshot,
+};
+pub use script::{
+    Action, ActionKind, ActionType, AskConfig, ExitCriteria, CustomCondition, OutputField, Phase,
+    SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,
+    SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
+};
+pub use session::{ExecutionStatus, Position, Session, SessionStatus};
+pub use variables::{ValueType, VariableScope, VariableStore, VariableValue};

@@ -1,0 +1,95 @@
+//! Conversation messages.
+
+use crate::ids::{MessageId, SessionId, TurnId};
+use crate::script::ActionType;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+    System,
+}
+
+impl MessageRole {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::System => "system",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Self::User),
+            "assistant" => Some(Self::Assistant),
+            "system" => Some(Self::System),
+            _ => None,
+        }
+    }
+}
+
+/// A message as stored: `seq` is contiguous per session, starting at 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: MessageId,
+    pub session_id: SessionId,
+    pub seq: i64,
+    pub turn_id: TurnId,
+    pub role: MessageRole,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_type: Option<ActionType>,
+    /// Action result metadata (e.g. `llmRawOutput`, template layer).
+    #[serde(default)]
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// The engine's view of this message.
+    #[must_use]
+    pub fn to_history(&self) -> HistoryEntry {
+        HistoryEntry {
+            role: self.role,
+            content: self.content.clone(),
+            action_id: self.action_id.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// A message the engine produced during a turn (not yet stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMessage {
+    pub role: MessageRole,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_type: Option<ActionType>,
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// An entry of the conversation history handed to the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub role: MessageRole,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Value,
+}

@@ -1,0 +1,1 @@
+//! YAML → typed [`heartrule_domain::ScriptDocument`].
