@@ -23,6 +23,9 @@ pub enum ErrorCode {
     VariableExtractionError,
     DatabaseError,
     InternalServerError,
+    /// Addition to the original codes: the request conflicts with stored
+    /// state (a taken script name, an `Idempotency-Key` reused for another body).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -39,6 +42,7 @@ impl ErrorCode {
             Self::VariableExtractionError => "VARIABLE_EXTRACTION_ERROR",
             Self::DatabaseError => "DATABASE_ERROR",
             Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+            Self::Conflict => "CONFLICT",
         }
     }
 }
@@ -121,6 +125,8 @@ pub enum ErrorKind {
     VariableExtraction(String),
     #[error("database error: {0}")]
     Repository(#[from] RepositoryError),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -130,7 +136,8 @@ pub enum ErrorKind {
 #[error("{kind}")]
 pub struct DomainError {
     pub kind: ErrorKind,
-    pub context: ErrorContext,
+    /// Boxed to keep `Result<_, DomainError>` small.
+    pub context: Box<ErrorContext>,
 }
 
 impl DomainError {
@@ -138,7 +145,7 @@ impl DomainError {
     pub fn new(kind: ErrorKind) -> Self {
         Self {
             kind,
-            context: ErrorContext::default(),
+            context: Box::default(),
         }
     }
 
@@ -174,6 +181,7 @@ impl DomainError {
             ErrorKind::Llm(_) => ErrorCode::LlmServiceError,
             ErrorKind::VariableExtraction(_) => ErrorCode::VariableExtractionError,
             ErrorKind::Repository(_) => ErrorCode::DatabaseError,
+            ErrorKind::Conflict(_) => ErrorCode::Conflict,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -181,7 +189,7 @@ impl DomainError {
     #[must_use]
     pub fn error_type(&self) -> ErrorType {
         match self.code() {
-            ErrorCode::ScriptNotFound | ErrorCode::ScriptValidationError => {
+            ErrorCode::ScriptNotFound | ErrorCode::ScriptValidationError | ErrorCode::Conflict => {
                 ErrorType::Configuration
             }
             ErrorCode::ScriptParseError => ErrorType::Syntax,
@@ -208,6 +216,7 @@ impl DomainError {
             ErrorCode::DatabaseError => "Database operation failed",
             ErrorCode::SessionExecutionError => "Session execution failed",
             ErrorCode::InternalServerError => "An internal server error occurred",
+            ErrorCode::Conflict => "The request conflicts with the current state",
         }
     }
 
@@ -231,6 +240,11 @@ impl DomainError {
                 false,
                 Some("Create a new debugging session"),
                 "The session may have expired, please restart debugging",
+            ),
+            ErrorCode::Conflict => Recovery::new(
+                false,
+                None,
+                "Use another name or a new Idempotency-Key for a different request",
             ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,

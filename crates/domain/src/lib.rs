@@ -4,32 +4,40 @@
 //!
 //! This crate performs no I/O and depends on no crate of the workspace.
 
+pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod llm;
+pub mod manager;
 pub mod message;
 pub mod ports;
+pub mod ports_bundle;
 pub mod script;
 pub mod session;
 pub mod variables;
 
+pub use catalog::{content_hash, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript};
 pub use engine::{
-    ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript,
-    PendingAction, ScriptEngine, SkillFrame, VariableChange, ScriptLoadError, TurnOutcome, TurnRequest, ValidationErrorType,
-    ValidationIssue, ENGINE_STATE_VERSION,
+    ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
+    ScriptEngine, ScriptLoadError, SkillFrame, TurnOutcome, TurnRequest, ValidationErrorType,
+    ValidationIssue, VariableChange, ENGINE_STATE_VERSION,
 };
 pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Recovery};
 pub use ids::{MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
+pub use manager::{
+    CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig, TurnResult,
+};
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage};
 pub use ports::{
     Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache, RandomIds,
     RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache, SessionRepository,
     SessionTurn, SystemClock, TurnRecord, VariableSnapshot,
 };
+pub use ports_bundle::{Adapters, Ports};
 pub use script::{
-    Action, ActionKind, ActionType, AskConfig, ExitCriteria, CustomCondition, OutputField, Phase,
+    Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,
     SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,
     SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
 };

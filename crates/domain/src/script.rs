@@ -439,7 +439,10 @@ mod tests {
             }],
         });
         let json = serde_json::to_value(&doc).unwrap();
-        assert_eq!(json["phases"][0]["topics"][0]["actions"][0]["action_type"], "ai_say");
+        assert_eq!(
+            json["phases"][0]["topics"][0]["actions"][0]["action_type"],
+            "ai_say"
+        );
         let back: ScriptDocument = serde_json::from_value(json).unwrap();
         assert_eq!(back, doc);
         assert_eq!(back.referenced_skills(), vec!["socratic".to_string()]);

@@ -103,6 +103,9 @@ pub struct Session {
     pub id: SessionId,
     pub user_id: String,
     pub script_id: ScriptId,
+    /// Content hash of the script version the session last ran; keys the
+    /// parsed-script cache so a stale cache entry can never be used.
+    pub script_hash: String,
     pub status: SessionStatus,
     pub state: EngineState,
     /// Number of committed turns; the next turn's sequence number.

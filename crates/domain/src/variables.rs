@@ -237,20 +237,49 @@ mod tests {
     #[test]
     fn lookup_prefers_innermost_scope() {
         let mut store = VariableStore::default();
-        store.set("x", VariableScope::Global, None, v(json!("g"), VariableScope::Global));
-        store.set("x", VariableScope::Session, None, v(json!("s"), VariableScope::Session));
-        store.set("x", VariableScope::Topic, Some("t1"), v(json!("t"), VariableScope::Topic));
-        assert_eq!(store.lookup("x", Some("p1"), Some("t1")).unwrap().value, json!("t"));
-        assert_eq!(store.lookup("x", Some("p1"), Some("t2")).unwrap().value, json!("s"));
+        store.set(
+            "x",
+            VariableScope::Global,
+            None,
+            v(json!("g"), VariableScope::Global),
+        );
+        store.set(
+            "x",
+            VariableScope::Session,
+            None,
+            v(json!("s"), VariableScope::Session),
+        );
+        store.set(
+            "x",
+            VariableScope::Topic,
+            Some("t1"),
+            v(json!("t"), VariableScope::Topic),
+        );
+        assert_eq!(
+            store.lookup("x", Some("p1"), Some("t1")).unwrap().value,
+            json!("t")
+        );
+        assert_eq!(
+            store.lookup("x", Some("p1"), Some("t2")).unwrap().value,
+            json!("s")
+        );
         store.session.clear();
-        assert_eq!(store.lookup("x", None, Some("t2")).unwrap().value, json!("g"));
+        assert_eq!(
+            store.lookup("x", None, Some("t2")).unwrap().value,
+            json!("g")
+        );
         assert!(store.lookup("missing", None, None).is_none());
     }
 
     #[test]
     fn scoped_write_without_key_falls_back_to_session() {
         let mut store = VariableStore::default();
-        let (scope, key) = store.set("y", VariableScope::Topic, None, v(json!(1), VariableScope::Topic));
+        let (scope, key) = store.set(
+            "y",
+            VariableScope::Topic,
+            None,
+            v(json!(1), VariableScope::Topic),
+        );
         assert_eq!(scope, VariableScope::Session);
         assert!(key.is_none());
         assert_eq!(store.session["y"].scope, VariableScope::Session);
@@ -260,8 +289,18 @@ mod tests {
     #[test]
     fn flat_map_merges_all_scopes() {
         let mut store = VariableStore::default();
-        store.set("a", VariableScope::Global, None, v(json!(true), VariableScope::Global));
-        store.set("b", VariableScope::Phase, Some("p"), v(json!([1]), VariableScope::Phase));
+        store.set(
+            "a",
+            VariableScope::Global,
+            None,
+            v(json!(true), VariableScope::Global),
+        );
+        store.set(
+            "b",
+            VariableScope::Phase,
+            Some("p"),
+            v(json!([1]), VariableScope::Phase),
+        );
         let flat = store.flat();
         assert_eq!(flat["a"], json!(true));
         assert_eq!(flat["b"], json!([1]));

@@ -1,0 +1,637 @@
+//! The `SessionManager`: creates sessions, runs turns under the session lock,
+//! and reads history and variables. Every turn is all-or-nothing: the engine
+//! runs on a locked session and its whole outcome is committed at once, or
+//! nothing is and the failure is recorded.
+
+use crate::engine::{ContentSink, EngineState, LlmCallRecord, TurnOutcome, TurnRequest};
+use crate::engine::{ScriptEngine, ValidationErrorType, ValidationIssue};
+use crate::error::{DomainError, ErrorKind};
+use crate::ids::{ScriptId, SessionId, TurnId};
+use crate::message::{Message, NewMessage};
+use crate::ports::{
+    Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, ScriptCache,
+    ScriptRepository, SessionCache, SessionRepository, SessionTurn, TurnRecord, VariableSnapshot,
+};
+use crate::ports_bundle::{Adapters, Ports};
+use crate::script::{Script, ScriptDocument, SessionScript, TechniqueScript};
+use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
+use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Tunables of the [`SessionManager`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionManagerConfig {
+    /// How many recent messages a turn loads for the prompts.
+    pub history_window: usize,
+    /// The most sessions `list_user_sessions` returns.
+    pub user_sessions_limit: usize,
+}
+
+impl Default for SessionManagerConfig {
+    fn default() -> Self {
+        Self {
+            history_window: 20,
+            user_sessions_limit: 100,
+        }
+    }
+}
+
+/// Input of [`SessionManager::create_session`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSession {
+    pub user_id: String,
+    pub script_id: ScriptId,
+    /// Written to the session scope before the first turn.
+    pub initial_variables: serde_json::Map<String, Value>,
+}
+
+/// An `Idempotency-Key` with a hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Input of [`SessionManager::process_input`].
+#[derive(Clone)]
+pub struct ProcessInput {
+    pub session_id: SessionId,
+    pub content: String,
+    pub idempotency: Option<IdempotencyKey>,
+    /// Receives AI message text as it is generated (streaming clients).
+    pub sink: Option<Arc<dyn ContentSink>>,
+}
+
+impl std::fmt::Debug for ProcessInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The content is private conversation text: never print it.
+        f.debug_struct("ProcessInput")
+            .field("session_id", &self.session_id)
+            .field("content_len", &self.content.len())
+            .field("idempotency", &self.idempotency.as_ref().map(|k| &k.key))
+            .field("streaming", &self.sink.is_some())
+            .finish()
+    }
+}
+
+/// What a committed turn (or a session creation) returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnResult {
+    pub session_id: SessionId,
+    pub turn_id: TurnId,
+    pub script_id: ScriptId,
+    pub session_status: SessionStatus,
+    pub execution_status: ExecutionStatus,
+    pub position: Position,
+    /// AI messages produced by this turn, in order.
+    pub messages: Vec<Message>,
+    pub variables: VariableStore,
+    pub llm_calls: Vec<LlmCallRecord>,
+    pub created_at: DateTime<Utc>,
+    /// True when this is a stored response replayed for an `Idempotency-Key`.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+impl TurnResult {
+    /// The last AI message's text (`aiMessage` of the original API).
+    #[must_use]
+    pub fn last_ai_message(&self) -> &str {
+        self.messages.last().map_or("", |m| m.content.as_str())
+    }
+}
+
+/// Runs conversations. Generic over the adapters of [`Ports`].
+pub struct SessionManager<P: Ports> {
+    adapters: Adapters<P>,
+    config: SessionManagerConfig,
+}
+
+impl<P: Ports> Clone for SessionManager<P> {
+    fn clone(&self) -> Self {
+        Self {
+            adapters: self.adapters.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// A session script with the techniques it may call.
+struct RunnableScript {
+    script_id: ScriptId,
+    script_name: String,
+    content_hash: String,
+    session: Arc<SessionScript>,
+    techniques: Arc<BTreeMap<String, TechniqueScript>>,
+}
+
+impl<P: Ports> SessionManager<P> {
+    #[must_use]
+    pub fn new(adapters: Adapters<P>, config: SessionManagerConfig) -> Self {
+        Self { adapters, config }
+    }
+
+    #[must_use]
+    pub fn adapters(&self) -> &Adapters<P> {
+        &self.adapters
+    }
+
+    /// Creates a session and runs it to its first pause. Nothing is stored
+    /// when the first turn fails.
+    pub async fn create_session(&self, request: CreateSession) -> Result<TurnResult, DomainError> {
+        let span = tracing::info_span!(
+            "session_manager.create_session",
+            script.id = %request.script_id,
+            session.id = tracing::field::Empty,
+        );
+        async move {
+            let a = &self.adapters;
+            let script = self.runnable_script(request.script_id, None).await?;
+            let now = a.clock.now();
+            let session_id = a.ids.session_id();
+            tracing::Span::current().record("session.id", tracing::field::display(session_id));
+
+            let mut variables = VariableStore::default();
+            for (name, value) in request.initial_variables {
+                let var = VariableValue::new(value, "initial", VariableScope::Session, now);
+                variables.set(&name, VariableScope::Session, None, var);
+            }
+            let session = Session {
+                id: session_id,
+                user_id: request.user_id,
+                script_id: script.script_id,
+                script_hash: script.content_hash.clone(),
+                status: SessionStatus::Active,
+                state: EngineState::initial(variables),
+                turn_count: 0,
+                last_message_seq: 0,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+                completed_at: None,
+            };
+            let outcome = self
+                .run_engine(&script, &session, None, Vec::new(), None)
+                .await?;
+            let (record, result) = self.build_turn(&script, session, outcome, None)?;
+            a.sessions
+                .create(&record)
+                .await
+                .map_err(|e| DomainError::from(e).with_session(session_id))?;
+            a.session_cache.put(&record.session).await;
+            tracing::info!(
+                event = "session_created",
+                session.id = %session_id,
+                script.id = %script.script_id,
+                execution_status = result.execution_status.as_str(),
+                "session created"
+            );
+            if result.session_status == SessionStatus::Completed {
+                tracing::info!(event = "session_completed", session.id = %session_id, "session completed");
+            }
+            Ok(result)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs one turn with the user's input under the session lock.
+    pub async fn process_input(&self, input: ProcessInput) -> Result<TurnResult, DomainError> {
+        let span = tracing::info_span!(
+            "session_manager.process_input",
+            session.id = %input.session_id,
+            turn.outcome = tracing::field::Empty,
+        );
+        async move {
+            let session_id = input.session_id;
+            let wait_started = std::time::Instant::now();
+            let mut turn = self
+                .adapters
+                .sessions
+                .begin_turn(session_id)
+                .await
+                .map_err(|e| DomainError::from(e).with_session(session_id))?
+                .ok_or_else(|| {
+                    DomainError::new(ErrorKind::SessionNotFound(session_id)).with_session(session_id)
+                })?;
+            tracing::debug!(
+                lock_wait_ms = wait_started.elapsed().as_secs_f64() * 1000.0,
+                "session locked"
+            );
+            let outcome = self.run_locked_turn(turn.as_mut(), &input).await;
+            let span = tracing::Span::current();
+            match outcome {
+                Ok(result) => {
+                    span.record("turn.outcome", if result.replayed { "replayed" } else { "committed" });
+                    Ok(result)
+                }
+                Err(failure) => {
+                    span.record("turn.outcome", "failed");
+                    if let Err(rollback_error) = turn.rollback().await {
+                        tracing::warn!(error = %rollback_error, "rollback after a failed turn failed");
+                    }
+                    self.record_failure(turn.session(), &input, &failure).await;
+                    Err(failure)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_locked_turn(
+        &self,
+        turn: &mut dyn SessionTurn,
+        input: &ProcessInput,
+    ) -> Result<TurnResult, DomainError> {
+        let session = turn.session().clone();
+        let session_id = session.id;
+        let was_completed = session.status == SessionStatus::Completed;
+        if let Some(key) = &input.idempotency {
+            let stored = turn
+                .idempotent_response(&key.key)
+                .await
+                .map_err(|e| DomainError::from(e).with_session(session_id))?;
+            if let Some(stored) = stored {
+                return replay(stored, key, session_id);
+            }
+        }
+        let script = self
+            .runnable_script(session.script_id, Some(&session.script_hash))
+            .await
+            .map_err(|e| e.with_session(session_id))?;
+        let history = turn
+            .recent_messages(self.config.history_window)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(session_id))?;
+        let outcome = self
+            .run_engine(
+                &script,
+                &session,
+                Some(input.content.clone()),
+                history.iter().map(Message::to_history).collect(),
+                input.sink.clone(),
+            )
+            .await?;
+        let (record, result) =
+            self.build_turn(&script, session, outcome, input.idempotency.as_ref())?;
+        turn.commit(&record)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(session_id))?;
+        self.adapters.session_cache.put(&record.session).await;
+        tracing::info!(
+            event = "turn_committed",
+            session.id = %session_id,
+            turn.id = %record.turn_id,
+            execution_status = result.execution_status.as_str(),
+            ai_messages = result.messages.len(),
+            "turn committed"
+        );
+        if !was_completed && result.session_status == SessionStatus::Completed {
+            tracing::info!(event = "session_completed", session.id = %session_id, "session completed");
+        }
+        Ok(result)
+    }
+
+    async fn run_engine(
+        &self,
+        script: &RunnableScript,
+        session: &Session,
+        user_input: Option<String>,
+        history: Vec<crate::message::HistoryEntry>,
+        sink: Option<Arc<dyn ContentSink>>,
+    ) -> Result<TurnOutcome, DomainError> {
+        let request = TurnRequest {
+            script: Arc::clone(&script.session),
+            techniques: Arc::clone(&script.techniques),
+            state: session.state.clone(),
+            user_input,
+            history,
+            now: self.adapters.clock.now(),
+            sink,
+        };
+        self.adapters.engine.run_turn(request).await.map_err(|e| {
+            e.with_session(session.id)
+                .with_script(script.script_id, Some(script.script_name.clone()))
+        })
+    }
+
+    /// Turns an engine outcome into the record to commit and the result to return.
+    fn build_turn(
+        &self,
+        script: &RunnableScript,
+        mut session: Session,
+        outcome: TurnOutcome,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(TurnRecord, TurnResult), DomainError> {
+        let a = &self.adapters;
+        let now = a.clock.now();
+        let turn_id = a.ids.turn_id();
+        let mut seq = session.last_message_seq;
+        let mut stamp = |new: NewMessage| {
+            seq += 1;
+            Message {
+                id: a.ids.message_id(),
+                session_id: session.id,
+                seq,
+                turn_id,
+                role: new.role,
+                content: new.content,
+                action_id: new.action_id,
+                action_type: new.action_type,
+                metadata: new.metadata,
+                created_at: now,
+            }
+        };
+        let user_message = outcome.user_message.map(&mut stamp);
+        let ai_messages: Vec<Message> = outcome.messages.into_iter().map(&mut stamp).collect();
+
+        let variables = outcome
+            .variable_changes
+            .into_iter()
+            .map(|change| VariableSnapshot {
+                session_id: session.id,
+                turn_id,
+                value_type: ValueType::of(&change.value),
+                name: change.name,
+                scope: change.scope,
+                scope_key: change.scope_key,
+                value: change.value,
+                source: change.source,
+                created_at: now,
+            })
+            .collect();
+
+        session.state = outcome.state;
+        session.script_hash.clone_from(&script.content_hash);
+        session.turn_count += 1;
+        session.last_message_seq = seq;
+        session.last_error = None;
+        session.updated_at = now;
+        if session.state.status == ExecutionStatus::Completed {
+            session.status = SessionStatus::Completed;
+            session.completed_at.get_or_insert(now);
+        }
+
+        let result = TurnResult {
+            session_id: session.id,
+            turn_id,
+            script_id: session.script_id,
+            session_status: session.status,
+            execution_status: session.state.status,
+            position: session.state.position.clone(),
+            messages: ai_messages.clone(),
+            variables: session.state.variables.clone(),
+            llm_calls: outcome.llm_calls,
+            created_at: session.created_at,
+            replayed: false,
+        };
+        let idempotency = match idempotency {
+            Some(key) => Some(IdempotentResponse {
+                key: key.key.clone(),
+                request_hash: key.request_hash.clone(),
+                response: serde_json::to_value(&result).map_err(|e| {
+                    DomainError::new(ErrorKind::Internal(format!(
+                        "turn result could not be serialized: {e}"
+                    )))
+                })?,
+            }),
+            None => None,
+        };
+        let mut messages = Vec::with_capacity(ai_messages.len() + 1);
+        messages.extend(user_message);
+        messages.extend(ai_messages);
+        let record = TurnRecord {
+            turn_id,
+            session,
+            messages,
+            variables,
+            idempotency,
+        };
+        Ok((record, result))
+    }
+
+    /// Records a failed turn; the failure itself is what the caller returns,
+    /// so a recording problem is logged, not raised over it.
+    async fn record_failure(&self, session: &Session, input: &ProcessInput, failure: &DomainError) {
+        let a = &self.adapters;
+        let failed = FailedTurn {
+            turn_id: a.ids.turn_id(),
+            session_id: session.id,
+            user_input: Some(input.content.clone()),
+            error_code: failure.code(),
+            error_message: failure.kind.to_string(),
+            position: failure
+                .context
+                .position
+                .clone()
+                .unwrap_or_else(|| session.state.position.clone()),
+            failed_at: a.clock.now(),
+        };
+        if let Err(e) = a.sessions.record_failure(&failed).await {
+            tracing::error!(
+                session.id = %session.id,
+                error.code = failure.code().as_str(),
+                record_error = %e,
+                "failed turn could not be recorded"
+            );
+        }
+        a.session_cache.invalidate(session.id).await;
+        tracing::warn!(
+            event = "turn_failed",
+            session.id = %session.id,
+            error.code = failure.code().as_str(),
+            error.type = failure.error_type().as_str(),
+            "turn failed; nothing was applied"
+        );
+    }
+
+    /// The script document (from the cache when its hash matches) and the
+    /// techniques it references.
+    async fn runnable_script(
+        &self,
+        script_id: ScriptId,
+        known_hash: Option<&str>,
+    ) -> Result<RunnableScript, DomainError> {
+        let a = &self.adapters;
+        let not_found = || DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()));
+        let (document, name, hash) = match known_hash {
+            Some(hash) => match a.script_cache.get(script_id, hash).await {
+                Some(document) => (document, None, hash.to_owned()),
+                None => {
+                    let script = a.scripts.get(script_id).await?.ok_or_else(not_found)?;
+                    a.script_cache
+                        .put(script_id, &script.content_hash, &script.document)
+                        .await;
+                    (script.document, Some(script.name), script.content_hash)
+                }
+            },
+            None => {
+                let script = a.scripts.get(script_id).await?.ok_or_else(not_found)?;
+                a.script_cache
+                    .put(script_id, &script.content_hash, &script.document)
+                    .await;
+                (script.document, Some(script.name), script.content_hash)
+            }
+        };
+        let session = match document {
+            ScriptDocument::Session(s) => s,
+            ScriptDocument::Technique(t) => {
+                return Err(DomainError::new(ErrorKind::ScriptValidation(vec![
+                    ValidationIssue {
+                        path: "root".into(),
+                        error_type: ValidationErrorType::StructureError,
+                        message: format!(
+                            "technique script `{}` cannot start a session",
+                            t.technique_id
+                        ),
+                        expected: Some("a session script (root `session`)".into()),
+                        actual: Some("a technique script (root `topic`)".into()),
+                        suggestion: Some(
+                            "Start the session with a session script that calls the technique through use_skill".into(),
+                        ),
+                        line: None,
+                        column: None,
+                    },
+                ]))
+                .with_script(script_id, name));
+            }
+        };
+        let techniques = self.techniques_for(&session, script_id).await?;
+        Ok(RunnableScript {
+            script_id,
+            script_name: name.unwrap_or_else(|| session.session_id.clone()),
+            content_hash: hash,
+            session: Arc::new(session),
+            techniques: Arc::new(techniques),
+        })
+    }
+
+    async fn techniques_for(
+        &self,
+        session: &SessionScript,
+        script_id: ScriptId,
+    ) -> Result<BTreeMap<String, TechniqueScript>, DomainError> {
+        let document = ScriptDocument::Session(session.clone());
+        let mut techniques = BTreeMap::new();
+        for skill in document.referenced_skills() {
+            let technique = self
+                .adapters
+                .scripts
+                .find_technique(&skill)
+                .await?
+                .and_then(|s| match s.document {
+                    ScriptDocument::Technique(t) => Some(t),
+                    ScriptDocument::Session(_) => None,
+                })
+                .ok_or_else(|| {
+                    DomainError::new(ErrorKind::ScriptNotFound(format!("technique `{skill}`")))
+                        .with_script(script_id, None)
+                })?;
+            techniques.insert(skill, technique);
+        }
+        Ok(techniques)
+    }
+
+    /// The stored session (through the snapshot cache).
+    pub async fn get_session(&self, id: SessionId) -> Result<Session, DomainError> {
+        let a = &self.adapters;
+        if let Some(session) = a.session_cache.get(id).await {
+            return Ok(session);
+        }
+        let session = a
+            .sessions
+            .get(id)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(id))?
+            .ok_or_else(|| DomainError::new(ErrorKind::SessionNotFound(id)).with_session(id))?;
+        a.session_cache.put(&session).await;
+        Ok(session)
+    }
+
+    /// The stored script of a session (for responses that echo it).
+    pub async fn script_of(&self, session: &Session) -> Result<Script, DomainError> {
+        self.adapters
+            .scripts
+            .get(session.script_id)
+            .await?
+            .ok_or_else(|| {
+                DomainError::new(ErrorKind::ScriptNotFound(session.script_id.to_string()))
+                    .with_session(session.id)
+            })
+    }
+
+    /// Messages after `after_seq`, oldest first.
+    pub async fn messages(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, DomainError> {
+        self.get_session(id).await?;
+        self.adapters
+            .history
+            .list_messages(id, after_seq, limit)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(id))
+    }
+
+    /// The session's variables in their scopes.
+    pub async fn variables(&self, id: SessionId) -> Result<VariableStore, DomainError> {
+        Ok(self.get_session(id).await?.state.variables)
+    }
+
+    /// Every value each turn wrote, oldest first.
+    pub async fn variable_history(
+        &self,
+        id: SessionId,
+    ) -> Result<Vec<VariableSnapshot>, DomainError> {
+        self.get_session(id).await?;
+        self.adapters
+            .history
+            .list_variable_snapshots(id)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(id))
+    }
+
+    /// A user's sessions, newest first.
+    pub async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<Session>, DomainError> {
+        Ok(self
+            .adapters
+            .sessions
+            .list_for_user(user_id, self.config.user_sessions_limit)
+            .await?)
+    }
+}
+
+fn replay(
+    stored: IdempotentResponse,
+    key: &IdempotencyKey,
+    session_id: SessionId,
+) -> Result<TurnResult, DomainError> {
+    if stored.request_hash != key.request_hash {
+        return Err(DomainError::new(ErrorKind::Conflict(format!(
+            "Idempotency-Key `{}` was already used with a different request",
+            key.key
+        )))
+        .with_session(session_id));
+    }
+    let mut result: TurnResult = serde_json::from_value(stored.response).map_err(|e| {
+        DomainError::new(ErrorKind::Internal(format!(
+            "stored idempotent response could not be decoded: {e}"
+        )))
+        .with_session(session_id)
+    })?;
+    result.replayed = true;
+    Ok(result)
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
