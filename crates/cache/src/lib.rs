@@ -1,0 +1,29 @@
+//! HeartRule's Redis adapter (product R4).
+//!
+//! * [`RedisCache`] implements the domain's [`ScriptCache`] and
+//!   [`SessionCache`] ports. It **fails open**: a Redis error, a timeout or a
+//!   corrupt value is a miss (for reads) or a no-op (for writes), counted in
+//!   `heartrule_redis_errors_total{operation}` and logged at most once per
+//!   `warn_interval`, so PostgreSQL keeps serving requests while Redis is down.
+//! * [`RedisRateLimiter`] is an atomic token bucket shared by every server
+//!   instance. Unlike the caches it reports Redis failures, so the caller
+//!   decides whether to let the request through.
+//!
+//! Call [`describe_metrics`] once at start-up so the exporter carries help
+//! texts for the metrics this crate records.
+//!
+//! [`ScriptCache`]: heartrule_domain::ScriptCache
+//! [`SessionCache`]: heartrule_domain::SessionCache
+
+mod cache;
+mod config;
+mod error;
+mod metrics;
+mod rate_limit;
+mod warn_limiter;
+
+pub use cache::{CacheHealth, RedisCache};
+pub use config::RedisCacheConfig;
+pub use error::CacheError;
+pub use metrics::{describe_metrics, CACHE_REQUESTS_TOTAL, REDIS_ERRORS_TOTAL};
+pub use rate_limit::{RateDecision, RedisRateLimiter};
