@@ -1,0 +1,461 @@
+//! `ai_ask` (reference §2.6): simple mode (one question, the answer goes to
+//! `target_variable`) and multi-round mode (questions until the exit
+//! decision, then the finish extraction of every `output` variable).
+
+use super::exit::{self, ExitDecision, ExitInput, ExitSource};
+use super::monitor::{MonitorRequest, ASK_METRICS, FEEDBACK_KEY};
+use super::prompts::{
+    beijing_time_text, chat_lines, extraction_prompt, output_list, AI_ASK_TEMPLATE,
+};
+use super::reply::{self, Reply};
+use super::safety;
+use super::templates::ResolvedTemplate;
+use super::turn::{ActionCall, ActionOutcome, Streaming, Turn, VariableWrite};
+use heartrule_domain::{
+    ActionType, AskConfig, DomainError, HistoryEntry, MessageRole, VariableScope,
+};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+const DEFAULT_TONE: &str = "温和、同理心、专业";
+const DEFAULT_EXIT: &str = "用户提供了足够的信息";
+const DEFAULT_MAX_ROUNDS: u32 = 3;
+const DEFAULT_AI_ROLE: &str = "咨询师";
+/// The reply to an empty answer (reference §2.6).
+pub(crate) const EMPTY_ANSWER_PROMPT: &str = "请提供您的回答。";
+
+pub(crate) async fn run(
+    turn: &mut Turn,
+    call: ActionCall<'_>,
+    config: &AskConfig,
+) -> Result<ActionOutcome, DomainError> {
+    let multi_round = config.is_multi_round();
+    let max_rounds = config
+        .max_rounds
+        .filter(|m| *m > 0)
+        .unwrap_or(DEFAULT_MAX_ROUNDS);
+    if call.round == 0 {
+        let question = generate(turn, &call, config, multi_round, Streaming::JsonContent).await?;
+        return Ok(question_outcome(
+            &question,
+            config,
+            multi_round,
+            1,
+            max_rounds,
+            None,
+        ));
+    }
+
+    let answer = call.input.as_deref().unwrap_or_default().trim().to_owned();
+    if answer.is_empty() {
+        let mut outcome = ActionOutcome::new(false, call.round, max_rounds);
+        outcome.message = Some(EMPTY_ANSWER_PROMPT.to_owned());
+        outcome.metadata = base_metadata(call.round, max_rounds);
+        outcome
+            .metadata
+            .insert("validationFailed".to_owned(), json!(true));
+        outcome
+            .metadata
+            .insert("waitingFor".to_owned(), json!("answer"));
+        // Keeps monitor advice for the next real prompt.
+        outcome.data = call.data.clone();
+        return Ok(outcome);
+    }
+
+    if !multi_round {
+        let mut outcome = ActionOutcome::new(true, call.round, max_rounds);
+        outcome.metadata = base_metadata(call.round, max_rounds);
+        if let Some(target) = config
+            .target_variable
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+        {
+            outcome.writes.push(VariableWrite {
+                name: target.to_owned(),
+                scope: VariableScope::Session,
+                value: Value::String(answer),
+            });
+        }
+        return Ok(outcome);
+    }
+
+    // Round = questions asked = answers received. When this answer uses up
+    // the rounds the exit is certain, so the (discarded) reply isn't streamed.
+    let round = call.round;
+    let streaming = if round >= max_rounds {
+        Streaming::Off
+    } else {
+        Streaming::JsonContent
+    };
+    let question = generate(turn, &call, config, true, streaming).await?;
+    let lookup = |name: &str| turn.lookup(call.loc, name).cloned();
+    let decision = exit::evaluate(&ExitInput {
+        supports_exit: true,
+        sources: &[
+            ExitSource::MaxRounds,
+            ExitSource::ExitFlag,
+            ExitSource::LlmSuggestion,
+        ],
+        round,
+        max_rounds,
+        reply: &question.reply.object,
+        criteria: None,
+        lookup: &lookup,
+    });
+    if !decision.should_exit {
+        return Ok(question_outcome(
+            &question,
+            config,
+            true,
+            round + 1,
+            max_rounds,
+            Some(&decision),
+        ));
+    }
+    finish(
+        turn, &call, config, &question, &decision, &answer, max_rounds,
+    )
+    .await
+}
+
+fn base_metadata(round: u32, max_rounds: u32) -> Map<String, Value> {
+    let mut metadata = Map::new();
+    metadata.insert("actionType".to_owned(), json!(ActionType::AiAsk.as_str()));
+    metadata.insert("currentRound".to_owned(), json!(round));
+    metadata.insert("maxRounds".to_owned(), json!(max_rounds));
+    metadata
+}
+
+/// A generated question with what produced it.
+struct Question {
+    raw: String,
+    reply: Reply,
+    template: ResolvedTemplate,
+}
+
+fn fallback(raw: &str) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("content".to_owned(), json!(raw.trim()));
+    object.insert("EXIT".to_owned(), json!("false"));
+    object.insert("BRIEF".to_owned(), json!("LLM输出JSON解析失败"));
+    object
+}
+
+/// Builds the ai_ask prompt (reference §3.5) and asks the LLM.
+async fn generate(
+    turn: &mut Turn,
+    call: &ActionCall<'_>,
+    config: &AskConfig,
+    multi_round: bool,
+    streaming: Streaming,
+) -> Result<Question, DomainError> {
+    let template = turn.template(call.action_id, AI_ASK_TEMPLATE)?;
+    let loc = call.loc;
+    let who = turn.counselor_name(loc, "心理咨询师");
+    let user = turn.user_name(loc);
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("time", beijing_time_text(turn.now));
+    vars.insert("chat", chat_lines(&turn.history, 5, &user, &who));
+    vars.insert("who", who);
+    vars.insert("user", user);
+    vars.insert(
+        "tone",
+        config
+            .tone
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TONE.to_owned()),
+    );
+    vars.insert(
+        "ai_role",
+        config
+            .ai_role
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AI_ROLE.to_owned()),
+    );
+    vars.insert(
+        "output_list",
+        if multi_round {
+            output_list(&config.output)
+        } else {
+            String::new()
+        },
+    );
+    vars.insert("task", turn.substitute_text(loc, &config.content));
+    vars.insert(
+        "exit",
+        config
+            .exit
+            .clone()
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_EXIT.to_owned()),
+    );
+    let mut prompt = turn.render(loc, &template.text, &vars);
+    if let Some(feedback) = call.data.get(FEEDBACK_KEY).and_then(Value::as_str) {
+        prompt.push_str("\n\n");
+        prompt.push_str(feedback);
+    }
+    let raw = turn
+        .call_llm(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
+        .await?;
+    let reply = reply::read(&raw, fallback);
+    Ok(Question {
+        raw,
+        reply,
+        template,
+    })
+}
+
+/// The message: `content`, else `json[ai_role]`, else `json.response`.
+fn message_of(object: &Map<String, Value>, ai_role: &str) -> String {
+    reply::text(object, "content")
+        .or_else(|| reply::text(object, ai_role))
+        .or_else(|| reply::text(object, "response"))
+        .unwrap_or_default()
+}
+
+/// The reply's non-empty values of the `output` variables.
+fn output_values(object: &Map<String, Value>, config: &AskConfig) -> Vec<VariableWrite> {
+    config
+        .output
+        .iter()
+        .filter(|field| !field.get.trim().is_empty())
+        .filter_map(|field| {
+            object
+                .get(&field.get)
+                .filter(|v| reply::non_empty(v))
+                .map(|value| VariableWrite {
+                    name: field.get.clone(),
+                    scope: field.scope.unwrap_or(VariableScope::Session),
+                    value: value.clone(),
+                })
+        })
+        .collect()
+}
+
+/// `exit_reason` of multi-round asks.
+fn exit_reason(
+    round: u32,
+    max_rounds: u32,
+    decision: Option<&ExitDecision>,
+    progress: &str,
+) -> Option<&'static str> {
+    if round >= max_rounds {
+        Some("max_rounds_reached")
+    } else if decision.is_some_and(|d| d.should_exit && d.source == ExitSource::ExitFlag) {
+        Some("exit_criteria_met")
+    } else if progress == "blocked" {
+        Some("user_blocked")
+    } else if progress == "off_topic" {
+        Some("off_topic")
+    } else {
+        None
+    }
+}
+
+/// Metadata of a reply, shared by the question and the finish results.
+fn reply_metadata(
+    question: &Question,
+    round: u32,
+    max_rounds: u32,
+    progress: &str,
+    unknown_progress: Option<String>,
+    metrics: &Value,
+) -> Map<String, Value> {
+    let object = &question.reply.object;
+    let mut metadata = base_metadata(round, max_rounds);
+    metadata.insert(
+        "shouldExit".to_owned(),
+        json!(super::llm_json::flag(object, &["EXIT", "exit"]) == Some(true)),
+    );
+    if let Some(brief) = reply::text(object, "BRIEF") {
+        metadata.insert("brief".to_owned(), json!(brief));
+    }
+    metadata.insert("llmRawOutput".to_owned(), question.reply.raw_output.clone());
+    reply::template_metadata(&question.template, &mut metadata);
+    metadata.insert("safety_check".to_owned(), safety::scan(&question.raw));
+    if let Some(risk) = object.get("safety_risk") {
+        metadata.insert("safety_risk".to_owned(), risk.clone());
+    }
+    if let Some(llm_metadata) = reply::llm_metadata(object) {
+        if let Some(style) = llm_metadata.get("style_adaptation") {
+            metadata.insert("style_adaptation".to_owned(), style.clone());
+        }
+        metadata.insert(
+            "llm_metadata".to_owned(),
+            Value::Object(llm_metadata.clone()),
+        );
+    }
+    reply::parse_metadata(&question.reply, &mut metadata);
+    metadata.insert("metrics".to_owned(), metrics.clone());
+    metadata.insert("progress_suggestion".to_owned(), json!(progress));
+    if let Some(unknown) = unknown_progress {
+        metadata.insert(
+            "progress_suggestion_unrecognized".to_owned(),
+            json!(unknown),
+        );
+    }
+    metadata
+}
+
+/// A question the user should answer (round 0, or a continuing round).
+fn question_outcome(
+    question: &Question,
+    config: &AskConfig,
+    multi_round: bool,
+    round: u32,
+    max_rounds: u32,
+    decision: Option<&ExitDecision>,
+) -> ActionOutcome {
+    let object = &question.reply.object;
+    let ai_role = config.ai_role.as_deref().unwrap_or(DEFAULT_AI_ROLE);
+    let message = message_of(object, ai_role);
+    let (progress, unknown_progress) = reply::progress_suggestion(object);
+    let metrics = reply::metrics(object, &ASK_METRICS);
+
+    let mut outcome = ActionOutcome::new(false, round, max_rounds);
+    outcome.metadata = reply_metadata(
+        question,
+        round,
+        max_rounds,
+        &progress,
+        unknown_progress,
+        &metrics,
+    );
+    outcome
+        .metadata
+        .insert("waitingFor".to_owned(), json!("answer"));
+    if multi_round {
+        if round > 1 {
+            outcome
+                .metadata
+                .insert("continueAsking".to_owned(), json!(true));
+        }
+        if let Some(reason) = exit_reason(round - 1, max_rounds, decision, &progress) {
+            outcome
+                .metadata
+                .insert("exit_reason".to_owned(), json!(reason));
+        }
+        outcome.writes = output_values(object, config);
+    } else if let Some(target) = &config.target_variable {
+        outcome
+            .metadata
+            .insert("extractTo".to_owned(), json!(target));
+    }
+    if let Some(decision) = decision {
+        outcome
+            .metadata
+            .insert("exitDecision".to_owned(), decision.to_json());
+        outcome.exit_decision = Some(decision.to_json());
+    }
+    outcome.metrics = Some(metrics.clone());
+    outcome.data = json!({ "mode": if multi_round { "multi" } else { "simple" } });
+    outcome.monitor = Some(MonitorRequest {
+        action_type: ActionType::AiAsk,
+        round,
+        max_rounds,
+        metrics,
+        progress_suggestion: progress,
+        target_variables: config.output.iter().map(|f| f.get.clone()).collect(),
+        topic_content: None,
+    });
+    outcome.message = Some(message);
+    outcome
+}
+
+/// The newest value of `name` this action's earlier replies carried.
+fn history_value(history: &[HistoryEntry], action_id: &str, name: &str) -> Option<Value> {
+    history
+        .iter()
+        .rev()
+        .filter(|e| e.role == MessageRole::Assistant && e.action_id.as_deref() == Some(action_id))
+        .find_map(|entry| {
+            let raw = entry.metadata.get("llmRawOutput")?;
+            let value = match raw {
+                Value::Object(object) => object.get(name).cloned(),
+                Value::String(text) => super::llm_json::parse_reply(text)
+                    .object
+                    .and_then(|mut object| object.remove(name)),
+                _ => None,
+            };
+            value.filter(reply::non_empty)
+        })
+}
+
+/// The exit: every output variable gets its first available value — this
+/// reply, an earlier reply of this action, the extraction call (when the
+/// field has a `define`), or the answer itself. No message.
+async fn finish(
+    turn: &mut Turn,
+    call: &ActionCall<'_>,
+    config: &AskConfig,
+    question: &Question,
+    decision: &ExitDecision,
+    answer: &str,
+    max_rounds: u32,
+) -> Result<ActionOutcome, DomainError> {
+    let round = call.round;
+    let mut writes = Vec::new();
+    for field in config.output.iter().filter(|f| !f.get.trim().is_empty()) {
+        let mut value = question
+            .reply
+            .object
+            .get(&field.get)
+            .filter(|v| reply::non_empty(v))
+            .cloned()
+            .or_else(|| history_value(&turn.history, call.action_id, &field.get));
+        let define = field.define.as_deref().map(str::trim).unwrap_or_default();
+        if value.is_none() && !define.is_empty() {
+            let prompt = extraction_prompt(&turn.history, &field.get, define);
+            let extracted = turn
+                .call_llm(call.action_id, "extract", prompt, 0.3, 500, Streaming::Off)
+                .await?;
+            let extracted = extracted.trim();
+            if !extracted.is_empty() {
+                value = Some(Value::String(extracted.to_owned()));
+            }
+        }
+        writes.push(VariableWrite {
+            name: field.get.clone(),
+            scope: field.scope.unwrap_or(VariableScope::Session),
+            value: value.unwrap_or_else(|| Value::String(answer.to_owned())),
+        });
+    }
+    if let Some(target) = config
+        .target_variable
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
+        if !writes.iter().any(|w| w.name == target) {
+            writes.push(VariableWrite {
+                name: target.to_owned(),
+                scope: VariableScope::Session,
+                value: Value::String(answer.to_owned()),
+            });
+        }
+    }
+
+    let object = &question.reply.object;
+    let (progress, unknown_progress) = reply::progress_suggestion(object);
+    let metrics = reply::metrics(object, &ASK_METRICS);
+    let mut outcome = ActionOutcome::new(true, round, max_rounds);
+    outcome.metadata = reply_metadata(
+        question,
+        round,
+        max_rounds,
+        &progress,
+        unknown_progress,
+        &metrics,
+    );
+    if let Some(reason) = exit_reason(round, max_rounds, Some(decision), &progress) {
+        outcome
+            .metadata
+            .insert("exit_reason".to_owned(), json!(reason));
+    }
+    outcome
+        .metadata
+        .insert("exitDecision".to_owned(), decision.to_json());
+    outcome.exit_decision = Some(decision.to_json());
+    outcome.metrics = Some(metrics);
+    outcome.writes = writes;
+    Ok(outcome)
+}

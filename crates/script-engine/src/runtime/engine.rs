@@ -1,0 +1,103 @@
+//! [`HeartRuleEngine`]: the [`ScriptEngine`] port implementation.
+
+use super::templates::TemplateSource;
+use super::turn::{Turn, TurnInput};
+use async_trait::async_trait;
+use heartrule_domain::{
+    DomainError, LlmProvider, LoadMode, ParsedScript, ScriptEngine, ScriptLoadError, TurnOutcome,
+    TurnRequest,
+};
+use std::sync::Arc;
+
+/// Engine switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Run the topic-layer monitors (reference §4.1) after incomplete
+    /// ai_ask / template ai_say results. Each adds one LLM call.
+    pub monitors: bool,
+    /// How many of the request's newest history entries prompts may see.
+    pub history_window: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            monitors: false,
+            history_window: 20,
+        }
+    }
+}
+
+/// Runs HeartRule scripts turn by turn. Stateless between turns: everything
+/// a turn needs arrives in its [`TurnRequest`].
+#[derive(Clone)]
+pub struct HeartRuleEngine {
+    llm: Arc<dyn LlmProvider>,
+    templates: Arc<dyn TemplateSource>,
+    options: EngineOptions,
+}
+
+impl std::fmt::Debug for HeartRuleEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartRuleEngine")
+            .field("llm", &self.llm.name())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeartRuleEngine {
+    #[must_use]
+    pub fn new(
+        llm: Arc<dyn LlmProvider>,
+        templates: Arc<dyn TemplateSource>,
+        options: EngineOptions,
+    ) -> Self {
+        Self {
+            llm,
+            templates,
+            options,
+        }
+    }
+
+    #[must_use]
+    pub fn options(&self) -> EngineOptions {
+        self.options
+    }
+}
+
+#[async_trait]
+impl ScriptEngine for HeartRuleEngine {
+    fn load(&self, yaml: &str, mode: LoadMode) -> Result<ParsedScript, ScriptLoadError> {
+        crate::loader::load(yaml, mode)
+    }
+
+    /// Runs one turn. On error nothing of the turn is returned; the error's
+    /// context carries the position of the failing action, and the caller
+    /// keeps its previous state.
+    async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutcome, DomainError> {
+        let TurnRequest {
+            script,
+            techniques,
+            state,
+            user_input,
+            history,
+            now,
+            sink,
+        } = request;
+        let turn = Turn::new(
+            Arc::clone(&self.llm),
+            Arc::clone(&self.templates),
+            self.options,
+            TurnInput {
+                script,
+                techniques,
+                state,
+                history,
+                now,
+                sink,
+            },
+        );
+        turn.run(user_input).await
+    }
+}

@@ -1,0 +1,397 @@
+//! The working context of one turn: the state being changed, the history the
+//! prompts see, what the turn produced so far, and the helpers actions use
+//! (variable lookup and writes, placeholder substitution, templates, LLM
+//! calls with streaming and call records).
+
+use super::engine::EngineOptions;
+use super::llm_json::ContentStreamExtractor;
+use super::monitor::MonitorRequest;
+use super::placeholders::{substitute, value_to_text};
+use super::prompts::beijing_time_text;
+use super::templates::{ResolvedTemplate, TemplateSource};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use heartrule_domain::{
+    ContentSink, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord, LlmChunk,
+    LlmError, LlmProvider, LlmRequest, LlmResponse, NewMessage, SessionScript, TechniqueScript,
+    VariableChange, VariableScope, VariableValue,
+};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where an action runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// Script-level phase and topic: they key the phase and topic scopes.
+    pub phase_id: Option<String>,
+    pub topic_id: Option<String>,
+    /// How many skill frames are visible (0 = the session script itself);
+    /// lookups see the innermost visible frame first.
+    pub depth: usize,
+}
+
+/// How an LLM reply reaches the content sink while it is generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    /// Not user-facing (think, extraction, monitors) or not worth streaming.
+    Off,
+    /// A JSON reply whose `content` field is the message.
+    JsonContent,
+    /// A plain-text reply that is the message (legacy rewrite).
+    Raw,
+}
+
+/// A variable an action wants written.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct VariableWrite {
+    pub name: String,
+    pub scope: VariableScope,
+    pub value: Value,
+}
+
+/// How an action was invoked.
+#[derive(Debug)]
+pub(crate) struct ActionCall<'a> {
+    pub loc: &'a Location,
+    pub action_id: &'a str,
+    /// The saved round when resuming, 0 on a fresh start.
+    pub round: u32,
+    /// The saved progress data when resuming, `Null` on a fresh start.
+    pub data: Value,
+    /// The user's input, for the first action of the turn only.
+    pub input: Option<String>,
+}
+
+/// What an action produced. One code path ([`super::flow`]) turns this
+/// into variables, messages, state metadata and the pending action.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ActionOutcome {
+    pub completed: bool,
+    /// The AI message; empty or absent means none.
+    pub message: Option<String>,
+    pub writes: Vec<VariableWrite>,
+    /// Metadata of the AI message.
+    pub metadata: Map<String, Value>,
+    /// The round reported for this result; kept as the pending round when
+    /// the action is incomplete.
+    pub round: u32,
+    pub max_rounds: u32,
+    /// Progress data kept with the pending action.
+    pub data: Value,
+    pub exit_decision: Option<Value>,
+    pub metrics: Option<Value>,
+    /// Set when a monitor may review this (incomplete) result.
+    pub monitor: Option<MonitorRequest>,
+}
+
+impl ActionOutcome {
+    pub(crate) fn new(completed: bool, round: u32, max_rounds: u32) -> Self {
+        Self {
+            completed,
+            message: None,
+            writes: Vec::new(),
+            metadata: Map::new(),
+            round,
+            max_rounds,
+            data: Value::Null,
+            exit_decision: None,
+            metrics: None,
+            monitor: None,
+        }
+    }
+
+    /// The message when there is one to show.
+    pub(crate) fn visible_message(&self) -> Option<&str> {
+        self.message.as_deref().filter(|m| !m.trim().is_empty())
+    }
+}
+
+/// One turn in progress.
+pub(crate) struct Turn {
+    llm: Arc<dyn LlmProvider>,
+    templates: Arc<dyn TemplateSource>,
+    pub options: EngineOptions,
+    pub script: Arc<SessionScript>,
+    pub techniques: Arc<BTreeMap<String, TechniqueScript>>,
+    pub state: EngineState,
+    /// The history prompts see: the request's window plus this turn's messages.
+    pub history: Vec<HistoryEntry>,
+    pub now: DateTime<Utc>,
+    sink: Option<Arc<dyn ContentSink>>,
+    pub messages: Vec<NewMessage>,
+    pub variable_changes: Vec<VariableChange>,
+    pub llm_calls: Vec<LlmCallRecord>,
+}
+
+/// Everything [`Turn::new`] needs besides the ports.
+pub(crate) struct TurnInput {
+    pub script: Arc<SessionScript>,
+    pub techniques: Arc<BTreeMap<String, TechniqueScript>>,
+    pub state: EngineState,
+    pub history: Vec<HistoryEntry>,
+    pub now: DateTime<Utc>,
+    pub sink: Option<Arc<dyn ContentSink>>,
+}
+
+/// An action failure that is not an LLM failure.
+pub(crate) fn action_error(action_id: &str, message: impl Into<String>) -> DomainError {
+    DomainError::new(ErrorKind::ActionExecution {
+        action_id: action_id.to_owned(),
+        message: message.into(),
+    })
+}
+
+impl Turn {
+    pub(crate) fn new(
+        llm: Arc<dyn LlmProvider>,
+        templates: Arc<dyn TemplateSource>,
+        options: EngineOptions,
+        input: TurnInput,
+    ) -> Self {
+        let mut history = input.history;
+        let excess = history.len().saturating_sub(options.history_window);
+        history.drain(..excess);
+        Self {
+            llm,
+            templates,
+            options,
+            script: input.script,
+            techniques: input.techniques,
+            state: input.state,
+            history,
+            now: input.now,
+            sink: input.sink,
+            messages: Vec::new(),
+            variable_changes: Vec::new(),
+            llm_calls: Vec::new(),
+        }
+    }
+
+    /// The location of an action running with `depth` skill frames visible.
+    pub(crate) fn location(&self, depth: usize) -> Location {
+        Location {
+            phase_id: self.state.position.phase_id.clone(),
+            topic_id: self.state.position.topic_id.clone(),
+            depth,
+        }
+    }
+
+    /// Scoped lookup: the visible skill frames innermost first, then
+    /// topic → phase → session → global of the session.
+    pub(crate) fn lookup(&self, loc: &Location, name: &str) -> Option<&Value> {
+        let frames = &self.state.skill_frames[..loc.depth.min(self.state.skill_frames.len())];
+        frames
+            .iter()
+            .rev()
+            .find_map(|frame| {
+                frame
+                    .variables
+                    .lookup(name, None, frame.position.topic_id.as_deref())
+            })
+            .or_else(|| {
+                self.state
+                    .variables
+                    .lookup(name, loc.phase_id.as_deref(), loc.topic_id.as_deref())
+            })
+            .map(|v| &v.value)
+    }
+
+    pub(crate) fn lookup_text(&self, loc: &Location, name: &str) -> Option<String> {
+        self.lookup(loc, name).map(value_to_text)
+    }
+
+    /// The user's name for prompts (`用户名`, else `来访者`).
+    pub(crate) fn user_name(&self, loc: &Location) -> String {
+        self.lookup_text(loc, "用户名")
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "来访者".to_owned())
+    }
+
+    /// The counsellor persona (`咨询师名`, else `fallback`).
+    pub(crate) fn counselor_name(&self, loc: &Location, fallback: &str) -> String {
+        self.lookup_text(loc, "咨询师名")
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| fallback.to_owned())
+    }
+
+    /// Action-level substitution of script text (task, topic content,
+    /// skill inputs): system `{%time%}`/`{%user%}`/`{%who%}`, everything else
+    /// from the scoped variables; unknown placeholders stay verbatim.
+    pub(crate) fn substitute_text(&self, loc: &Location, text: &str) -> String {
+        let system = |name: &str| match name {
+            "time" => Some(beijing_time_text(self.now)),
+            "user" => Some(self.user_name(loc)),
+            "who" => Some(self.counselor_name(loc, "心理咨询师")),
+            _ => None,
+        };
+        let script = |name: &str| self.lookup_text(loc, name);
+        substitute(text, &system, &script)
+    }
+
+    /// Template-level substitution: `vars` are the template's system
+    /// variables, the scoped variables fill the rest (profile fields such
+    /// as `{{教育背景}}`).
+    pub(crate) fn render(
+        &self,
+        loc: &Location,
+        template: &str,
+        vars: &BTreeMap<&str, String>,
+    ) -> String {
+        let system = |name: &str| vars.get(name).cloned();
+        let script = |name: &str| self.lookup_text(loc, name);
+        substitute(template, &system, &script)
+    }
+
+    /// Resolves a prompt template through the session's scheme.
+    pub(crate) fn template(
+        &self,
+        action_id: &str,
+        file: &str,
+    ) -> Result<ResolvedTemplate, DomainError> {
+        self.templates
+            .resolve(self.state.template_scheme.as_deref(), file)
+            .map_err(|e| action_error(action_id, format!("prompt template unavailable: {e}")))
+    }
+
+    /// Same as [`Self::template`] but keeps the template error (monitors
+    /// treat a missing template as "no monitor").
+    pub(crate) fn try_template(
+        &self,
+        file: &str,
+    ) -> Result<ResolvedTemplate, super::templates::TemplateError> {
+        self.templates
+            .resolve(self.state.template_scheme.as_deref(), file)
+    }
+
+    /// One LLM call, recorded in the turn's call list. User-facing replies
+    /// stream to the sink when the request has one.
+    pub(crate) async fn call_llm(
+        &mut self,
+        action_id: &str,
+        purpose: &str,
+        prompt: String,
+        temperature: f32,
+        max_tokens: u32,
+        streaming: Streaming,
+    ) -> Result<String, DomainError> {
+        let request = LlmRequest {
+            prompt,
+            temperature,
+            max_tokens,
+            purpose: purpose.to_owned(),
+        };
+        let sink = match streaming {
+            Streaming::Off => None,
+            Streaming::JsonContent | Streaming::Raw => self.sink.clone(),
+        };
+        let response = match sink {
+            Some(sink) => {
+                let extract = (streaming == Streaming::JsonContent)
+                    .then(|| ContentStreamExtractor::new("content"));
+                self.stream(&request, action_id, sink.as_ref(), extract)
+                    .await?
+            }
+            None => self.llm.complete(&request).await?,
+        };
+        let text = response.text.clone();
+        self.llm_calls.push(LlmCallRecord {
+            action_id: action_id.to_owned(),
+            purpose: request.purpose,
+            prompt: request.prompt,
+            response: response.text,
+            provider: response.provider,
+            model: response.model,
+            temperature,
+            max_tokens,
+            usage: response.usage,
+            started_at: self.now,
+        });
+        Ok(text)
+    }
+
+    /// Streams one completion, forwarding message text to the sink. The
+    /// returned response carries the text assembled from the deltas (what
+    /// the user saw), or the final chunk's text if no delta arrived.
+    async fn stream(
+        &self,
+        request: &LlmRequest,
+        action_id: &str,
+        sink: &dyn ContentSink,
+        mut extractor: Option<ContentStreamExtractor>,
+    ) -> Result<LlmResponse, LlmError> {
+        let mut stream = self.llm.stream(request).await?;
+        let mut assembled = String::new();
+        let mut done = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk? {
+                LlmChunk::Delta(text) => {
+                    assembled.push_str(&text);
+                    let visible = match extractor.as_mut() {
+                        Some(extractor) => extractor.push(&text),
+                        None => text,
+                    };
+                    if !visible.is_empty() {
+                        sink.delta(action_id, &visible);
+                    }
+                }
+                LlmChunk::Done(response) => {
+                    done = Some(response);
+                    break;
+                }
+            }
+        }
+        if let Some(rest) = extractor.as_mut().map(ContentStreamExtractor::finish) {
+            if !rest.is_empty() {
+                sink.delta(action_id, &rest);
+            }
+        }
+        let mut response = done.ok_or_else(|| {
+            LlmError::InvalidResponse("the stream ended without its final chunk".to_owned())
+        })?;
+        if !assembled.is_empty() {
+            response.text = assembled;
+        }
+        Ok(response)
+    }
+
+    /// Writes a variable where `loc` sees it: the innermost visible skill
+    /// frame, else the session's store (reported as a variable change).
+    pub(crate) fn write_variable(
+        &mut self,
+        loc: &Location,
+        name: &str,
+        scope: VariableScope,
+        value: Value,
+        source: &str,
+    ) {
+        let record = VariableValue::new(value.clone(), source, scope, self.now);
+        let depth = loc.depth.min(self.state.skill_frames.len());
+        if let Some(frame) = depth
+            .checked_sub(1)
+            .and_then(|i| self.state.skill_frames.get_mut(i))
+        {
+            // Technique variables live in their frame until the output
+            // mapping copies them out; they are not session variables.
+            let key = match scope {
+                VariableScope::Topic => frame.position.topic_id.clone(),
+                _ => None,
+            };
+            frame.variables.set(name, scope, key.as_deref(), record);
+            return;
+        }
+        let key = match scope {
+            VariableScope::Topic => loc.topic_id.as_deref(),
+            VariableScope::Phase => loc.phase_id.as_deref(),
+            VariableScope::Session | VariableScope::Global => None,
+        };
+        let (scope, scope_key) = self.state.variables.set(name, scope, key, record);
+        self.variable_changes.push(VariableChange {
+            name: name.to_owned(),
+            scope,
+            scope_key,
+            value,
+            source: source.to_owned(),
+        });
+    }
+}
