@@ -1,0 +1,658 @@
+//! Log lines: the level filter, the JSON and pretty event formats (both
+//! carrying `trace_id`/`span_id`), rolling files, and the subscriber stack.
+//!
+//! How log lines get their trace ids: the OpenTelemetry layer attaches a
+//! span's OTel context to the thread while the span is entered (context
+//! activation), so the formatters read `opentelemetry::Context::current()`
+//! when an event is written. That is the innermost entered span, which is
+//! where events are emitted (`Instrument`ed futures enter their span on
+//! every poll). Without trace export no context is attached and the fields
+//! are left out.
+
+use crate::config::{FileLogConfig, LogConfig, LogFormat};
+use crate::error::TelemetryError;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use serde::ser::{SerializeMap, Serializer as _};
+use serde_json::Value;
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::fmt::format::{Format, JsonFields, Pretty, PrettyFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// A subscriber with every layer boxed away, ready for `set_global_default`
+/// or `Dispatch::new`.
+pub(crate) type BoxedSubscriber = Box<dyn Subscriber + Send + Sync + 'static>;
+
+/// The filter directives in force: a non-empty `RUST_LOG` wins over the
+/// configured level.
+pub(crate) fn filter_directives(configured: &str, rust_log: Option<&str>) -> String {
+    match rust_log.map(str::trim) {
+        Some(from_env) if !from_env.is_empty() => from_env.to_owned(),
+        _ => configured.trim().to_owned(),
+    }
+}
+
+pub(crate) fn env_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|error| TelemetryError::InvalidLogFilter {
+            directives: directives.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
+/// The filter from config and the process environment.
+pub(crate) fn env_filter_from(config: &LogConfig) -> Result<EnvFilter, TelemetryError> {
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    env_filter(&filter_directives(&config.level, rust_log.as_deref()))
+}
+
+/// A non-blocking writer to daily rolling files; keep the guard alive until
+/// shutdown (dropping it flushes the queue).
+pub(crate) fn rolling_file_writer(
+    file: &FileLogConfig,
+) -> Result<(NonBlocking, WorkerGuard), TelemetryError> {
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix(&file.prefix)
+        .filename_suffix("log")
+        .max_log_files(file.retention_files)
+        .build(&file.directory)
+        .map_err(|error| TelemetryError::LogFile {
+            directory: file.directory.display().to_string(),
+            reason: error.to_string(),
+        })?;
+    Ok(tracing_appender::non_blocking(appender))
+}
+
+/// Crates that carry the exporter's own traffic. Their spans never become
+/// OTel spans: exporting them would produce more exports, forever.
+const EXPORT_PIPELINE_TARGETS: &[&str] = &[
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+    "tower",
+];
+
+fn is_export_pipeline(target: &str) -> bool {
+    EXPORT_PIPELINE_TARGETS.iter().any(|crate_name| {
+        target
+            .strip_prefix(crate_name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// Registry + level filter + OpenTelemetry layer (when a tracer is given) +
+/// console log layer + file log layer (when a file writer is given).
+pub(crate) fn assemble<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    console: W,
+    file: Option<NonBlocking>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> BoxedSubscriber
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(filter_fn(|metadata| !is_export_pipeline(metadata.target())))
+    });
+    Box::new(
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(otel)
+            .with(log_layer(format, console))
+            .with(file.map(|writer| log_layer(format, writer))),
+    )
+}
+
+fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .fmt_fields(PrettyFields::new())
+            .event_format(PrettyWithTraceIds::default())
+            .boxed(),
+    }
+}
+
+/// The ids of the span whose OTel context is attached to this thread, if any.
+pub(crate) fn current_trace_ids() -> Option<(TraceId, SpanId)> {
+    let context = opentelemetry::Context::current();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| (span_context.trace_id(), span_context.span_id()))
+}
+
+/// Keys this format writes itself; an event field with one of these names is
+/// kept as `fields.<name>` instead of being lost.
+const RESERVED_KEYS: &[&str] = &[
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "trace_id",
+    "span_id",
+    "span",
+    "spans",
+];
+
+/// One JSON object per line:
+/// `{"timestamp", "level", "target", "message", "trace_id"?, "span_id"?,
+/// <event fields as they were named, e.g. "event", "session.id", "error.code">,
+/// "span"?: {"name", <fields>} (the innermost span), "spans"?: [root … innermost]}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct JsonLines;
+
+impl<S> FormatEvent<S, JsonFields> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        let mut visitor = JsonVisitor::default();
+        event.record(&mut visitor);
+
+        let mut entries: Vec<(String, Value)> = Vec::with_capacity(visitor.fields.len() + 8);
+        entries.push((
+            "timestamp".to_owned(),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        ));
+        entries.push((
+            "level".to_owned(),
+            Value::String(metadata.level().as_str().to_owned()),
+        ));
+        entries.push((
+            "target".to_owned(),
+            Value::String(metadata.target().to_owned()),
+        ));
+        if let Some(message) = visitor.message.take() {
+            entries.push(("message".to_owned(), message));
+        }
+        if let Some((trace_id, span_id)) = current_trace_ids() {
+            entries.push(("trace_id".to_owned(), Value::String(trace_id.to_string())));
+            entries.push(("span_id".to_owned(), Value::String(span_id.to_string())));
+        }
+        for (name, value) in visitor.fields {
+            let key = if RESERVED_KEYS.contains(&name.as_str()) {
+                format!("fields.{name}")
+            } else {
+                name
+            };
+            entries.push((key, value));
+        }
+
+        if let Some(scope) = ctx.event_scope() {
+            let mut spans: Vec<Value> = scope
+                .from_root()
+                .map(|span| {
+                    let mut object = serde_json::Map::new();
+                    object.insert("name".to_owned(), Value::String(span.name().to_owned()));
+                    let extensions = span.extensions();
+                    if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() {
+                        // JsonFields stores the span's fields as a JSON object text.
+                        if let Ok(serde_json::Value::Object(recorded)) =
+                            serde_json::from_str::<Value>(fields.as_str())
+                        {
+                            object.extend(recorded);
+                        }
+                    }
+                    Value::Object(object)
+                })
+                .collect();
+            if let Some(innermost) = spans.last().cloned() {
+                entries.push(("span".to_owned(), innermost));
+                entries.push(("spans".to_owned(), Value::Array(std::mem::take(&mut spans))));
+            }
+        }
+
+        let line = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Serializes the entries as one JSON object, keeping their order (the
+/// common keys first is easier to read than alphabetical).
+fn ordered_json_object(entries: &[(String, Value)]) -> Result<String, serde_json::Error> {
+    let mut buffer = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::new(&mut buffer);
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for (key, value) in entries {
+        map.serialize_entry(key, value)?;
+    }
+    map.end()?;
+    // serde_json writes UTF-8 only.
+    String::from_utf8(buffer).map_err(|error| serde::ser::Error::custom(error.to_string()))
+}
+
+/// Event fields as JSON values, in the order they were recorded.
+#[derive(Default)]
+struct JsonVisitor {
+    message: Option<Value>,
+    fields: Vec<(String, Value)>,
+}
+
+impl JsonVisitor {
+    fn put(&mut self, field: &Field, value: Value) {
+        if field.name() == "message" {
+            self.message = Some(value);
+        } else {
+            self.fields.push((field.name().to_owned(), value));
+        }
+    }
+}
+
+impl Visit for JsonVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // NaN and infinities have no JSON number form.
+        let json = serde_json::Number::from_f64(value)
+            .map_or_else(|| Value::String(value.to_string()), Value::Number);
+        self.put(field, json);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        let json =
+            i64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
+        self.put(field, json);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        let json =
+            u64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
+        self.put(field, json);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::Bool(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_owned()));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::String(value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::String(format!("{value:?}")));
+    }
+}
+
+/// tracing-subscriber's multi-line `Pretty` format plus a
+/// `trace_id: …, span_id: …` line for events inside a traced span. Plain
+/// text: the inner format is rendered into a buffer to append that line, and
+/// a buffer has no colours.
+#[derive(Debug)]
+pub(crate) struct PrettyWithTraceIds {
+    inner: Format<Pretty>,
+}
+
+impl Default for PrettyWithTraceIds {
+    fn default() -> Self {
+        Self {
+            inner: tracing_subscriber::fmt::format().pretty().with_ansi(false),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for PrettyWithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = current_trace_ids() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut rendered = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut rendered), event)?;
+        writeln!(writer, "{}", rendered.trim_end_matches('\n'))?;
+        writeln!(writer, "    trace_id: {trace_id}, span_id: {span_id}")?;
+        // The pretty format separates events with an empty line.
+        writeln!(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::CapturedLogs;
+    use crate::traces;
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    /// A tracer that samples everything and exports nowhere: spans get real ids.
+    fn local_tracer() -> (
+        opentelemetry_sdk::trace::SdkTracerProvider,
+        opentelemetry_sdk::trace::SdkTracer,
+    ) {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(traces::sampler(1.0))
+            .build();
+        let tracer = provider.tracer("test");
+        (provider, tracer)
+    }
+
+    fn subscriber(
+        format: LogFormat,
+        level: &str,
+        logs: &CapturedLogs,
+        traced: bool,
+    ) -> (
+        tracing::Dispatch,
+        Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    ) {
+        let (provider, tracer) = if traced {
+            let (provider, tracer) = local_tracer();
+            (Some(provider), Some(tracer))
+        } else {
+            (None, None)
+        };
+        let dispatch = tracing::Dispatch::new(assemble(
+            format,
+            env_filter(level).unwrap(),
+            logs.clone(),
+            None,
+            tracer,
+        ));
+        (dispatch, provider)
+    }
+
+    #[test]
+    fn rust_log_wins_over_the_configured_level_unless_empty() {
+        assert_eq!(filter_directives("info", None), "info");
+        assert_eq!(filter_directives("info", Some("  ")), "info");
+        assert_eq!(
+            filter_directives("info", Some("debug,hyper=warn")),
+            "debug,hyper=warn"
+        );
+        assert!(env_filter("info,heartrule=debug").is_ok());
+        match env_filter("info,heartrule=loud") {
+            Err(TelemetryError::InvalidLogFilter { directives, .. }) => {
+                assert_eq!(directives, "info,heartrule=loud");
+            }
+            other => panic!("expected an invalid filter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_fields_spans_and_the_trace_ids_of_the_span() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "info", &logs, true);
+        let expected_ids = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!(
+                "session_manager.process_turn",
+                session.id = "s-1",
+                turn = 3_u64
+            );
+            let _entered = span.enter();
+            tracing::info!(
+                event = "turn_committed",
+                session.id = "s-1",
+                error.code = tracing::field::Empty,
+                latency_ms = 12.5,
+                ok = true,
+                "turn {} committed",
+                3
+            );
+            let context = span.context();
+            let otel_span = context.span();
+            let span_context = otel_span.span_context();
+            (
+                span_context.trace_id().to_string(),
+                span_context.span_id().to_string(),
+            )
+        });
+
+        let lines = logs.json_lines().unwrap();
+        assert_eq!(lines.len(), 1, "{:?}", logs.text());
+        let line = &lines[0];
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["message"], "turn 3 committed");
+        assert_eq!(line["event"], "turn_committed");
+        assert_eq!(line["session.id"], "s-1");
+        assert_eq!(line["latency_ms"], 12.5);
+        assert_eq!(line["ok"], true);
+        assert!(
+            line.get("error.code").is_none(),
+            "empty fields are not recorded"
+        );
+        assert_eq!(line["trace_id"], expected_ids.0.as_str());
+        assert_eq!(line["span_id"], expected_ids.1.as_str());
+        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+        assert_eq!(line["span"]["name"], "session_manager.process_turn");
+        assert_eq!(line["span"]["session.id"], "s-1");
+        assert_eq!(line["span"]["turn"], 3);
+        assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn json_lines_list_nested_spans_from_the_root_and_keep_reserved_names() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "info", &logs, true);
+        let (outer_trace, inner_span) = tracing::dispatcher::with_default(&dispatch, || {
+            let outer = tracing::info_span!("http.request", request_id = "r-9");
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("engine.action", action.id = "a1");
+            let _inner = inner.enter();
+            tracing::warn!(level = "custom", trace_id = "forged", "inside");
+            let outer_context = outer.context();
+            let inner_context = inner.context();
+            (
+                outer_context.span().span_context().trace_id().to_string(),
+                inner_context.span().span_context().span_id().to_string(),
+            )
+        });
+        let line = &logs.json_lines().unwrap()[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["fields.level"], "custom");
+        assert_eq!(line["fields.trace_id"], "forged");
+        assert_eq!(
+            line["trace_id"],
+            outer_trace.as_str(),
+            "children share the trace"
+        );
+        assert_eq!(
+            line["span_id"],
+            inner_span.as_str(),
+            "the innermost span is named"
+        );
+        let spans = line["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0]["name"], "http.request");
+        assert_eq!(spans[0]["request_id"], "r-9");
+        assert_eq!(spans[1]["name"], "engine.action");
+        assert_eq!(line["span"]["action.id"], "a1");
+    }
+
+    #[test]
+    fn json_lines_outside_spans_or_without_tracing_have_no_trace_ids() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "info", &logs, false);
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(event = "session_created", "outside");
+            let span = tracing::info_span!("untraced");
+            let _entered = span.enter();
+            tracing::info!("inside an untraced span");
+        });
+        let lines = logs.json_lines().unwrap();
+        assert_eq!(lines.len(), 2);
+        for line in &lines {
+            assert!(line.get("trace_id").is_none(), "{line}");
+            assert!(line.get("span_id").is_none(), "{line}");
+        }
+        assert!(lines[0].get("span").is_none());
+        assert_eq!(lines[1]["span"]["name"], "untraced");
+    }
+
+    #[test]
+    fn the_level_filter_applies_to_logs() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(
+            LogFormat::Json,
+            "warn,heartrule_special=debug",
+            &logs,
+            false,
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("dropped: below warn");
+            tracing::debug!("dropped: below warn");
+            tracing::warn!("kept: warn");
+            tracing::error!("kept: error");
+            tracing::debug!(target: "heartrule_special::module", "kept: debug for this target");
+            tracing::trace!(target: "heartrule_special", "dropped: below debug");
+        });
+        let messages: Vec<String> = logs
+            .json_lines()
+            .unwrap()
+            .iter()
+            .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            messages,
+            ["kept: warn", "kept: error", "kept: debug for this target"]
+        );
+    }
+
+    #[test]
+    fn pretty_lines_are_readable_and_carry_trace_ids_inside_spans() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Pretty, "info", &logs, true);
+        let trace_id = tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(event = "session_created", "before any span");
+            let span = tracing::info_span!("session_manager.start", session.id = "s-7");
+            let _entered = span.enter();
+            tracing::info!(event = "turn_committed", "in the span");
+            span.context().span().span_context().trace_id().to_string()
+        });
+        let text = logs.text();
+        assert!(!text.trim_start().starts_with('{'), "not JSON: {text}");
+        assert!(!text.contains('\u{1b}'), "no ANSI escapes: {text:?}");
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter(|chunk| !chunk.trim().is_empty())
+            .collect();
+        assert_eq!(events.len(), 2, "{text}");
+        assert!(events[0].contains("before any span"));
+        assert!(events[0].contains("session_created"));
+        assert!(!events[0].contains("trace_id"));
+        assert!(events[1].contains("in the span"));
+        assert!(events[1].contains("session_manager.start"));
+        assert!(events[1].contains("s-7"));
+        assert!(
+            events[1].contains(&format!("trace_id: {trace_id}, span_id: ")),
+            "{}",
+            events[1]
+        );
+    }
+
+    #[test]
+    fn export_pipeline_crates_are_recognised_by_target() {
+        assert!(is_export_pipeline("hyper"));
+        assert!(is_export_pipeline("hyper_util::client::legacy"));
+        assert!(is_export_pipeline("opentelemetry_sdk"));
+        assert!(!is_export_pipeline("hyperdrive"));
+        assert!(!is_export_pipeline("heartrule_llm::openai"));
+    }
+
+    #[test]
+    fn export_pipeline_spans_are_not_traced() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "debug", &logs, true);
+        let (pipeline_trace, app_trace) = tracing::dispatcher::with_default(&dispatch, || {
+            let pipeline = tracing::debug_span!(target: "hyper::client", "connect");
+            let app = tracing::info_span!("engine.action");
+            (crate::trace_id(&pipeline), crate::trace_id(&app))
+        });
+        assert_eq!(pipeline_trace, None);
+        assert!(app_trace.is_some());
+    }
+
+    #[test]
+    fn rolling_files_receive_the_lines() {
+        let directory = std::env::temp_dir().join(format!(
+            "heartrule-telemetry-logs-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let file = FileLogConfig {
+            directory: directory.clone(),
+            prefix: "engine".to_owned(),
+            retention_files: 2,
+        };
+        let (writer, guard) = rolling_file_writer(&file).unwrap();
+        let dispatch = tracing::Dispatch::new(assemble(
+            LogFormat::Json,
+            env_filter("info").unwrap(),
+            CapturedLogs::default(),
+            Some(writer),
+            None,
+        ));
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(event = "session_created", "to the file");
+        });
+        drop(dispatch);
+        drop(guard); // flushes the non-blocking queue
+        let files: Vec<_> = std::fs::read_dir(&directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("engine.") && name.ends_with(".log"),
+            "{name}"
+        );
+        let content = std::fs::read_to_string(&files[0]).unwrap();
+        let line: Value = serde_json::from_str(content.trim()).unwrap();
+        assert_eq!(line["event"], "session_created");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
