@@ -185,6 +185,8 @@ impl<P: Ports> SessionManager<P> {
                 .await
                 .map_err(|e| DomainError::from(e).with_session(session_id))?;
             a.session_cache.put(&record.session).await;
+            metrics::counter!("heartrule_sessions_created_total").increment(1);
+            metrics::counter!("heartrule_turns_total", "outcome" => "committed").increment(1);
             tracing::info!(
                 event = "session_created",
                 session.id = %session_id,
@@ -220,19 +222,23 @@ impl<P: Ports> SessionManager<P> {
                 .ok_or_else(|| {
                     DomainError::new(ErrorKind::SessionNotFound(session_id)).with_session(session_id)
                 })?;
-            tracing::debug!(
-                lock_wait_ms = wait_started.elapsed().as_secs_f64() * 1000.0,
-                "session locked"
-            );
+            let lock_wait = wait_started.elapsed();
+            metrics::histogram!("heartrule_session_lock_wait_seconds")
+                .record(lock_wait.as_secs_f64());
             let outcome = self.run_locked_turn(turn.as_mut(), &input).await;
             let span = tracing::Span::current();
+            let turn_outcome = match &outcome {
+                Ok(result) if result.replayed => "replayed",
+                Ok(_) => "committed",
+                Err(_) => "failed",
+            };
+            span.record("turn.outcome", turn_outcome);
+            metrics::counter!("heartrule_turns_total", "outcome" => turn_outcome).increment(1);
+            metrics::histogram!("heartrule_turn_duration_seconds")
+                .record(wait_started.elapsed().as_secs_f64());
             match outcome {
-                Ok(result) => {
-                    span.record("turn.outcome", if result.replayed { "replayed" } else { "committed" });
-                    Ok(result)
-                }
+                Ok(result) => Ok(result),
                 Err(failure) => {
-                    span.record("turn.outcome", "failed");
                     if let Err(rollback_error) = turn.rollback().await {
                         tracing::warn!(error = %rollback_error, "rollback after a failed turn failed");
                     }
