@@ -5,7 +5,7 @@
 
 use crate::engine::{ContentSink, EngineState, LlmCallRecord, TurnOutcome, TurnRequest};
 use crate::engine::{ScriptEngine, ValidationErrorType, ValidationIssue};
-use crate::error::{DomainError, ErrorKind};
+use crate::error::{DomainError, ErrorCode, ErrorKind};
 use crate::ids::{ScriptId, SessionId, TurnId};
 use crate::message::{Message, NewMessage};
 use crate::ports::{
@@ -237,12 +237,25 @@ impl<P: Ports> SessionManager<P> {
             metrics::histogram!("heartrule_turn_duration_seconds")
                 .record(wait_started.elapsed().as_secs_f64());
             match outcome {
-                Ok(result) => Ok(result),
+                Ok(result) => {
+                    if result.replayed {
+                        // Nothing was written: release the lock now rather
+                        // than when the turn is dropped.
+                        if let Err(e) = turn.rollback().await {
+                            tracing::warn!(error = %e, "releasing the lock after a replay failed");
+                        }
+                    }
+                    Ok(result)
+                }
                 Err(failure) => {
                     if let Err(rollback_error) = turn.rollback().await {
                         tracing::warn!(error = %rollback_error, "rollback after a failed turn failed");
                     }
-                    self.record_failure(turn.session(), &input, &failure).await;
+                    // A reused Idempotency-Key is the client's mistake, not a
+                    // failed turn: nothing ran, so nothing is recorded.
+                    if failure.code() != ErrorCode::Conflict {
+                        self.record_failure(turn.session(), &input, &failure).await;
+                    }
                     Err(failure)
                 }
             }

@@ -467,7 +467,7 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
             }))
         });
         turn.expect_commit().times(0);
-        turn.expect_rollback().returning(|| Ok(()));
+        turn.expect_rollback().times(1).returning(|| Ok(()));
         turn
     };
     let mut engine = MockScriptEngine::new();
@@ -484,7 +484,7 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
     assert_eq!(replayed.turn_id, stored.turn_id);
 
     // The same key with another body is a conflict.
-    let sessions = sessions_with_turn(make_turn(response, session.clone()), 1);
+    let sessions = sessions_with_turn(make_turn(response, session.clone()), 0);
     let m = manager(
         MockScriptRepository::new(),
         sessions,

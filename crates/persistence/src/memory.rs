@@ -1,0 +1,510 @@
+//! [`MemoryStore`]: the storage ports in process memory, with the semantics
+//! of the PostgreSQL adapter (same conflicts, same ordering, same per-session
+//! turn lock, all-or-nothing commits, timestamps kept to microseconds). Used
+//! when no database is configured; nothing survives a restart.
+
+use crate::turn_check::check_turn_record;
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use heartrule_domain::{
+    FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError, Script,
+    ScriptFilter, ScriptId, ScriptRepository, Session, SessionId, SessionRepository, SessionTurn,
+    TurnId, TurnRecord, VariableSnapshot,
+};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
+
+/// In-memory storage. Clones share the same data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    data: Arc<Mutex<Data>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("scripts", &data.scripts.len())
+            .field("sessions", &data.sessions.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Data {
+    scripts: HashMap<ScriptId, Script>,
+    sessions: HashMap<SessionId, StoredSession>,
+    message_ids: HashSet<MessageId>,
+    failed_turn_ids: HashSet<TurnId>,
+}
+
+struct StoredSession {
+    session: Session,
+    /// Held by the open turn, like PostgreSQL's `FOR UPDATE` row lock.
+    turn_lock: Arc<TurnLock<()>>,
+    /// Ordered by seq.
+    messages: Vec<Message>,
+    variables: Vec<VariableSnapshot>,
+    idempotency: HashMap<String, IdempotentResponse>,
+    failed_turns: Vec<FailedTurn>,
+}
+
+/// PostgreSQL keeps microseconds; so does this store, so both return the
+/// same timestamps for what they were given.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+fn stored_script(script: &Script) -> Script {
+    Script {
+        created_at: micros(script.created_at),
+        updated_at: micros(script.updated_at),
+        ..script.clone()
+    }
+}
+
+fn stored_message(message: &Message) -> Message {
+    Message {
+        created_at: micros(message.created_at),
+        ..message.clone()
+    }
+}
+
+fn stored_snapshot(snapshot: &VariableSnapshot) -> VariableSnapshot {
+    VariableSnapshot {
+        created_at: micros(snapshot.created_at),
+        ..snapshot.clone()
+    }
+}
+
+fn name_taken(name: &str) -> RepositoryError {
+    RepositoryError::Conflict(format!("a script named `{name}` already exists"))
+}
+
+fn technique_taken(technique_id: &str) -> RepositoryError {
+    RepositoryError::Conflict(format!("technique `{technique_id}` is already stored"))
+}
+
+impl MemoryStore {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A panic while the lock was held cannot leave half-applied data: every
+    /// write is checked first and applied after, so a poisoned lock is safe
+    /// to keep using.
+    fn lock(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The failed turns recorded for a session, oldest first.
+    pub async fn failed_turns(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<FailedTurn>, RepositoryError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&session_id)
+            .map(|s| s.failed_turns.clone())
+            .unwrap_or_default())
+    }
+
+    fn turn_lock(&self, id: SessionId) -> Option<Arc<TurnLock<()>>> {
+        self.lock()
+            .sessions
+            .get(&id)
+            .map(|s| Arc::clone(&s.turn_lock))
+    }
+
+    /// Checks `record` against the stored data, then applies it.
+    fn apply_turn(&self, record: &TurnRecord) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
+        let Data {
+            sessions,
+            message_ids,
+            ..
+        } = &mut *data;
+        let id = record.session.id;
+        let stored = sessions
+            .get_mut(&id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
+        check_turn_record(id, stored.session.last_message_seq, record)?;
+        check_new_rows(message_ids, stored, record)?;
+
+        let committed = &record.session;
+        let session = &mut stored.session;
+        session.script_hash.clone_from(&committed.script_hash);
+        session.status = committed.status;
+        session.state = committed.state.clone();
+        session.turn_count = committed.turn_count;
+        session.last_message_seq = committed.last_message_seq;
+        session.last_error = None;
+        session.updated_at = micros(committed.updated_at);
+        session.completed_at = committed.completed_at.map(micros);
+        append_rows(message_ids, stored, record);
+        Ok(())
+    }
+}
+
+/// Unique message ids and idempotency keys, as the PostgreSQL keys enforce.
+fn check_new_rows(
+    message_ids: &HashSet<MessageId>,
+    stored: &StoredSession,
+    record: &TurnRecord,
+) -> Result<(), RepositoryError> {
+    let mut seen = HashSet::new();
+    if let Some(m) = record
+        .messages
+        .iter()
+        .find(|m| message_ids.contains(&m.id) || !seen.insert(m.id))
+    {
+        return Err(RepositoryError::Conflict(format!(
+            "message {} already exists",
+            m.id
+        )));
+    }
+    if let Some(idem) = &record.idempotency {
+        if stored.idempotency.contains_key(&idem.key) {
+            return Err(RepositoryError::Conflict(format!(
+                "idempotency key `{}` was already used on session {}",
+                idem.key, record.session.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn append_rows(
+    message_ids: &mut HashSet<MessageId>,
+    stored: &mut StoredSession,
+    record: &TurnRecord,
+) {
+    for message in &record.messages {
+        message_ids.insert(message.id);
+        stored.messages.push(stored_message(message));
+    }
+    stored
+        .variables
+        .extend(record.variables.iter().map(stored_snapshot));
+    if let Some(idem) = &record.idempotency {
+        stored.idempotency.insert(idem.key.clone(), idem.clone());
+    }
+}
+
+#[async_trait]
+impl ScriptRepository for MemoryStore {
+    async fn insert(&self, script: &Script) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
+        if data.scripts.contains_key(&script.id) {
+            return Err(RepositoryError::Conflict(format!(
+                "script {} already exists",
+                script.id
+            )));
+        }
+        if data.scripts.values().any(|s| s.name == script.name) {
+            return Err(name_taken(&script.name));
+        }
+        if let Some(technique_id) = script.technique_id() {
+            if data
+                .scripts
+                .values()
+                .any(|s| s.technique_id() == Some(technique_id))
+            {
+                return Err(technique_taken(technique_id));
+            }
+        }
+        data.scripts.insert(script.id, stored_script(script));
+        Ok(())
+    }
+
+    async fn update(&self, script: &Script) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
+        if !data.scripts.contains_key(&script.id) {
+            return Err(RepositoryError::NotFound(format!("script {}", script.id)));
+        }
+        let others = || data.scripts.values().filter(|s| s.id != script.id);
+        if others().any(|s| s.name == script.name) {
+            return Err(name_taken(&script.name));
+        }
+        if let Some(technique_id) = script.technique_id() {
+            if others().any(|s| s.technique_id() == Some(technique_id)) {
+                return Err(technique_taken(technique_id));
+            }
+        }
+        data.scripts.insert(script.id, stored_script(script));
+        Ok(())
+    }
+
+    async fn get(&self, id: ScriptId) -> Result<Option<Script>, RepositoryError> {
+        Ok(self.lock().scripts.get(&id).cloned())
+    }
+
+    async fn find_by_name(&self, name: &str) -> Result<Option<Script>, RepositoryError> {
+        Ok(self
+            .lock()
+            .scripts
+            .values()
+            .find(|s| s.name == name)
+            .cloned())
+    }
+
+    async fn find_technique(&self, technique_id: &str) -> Result<Option<Script>, RepositoryError> {
+        Ok(self
+            .lock()
+            .scripts
+            .values()
+            .find(|s| s.technique_id() == Some(technique_id))
+            .cloned())
+    }
+
+    async fn list(&self, filter: &ScriptFilter) -> Result<Vec<Script>, RepositoryError> {
+        let data = self.lock();
+        let mut scripts: Vec<&Script> = data
+            .scripts
+            .values()
+            .filter(|s| filter.script_type.is_none_or(|t| s.script_type == t))
+            .filter(|s| filter.status.is_none_or(|st| s.status == st))
+            .collect();
+        scripts.sort_by_key(|s| Reverse((s.created_at, s.id)));
+        Ok(scripts
+            .into_iter()
+            .skip(filter.offset.unwrap_or(0))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SessionRepository for MemoryStore {
+    async fn create(&self, first_turn: &TurnRecord) -> Result<(), RepositoryError> {
+        let session = &first_turn.session;
+        check_turn_record(session.id, 0, first_turn)?;
+        let mut data = self.lock();
+        if !data.scripts.contains_key(&session.script_id) {
+            return Err(RepositoryError::NotFound(format!(
+                "script {}",
+                session.script_id
+            )));
+        }
+        if data.sessions.contains_key(&session.id) {
+            return Err(RepositoryError::Conflict(format!(
+                "session {} already exists",
+                session.id
+            )));
+        }
+        let mut stored = StoredSession {
+            session: Session {
+                created_at: micros(session.created_at),
+                updated_at: micros(session.updated_at),
+                completed_at: session.completed_at.map(micros),
+                ..session.clone()
+            },
+            turn_lock: Arc::new(TurnLock::new(())),
+            messages: Vec::new(),
+            variables: Vec::new(),
+            idempotency: HashMap::new(),
+            failed_turns: Vec::new(),
+        };
+        check_new_rows(&data.message_ids, &stored, first_turn)?;
+        append_rows(&mut data.message_ids, &mut stored, first_turn);
+        data.sessions.insert(session.id, stored);
+        Ok(())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, RepositoryError> {
+        Ok(self.lock().sessions.get(&id).map(|s| s.session.clone()))
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Session>, RepositoryError> {
+        let data = self.lock();
+        let mut sessions: Vec<&Session> = data
+            .sessions
+            .values()
+            .map(|s| &s.session)
+            .filter(|s| s.user_id == user_id)
+            .collect();
+        sessions.sort_by_key(|s| Reverse((s.created_at, s.id)));
+        Ok(sessions.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn begin_turn(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<Box<dyn SessionTurn>>, RepositoryError> {
+        let Some(turn_lock) = self.turn_lock(id) else {
+            return Ok(None);
+        };
+        let guard = turn_lock.lock_owned().await;
+        // Read after locking: the previous turn's commit is visible.
+        let session = self.lock().sessions.get(&id).map(|s| s.session.clone());
+        Ok(session.map(|session| {
+            Box::new(MemorySessionTurn {
+                store: self.clone(),
+                guard: Some(guard),
+                session,
+            }) as Box<dyn SessionTurn>
+        }))
+    }
+
+    async fn record_failure(&self, failure: &FailedTurn) -> Result<(), RepositoryError> {
+        let id = failure.session_id;
+        let turn_lock = self
+            .turn_lock(id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
+        // Waits for an open turn, as the UPDATE waits for the row lock.
+        let _guard = turn_lock.lock().await;
+        let mut data = self.lock();
+        if data.failed_turn_ids.contains(&failure.turn_id) {
+            return Err(RepositoryError::Conflict(format!(
+                "failed turn {} is already recorded",
+                failure.turn_id
+            )));
+        }
+        let stored = data
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
+        stored.failed_turns.push(FailedTurn {
+            failed_at: micros(failure.failed_at),
+            ..failure.clone()
+        });
+        stored.session.last_error = Some(failure.error_code.as_str().to_owned());
+        stored.session.updated_at = micros(failure.failed_at);
+        data.failed_turn_ids.insert(failure.turn_id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageHistory for MemoryStore {
+    async fn list_messages(
+        &self,
+        session_id: SessionId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, RepositoryError> {
+        let data = self.lock();
+        let Some(stored) = data.sessions.get(&session_id) else {
+            return Ok(Vec::new());
+        };
+        // Sorted by seq, so the start is a binary search, not a scan.
+        let start = stored.messages.partition_point(|m| m.seq <= after_seq);
+        Ok(stored.messages[start..]
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_variable_snapshots(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<VariableSnapshot>, RepositoryError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&session_id)
+            .map(|s| s.variables.clone())
+            .unwrap_or_default())
+    }
+}
+
+/// An open in-memory turn: holds the session's turn lock until it commits,
+/// rolls back or is dropped.
+struct MemorySessionTurn {
+    store: MemoryStore,
+    /// `None` once committed or rolled back.
+    guard: Option<OwnedMutexGuard<()>>,
+    session: Session,
+}
+
+impl MemorySessionTurn {
+    fn ensure_open(&self) -> Result<(), RepositoryError> {
+        if self.guard.is_some() {
+            Ok(())
+        } else {
+            Err(RepositoryError::Query(
+                "the turn was already committed or rolled back".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl SessionTurn for MemorySessionTurn {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn recent_messages(&mut self, limit: usize) -> Result<Vec<Message>, RepositoryError> {
+        self.ensure_open()?;
+        let data = self.store.lock();
+        let messages = data
+            .sessions
+            .get(&self.session.id)
+            .map(|s| s.messages.as_slice())
+            .unwrap_or_default();
+        let start = messages.len().saturating_sub(limit);
+        Ok(messages[start..].to_vec())
+    }
+
+    async fn idempotent_response(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>, RepositoryError> {
+        self.ensure_open()?;
+        Ok(self
+            .store
+            .lock()
+            .sessions
+            .get(&self.session.id)
+            .and_then(|s| s.idempotency.get(key).cloned()))
+    }
+
+    async fn commit(&mut self, record: &TurnRecord) -> Result<(), RepositoryError> {
+        self.ensure_open()?;
+        check_turn_record(self.session.id, self.session.last_message_seq, record)?;
+        self.store.apply_turn(record)?;
+        self.guard = None;
+        if let Some(session) = self.store.lock().sessions.get(&self.session.id) {
+            self.session = session.session.clone();
+        }
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<(), RepositoryError> {
+        // Nothing was written before commit; releasing the lock is all.
+        self.guard = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_keep_microseconds_like_postgres() {
+        let at = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(micros(at).timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[tokio::test]
+    async fn a_missing_session_has_no_turn_and_no_history() {
+        let store = MemoryStore::new();
+        let id = SessionId::new_random();
+        assert!(store.begin_turn(id).await.unwrap().is_none());
+        assert!(store.list_messages(id, 0, 10).await.unwrap().is_empty());
+        assert!(store.failed_turns(id).await.unwrap().is_empty());
+    }
+}

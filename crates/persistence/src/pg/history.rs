@@ -1,0 +1,53 @@
+//! [`MessageHistory`] on PostgreSQL.
+
+use super::models::{sql_limit, MessageRow, VariableRow};
+use super::{map_diesel, PgStore};
+use crate::observe::observed;
+use crate::schema::{messages, variables};
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use heartrule_domain::{Message, MessageHistory, RepositoryError, SessionId, VariableSnapshot};
+
+#[async_trait]
+impl MessageHistory for PgStore {
+    async fn list_messages(
+        &self,
+        session_id: SessionId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, RepositoryError> {
+        observed!("select", "messages", async {
+            let mut conn = self.acquire().await?;
+            let rows: Vec<MessageRow> = messages::table
+                .filter(messages::session_id.eq(session_id.as_uuid()))
+                .filter(messages::seq.gt(after_seq))
+                .order(messages::seq.asc())
+                .limit(sql_limit(limit))
+                .select(MessageRow::as_select())
+                .load(&mut conn)
+                .await
+                .map_err(map_diesel)?;
+            rows.into_iter().map(MessageRow::into_domain).collect()
+        })
+        .await
+    }
+
+    async fn list_variable_snapshots(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<VariableSnapshot>, RepositoryError> {
+        observed!("select", "variables", async {
+            let mut conn = self.acquire().await?;
+            let rows: Vec<VariableRow> = variables::table
+                .filter(variables::session_id.eq(session_id.as_uuid()))
+                .order(variables::id.asc())
+                .select(VariableRow::as_select())
+                .load(&mut conn)
+                .await
+                .map_err(map_diesel)?;
+            rows.into_iter().map(VariableRow::into_domain).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,571 @@
+//! Row types of the PostgreSQL schema and their conversions to and from the
+//! domain. Enum columns are text: decoding an unknown spelling, or JSON of
+//! the wrong shape, is [`RepositoryError::Corrupt`], never a panic.
+
+use crate::schema::{failed_turns, idempotency_keys, messages, scripts, sessions, variables};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use heartrule_domain::{
+    ActionType, EngineState, ErrorCode, ExecutionStatus, FailedTurn, IdempotentResponse, Message,
+    MessageRole, RepositoryError, Script, ScriptStatus, ScriptType, Session, SessionStatus,
+    TurnRecord, ValueType, VariableScope, VariableSnapshot,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt::Display;
+use uuid::Uuid;
+
+fn corrupt(table: &str, column: &str, detail: impl Display) -> RepositoryError {
+    RepositoryError::Corrupt(format!("{table}.{column}: {detail}"))
+}
+
+fn known<T>(
+    parsed: Option<T>,
+    table: &str,
+    column: &str,
+    text: &str,
+) -> Result<T, RepositoryError> {
+    parsed.ok_or_else(|| corrupt(table, column, format_args!("unknown value `{text}`")))
+}
+
+fn from_json<T: DeserializeOwned>(
+    value: Value,
+    table: &str,
+    column: &str,
+) -> Result<T, RepositoryError> {
+    serde_json::from_value(value).map_err(|e| corrupt(table, column, e))
+}
+
+pub(crate) fn to_json<T: Serialize + ?Sized>(
+    value: &T,
+    what: &str,
+) -> Result<Value, RepositoryError> {
+    serde_json::to_value(value)
+        .map_err(|e| RepositoryError::Query(format!("could not encode {what} as JSON: {e}")))
+}
+
+fn count_to_db(value: u64, what: &str) -> Result<i64, RepositoryError> {
+    i64::try_from(value)
+        .map_err(|_| RepositoryError::Query(format!("{what} {value} is out of range")))
+}
+
+/// A row limit for SQL; `usize` beyond `i64` means "no limit" in practice.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------- scripts
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = scripts, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct ScriptRow {
+    id: Uuid,
+    script_name: String,
+    script_type: String,
+    status: String,
+    script_content: String,
+    content_hash: String,
+    parsed_content: Value,
+    version: String,
+    author: String,
+    description: String,
+    tags: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ScriptRow {
+    pub(crate) fn into_domain(self) -> Result<Script, RepositoryError> {
+        const T: &str = "scripts";
+        Ok(Script {
+            id: self.id.into(),
+            script_type: known(
+                ScriptType::parse(&self.script_type),
+                T,
+                "script_type",
+                &self.script_type,
+            )?,
+            status: known(ScriptStatus::parse(&self.status), T, "status", &self.status)?,
+            name: self.script_name,
+            content: self.script_content,
+            content_hash: self.content_hash,
+            document: from_json(self.parsed_content, T, "parsed_content")?,
+            version: self.version,
+            author: self.author,
+            description: self.description,
+            tags: from_json(self.tags, T, "tags")?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Every column of a script, for INSERT and for the full-row UPDATE.
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(table_name = scripts, treat_none_as_null = true)]
+pub(crate) struct ScriptWrite<'a> {
+    id: Uuid,
+    script_name: &'a str,
+    script_type: &'static str,
+    status: &'static str,
+    script_content: &'a str,
+    content_hash: &'a str,
+    parsed_content: Value,
+    technique_id: Option<&'a str>,
+    version: &'a str,
+    author: &'a str,
+    description: &'a str,
+    tags: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> ScriptWrite<'a> {
+    pub(crate) fn new(script: &'a Script) -> Result<Self, RepositoryError> {
+        Ok(Self {
+            id: script.id.as_uuid(),
+            script_name: &script.name,
+            script_type: script.script_type.as_str(),
+            status: script.status.as_str(),
+            script_content: &script.content,
+            content_hash: &script.content_hash,
+            parsed_content: to_json(&script.document, "the script document")?,
+            technique_id: script.technique_id(),
+            version: &script.version,
+            author: &script.author,
+            description: &script.description,
+            tags: to_json(&script.tags, "the script tags")?,
+            created_at: script.created_at,
+            updated_at: script.updated_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- sessions
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct SessionRow {
+    id: Uuid,
+    user_id: String,
+    script_id: Uuid,
+    script_hash: String,
+    status: String,
+    execution_status: String,
+    position: Value,
+    variables: Value,
+    engine_state: Value,
+    turn_count: i64,
+    last_message_seq: i64,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl SessionRow {
+    pub(crate) fn into_domain(self) -> Result<Session, RepositoryError> {
+        const T: &str = "sessions";
+        let status = known(
+            SessionStatus::parse(&self.status),
+            T,
+            "status",
+            &self.status,
+        )?;
+        let execution_status = known(
+            ExecutionStatus::parse(&self.execution_status),
+            T,
+            "execution_status",
+            &self.execution_status,
+        )?;
+        let Value::Object(mut state) = self.engine_state else {
+            return Err(corrupt(T, "engine_state", "not a JSON object"));
+        };
+        // The split-out columns are authoritative (see `EncodedState`).
+        state.insert(
+            "status".into(),
+            Value::String(execution_status.as_str().into()),
+        );
+        state.insert("position".into(), self.position);
+        state.insert("variables".into(), self.variables);
+        let state: EngineState = from_json(Value::Object(state), T, "engine_state")?;
+        Ok(Session {
+            id: self.id.into(),
+            user_id: self.user_id,
+            script_id: self.script_id.into(),
+            script_hash: self.script_hash,
+            status,
+            state,
+            turn_count: u64::try_from(self.turn_count)
+                .map_err(|_| corrupt(T, "turn_count", self.turn_count))?,
+            last_message_seq: self.last_message_seq,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
+/// An [`EngineState`] split over the session columns: `execution_status`,
+/// `position` and `variables` are stored once in their own (queryable)
+/// columns and `engine_state` keeps the rest, so large variable values are
+/// never written twice.
+struct EncodedState {
+    execution_status: &'static str,
+    position: Value,
+    variables: Value,
+    rest: Value,
+}
+
+impl EncodedState {
+    fn new(state: &EngineState) -> Result<Self, RepositoryError> {
+        let mut rest = match to_json(state, "the engine state")? {
+            Value::Object(map) => map,
+            other => {
+                return Err(RepositoryError::Query(format!(
+                    "the engine state encoded as {other}, not an object"
+                )))
+            }
+        };
+        rest.remove("status");
+        let position = rest.remove("position").unwrap_or(Value::Null);
+        let variables = rest.remove("variables").unwrap_or(Value::Null);
+        Ok(Self {
+            execution_status: state.status.as_str(),
+            position,
+            variables,
+            rest: Value::Object(rest),
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = sessions)]
+pub(crate) struct NewSessionRow<'a> {
+    id: Uuid,
+    user_id: &'a str,
+    script_id: Uuid,
+    script_hash: &'a str,
+    status: &'static str,
+    execution_status: &'static str,
+    position: Value,
+    variables: Value,
+    engine_state: Value,
+    turn_count: i64,
+    last_message_seq: i64,
+    last_error: Option<&'a str>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewSessionRow<'a> {
+    pub(crate) fn new(session: &'a Session) -> Result<Self, RepositoryError> {
+        let state = EncodedState::new(&session.state)?;
+        Ok(Self {
+            id: session.id.as_uuid(),
+            user_id: &session.user_id,
+            script_id: session.script_id.as_uuid(),
+            script_hash: &session.script_hash,
+            status: session.status.as_str(),
+            execution_status: state.execution_status,
+            position: state.position,
+            variables: state.variables,
+            engine_state: state.rest,
+            turn_count: count_to_db(session.turn_count, "turn_count")?,
+            last_message_seq: session.last_message_seq,
+            last_error: session.last_error.as_deref(),
+            created_at: session.created_at,
+            updated_at: session.updated_at,
+            completed_at: session.completed_at,
+        })
+    }
+}
+
+/// What a committed turn changes on the session row. `last_error` is always
+/// cleared: a committed turn supersedes an earlier failure.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = sessions, treat_none_as_null = true)]
+pub(crate) struct SessionTurnUpdate<'a> {
+    script_hash: &'a str,
+    status: &'static str,
+    execution_status: &'static str,
+    position: Value,
+    variables: Value,
+    engine_state: Value,
+    turn_count: i64,
+    last_message_seq: i64,
+    last_error: Option<&'a str>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> SessionTurnUpdate<'a> {
+    pub(crate) fn new(session: &'a Session) -> Result<Self, RepositoryError> {
+        let state = EncodedState::new(&session.state)?;
+        Ok(Self {
+            script_hash: &session.script_hash,
+            status: session.status.as_str(),
+            execution_status: state.execution_status,
+            position: state.position,
+            variables: state.variables,
+            engine_state: state.rest,
+            turn_count: count_to_db(session.turn_count, "turn_count")?,
+            last_message_seq: session.last_message_seq,
+            last_error: None,
+            updated_at: session.updated_at,
+            completed_at: session.completed_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- messages
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct MessageRow {
+    id: Uuid,
+    session_id: Uuid,
+    seq: i64,
+    turn_id: Uuid,
+    role: String,
+    content: String,
+    action_id: Option<String>,
+    action_type: Option<String>,
+    metadata: Value,
+    created_at: DateTime<Utc>,
+}
+
+impl MessageRow {
+    pub(crate) fn into_domain(self) -> Result<Message, RepositoryError> {
+        const T: &str = "messages";
+        let action_type = match self.action_type {
+            Some(text) => Some(known(ActionType::parse(&text), T, "action_type", &text)?),
+            None => None,
+        };
+        Ok(Message {
+            id: self.id.into(),
+            session_id: self.session_id.into(),
+            seq: self.seq,
+            turn_id: self.turn_id.into(),
+            role: known(MessageRole::parse(&self.role), T, "role", &self.role)?,
+            content: self.content,
+            action_id: self.action_id,
+            action_type,
+            metadata: self.metadata,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = messages)]
+pub(crate) struct NewMessageRow<'a> {
+    id: Uuid,
+    session_id: Uuid,
+    seq: i64,
+    turn_id: Uuid,
+    role: &'static str,
+    content: &'a str,
+    action_id: Option<&'a str>,
+    action_type: Option<&'static str>,
+    metadata: &'a Value,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> NewMessageRow<'a> {
+    pub(crate) fn new(message: &'a Message) -> Self {
+        Self {
+            id: message.id.as_uuid(),
+            session_id: message.session_id.as_uuid(),
+            seq: message.seq,
+            turn_id: message.turn_id.as_uuid(),
+            role: message.role.as_str(),
+            content: &message.content,
+            action_id: message.action_id.as_deref(),
+            action_type: message.action_type.map(ActionType::as_str),
+            metadata: &message.metadata,
+            created_at: message.created_at,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- variables
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = variables, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct VariableRow {
+    session_id: Uuid,
+    turn_id: Uuid,
+    variable_name: String,
+    scope: String,
+    scope_key: Option<String>,
+    value: Value,
+    value_type: String,
+    source: String,
+    created_at: DateTime<Utc>,
+}
+
+impl VariableRow {
+    pub(crate) fn into_domain(self) -> Result<VariableSnapshot, RepositoryError> {
+        const T: &str = "variables";
+        Ok(VariableSnapshot {
+            session_id: self.session_id.into(),
+            turn_id: self.turn_id.into(),
+            name: self.variable_name,
+            scope: known(VariableScope::parse(&self.scope), T, "scope", &self.scope)?,
+            scope_key: self.scope_key,
+            value: self.value,
+            value_type: known(
+                ValueType::parse(&self.value_type),
+                T,
+                "value_type",
+                &self.value_type,
+            )?,
+            source: self.source,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = variables)]
+pub(crate) struct NewVariableRow<'a> {
+    session_id: Uuid,
+    turn_id: Uuid,
+    variable_name: &'a str,
+    scope: &'static str,
+    scope_key: Option<&'a str>,
+    value: &'a Value,
+    value_type: &'static str,
+    source: &'a str,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> NewVariableRow<'a> {
+    pub(crate) fn new(snapshot: &'a VariableSnapshot) -> Self {
+        Self {
+            session_id: snapshot.session_id.as_uuid(),
+            turn_id: snapshot.turn_id.as_uuid(),
+            variable_name: &snapshot.name,
+            scope: snapshot.scope.as_str(),
+            scope_key: snapshot.scope_key.as_deref(),
+            value: &snapshot.value,
+            value_type: snapshot.value_type.as_str(),
+            source: &snapshot.source,
+            created_at: snapshot.created_at,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- idempotency
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = idempotency_keys, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct IdempotencyRow {
+    idem_key: String,
+    request_hash: String,
+    response: Value,
+}
+
+impl IdempotencyRow {
+    pub(crate) fn into_domain(self) -> IdempotentResponse {
+        IdempotentResponse {
+            key: self.idem_key,
+            request_hash: self.request_hash,
+            response: self.response,
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub(crate) struct NewIdempotencyRow<'a> {
+    session_id: Uuid,
+    idem_key: &'a str,
+    request_hash: &'a str,
+    response: &'a Value,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> NewIdempotencyRow<'a> {
+    /// The idempotency row of `record`, stamped with the turn's time.
+    pub(crate) fn new(record: &'a TurnRecord) -> Option<Self> {
+        record.idempotency.as_ref().map(|idem| Self {
+            session_id: record.session.id.as_uuid(),
+            idem_key: &idem.key,
+            request_hash: &idem.request_hash,
+            response: &idem.response,
+            created_at: record.session.updated_at,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- failed turns
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = failed_turns, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct FailedTurnRow {
+    id: Uuid,
+    session_id: Uuid,
+    user_input: Option<String>,
+    error_code: String,
+    error_message: String,
+    position: Value,
+    failed_at: DateTime<Utc>,
+}
+
+impl FailedTurnRow {
+    pub(crate) fn into_domain(self) -> Result<FailedTurn, RepositoryError> {
+        const T: &str = "failed_turns";
+        // ErrorCode has no parser; its serde spelling is its `as_str()`.
+        let error_code: ErrorCode = serde_json::from_value(Value::String(self.error_code.clone()))
+            .map_err(|_| {
+                corrupt(
+                    T,
+                    "error_code",
+                    format_args!("unknown value `{}`", self.error_code),
+                )
+            })?;
+        Ok(FailedTurn {
+            turn_id: self.id.into(),
+            session_id: self.session_id.into(),
+            user_input: self.user_input,
+            error_code,
+            error_message: self.error_message,
+            position: from_json(self.position, T, "position")?,
+            failed_at: self.failed_at,
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = failed_turns)]
+pub(crate) struct NewFailedTurnRow<'a> {
+    id: Uuid,
+    session_id: Uuid,
+    user_input: Option<&'a str>,
+    error_code: &'static str,
+    error_message: &'a str,
+    position: Value,
+    failed_at: DateTime<Utc>,
+}
+
+impl<'a> NewFailedTurnRow<'a> {
+    pub(crate) fn new(failure: &'a FailedTurn) -> Result<Self, RepositoryError> {
+        Ok(Self {
+            id: failure.turn_id.as_uuid(),
+            session_id: failure.session_id.as_uuid(),
+            user_input: failure.user_input.as_deref(),
+            error_code: failure.error_code.as_str(),
+            error_message: &failure.error_message,
+            position: to_json(&failure.position, "the failure position")?,
+            failed_at: failure.failed_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

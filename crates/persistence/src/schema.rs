@@ -1,0 +1,113 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    failed_turns (id) {
+        id -> Uuid,
+        session_id -> Uuid,
+        user_input -> Nullable<Text>,
+        error_code -> Text,
+        error_message -> Text,
+        position -> Jsonb,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (session_id, idem_key) {
+        session_id -> Uuid,
+        idem_key -> Text,
+        request_hash -> Text,
+        response -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Uuid,
+        session_id -> Uuid,
+        seq -> Int8,
+        turn_id -> Uuid,
+        role -> Text,
+        content -> Text,
+        #[max_length = 255]
+        action_id -> Nullable<Varchar>,
+        action_type -> Nullable<Text>,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    scripts (id) {
+        id -> Uuid,
+        #[max_length = 255]
+        script_name -> Varchar,
+        script_type -> Text,
+        status -> Text,
+        script_content -> Text,
+        content_hash -> Text,
+        parsed_content -> Jsonb,
+        technique_id -> Nullable<Text>,
+        #[max_length = 50]
+        version -> Varchar,
+        author -> Text,
+        description -> Text,
+        tags -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        #[max_length = 255]
+        user_id -> Varchar,
+        script_id -> Uuid,
+        script_hash -> Text,
+        status -> Text,
+        execution_status -> Text,
+        position -> Jsonb,
+        variables -> Jsonb,
+        engine_state -> Jsonb,
+        turn_count -> Int8,
+        last_message_seq -> Int8,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    variables (id) {
+        id -> Int8,
+        session_id -> Uuid,
+        turn_id -> Uuid,
+        #[max_length = 255]
+        variable_name -> Varchar,
+        scope -> Text,
+        scope_key -> Nullable<Text>,
+        value -> Jsonb,
+        value_type -> Text,
+        #[max_length = 255]
+        source -> Varchar,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(failed_turns -> sessions (session_id));
+diesel::joinable!(idempotency_keys -> sessions (session_id));
+diesel::joinable!(messages -> sessions (session_id));
+diesel::joinable!(sessions -> scripts (script_id));
+diesel::joinable!(variables -> sessions (session_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    failed_turns,
+    idempotency_keys,
+    messages,
+    scripts,
+    sessions,
+    variables,
+);

@@ -1,0 +1,607 @@
+//! One contract suite for both storage adapters: every test is a generic
+//! async fn over the ports, run once on `MemoryStore` and once on `PgStore`
+//! (a fresh PostgreSQL database per test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use chrono::Duration;
+use heartrule_domain::{
+    ErrorCode, ExecutionStatus, FailedTurn, MessageHistory, MessageRole, RepositoryError,
+    ScriptFilter, ScriptRepository, ScriptStatus, ScriptType, SessionId, SessionRepository,
+    SessionStatus,
+};
+use heartrule_persistence::{MemoryStore, PgStore};
+use support::fixtures::*;
+
+/// The failed-turn log, which both stores expose outside the ports.
+#[async_trait::async_trait]
+trait FailedTurnLog {
+    async fn failed(&self, session_id: SessionId) -> Vec<FailedTurn>;
+}
+
+#[async_trait::async_trait]
+impl FailedTurnLog for MemoryStore {
+    async fn failed(&self, session_id: SessionId) -> Vec<FailedTurn> {
+        self.failed_turns(session_id).await.unwrap()
+    }
+}
+
+#[async_trait::async_trait]
+impl FailedTurnLog for PgStore {
+    async fn failed(&self, session_id: SessionId) -> Vec<FailedTurn> {
+        self.failed_turns(session_id).await.unwrap()
+    }
+}
+
+trait Store: ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog {}
+impl<T: ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog> Store for T {}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&heartrule_persistence::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::support::TestDb::new().await;
+                    let store = db.store().await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    scripts_are_stored_and_found_by_id_name_and_technique,
+    taken_script_names_and_technique_ids_conflict,
+    script_update_replaces_the_row,
+    script_list_filters_and_pages_newest_first,
+    session_is_created_with_its_first_turn,
+    session_create_checks_script_and_id,
+    sessions_are_listed_per_user_newest_first,
+    turn_commit_writes_messages_variables_and_state,
+    idempotent_response_is_stored_and_replayed,
+    failure_is_recorded_and_state_untouched,
+    recent_messages_are_the_last_n_in_order,
+    rollback_and_drop_leave_nothing,
+    commit_rejects_a_record_out_of_sequence,
+    missing_sessions_have_no_turn,
+);
+
+async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
+    let script = session_script(&format!("script-{}", SessionId::new_random()));
+    store.insert(&script).await.unwrap();
+    let record = first_turn(new_session(script.id, user));
+    store.create(&record).await.unwrap();
+    record.session
+}
+
+/// Commits `next_turn` and returns the session after it.
+async fn commit_turn<S: Store>(
+    store: &S,
+    session: &heartrule_domain::Session,
+    text: &str,
+) -> heartrule_domain::Session {
+    let mut turn = store
+        .begin_turn(session.id)
+        .await
+        .unwrap()
+        .expect("session exists");
+    let record = next_turn(turn.session(), text, &["ok"]);
+    turn.commit(&record).await.unwrap();
+    SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn scripts_are_stored_and_found_by_id_name_and_technique<S: Store>(store: &S) {
+    let session = session_script("intake");
+    let technique = technique_script("reframing", "cognitive_reframe");
+    store.insert(&session).await.unwrap();
+    store.insert(&technique).await.unwrap();
+
+    assert_eq!(
+        ScriptRepository::get(store, session.id).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.find_by_name("reframing").await.unwrap(),
+        Some(technique.clone())
+    );
+    assert_eq!(
+        store.find_technique("cognitive_reframe").await.unwrap(),
+        Some(technique.clone())
+    );
+    assert_eq!(store.find_technique("intake").await.unwrap(), None);
+    assert_eq!(store.find_by_name("nope").await.unwrap(), None);
+    assert_eq!(
+        ScriptRepository::get(store, heartrule_domain::ScriptId::new_random())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn taken_script_names_and_technique_ids_conflict<S: Store>(store: &S) {
+    let first = session_script("intake");
+    store.insert(&first).await.unwrap();
+    let same_name = session_script("intake");
+    assert!(matches!(
+        store.insert(&same_name).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    let technique = technique_script("reframing", "cognitive_reframe");
+    store.insert(&technique).await.unwrap();
+    let same_technique = technique_script("reframing-2", "cognitive_reframe");
+    assert!(matches!(
+        store.insert(&same_technique).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.insert(&first).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    // Nothing of the rejected scripts was stored.
+    assert_eq!(store.list(&ScriptFilter::default()).await.unwrap().len(), 2);
+    assert_eq!(
+        ScriptRepository::get(store, same_name.id).await.unwrap(),
+        None
+    );
+}
+
+async fn script_update_replaces_the_row<S: Store>(store: &S) {
+    let mut script = session_script("intake");
+    store.insert(&script).await.unwrap();
+    store.insert(&session_script("other")).await.unwrap();
+
+    script.content = "# intake, revised\n".into();
+    script.content_hash = heartrule_domain::content_hash(&script.content);
+    script.status = ScriptStatus::Published;
+    script.tags = vec!["revised".into(), "cbt".into()];
+    script.updated_at += Duration::seconds(5);
+    store.update(&script).await.unwrap();
+    assert_eq!(
+        ScriptRepository::get(store, script.id).await.unwrap(),
+        Some(script.clone())
+    );
+
+    let mut renamed = script.clone();
+    renamed.name = "other".into();
+    assert!(matches!(
+        store.update(&renamed).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    let unknown = session_script("ghost");
+    assert!(matches!(
+        store.update(&unknown).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert_eq!(
+        ScriptRepository::get(store, script.id).await.unwrap(),
+        Some(script)
+    );
+}
+
+async fn script_list_filters_and_pages_newest_first<S: Store>(store: &S) {
+    let base = now() - Duration::hours(1);
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let mut script = session_script_at(&format!("s{i}"), base + Duration::seconds(i));
+        if i % 2 == 0 {
+            script.status = ScriptStatus::Published;
+        }
+        store.insert(&script).await.unwrap();
+        names.push(script.name);
+    }
+    let mut technique = technique_script("t", "technique_t");
+    technique.created_at = base + Duration::seconds(10);
+    store.insert(&technique).await.unwrap();
+
+    let all = store.list(&ScriptFilter::default()).await.unwrap();
+    let listed: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(listed, ["t", "s4", "s3", "s2", "s1", "s0"]);
+
+    let sessions = ScriptFilter {
+        script_type: Some(ScriptType::Session),
+        ..ScriptFilter::default()
+    };
+    assert_eq!(store.list(&sessions).await.unwrap().len(), 5);
+
+    let published_sessions = ScriptFilter {
+        status: Some(ScriptStatus::Published),
+        ..sessions.clone()
+    };
+    let listed: Vec<String> = store
+        .list(&published_sessions)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, ["s4", "s2", "s0"]);
+
+    let page = ScriptFilter {
+        limit: Some(2),
+        offset: Some(1),
+        ..sessions
+    };
+    let listed: Vec<String> = store
+        .list(&page)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, ["s3", "s2"]);
+
+    let beyond = ScriptFilter {
+        offset: Some(50),
+        ..ScriptFilter::default()
+    };
+    assert!(store.list(&beyond).await.unwrap().is_empty());
+    let archived = ScriptFilter {
+        status: Some(ScriptStatus::Archived),
+        ..ScriptFilter::default()
+    };
+    assert!(store.list(&archived).await.unwrap().is_empty());
+}
+
+async fn session_is_created_with_its_first_turn<S: Store>(store: &S) {
+    let script = session_script("intake");
+    store.insert(&script).await.unwrap();
+    let record = first_turn(new_session(script.id, "user-1"));
+    store.create(&record).await.unwrap();
+
+    let stored = SessionRepository::get(store, record.session.id)
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(record.session.clone()));
+    let messages = store.list_messages(record.session.id, 0, 10).await.unwrap();
+    assert_eq!(messages, record.messages);
+    assert!(store
+        .list_variable_snapshots(record.session.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn session_create_checks_script_and_id<S: Store>(store: &S) {
+    let orphan = first_turn(new_session(
+        heartrule_domain::ScriptId::new_random(),
+        "user-1",
+    ));
+    assert!(matches!(
+        store.create(&orphan).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert_eq!(
+        SessionRepository::get(store, orphan.session.id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let script = session_script("intake");
+    store.insert(&script).await.unwrap();
+    let record = first_turn(new_session(script.id, "user-1"));
+    store.create(&record).await.unwrap();
+    let mut again = first_turn(record.session.clone());
+    again.messages[0].id = heartrule_domain::MessageId::new_random();
+    assert!(matches!(
+        store.create(&again).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .list_messages(record.session.id, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn sessions_are_listed_per_user_newest_first<S: Store>(store: &S) {
+    let script = session_script("intake");
+    store.insert(&script).await.unwrap();
+    let base = now() - Duration::hours(1);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let session = new_session_at(script.id, "alice", base + Duration::seconds(i));
+        ids.push(session.id);
+        store.create(&silent_first_turn(session)).await.unwrap();
+    }
+    store
+        .create(&silent_first_turn(new_session(script.id, "bob")))
+        .await
+        .unwrap();
+
+    let listed: Vec<SessionId> = store
+        .list_for_user("alice", 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, [ids[3], ids[2], ids[1]]);
+    assert_eq!(store.list_for_user("bob", 10).await.unwrap().len(), 1);
+    assert!(store.list_for_user("carol", 10).await.unwrap().is_empty());
+}
+
+async fn turn_commit_writes_messages_variables_and_state<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let mut turn = store.begin_turn(session.id).await.unwrap().expect("exists");
+    assert_eq!(turn.session(), &session);
+
+    let mut record = next_turn(
+        turn.session(),
+        "I feel tense",
+        &["I hear you.", "Tell me more?"],
+    );
+    record.session.state.status = ExecutionStatus::Completed;
+    record.session.status = SessionStatus::Completed;
+    record.session.completed_at = Some(record.session.updated_at);
+    record.session.script_hash = "hash-v2".into();
+    turn.commit(&record).await.unwrap();
+    drop(turn);
+
+    let stored = SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, record.session);
+    assert_eq!(stored.turn_count, 2);
+    assert_eq!(stored.last_message_seq, 4);
+    assert_eq!(stored.execution_status(), ExecutionStatus::Completed);
+    assert_eq!(counter(&stored), 1);
+
+    let messages = store.list_messages(session.id, 0, 100).await.unwrap();
+    let roles: Vec<MessageRole> = messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [
+            MessageRole::Assistant,
+            MessageRole::User,
+            MessageRole::Assistant,
+            MessageRole::Assistant
+        ]
+    );
+    assert_eq!(&messages[1..], record.messages.as_slice());
+
+    let snapshots = store.list_variable_snapshots(session.id).await.unwrap();
+    assert_eq!(snapshots, record.variables);
+
+    // A later turn appends; snapshots stay in write order.
+    let after = commit_turn(store, &stored, "second").await;
+    assert_eq!(after.turn_count, 3);
+    let snapshots = store.list_variable_snapshots(session.id).await.unwrap();
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(snapshots[1].value["said"], "second");
+    assert_eq!(
+        store.list_messages(session.id, 0, 100).await.unwrap().len(),
+        6
+    );
+}
+
+async fn idempotent_response_is_stored_and_replayed<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    assert_eq!(turn.idempotent_response("key-1").await.unwrap(), None);
+    let record = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
+    turn.commit(&record).await.unwrap();
+    drop(turn);
+
+    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    assert_eq!(
+        turn.idempotent_response("key-1").await.unwrap(),
+        record.idempotency.clone()
+    );
+    assert_eq!(turn.idempotent_response("key-2").await.unwrap(), None);
+
+    // The same key again in a commit is a conflict, and nothing of it lands.
+    let reused = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
+    assert!(matches!(
+        turn.commit(&reused).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+    turn.rollback().await.unwrap();
+    drop(turn);
+    let stored = SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, record.session);
+    assert_eq!(
+        store.list_messages(session.id, 0, 100).await.unwrap().len(),
+        3
+    );
+
+    // Keys are per session.
+    let other = create_session(store, "user-2").await;
+    let mut turn = store.begin_turn(other.id).await.unwrap().unwrap();
+    assert_eq!(turn.idempotent_response("key-1").await.unwrap(), None);
+    let record = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
+    turn.commit(&record).await.unwrap();
+}
+
+async fn failure_is_recorded_and_state_untouched<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let failed = failure(&session, "my words must not be lost");
+    store.record_failure(&failed).await.unwrap();
+
+    let stored = SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.last_error.as_deref(),
+        Some(ErrorCode::LlmServiceError.as_str())
+    );
+    assert_eq!(stored.updated_at, failed.failed_at);
+    assert_eq!(stored.state, session.state);
+    assert_eq!(stored.turn_count, session.turn_count);
+    assert_eq!(stored.last_message_seq, session.last_message_seq);
+    assert_eq!(store.failed(session.id).await, vec![failed.clone()]);
+    assert_eq!(
+        store.list_messages(session.id, 0, 100).await.unwrap().len(),
+        1
+    );
+
+    // The same turn id twice is a conflict; an unknown session is not found.
+    assert!(matches!(
+        store.record_failure(&failed).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+    let mut ghost = failed.clone();
+    ghost.turn_id = heartrule_domain::TurnId::new_random();
+    ghost.session_id = SessionId::new_random();
+    assert!(matches!(
+        store.record_failure(&ghost).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+
+    // The next committed turn clears the marker.
+    let after = commit_turn(store, &stored, "retry").await;
+    assert_eq!(after.last_error, None);
+    assert_eq!(store.failed(session.id).await.len(), 1);
+}
+
+async fn recent_messages_are_the_last_n_in_order<S: Store>(store: &S) {
+    let mut session = create_session(store, "user-1").await;
+    for i in 0..3 {
+        session = commit_turn(store, &session, &format!("turn {i}")).await;
+    }
+    assert_eq!(session.last_message_seq, 7);
+
+    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    let recent = turn.recent_messages(3).await.unwrap();
+    let seqs: Vec<i64> = recent.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [5, 6, 7]);
+    assert_eq!(recent[1].content, "turn 2");
+    let all: Vec<i64> = turn
+        .recent_messages(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(all, (1..=7).collect::<Vec<_>>());
+    assert!(turn.recent_messages(0).await.unwrap().is_empty());
+    turn.rollback().await.unwrap();
+
+    let page: Vec<i64> = store
+        .list_messages(session.id, 2, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(page, [3, 4, 5]);
+    assert!(store
+        .list_messages(session.id, 7, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn rollback_and_drop_leave_nothing<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let wait = std::time::Duration::from_secs(10);
+
+    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    let record = next_turn(turn.session(), "rolled back", &["never stored"]);
+    turn.rollback().await.unwrap();
+    assert!(matches!(
+        turn.commit(&record).await,
+        Err(RepositoryError::Query(_))
+    ));
+    assert!(
+        turn.rollback().await.is_ok(),
+        "a second rollback is harmless"
+    );
+    drop(turn);
+
+    let turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    drop(turn); // neither committed nor rolled back
+
+    // The lock was released both times: the next turn gets it and commits.
+    let mut turn = tokio::time::timeout(wait, store.begin_turn(session.id))
+        .await
+        .expect("the dropped turn released the session")
+        .unwrap()
+        .unwrap();
+    assert_eq!(turn.session(), &session);
+    let record = next_turn(turn.session(), "kept", &["stored"]);
+    turn.commit(&record).await.unwrap();
+    drop(turn);
+
+    let messages = store.list_messages(session.id, 0, 100).await.unwrap();
+    let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["Welcome.", "kept", "stored"]);
+    assert_eq!(
+        store
+            .list_variable_snapshots(session.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn commit_rejects_a_record_out_of_sequence<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+
+    let mut gap = next_turn(turn.session(), "hello", &["hi"]);
+    gap.messages[1].seq += 1;
+    gap.session.last_message_seq += 1;
+    assert!(matches!(
+        turn.commit(&gap).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    let mut stale = next_turn(turn.session(), "hello", &["hi"]);
+    for m in &mut stale.messages {
+        m.seq -= 1;
+    }
+    stale.session.last_message_seq -= 1;
+    assert!(matches!(
+        turn.commit(&stale).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    // Rejected records leave the turn open; the valid one then commits.
+    let good = next_turn(turn.session(), "hello", &["hi"]);
+    turn.commit(&good).await.unwrap();
+    drop(turn);
+    let seqs: Vec<i64> = store
+        .list_messages(session.id, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+async fn missing_sessions_have_no_turn<S: Store>(store: &S) {
+    let id = SessionId::new_random();
+    assert!(store.begin_turn(id).await.unwrap().is_none());
+    assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
+    assert!(store.list_messages(id, 0, 10).await.unwrap().is_empty());
+    assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+}

@@ -1,0 +1,175 @@
+//! The migrations: up → down (all) → up leaves the same schema, every
+//! migration is reversible, and the checked-in `src/schema.rs` matches what
+//! the migrations build.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use diesel::sql_types::Text;
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use heartrule_persistence::{revert_all_migrations, run_migrations};
+use std::collections::BTreeSet;
+use support::{database_url, TestDb};
+
+#[derive(QueryableByName)]
+struct Line {
+    #[diesel(sql_type = Text)]
+    line: String,
+}
+
+async fn lines(conn: &mut AsyncPgConnection, sql: &str) -> Vec<String> {
+    diesel::sql_query(sql)
+        .load::<Line>(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+}
+
+/// Columns, constraints and indexes of the public schema, one line each.
+async fn schema_snapshot(db: &TestDb) -> Vec<String> {
+    let mut conn = db.connection().await;
+    let mut snapshot = lines(
+        &mut conn,
+        "SELECT concat_ws(' | ', 'column', table_name, column_name, data_type, is_nullable,
+                coalesce(column_default, '-'), coalesce(character_maximum_length::text, '-'),
+                is_identity) AS line
+         FROM information_schema.columns WHERE table_schema = 'public'
+         ORDER BY table_name, ordinal_position",
+    )
+    .await;
+    snapshot.extend(
+        lines(
+            &mut conn,
+            "SELECT concat_ws(' | ', 'constraint', conrelid::regclass::text, conname,
+                    pg_get_constraintdef(oid)) AS line
+             FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+        )
+        .await,
+    );
+    snapshot.extend(
+        lines(
+            &mut conn,
+            "SELECT concat_ws(' | ', 'index', tablename, indexname, indexdef) AS line
+             FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        )
+        .await,
+    );
+    snapshot
+}
+
+async fn application_tables(db: &TestDb) -> Vec<String> {
+    let mut conn = db.connection().await;
+    lines(
+        &mut conn,
+        "SELECT table_name::text AS line FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'
+         ORDER BY 1",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn up_down_up_leaves_the_same_schema() {
+    let db = TestDb::empty().await;
+
+    let applied = run_migrations(&db.url).await.unwrap();
+    assert_eq!(applied.len(), 6, "{applied:?}");
+    assert!(
+        run_migrations(&db.url).await.unwrap().is_empty(),
+        "second run applies nothing"
+    );
+    assert_eq!(
+        application_tables(&db).await,
+        [
+            "failed_turns",
+            "idempotency_keys",
+            "messages",
+            "scripts",
+            "sessions",
+            "variables"
+        ]
+    );
+    let first = schema_snapshot(&db).await;
+    assert!(first.iter().any(|l| l.contains("messages_session_seq_key")));
+
+    let reverted = revert_all_migrations(&db.url).await.unwrap();
+    let mut newest_first = applied.clone();
+    newest_first.reverse();
+    assert_eq!(reverted, newest_first);
+    assert!(
+        application_tables(&db).await.is_empty(),
+        "down.sql removes everything"
+    );
+
+    assert_eq!(run_migrations(&db.url).await.unwrap(), applied);
+    assert_eq!(schema_snapshot(&db).await, first);
+}
+
+/// `table.column -> nullable sql type` from the checked-in diesel schema.
+fn diesel_schema_columns() -> BTreeSet<String> {
+    let source = include_str!("../src/schema.rs");
+    let mut columns = BTreeSet::new();
+    let mut table = None;
+    for line in source.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_suffix('{')
+            .and_then(|l| l.split_whitespace().next())
+        {
+            if !name.starts_with("diesel::") {
+                table = Some(name.to_owned());
+            }
+        } else if line == "}" {
+            table = None;
+        } else if let (Some(table), Some((column, ty))) = (&table, line.split_once(" -> ")) {
+            let ty = ty.trim_end_matches(',');
+            let (nullable, ty) = match ty.strip_prefix("Nullable<") {
+                Some(inner) => ("YES", inner.trim_end_matches('>')),
+                None => ("NO", ty),
+            };
+            let sql = match ty {
+                "Uuid" => "uuid",
+                "Text" => "text",
+                "Varchar" => "character varying",
+                "Jsonb" => "jsonb",
+                "Int8" => "bigint",
+                "Timestamptz" => "timestamp with time zone",
+                other => panic!("unexpected diesel type {other}"),
+            };
+            columns.insert(format!("{table}.{column} {sql} {nullable}"));
+        }
+    }
+    columns
+}
+
+#[tokio::test]
+async fn checked_in_diesel_schema_matches_the_migrations() {
+    let db = TestDb::new().await;
+    let mut conn = db.connection().await;
+    let live: BTreeSet<String> = lines(
+        &mut conn,
+        "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable AS line
+         FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'",
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(
+        diesel_schema_columns(),
+        live,
+        "regenerate src/schema.rs with `diesel print-schema`"
+    );
+}
+
+#[test]
+fn database_urls_keep_credentials_and_options() {
+    assert_eq!(
+        database_url("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(database_url("postgres://h", "x"), "postgres://h/x");
+}

@@ -1,0 +1,326 @@
+//! Test databases on a real PostgreSQL server.
+//!
+//! The schema is migrated once into a template database named after a hash
+//! of `migrations/` (built under an advisory lock, so parallel test binaries
+//! don't race); each test then gets its own `CREATE DATABASE … TEMPLATE`,
+//! dropped when the [`TestDb`] is dropped. Leftovers older than an hour
+//! (from killed runs) are dropped when the template is first needed.
+//!
+//! The server is `postgres://postgres@127.0.0.1:5432/postgres` unless
+//! `HEARTRULE_TEST_DATABASE_URL` says otherwise. An unreachable server fails
+//! the tests loudly; they never skip.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fixtures;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use heartrule_persistence::{PgConfig, PgStore};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const TEST_DB_PREFIX: &str = "heartrule_test_";
+const TEMPLATE_LOCK_KEY: i64 = 0x4852_5445_5354_504c; // "HRTESTPL"
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// The server the tests run against (its maintenance database).
+pub fn server_url() -> String {
+    std::env::var("HEARTRULE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
+}
+
+/// The URL of database `name` on the same server.
+pub fn database_url(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut url = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// A connection to the server's maintenance database.
+pub async fn server_connection() -> AsyncPgConnection {
+    let url = server_url();
+    AsyncPgConnection::establish(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL for the tests is unreachable at {url}: {e}. Start it, or point \
+             HEARTRULE_TEST_DATABASE_URL at a server where this user may create databases. \
+             These tests never skip."
+            )
+        })
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct DatabaseName {
+    #[diesel(sql_type = Text)]
+    datname: String,
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result::<Count>(conn)
+        .await
+        .expect("query pg_database")
+        .n
+        > 0
+}
+
+/// Hash of every file under `migrations/`, so a changed migration gets a
+/// fresh template.
+fn migrations_hash() -> String {
+    fn collect(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).expect("read migrations dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                collect(&path, out);
+            } else {
+                let name = path.to_string_lossy().into_owned();
+                out.push((name, std::fs::read(&path).expect("read migration file")));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    files.sort();
+    let prefix = root.to_string_lossy().into_owned();
+    let mut hasher = Sha256::new();
+    for (name, content) in files {
+        hasher.update(name.trim_start_matches(&prefix).as_bytes());
+        hasher.update([0]);
+        hasher.update(&content);
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Drops `heartrule_test_<unix seconds>_<uuid>` databases older than an hour.
+async fn drop_stale_test_databases(conn: &mut AsyncPgConnection) {
+    let names: Vec<DatabaseName> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'heartrule\\_test\\_%'",
+    )
+    .load(conn)
+    .await
+    .expect("list test databases");
+    let now = unix_now();
+    for DatabaseName { datname } in names {
+        let created = datname
+            .strip_prefix(TEST_DB_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|created| now.saturating_sub(created) > STALE_AFTER.as_secs()) {
+            conn.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{datname}\" WITH (FORCE)"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("drop stale test database {datname}: {e}"));
+        }
+    }
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// The migrated template database, built on first use.
+pub async fn template() -> &'static str {
+    TEMPLATE.get_or_init(build_template).await
+}
+
+async fn build_template() -> String {
+    let server = server_url();
+    let name = format!("heartrule_tpl_{}", &migrations_hash()[..16]);
+    let mut conn = server_connection().await;
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK_KEY})"))
+        .await
+        .expect("take the template lock");
+    drop_stale_test_databases(&mut conn).await;
+    if !database_exists(&mut conn, &name).await {
+        // Built under another name and renamed when complete, so a run that
+        // dies half-way never leaves a half-migrated template behind.
+        let building = format!("{name}_build");
+        // Two calls: a multi-statement string runs as one implicit
+        // transaction, which these commands refuse.
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .await
+            .expect("drop a half-built template database");
+        conn.batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create the template database");
+        let applied = heartrule_persistence::run_migrations(&database_url(&server, &building))
+            .await
+            .expect("migrate the template database");
+        assert!(!applied.is_empty(), "a new template gets every migration");
+        conn.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .await
+            .expect("publish the template database");
+    }
+    conn.batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))
+        .await
+        .expect("release the template lock");
+    name
+}
+
+/// A database of its own for one test; dropped (with its connections) when
+/// this value is dropped, even when the test panics.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A copy of the migrated template.
+    pub async fn new() -> Self {
+        let template = template().await;
+        Self::create(&format!("TEMPLATE {template}")).await
+    }
+
+    /// A database without any schema.
+    pub async fn empty() -> Self {
+        Self::create("TEMPLATE template0").await
+    }
+
+    async fn create(options: &str) -> Self {
+        let name = format!(
+            "{TEST_DB_PREFIX}{}_{}",
+            unix_now(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut conn = server_connection().await;
+        conn.batch_execute(&format!("CREATE DATABASE {name} {options}"))
+            .await
+            .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+        Self {
+            url: database_url(&server_url(), &name),
+            name,
+        }
+    }
+
+    /// Pool settings for tests: small pool, generous timeouts.
+    pub fn config(&self) -> PgConfig {
+        PgConfig {
+            url: self.url.clone(),
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(60),
+            statement_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub async fn store(&self) -> PgStore {
+        self.store_with(self.config()).await
+    }
+
+    pub async fn store_with(&self, config: PgConfig) -> PgStore {
+        PgStore::connect(config)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A plain connection, for inspecting or tampering with rows.
+    pub async fn connection(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// `SELECT count(*) FROM <table> WHERE <condition>`.
+    pub async fn count(&self, table: &str, condition: &str) -> i64 {
+        let mut conn = self.connection().await;
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM {table} WHERE {condition}"
+        ))
+        .get_result::<Count>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+        .n
+    }
+
+    /// Backend pids connected to this database in the given state.
+    pub async fn backends_in_state(&self, state: &str) -> Vec<i32> {
+        #[derive(QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let mut conn = server_connection().await;
+        diesel::sql_query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = $2")
+            .bind::<Text, _>(&self.name)
+            .bind::<Text, _>(state)
+            .load::<Pid>(&mut conn)
+            .await
+            .expect("query pg_stat_activity")
+            .into_iter()
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Waits until no backend of this database is `idle in transaction`.
+    pub async fn wait_until_no_open_transaction(&self) {
+        for _ in 0..100 {
+            if self
+                .backends_in_state("idle in transaction")
+                .await
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("a connection stayed idle in transaction");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop can't await; a thread with its own runtime does the cleanup.
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&server_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: test database {} was not dropped: {e}", self.name),
+            Err(_) => eprintln!("warning: dropping test database {} panicked", self.name),
+        }
+    }
+}
