@@ -7,9 +7,9 @@ use crate::turn_check::check_turn_record;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
-    FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError, Script,
-    ScriptFilter, ScriptId, ScriptRepository, Session, SessionId, SessionRepository, SessionTurn,
-    TurnId, TurnRecord, VariableSnapshot,
+    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId,
+    RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, Session, SessionId,
+    SessionRepository, SessionStatus, SessionTurn, TurnId, TurnRecord, VariableSnapshot,
 };
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -111,6 +111,21 @@ impl MemoryStore {
             .get(&session_id)
             .map(|s| s.failed_turns.clone())
             .unwrap_or_default())
+    }
+
+    /// Active sessions waiting for the user's next message.
+    #[must_use]
+    pub fn count_waiting_sessions(&self) -> i64 {
+        let waiting = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| {
+                s.session.status == SessionStatus::Active
+                    && s.session.state.status == ExecutionStatus::WaitingInput
+            })
+            .count();
+        i64::try_from(waiting).unwrap_or(i64::MAX)
     }
 
     fn turn_lock(&self, id: SessionId) -> Option<Arc<TurnLock<()>>> {

@@ -154,8 +154,8 @@ pub const METRICS: &[MetricDoc] = &[
     gauge(
         "http_server_active_requests",
         Some(Unit::Count),
-        &[],
-        "HTTP server requests in flight.",
+        &["method", "route"],
+        "HTTP server requests in flight, by method and route template.",
         "http-adapter",
     ),
     // LLM (llm crate)
@@ -223,6 +223,13 @@ pub const METRICS: &[MetricDoc] = &[
         Some(Unit::Count),
         &[],
         "Maximum size of the database connection pool.",
+        "server",
+    ),
+    gauge(
+        "heartrule_db_pool_waiting",
+        Some(Unit::Count),
+        &[],
+        "Callers waiting for a pooled database connection.",
         "server",
     ),
     // Cache (cache crate)
@@ -538,6 +545,7 @@ mod tests {
             "heartrule_session_lock_wait_seconds",
             "heartrule_db_pool_connections",
             "heartrule_db_pool_max_connections",
+            "heartrule_db_pool_waiting",
             "heartrule_build_info",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

@@ -225,6 +225,25 @@ impl PgStore {
         .await
     }
 
+    /// Active sessions waiting for the user's next message (the
+    /// `heartrule_sessions_waiting` gauge).
+    pub async fn count_waiting_sessions(&self) -> Result<i64, RepositoryError> {
+        use crate::schema::sessions;
+        use diesel::{ExpressionMethods, QueryDsl};
+        use diesel_async::RunQueryDsl;
+        observed!("count", "sessions", async {
+            let mut conn = self.acquire().await?;
+            sessions::table
+                .filter(sessions::status.eq("active"))
+                .filter(sessions::execution_status.eq("waiting_input"))
+                .count()
+                .get_result::<i64>(&mut conn)
+                .await
+                .map_err(map_diesel)
+        })
+        .await
+    }
+
     /// Checks out a connection, timing the wait.
     pub(crate) async fn acquire(&self) -> Result<PooledConnection, RepositoryError> {
         let started = Instant::now();
