@@ -68,6 +68,10 @@ pub struct BuildOptions {
     /// Added to every `openai` provider (primary and fallback), e.g. to
     /// send the W3C `traceparent` of the current span.
     pub header_injector: Option<HeaderInjector>,
+    /// Record prompt and completion text as the `gen_ai.prompt` /
+    /// `gen_ai.completion` fields of every call's span (the server's
+    /// `telemetry.capture_content`). Off by default.
+    pub capture_content: bool,
 }
 
 /// Builds the provider stack from the `llm:` config section.
@@ -157,7 +161,8 @@ fn resilient(
             reason: "must be greater than zero".to_owned(),
         });
     }
-    Ok(ResilientProvider::new(inner, &model, resilience, timeout))
+    Ok(ResilientProvider::new(inner, &model, resilience, timeout)
+        .with_content_capture(options.capture_content))
 }
 
 fn validate_resilience(config: &ResilienceConfig, prefix: &str) -> Result<(), LlmConfigError> {

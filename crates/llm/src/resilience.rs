@@ -35,6 +35,8 @@ pub struct ResilientProvider {
     permits: Arc<Semaphore>,
     breaker: Arc<CircuitBreaker>,
     fallback: Option<Arc<dyn LlmProvider>>,
+    /// Record prompt and completion text on the call's span.
+    capture_content: bool,
 }
 
 impl std::fmt::Debug for ResilientProvider {
@@ -77,7 +79,26 @@ impl ResilientProvider {
             max_backoff: config.max_backoff,
             permits: Arc::new(Semaphore::new(permits)),
             fallback: None,
+            capture_content: false,
         }
+    }
+
+    /// Records the prompt (`gen_ai.prompt`) and the completion
+    /// (`gen_ai.completion`) on each call's span. Off by default: counseling
+    /// conversations are private.
+    #[must_use]
+    pub fn with_content_capture(mut self, capture_content: bool) -> Self {
+        self.capture_content = capture_content;
+        self
+    }
+
+    fn chat_span(&self, request: &LlmRequest) -> Span {
+        telemetry::chat_span(
+            &self.provider_name,
+            &self.model,
+            &request.purpose,
+            self.capture_content.then_some(request.prompt.as_str()),
+        )
     }
 
     /// Used when a logical call of this provider fails.
@@ -173,6 +194,7 @@ impl ResilientProvider {
             started.elapsed(),
             retries,
             &outcome,
+            self.capture_content,
         );
         result
     }
@@ -229,6 +251,7 @@ impl ResilientProvider {
                         started,
                         retries,
                         finished: false,
+                        capture_content: self.capture_content,
                     }));
                 }
                 Err(error) if self.should_retry(&error, retries) => {
@@ -242,6 +265,7 @@ impl ResilientProvider {
                         started.elapsed(),
                         retries,
                         &CallOutcome::Failure(&error),
+                        self.capture_content,
                     );
                     return Err(error);
                 }
@@ -268,7 +292,7 @@ impl LlmProvider for ResilientProvider {
     }
 
     async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let span = telemetry::chat_span(&self.provider_name, &self.model, &request.purpose);
+        let span = self.chat_span(request);
         match self.complete_with_retries(request).instrument(span).await {
             Err(error) => match self.fallback_for(&error) {
                 Some(fallback) => fallback.complete(request).await,
@@ -279,7 +303,7 @@ impl LlmProvider for ResilientProvider {
     }
 
     async fn stream(&self, request: &LlmRequest) -> Result<LlmStream, LlmError> {
-        let span = telemetry::chat_span(&self.provider_name, &self.model, &request.purpose);
+        let span = self.chat_span(request);
         let opened = self
             .stream_with_retries(request, span.clone())
             .instrument(span)
@@ -319,6 +343,7 @@ struct GuardedStream {
     started: Instant,
     retries: u32,
     finished: bool,
+    capture_content: bool,
 }
 
 impl GuardedStream {
@@ -340,6 +365,7 @@ impl GuardedStream {
             self.started.elapsed(),
             self.retries,
             outcome,
+            self.capture_content,
         );
     }
 }

@@ -1,5 +1,7 @@
 //! Metrics and span fields of LLM calls, named after the OpenTelemetry
-//! GenAI semantic conventions. Prompt and completion text never appear here.
+//! GenAI semantic conventions. Prompt and completion text appear only as the
+//! `gen_ai.prompt` / `gen_ai.completion` span fields, and only when content
+//! capture is switched on (`telemetry.capture_content`).
 
 use heartrule_domain::llm::{LlmError, LlmResponse};
 use std::time::Duration;
@@ -60,9 +62,10 @@ pub fn error_type(error: &LlmError) -> &'static str {
 }
 
 /// The span around one logical call. Its name is `chat`; `otel.name`
-/// makes exporters show `chat <model>` as the conventions ask.
-pub(crate) fn chat_span(provider: &str, model: &str, purpose: &str) -> Span {
-    tracing::info_span!(
+/// makes exporters show `chat <model>` as the conventions ask. `prompt` is
+/// recorded as `gen_ai.prompt` only when given (content capture on).
+pub(crate) fn chat_span(provider: &str, model: &str, purpose: &str, prompt: Option<&str>) -> Span {
+    let span = tracing::info_span!(
         "chat",
         otel.name = %format_args!("{OPERATION_CHAT} {model}"),
         otel.kind = "client",
@@ -75,7 +78,13 @@ pub(crate) fn chat_span(provider: &str, model: &str, purpose: &str) -> Span {
         heartrule.llm.purpose = %purpose,
         heartrule.llm.retries = tracing::field::Empty,
         error.type = tracing::field::Empty,
-    )
+        gen_ai.prompt = tracing::field::Empty,
+        gen_ai.completion = tracing::field::Empty,
+    );
+    if let Some(prompt) = prompt {
+        span.record("gen_ai.prompt", prompt);
+    }
+    span
 }
 
 /// How a logical call ended.
@@ -85,8 +94,9 @@ pub(crate) enum CallOutcome<'a> {
     Cancelled,
 }
 
-/// Records the duration (and on success the token usage) of one logical
-/// call as metrics and as fields of `span`.
+/// Records the duration (and on success the token usage, and the completion
+/// text when `capture_content`) of one logical call as metrics and as fields
+/// of `span`.
 pub(crate) fn finish_call(
     span: &Span,
     provider: &str,
@@ -94,6 +104,7 @@ pub(crate) fn finish_call(
     elapsed: Duration,
     retries: u32,
     outcome: &CallOutcome<'_>,
+    capture_content: bool,
 ) {
     let error_type = match outcome {
         CallOutcome::Success(_) => "",
@@ -130,6 +141,9 @@ pub(crate) fn finish_call(
                 "gen_ai.usage.output_tokens",
                 response.usage.completion_tokens,
             );
+            if capture_content {
+                span.record("gen_ai.completion", response.text.as_str());
+            }
         }
         CallOutcome::Failure(error) => {
             span.record("error.type", error_type);

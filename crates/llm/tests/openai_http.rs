@@ -107,6 +107,7 @@ async fn complete_sends_one_user_message_and_reads_usage() {
                 HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             );
         })),
+        capture_content: false,
     };
     let stack = build_with(&config, &options).unwrap();
     let response = stack.provider.complete(&request()).await.unwrap();
@@ -618,4 +619,39 @@ async fn connection_refused_is_unavailable_after_retries() {
         metrics.counter_total(RETRIES_TOTAL, &[("provider", "fake-refused")]),
         1.0
     );
+}
+
+#[tokio::test]
+async fn capture_content_records_prompt_and_completion_on_the_chat_span() {
+    let captured = Captured::start();
+    let server = FakeServer::always(|| Reply::json(200, &completion(REPLY, 12, 5))).await;
+    let options = BuildOptions {
+        capture_content: true,
+        ..BuildOptions::default()
+    };
+    let stack = build_with(&config(server.base_url(), "fake-capture", 0), &options).unwrap();
+    stack.provider.complete(&request()).await.unwrap();
+
+    let stream_server = FakeServer::always(|| {
+        Reply::sse(&stream_events(
+            &["PRIVATE-", "REPLY ", "听起来你很辛苦"],
+            9,
+            3,
+        ))
+    })
+    .await;
+    let stream_stack = build_with(
+        &config(stream_server.base_url(), "fake-capture-stream", 0),
+        &options,
+    )
+    .unwrap();
+    let items = collect(&stream_stack).await;
+    assert!(items.iter().all(Result::is_ok), "{items:?}");
+
+    let spans = captured.spans("chat");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for span in &spans {
+        assert_eq!(span.field("gen_ai.prompt"), Some(PROMPT), "{span:?}");
+        assert_eq!(span.field("gen_ai.completion"), Some(REPLY), "{span:?}");
+    }
 }

@@ -1,0 +1,64 @@
+//! `heartrule`: the HeartRule server.
+//!
+//! `heartrule` (or `heartrule serve`) runs the HTTP API; `heartrule migrate`
+//! applies the database migrations and exits; `heartrule check-config`
+//! validates the configuration.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use heartrule_server::config::AppConfig;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heartrule",
+    version,
+    about = "HeartRule counseling-script engine server"
+)]
+struct Cli {
+    /// Folder with default.yaml and <APP_ENV>.yaml.
+    #[arg(long, env = "HEARTRULE_CONFIG_DIR", default_value = "config")]
+    config_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations (needs DATABASE_URL) and exit.
+    Migrate,
+    /// Load and validate the configuration, print a summary and exit.
+    CheckConfig,
+    /// Print the metrics catalogue as the Markdown table of the README.
+    MetricsDoc,
+}
+
+fn main() -> anyhow::Result<()> {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => return Err(e).context("reading .env"),
+    }
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::MetricsDoc)) {
+        print!("{}", heartrule_telemetry::metrics_markdown_table());
+        return Ok(());
+    }
+    let config = AppConfig::load(&cli.config_dir)
+        .with_context(|| format!("loading configuration from {}", cli.config_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(heartrule_server::serve(config)),
+        Command::Migrate => runtime.block_on(heartrule_server::migrate(&config)),
+        Command::MetricsDoc => Ok(()),
+        Command::CheckConfig => {
+            println!("{}", heartrule_server::config_summary(&config));
+            Ok(())
+        }
+    }
+}

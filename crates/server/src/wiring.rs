@@ -1,0 +1,350 @@
+//! Builds the adapters named by the configuration and ties them to the
+//! domain services and the HTTP adapter.
+
+use crate::config::AppConfig;
+use crate::preload;
+use crate::readiness::ServerReadiness;
+use anyhow::Context;
+use heartrule_cache::{RedisCache, RedisCacheConfig};
+use heartrule_domain::ports::{
+    MessageHistory, NoCache, RandomIds, ScriptCache, ScriptRepository, SessionCache,
+    SessionRepository, SystemClock,
+};
+use heartrule_domain::{Adapters, Ports, ScriptCatalog, SessionManager, SessionManagerConfig};
+use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
+use heartrule_llm::{BuildOptions, LlmStack};
+use heartrule_persistence::{MemoryStore, PgConfig, PgStore};
+use heartrule_script_engine::runtime::templates::{
+    DirectoryTemplates, EmbeddedTemplates, TemplateSource,
+};
+use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The adapter types of the server; storage and cache are chosen at run
+/// time, hence trait objects.
+pub struct ServerPorts;
+
+impl Ports for ServerPorts {
+    type Scripts = dyn ScriptRepository;
+    type Sessions = dyn SessionRepository;
+    type History = dyn MessageHistory;
+    type ScriptCache = dyn ScriptCache;
+    type SessionCache = dyn SessionCache;
+    type Engine = HeartRuleEngine;
+    type Clock = SystemClock;
+    type Ids = RandomIds;
+}
+
+/// The storage the server runs on.
+#[derive(Clone)]
+pub(crate) enum Store {
+    Memory(Arc<MemoryStore>),
+    Postgres(Arc<PgStore>),
+}
+
+/// Everything built from the configuration.
+pub struct App {
+    pub state: AppState<ServerPorts>,
+    pub(crate) store: Store,
+    pub(crate) cache: Option<Arc<RedisCache>>,
+    pub llm: LlmStack,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Telemetry's W3C trace-context helpers behind the HTTP adapter's hook.
+struct TelemetryTracing;
+
+impl RequestTracing for TelemetryTracing {
+    fn continue_trace(&self, header: &dyn Fn(&str) -> Option<String>, span: &tracing::Span) {
+        heartrule_telemetry::continue_trace(header, span);
+    }
+
+    fn trace_id(&self, span: &tracing::Span) -> Option<String> {
+        heartrule_telemetry::trace_id(span)
+    }
+}
+
+/// Builds the whole application (without binding a socket).
+pub async fn build_app(
+    config: &AppConfig,
+    metrics_renderer: Option<MetricsRenderer>,
+    started_at: Instant,
+) -> anyhow::Result<App> {
+    let mut background = Vec::new();
+    let StoreParts {
+        scripts,
+        sessions,
+        history,
+        store,
+    } = build_store(config, &mut background).await?;
+
+    let (script_cache, session_cache, cache): (Arc<dyn ScriptCache>, Arc<dyn SessionCache>, _) =
+        if config.redis.url.is_empty() {
+            tracing::info!("no Redis configured (redis.url): caching is off");
+            (Arc::new(NoCache), Arc::new(NoCache), None)
+        } else {
+            let r = &config.redis;
+            let cache = Arc::new(
+                RedisCache::connect_lazy(RedisCacheConfig {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    script_ttl: r.script_ttl,
+                    session_ttl: r.session_ttl,
+                    op_timeout: r.op_timeout,
+                    connect_timeout: r.connect_timeout,
+                    warn_interval: r.warn_interval,
+                })
+                .context("configuring Redis (redis.url)")?,
+            );
+            (cache.clone(), cache.clone(), Some(cache))
+        };
+
+    let injector: heartrule_llm::HeaderInjector = Arc::new(|headers| {
+        heartrule_telemetry::inject_trace_headers(&tracing::Span::current(), &mut |name, value| {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
+            }
+        });
+    });
+    let llm = heartrule_llm::build_with(
+        &config.llm,
+        &BuildOptions {
+            header_injector: Some(injector),
+            capture_content: config.telemetry.capture_content,
+        },
+    )
+    .context("configuring the LLM (llm.*)")?;
+
+    let templates: Arc<dyn TemplateSource> = if config.engine.prompts_dir.is_dir() {
+        Arc::new(
+            DirectoryTemplates::load(&config.engine.prompts_dir).with_context(|| {
+                format!(
+                    "loading prompt templates from {}",
+                    config.engine.prompts_dir.display()
+                )
+            })?,
+        )
+    } else {
+        tracing::info!(
+            dir = %config.engine.prompts_dir.display(),
+            "prompt folder not found: using the built-in templates"
+        );
+        Arc::new(EmbeddedTemplates::new())
+    };
+    let engine = HeartRuleEngine::new(
+        Arc::clone(&llm.provider),
+        templates,
+        EngineOptions {
+            monitors: config.engine.monitors,
+            history_window: config.engine.history_window,
+        },
+    );
+
+    let adapters = Adapters::<ServerPorts> {
+        scripts,
+        sessions,
+        history,
+        script_cache,
+        session_cache,
+        engine: Arc::new(engine),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+    };
+    let manager = SessionManager::new(
+        adapters.clone(),
+        SessionManagerConfig {
+            history_window: config.engine.history_window,
+            ..SessionManagerConfig::default()
+        },
+    );
+    let catalog = ScriptCatalog::new(adapters);
+    preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
+
+    let readiness = ServerReadiness::new(store.clone(), cache.clone(), Arc::clone(&llm.status));
+    let h = &config.http;
+    let mut state = AppState::new(
+        manager,
+        catalog,
+        HttpConfig {
+            body_limit_bytes: h.body_limit_bytes,
+            ws_ping_interval: h.ws_ping_interval,
+            ws_client_timeout: h.ws_client_timeout,
+            include_debug_info: h.include_debug_info,
+            history_page_limit: h.history_page_limit,
+        },
+    )
+    .with_readiness(Arc::new(readiness))
+    .with_tracing(Arc::new(TelemetryTracing))
+    .with_started_at(started_at);
+    if let Some(renderer) = metrics_renderer {
+        state = state.with_metrics_renderer(renderer);
+    }
+    Ok(App {
+        state,
+        store,
+        cache,
+        llm,
+        background,
+    })
+}
+
+/// The repositories of the configured store.
+struct StoreParts {
+    scripts: Arc<dyn ScriptRepository>,
+    sessions: Arc<dyn SessionRepository>,
+    history: Arc<dyn MessageHistory>,
+    store: Store,
+}
+
+/// PostgreSQL when `database.url` is set (migrated first if configured),
+/// the in-memory store otherwise.
+async fn build_store(
+    config: &AppConfig,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<StoreParts> {
+    if config.database.url.is_empty() {
+        tracing::warn!(
+            event = "ephemeral_store",
+            "NO DATABASE CONFIGURED: sessions, messages and scripts live in memory and are LOST on \
+             restart. Set DATABASE_URL (database.url) for PostgreSQL."
+        );
+        let memory = Arc::new(MemoryStore::new());
+        background.push(spawn_store_gauges(Store::Memory(Arc::clone(&memory))));
+        return Ok(StoreParts {
+            scripts: memory.clone(),
+            sessions: memory.clone(),
+            history: memory.clone(),
+            store: Store::Memory(memory),
+        });
+    }
+    if config.database.run_migrations {
+        let applied = heartrule_persistence::run_migrations(&config.database.url)
+            .await
+            .context("running database migrations (database.run_migrations)")?;
+        tracing::info!(event = "migrations_applied", count = applied.len(), versions = ?applied, "database migrated");
+    }
+    let db = &config.database;
+    let mut pg = PgConfig::new(db.url.clone());
+    pg.max_connections = db.max_connections;
+    pg.acquire_timeout = db.acquire_timeout;
+    pg.statement_timeout = db.statement_timeout;
+    pg.connect_timeout = db.connect_timeout;
+    let pg = Arc::new(
+        PgStore::connect(pg)
+            .await
+            .context("connecting to PostgreSQL (database.url)")?,
+    );
+    background.push(spawn_store_gauges(Store::Postgres(Arc::clone(&pg))));
+    Ok(StoreParts {
+        scripts: pg.clone(),
+        sessions: pg.clone(),
+        history: pg.clone(),
+        store: Store::Postgres(pg),
+    })
+}
+
+/// Publishes the store's gauges (pool state, waiting sessions) every few
+/// seconds; a failed count is logged and retried at the next tick.
+fn spawn_store_gauges(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let waiting = match &store {
+                Store::Memory(memory) => Ok(memory.count_waiting_sessions()),
+                Store::Postgres(pg) => {
+                    let stats = pg.pool_stats();
+                    metrics::gauge!("heartrule_db_pool_connections", "state" => "idle")
+                        .set(stats.idle as f64);
+                    metrics::gauge!("heartrule_db_pool_connections", "state" => "in_use")
+                        .set(stats.in_use as f64);
+                    metrics::gauge!("heartrule_db_pool_max_connections").set(stats.max_size as f64);
+                    metrics::gauge!("heartrule_db_pool_waiting").set(stats.waiting as f64);
+                    pg.count_waiting_sessions().await
+                }
+            };
+            match waiting {
+                Ok(count) => metrics::gauge!("heartrule_sessions_waiting").set(count as f64),
+                Err(e) => tracing::warn!(error = %e, "counting waiting sessions failed"),
+            }
+        }
+    })
+}
+
+impl App {
+    #[must_use]
+    pub fn store_kind(&self) -> &'static str {
+        match self.store {
+            Store::Memory(_) => "memory",
+            Store::Postgres(_) => "postgresql",
+        }
+    }
+
+    #[must_use]
+    pub fn cache_kind(&self) -> &'static str {
+        if self.cache.is_some() {
+            "redis"
+        } else {
+            "none"
+        }
+    }
+
+    /// Binds the configured address; SIGINT/SIGTERM stop accepting and give
+    /// in-flight requests `server.shutdown_grace_period` to finish.
+    pub fn http_server(&self, config: &AppConfig) -> anyhow::Result<BoundServer> {
+        let state = self.state.clone();
+        let mut server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().configure(heartrule_http_adapter::configure(state.clone()))
+        })
+        .shutdown_timeout(config.server.shutdown_grace_period.as_secs().max(1));
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        let server = server
+            .bind((config.server.host.as_str(), config.server.port))
+            .with_context(|| {
+                format!(
+                    "binding {}:{} (server.host/server.port)",
+                    config.server.host, config.server.port
+                )
+            })?;
+        Ok(BoundServer {
+            addrs: server.addrs(),
+            server: server.run(),
+        })
+    }
+
+    /// Stops background tasks.
+    pub async fn shutdown(self) {
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+/// A bound, not yet awaited, HTTP server.
+pub struct BoundServer {
+    addrs: Vec<std::net::SocketAddr>,
+    server: actix_web::dev::Server,
+}
+
+impl BoundServer {
+    #[must_use]
+    pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// A handle to stop the server from elsewhere (tests).
+    #[must_use]
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

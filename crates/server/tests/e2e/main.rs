@@ -1,0 +1,15 @@
+//! End-to-end tests of the HeartRule server: the whole app over HTTP, on
+//! real PostgreSQL and Redis, with an in-process fake OpenAI server.
+//! One test binary (one link) with a module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod conversation;
+mod degraded;
+mod errors;
+mod llm_faults;
+mod openapi;
+mod process;
+mod streaming;
