@@ -64,7 +64,10 @@ fn hello_loads_cleanly_in_both_modes() {
         let types: Vec<_> = actions(session)
             .map(heartrule_domain::Action::action_type)
             .collect();
-        assert_eq!(types, vec![ActionType::AiSay, ActionType::AiAsk]);
+        assert_eq!(
+            types,
+            vec![ActionType::AiSay, ActionType::AiAsk, ActionType::AiSay]
+        );
         let ActionKind::Ask(ask) = &session.phases[0].topics[0].actions[1].kind else {
             panic!("second action is not an ask")
         };

@@ -39,7 +39,8 @@ async fn with_redis_unreachable_every_request_succeeds_and_ready_says_degraded()
             .as_array()
             .unwrap()
             .len(),
-        3
+        4,
+        "welcome, question, answer, goodbye"
     );
     assert_eq!(
         app.get(&format!("/api/sessions/{session}/variables"))
