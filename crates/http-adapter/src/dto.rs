@@ -1,0 +1,709 @@
+//! Request and response bodies of the API: the original camelCase shapes
+//! (reference §5.2–5.4) with the REC additions. Domain types are mapped
+//! here so the wire format never changes by accident when the domain does.
+
+use chrono::{DateTime, Utc};
+use heartrule_domain::variables::VariableMap;
+use heartrule_domain::{
+    LlmCallRecord, LoadWarning, Message, MessageRole, Position, Script, Session, TurnResult,
+    ValidationIssue, VariableStore,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- requests
+
+/// `POST /api/sessions`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// At least one character.
+    pub user_id: String,
+    pub script_id: Uuid,
+    /// Written to the session scope before the first turn.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub initial_variables: Option<Map<String, Value>>,
+}
+
+/// `POST /api/sessions/{id}/messages`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct PostMessageRequest {
+    /// The user's words; `""` acknowledges an `ai_say`.
+    pub content: String,
+}
+
+/// `POST /api/chat` and `POST /api/chat/stream`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRequest {
+    pub session_id: Uuid,
+    /// At least one character.
+    pub message: String,
+}
+
+/// `POST /api/scripts`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateScriptRequest {
+    pub script_name: String,
+    /// `session`, `technique` or `awareness`; must match the YAML root.
+    pub script_type: String,
+    pub script_content: String,
+    pub author: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// `POST /api/scripts/import`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportScriptRequest {
+    pub yaml_content: String,
+    pub script_name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Tags the script `project:<id>`.
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+}
+
+/// `?mode=strict|compatible`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModeQuery {
+    /// `strict` or `compatible`.
+    pub mode: Option<String>,
+}
+
+/// Paging of `GET /api/sessions/{id}/messages`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Only messages with a greater `seq` (default 0: from the start).
+    pub after_seq: Option<i64>,
+    /// Page size, at most the configured `history_page_limit` (the default).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/sessions/{id}/variables`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VariablesQuery {
+    /// `true` returns the whole scoped store instead of the flat map.
+    pub scoped: Option<bool>,
+}
+
+/// Filters of `GET /api/scripts`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListScriptsQuery {
+    /// `session`, `technique` or `awareness`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub script_type: Option<String>,
+    /// `draft`, `published` or `archived`.
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+// --------------------------------------------------------------- responses
+
+/// The engine's cursor; every key is present (`null` when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionBody {
+    pub phase_index: usize,
+    pub phase_id: Option<String>,
+    pub topic_index: usize,
+    pub topic_id: Option<String>,
+    pub action_index: usize,
+    pub action_id: Option<String>,
+    /// `ai_say`, `ai_ask`, `ai_think` or `use_skill`.
+    pub action_type: Option<String>,
+    pub current_round: Option<u32>,
+    pub max_rounds: Option<u32>,
+}
+
+impl From<&Position> for PositionBody {
+    fn from(p: &Position) -> Self {
+        Self {
+            phase_index: p.phase_index,
+            phase_id: p.phase_id.clone(),
+            topic_index: p.topic_index,
+            topic_id: p.topic_id.clone(),
+            action_index: p.action_index,
+            action_id: p.action_id.clone(),
+            action_type: p.action_type.map(|t| t.as_str().to_owned()),
+            current_round: p.current_round,
+            max_rounds: p.max_rounds,
+        }
+    }
+}
+
+/// A variable with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableBody {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// JSON type: `null`, `string`, `number`, `boolean`, `array`, `object`.
+    #[serde(rename = "type")]
+    pub value_type: String,
+    /// The action id that wrote it, or `initial`, `global`, `migrated`, `skill:<id>`.
+    pub source: String,
+    pub scope: String,
+    pub last_updated: DateTime<Utc>,
+}
+
+pub type VariableMapBody = BTreeMap<String, VariableBody>;
+
+fn variable_map(map: &VariableMap) -> VariableMapBody {
+    map.iter()
+        .map(|(name, var)| {
+            (
+                name.clone(),
+                VariableBody {
+                    value: var.value.clone(),
+                    value_type: var.value_type.as_str().to_owned(),
+                    source: var.source.clone(),
+                    scope: var.scope.as_str().to_owned(),
+                    last_updated: var.last_updated,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The variables visible at the current position, by scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PositionedStoreBody {
+    pub global: VariableMapBody,
+    pub session: VariableMapBody,
+    /// The current phase's variables.
+    pub phase: VariableMapBody,
+    /// The current topic's variables.
+    pub topic: VariableMapBody,
+}
+
+impl PositionedStoreBody {
+    #[must_use]
+    pub fn new(store: &VariableStore, position: &Position) -> Self {
+        let scoped = |maps: &BTreeMap<String, VariableMap>, key: Option<&String>| {
+            key.and_then(|k| maps.get(k))
+                .map(variable_map)
+                .unwrap_or_default()
+        };
+        Self {
+            global: variable_map(&store.global),
+            session: variable_map(&store.session),
+            phase: scoped(&store.phase, position.phase_id.as_ref()),
+            topic: scoped(&store.topic, position.topic_id.as_ref()),
+        }
+    }
+}
+
+/// Every variable of a session in its scope (`?scoped=true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScopedStoreBody {
+    pub global: VariableMapBody,
+    pub session: VariableMapBody,
+    /// Keyed by phase id.
+    pub phase: BTreeMap<String, VariableMapBody>,
+    /// Keyed by topic id.
+    pub topic: BTreeMap<String, VariableMapBody>,
+}
+
+impl From<&VariableStore> for ScopedStoreBody {
+    fn from(store: &VariableStore) -> Self {
+        let nested = |maps: &BTreeMap<String, VariableMap>| {
+            maps.iter()
+                .map(|(k, m)| (k.clone(), variable_map(m)))
+                .collect()
+        };
+        Self {
+            global: variable_map(&store.global),
+            session: variable_map(&store.session),
+            phase: nested(&store.phase),
+            topic: nested(&store.topic),
+        }
+    }
+}
+
+fn global_values(store: &VariableStore) -> Map<String, Value> {
+    store
+        .global
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect()
+}
+
+/// An AI message produced by a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnMessageBody {
+    pub message_id: Uuid,
+    pub action_id: Option<String>,
+    pub action_type: Option<String>,
+    pub content: String,
+    pub seq: i64,
+}
+
+impl From<&Message> for TurnMessageBody {
+    fn from(m: &Message) -> Self {
+        Self {
+            message_id: m.id.as_uuid(),
+            action_id: m.action_id.clone(),
+            action_type: m.action_type.map(|t| t.as_str().to_owned()),
+            content: m.content.clone(),
+            seq: m.seq,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsageBody {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// One LLM call of a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmCallBody {
+    pub action_id: String,
+    pub purpose: String,
+    pub prompt: String,
+    pub response: String,
+    pub provider: String,
+    pub model: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub usage: TokenUsageBody,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<&LlmCallRecord> for LlmCallBody {
+    fn from(c: &LlmCallRecord) -> Self {
+        Self {
+            action_id: c.action_id.clone(),
+            purpose: c.purpose.clone(),
+            prompt: c.prompt.clone(),
+            response: c.response.clone(),
+            provider: c.provider.clone(),
+            model: c.model.clone(),
+            temperature: c.temperature,
+            max_tokens: c.max_tokens,
+            usage: TokenUsageBody {
+                prompt_tokens: c.usage.prompt_tokens,
+                completion_tokens: c.usage.completion_tokens,
+                total_tokens: c.usage.total_tokens,
+            },
+            started_at: c.started_at,
+        }
+    }
+}
+
+/// The result of a turn (`POST /api/sessions/{id}/messages`, the WebSocket
+/// `turn` frame and the SSE `state` event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnBody {
+    /// The last AI message of the turn (`""` when there is none).
+    pub ai_message: String,
+    /// Every AI message of the turn, in order.
+    pub messages: Vec<TurnMessageBody>,
+    /// `active`, `paused`, `completed` or `failed`.
+    pub session_status: String,
+    /// `running`, `waiting_input`, `paused`, `completed` or `error`.
+    pub execution_status: String,
+    /// All variables, flattened (inner scopes win).
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+    #[schema(value_type = Object)]
+    pub global_variables: Map<String, Value>,
+    pub variable_store: PositionedStoreBody,
+    pub position: PositionBody,
+    /// Every LLM call of the turn, when the server includes debug info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_info: Option<Vec<LlmCallBody>>,
+    pub turn_id: Uuid,
+}
+
+impl TurnBody {
+    #[must_use]
+    pub fn new(result: &TurnResult, include_debug_info: bool) -> Self {
+        Self {
+            ai_message: result.last_ai_message().to_owned(),
+            messages: result.messages.iter().map(TurnMessageBody::from).collect(),
+            session_status: result.session_status.as_str().to_owned(),
+            execution_status: result.execution_status.as_str().to_owned(),
+            variables: result.variables.flat(),
+            global_variables: global_values(&result.variables),
+            variable_store: PositionedStoreBody::new(&result.variables, &result.position),
+            position: PositionBody::from(&result.position),
+            debug_info: include_debug_info
+                .then(|| result.llm_calls.iter().map(LlmCallBody::from).collect()),
+            turn_id: result.turn_id.as_uuid(),
+        }
+    }
+}
+
+/// `POST /api/sessions`: the new session and its first turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSessionBody {
+    pub session_id: Uuid,
+    /// The session row's status (`active`, or `completed` for a script that ended at once).
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub turn: TurnBody,
+}
+
+/// `POST /api/chat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatBody {
+    pub ai_message: String,
+    pub messages: Vec<TurnMessageBody>,
+    pub session_status: String,
+    pub execution_status: String,
+    /// The flat variables after the turn.
+    #[schema(value_type = Object)]
+    pub extracted_variables: Map<String, Value>,
+}
+
+impl From<&TurnResult> for ChatBody {
+    fn from(result: &TurnResult) -> Self {
+        Self {
+            ai_message: result.last_ai_message().to_owned(),
+            messages: result.messages.iter().map(TurnMessageBody::from).collect(),
+            session_status: result.session_status.as_str().to_owned(),
+            execution_status: result.execution_status.as_str().to_owned(),
+            extracted_variables: result.variables.flat(),
+        }
+    }
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBody {
+    pub session_id: Uuid,
+    pub id: Uuid,
+    pub user_id: String,
+    pub script_id: Uuid,
+    pub status: String,
+    pub execution_status: String,
+    pub position: PositionBody,
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+    #[schema(value_type = Object)]
+    pub global_variables: Map<String, Value>,
+    pub variable_store: ScopedStoreBody,
+    /// Committed turns so far.
+    pub turn_count: u64,
+    /// Code of the last failed turn, cleared by the next committed one.
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Session> for SessionBody {
+    fn from(s: &Session) -> Self {
+        let store = &s.state.variables;
+        Self {
+            session_id: s.id.as_uuid(),
+            id: s.id.as_uuid(),
+            user_id: s.user_id.clone(),
+            script_id: s.script_id.as_uuid(),
+            status: s.status.as_str().to_owned(),
+            execution_status: s.state.status.as_str().to_owned(),
+            position: PositionBody::from(&s.state.position),
+            variables: store.flat(),
+            global_variables: global_values(store),
+            variable_store: ScopedStoreBody::from(store),
+            turn_count: s.turn_count,
+            last_error: s.last_error.clone(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            completed_at: s.completed_at,
+        }
+    }
+}
+
+/// A stored message (`GET /api/sessions/{id}/messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageBody {
+    pub message_id: Uuid,
+    pub seq: i64,
+    /// `user`, `ai` or `system`.
+    pub role: String,
+    pub content: String,
+    pub timestamp: DateTime<Utc>,
+    pub action_id: Option<String>,
+    pub action_type: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+impl From<&Message> for MessageBody {
+    fn from(m: &Message) -> Self {
+        Self {
+            message_id: m.id.as_uuid(),
+            seq: m.seq,
+            role: match m.role {
+                MessageRole::Assistant => "ai".to_owned(),
+                other => other.as_str().to_owned(),
+            },
+            content: m.content.clone(),
+            timestamp: m.created_at,
+            action_id: m.action_id.clone(),
+            action_type: m.action_type.map(|t| t.as_str().to_owned()),
+            metadata: m.metadata.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessagesBody {
+    /// Always `true`.
+    pub success: bool,
+    pub data: Vec<MessageBody>,
+}
+
+/// A field compatible mode accepted and normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WarningBody {
+    pub path: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+}
+
+impl From<&LoadWarning> for WarningBody {
+    fn from(w: &LoadWarning) -> Self {
+        Self {
+            path: w.path.clone(),
+            message: w.message.clone(),
+            replacement: w.replacement.clone(),
+        }
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueBody {
+    /// e.g. `session.phases[0].topics[1].actions[0].config.content`.
+    pub path: String,
+    /// `SYNTAX_ERROR`, `TYPE_ERROR`, `REQUIRED_FIELD_MISSING`,
+    /// `ENUM_VALUE_INVALID`, `CONSTRAINT_VIOLATION` or `STRUCTURE_ERROR`.
+    pub error_type: String,
+    pub message: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    pub suggestion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl From<&ValidationIssue> for IssueBody {
+    fn from(i: &ValidationIssue) -> Self {
+        // The domain type serializes the error type in its API spelling.
+        let error_type = serde_json::to_value(i.error_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{:?}", i.error_type));
+        Self {
+            path: i.path.clone(),
+            error_type,
+            message: i.message.clone(),
+            expected: i.expected.clone(),
+            actual: i.actual.clone(),
+            suggestion: i.suggestion.clone(),
+            line: i.line,
+            column: i.column,
+        }
+    }
+}
+
+/// A stored script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptBody {
+    pub script_id: Uuid,
+    pub id: Uuid,
+    pub script_name: String,
+    pub script_type: String,
+    pub status: String,
+    pub version: String,
+    pub author: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// The YAML source as submitted.
+    pub script_content: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// What compatible mode normalised (create only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<WarningBody>>,
+}
+
+impl ScriptBody {
+    #[must_use]
+    pub fn new(script: &Script, warnings: Option<&[LoadWarning]>) -> Self {
+        Self {
+            script_id: script.id.as_uuid(),
+            id: script.id.as_uuid(),
+            script_name: script.name.clone(),
+            script_type: script.script_type.as_str().to_owned(),
+            status: script.status.as_str().to_owned(),
+            version: script.version.clone(),
+            author: script.author.clone(),
+            description: script.description.clone(),
+            tags: script.tags.clone(),
+            script_content: script.content.clone(),
+            created_at: script.created_at,
+            updated_at: script.updated_at,
+            warnings: warnings.map(|w| w.iter().map(WarningBody::from).collect()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScriptListBody {
+    pub scripts: Vec<ScriptBody>,
+    /// Scripts matching the filters, before `limit`/`offset`.
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportDataBody {
+    pub script_id: Uuid,
+    pub warnings: Vec<WarningBody>,
+    /// True when an existing script with that name was replaced.
+    pub updated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImportBody {
+    /// Always `true`.
+    pub success: bool,
+    pub data: ImportDataBody,
+}
+
+/// `POST /api/scripts/{id}/validate` when the script is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ValidBody {
+    /// Always `true`.
+    pub valid: bool,
+    pub message: String,
+    pub warnings: Vec<WarningBody>,
+}
+
+/// `GET /`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InfoBody {
+    pub name: String,
+    pub version: String,
+    pub status: String,
+    pub docs: String,
+    pub openapi: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`: the process answers.
+    pub status: String,
+    pub timestamp: DateTime<Utc>,
+    /// Seconds since the process started.
+    pub uptime: f64,
+}
+
+/// `GET /ready`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ReadyBody {
+    pub status: crate::hooks::ReadinessLevel,
+    pub components: Vec<crate::hooks::ComponentStatus>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartrule_domain::{ActionType, ValidationErrorType, VariableScope, VariableValue};
+    use serde_json::json;
+
+    #[test]
+    fn positioned_store_picks_the_current_phase_and_topic() {
+        let now = Utc::now();
+        let mut store = VariableStore::default();
+        for (name, scope, key) in [
+            ("g", VariableScope::Global, None),
+            ("s", VariableScope::Session, None),
+            ("p1", VariableScope::Phase, Some("p1")),
+            ("p2", VariableScope::Phase, Some("p2")),
+            ("t1", VariableScope::Topic, Some("t1")),
+        ] {
+            store.set(
+                name,
+                scope,
+                key,
+                VariableValue::new(json!(name), "a", scope, now),
+            );
+        }
+        let position = Position {
+            phase_id: Some("p1".into()),
+            topic_id: Some("t1".into()),
+            action_type: Some(ActionType::AiAsk),
+            ..Position::default()
+        };
+        let body = PositionedStoreBody::new(&store, &position);
+        assert_eq!(body.phase.keys().collect::<Vec<_>>(), ["p1"]);
+        assert_eq!(body.topic.keys().collect::<Vec<_>>(), ["t1"]);
+        assert_eq!(body.global["g"].value_type, "string");
+        let full = ScopedStoreBody::from(&store);
+        assert_eq!(full.phase.len(), 2);
+
+        let position = PositionBody::from(&position);
+        let json = serde_json::to_value(&position).unwrap();
+        assert_eq!(json["actionType"], "ai_ask");
+        assert!(json["actionId"].is_null(), "every key is kept");
+    }
+
+    #[test]
+    fn issue_error_type_uses_the_api_spelling() {
+        let issue = ValidationIssue {
+            path: "root".into(),
+            error_type: ValidationErrorType::RequiredFieldMissing,
+            message: "m".into(),
+            expected: None,
+            actual: None,
+            suggestion: None,
+            line: Some(3),
+            column: None,
+        };
+        let json = serde_json::to_value(IssueBody::from(&issue)).unwrap();
+        assert_eq!(json["errorType"], "REQUIRED_FIELD_MISSING");
+        assert_eq!(json["line"], 3);
+        assert!(json.get("column").is_none());
+        assert!(json["expected"].is_null());
+    }
+}

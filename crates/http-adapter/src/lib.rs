@@ -1,0 +1,78 @@
+//! HeartRule's HTTP API on actix-web (product R2, observability of R6).
+//!
+//! [`configure`] registers every route **inside one scope that carries the
+//! middleware stack** (request id, root span continuing the caller's trace,
+//! HTTP metrics, access log, JSON error rendering), so the server only does
+//!
+//! ```text
+//! HttpServer::new(move || App::new().configure(heartrule_http_adapter::configure(state.clone())))
+//! ```
+//!
+//! and tests `actix_web::test::init_service(App::new().configure(configure(state)))` — the
+//! same app. Middleware the server wraps around the `App` (CORS, auth) runs
+//! outside this stack. The scope matches every path (unknown ones get the
+//! JSON 404), so a server that adds routes of its own registers them
+//! *before* `configure`.
+//!
+//! Routes keep the original paths and camelCase shapes (reference §5) with
+//! the REC fixes; `GET /openapi.json` lists them all and `GET /docs` serves
+//! Swagger UI from assets compiled into the binary.
+//!
+//! Streaming turns (SSE and WebSocket) run in their own task: a client that
+//! disconnects never cancels a turn halfway; it commits whole and can be read
+//! back with `GET /api/sessions/{id}/messages`.
+
+mod config;
+mod context;
+pub mod dto;
+pub mod error;
+mod hooks;
+mod idempotency;
+mod middleware;
+pub mod openapi;
+pub mod routes;
+mod state;
+
+pub use config::HttpConfig;
+pub use context::{RequestContext, REQUEST_ID_HEADER};
+pub use error::{ApiError, ErrorBody};
+pub use hooks::{
+    ComponentState, ComponentStatus, NoTracing, Readiness, ReadinessLevel, ReadinessProbe,
+    RequestTracing, StaticReadiness,
+};
+pub use idempotency::{request_hash, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
+pub use middleware::{
+    ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
+};
+pub use openapi::{openapi_document, ApiDoc};
+pub use state::{AppState, MetricsRenderer};
+
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, ServiceConfig};
+use heartrule_domain::Ports;
+use std::sync::Arc;
+
+/// Registers the whole API, wrapped in the adapter's middleware stack.
+pub fn configure<P: Ports>(state: AppState<P>) -> impl FnOnce(&mut ServiceConfig) + Clone {
+    move |cfg: &mut ServiceConfig| {
+        let body_limit = state.config.body_limit_bytes;
+        let tracing_hooks = Arc::clone(&state.tracing);
+        cfg.service(
+            web::scope("")
+                .wrap(from_fn(move |request, next| {
+                    middleware::observe(Arc::clone(&tracing_hooks), request, next)
+                }))
+                .app_data(web::Data::new(state))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(body_limit)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .configure(routes::register::<P>)
+                .default_service(web::to(routes::system::unmatched)),
+        );
+    }
+}

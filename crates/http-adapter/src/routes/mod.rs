@@ -1,0 +1,67 @@
+//! Route handlers and their registration.
+
+pub mod chat;
+pub mod scripts;
+pub mod sessions;
+pub mod system;
+pub mod ws;
+
+use crate::error::ApiError;
+use actix_web::web::{self, ServiceConfig};
+use heartrule_domain::Ports;
+use std::str::FromStr;
+
+/// Parses a UUID path parameter, naming it in the error.
+pub(crate) fn parse_id<T: FromStr>(parameter: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_uuid(parameter))
+}
+
+/// Registers every route. One `resource` per path, so a wrong method on a
+/// known path is a 405, not a 404.
+pub(crate) fn register<P: Ports>(cfg: &mut ServiceConfig) {
+    cfg.service(web::resource("/").route(web::get().to(system::info)))
+        .service(web::resource("/health").route(web::get().to(system::health::<P>)))
+        .service(web::resource("/ready").route(web::get().to(system::ready::<P>)))
+        .service(web::resource("/metrics").route(web::get().to(system::metrics::<P>)))
+        .service(web::resource("/openapi.json").route(web::get().to(system::openapi)))
+        .service(web::resource("/docs").route(web::get().to(system::docs)))
+        .service(system::swagger_ui())
+        .service(
+            web::resource("/api/sessions").route(web::post().to(sessions::create_session::<P>)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}").route(web::get().to(sessions::get_session::<P>)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}/messages")
+                .route(web::get().to(sessions::list_messages::<P>))
+                .route(web::post().to(sessions::post_message::<P>)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}/variables")
+                .route(web::get().to(sessions::get_variables::<P>)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}/ws").route(web::get().to(ws::session_socket::<P>)),
+        )
+        .service(
+            web::resource("/api/users/{userId}/sessions")
+                .route(web::get().to(sessions::list_user_sessions::<P>)),
+        )
+        .service(web::resource("/api/chat").route(web::post().to(chat::chat::<P>)))
+        .service(web::resource("/api/chat/stream").route(web::post().to(chat::chat_stream::<P>)))
+        .service(
+            web::resource("/api/scripts")
+                .route(web::get().to(scripts::list_scripts::<P>))
+                .route(web::post().to(scripts::create_script::<P>)),
+        )
+        // Before `/api/scripts/{id}`, which would otherwise take `import` as an id.
+        .service(
+            web::resource("/api/scripts/import").route(web::post().to(scripts::import_script::<P>)),
+        )
+        .service(web::resource("/api/scripts/{id}").route(web::get().to(scripts::get_script::<P>)))
+        .service(
+            web::resource("/api/scripts/{id}/validate")
+                .route(web::post().to(scripts::validate_script::<P>)),
+        );
+}

@@ -1,0 +1,206 @@
+//! Session routes (reference §5.2).
+
+use super::parse_id;
+use crate::context::name_user;
+use crate::dto::{
+    CreateSessionBody, CreateSessionRequest, MessageBody, MessagesBody, MessagesQuery,
+    PostMessageRequest, ScopedStoreBody, SessionBody, TurnBody, VariablesQuery,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::{idempotency_key, REPLAYED_HEADER};
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use heartrule_domain::{CreateSession, Ports, ProcessInput, ScriptId, SessionId, TurnResult};
+
+/// Route of `POST /api/sessions/{id}/messages`, part of the idempotency hash.
+const POST_MESSAGE_ROUTE: &str = "POST /api/sessions/{id}/messages";
+
+/// A turn response, marked when it replays a stored result.
+pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if result.replayed {
+        response.insert_header((REPLAYED_HEADER, "true"));
+    }
+    response.json(body)
+}
+
+/// Creates a session and runs it to its first pause.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "sessions",
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 200, description = "The session and its first turn", body = CreateSessionBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`LLM_SERVICE_ERROR` or `DATABASE_ERROR`; nothing was stored", body = ErrorBody)
+    )
+)]
+pub async fn create_session<P: Ports>(
+    state: web::Data<AppState<P>>,
+    request: HttpRequest,
+    body: web::Json<CreateSessionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.user_id.is_empty() {
+        return Err(ApiError::invalid_request("`userId` must not be empty"));
+    }
+    name_user(&request, &body.user_id);
+    let result = state
+        .manager
+        .create_session(CreateSession {
+            user_id: body.user_id,
+            script_id: ScriptId::from(body.script_id),
+            initial_variables: body.initial_variables.unwrap_or_default(),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(CreateSessionBody {
+        session_id: result.session_id.as_uuid(),
+        status: result.session_status.as_str().to_owned(),
+        created_at: result.created_at,
+        turn: TurnBody::new(&result, state.config.include_debug_info),
+    }))
+}
+
+/// The stored session.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionBody),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+    )
+)]
+pub async fn get_session<P: Ports>(
+    state: web::Data<AppState<P>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: SessionId = parse_id("id", &id)?;
+    let session = state.manager.get_session(id).await?;
+    Ok(HttpResponse::Ok().json(SessionBody::from(&session)))
+}
+
+/// The conversation, oldest first, paged by `seq`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/messages",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id"), MessagesQuery),
+    responses(
+        (status = 200, description = "Messages (`role` is `user`, `ai` or `system`)", body = MessagesBody),
+        (status = 400, description = "Invalid id or paging", body = ErrorBody),
+        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+    )
+)]
+pub async fn list_messages<P: Ports>(
+    state: web::Data<AppState<P>>,
+    id: web::Path<String>,
+    query: web::Query<MessagesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id: SessionId = parse_id("id", &id)?;
+    let after_seq = query.after_seq.unwrap_or(0);
+    if after_seq < 0 {
+        return Err(ApiError::invalid_request("`afterSeq` must not be negative"));
+    }
+    let page_limit = state.config.history_page_limit;
+    let limit = match query.limit {
+        None => page_limit,
+        Some(0) => return Err(ApiError::invalid_request("`limit` must be at least 1")),
+        Some(n) => n.min(page_limit),
+    };
+    let messages = state.manager.messages(id, after_seq, limit).await?;
+    Ok(HttpResponse::Ok().json(MessagesBody {
+        success: true,
+        data: messages.iter().map(MessageBody::from).collect(),
+    }))
+}
+
+/// Runs one turn with the user's words.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/messages",
+    tag = "sessions",
+    params(
+        ("id" = Uuid, Path, description = "Session id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first result (with `Idempotent-Replayed: true`); the same key with another body is a 409")
+    ),
+    request_body = PostMessageRequest,
+    responses(
+        (status = 200, description = "The turn's result", body = TurnBody),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`CONFLICT`: the key was used with another body", body = ErrorBody),
+        (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
+    )
+)]
+pub async fn post_message<P: Ports>(
+    state: web::Data<AppState<P>>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<PostMessageRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let session_id: SessionId = parse_id("id", &id)?;
+    let body = body.into_inner();
+    let idempotency = idempotency_key(&request, POST_MESSAGE_ROUTE, &body)?;
+    let result = state
+        .manager
+        .process_input(ProcessInput {
+            session_id,
+            content: body.content,
+            idempotency,
+            sink: None,
+        })
+        .await?;
+    Ok(turn_response(
+        &result,
+        &TurnBody::new(&result, state.config.include_debug_info),
+    ))
+}
+
+/// The session's variables: flat, or by scope with `?scoped=true`.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/variables",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id"), VariablesQuery),
+    responses(
+        (status = 200, description = "The flat map (inner scopes win), or the whole store (`ScopedStoreBody`) with `?scoped=true`", body = Object),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+    )
+)]
+pub async fn get_variables<P: Ports>(
+    state: web::Data<AppState<P>>,
+    id: web::Path<String>,
+    query: web::Query<VariablesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id: SessionId = parse_id("id", &id)?;
+    let store = state.manager.variables(id).await?;
+    Ok(if query.scoped.unwrap_or(false) {
+        HttpResponse::Ok().json(ScopedStoreBody::from(&store))
+    } else {
+        HttpResponse::Ok().json(store.flat())
+    })
+}
+
+/// A user's sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/users/{userId}/sessions",
+    tag = "sessions",
+    params(("userId" = String, Path, description = "User id")),
+    responses((status = 200, description = "Sessions, newest first", body = Vec<SessionBody>))
+)]
+pub async fn list_user_sessions<P: Ports>(
+    state: web::Data<AppState<P>>,
+    request: HttpRequest,
+    user_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    name_user(&request, &user_id);
+    let sessions = state.manager.list_user_sessions(&user_id).await?;
+    Ok(HttpResponse::Ok().json(sessions.iter().map(SessionBody::from).collect::<Vec<_>>()))
+}

@@ -1,0 +1,78 @@
+//! What the handlers share.
+
+use crate::config::HttpConfig;
+use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
+use heartrule_domain::{Ports, ScriptCatalog, SessionManager};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Renders the metrics registry in the Prometheus text format.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The services and hooks behind the routes. Cloned once per worker.
+pub struct AppState<P: Ports> {
+    pub manager: SessionManager<P>,
+    pub catalog: ScriptCatalog<P>,
+    pub readiness: Arc<dyn ReadinessProbe>,
+    pub tracing: Arc<dyn RequestTracing>,
+    /// `GET /metrics` answers 404 when there is no renderer.
+    pub metrics_renderer: Option<MetricsRenderer>,
+    pub config: HttpConfig,
+    /// Start of the process, for `uptime`.
+    pub started_at: Instant,
+}
+
+impl<P: Ports> AppState<P> {
+    /// A state with no dependency checks, no trace propagation and no
+    /// metrics renderer; the `with_*` methods add them.
+    #[must_use]
+    pub fn new(manager: SessionManager<P>, catalog: ScriptCatalog<P>, config: HttpConfig) -> Self {
+        Self {
+            manager,
+            catalog,
+            readiness: Arc::new(StaticReadiness::default()),
+            tracing: Arc::new(NoTracing),
+            metrics_renderer: None,
+            config,
+            started_at: Instant::now(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: Arc<dyn ReadinessProbe>) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    #[must_use]
+    pub fn with_tracing(mut self, tracing: Arc<dyn RequestTracing>) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    #[must_use]
+    pub fn with_metrics_renderer(mut self, renderer: MetricsRenderer) -> Self {
+        self.metrics_renderer = Some(renderer);
+        self
+    }
+
+    #[must_use]
+    pub fn with_started_at(mut self, started_at: Instant) -> Self {
+        self.started_at = started_at;
+        self
+    }
+}
+
+impl<P: Ports> Clone for AppState<P> {
+    fn clone(&self) -> Self {
+        Self {
+            manager: self.manager.clone(),
+            catalog: self.catalog.clone(),
+            readiness: Arc::clone(&self.readiness),
+            tracing: Arc::clone(&self.tracing),
+            metrics_renderer: self.metrics_renderer.clone(),
+            config: self.config.clone(),
+            started_at: self.started_at,
+        }
+    }
+}
