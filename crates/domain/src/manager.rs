@@ -537,9 +537,8 @@ impl<P: Ports> SessionManager<P> {
         session: &SessionScript,
         script_id: ScriptId,
     ) -> Result<BTreeMap<String, TechniqueScript>, DomainError> {
-        let document = ScriptDocument::Session(session.clone());
         let mut techniques = BTreeMap::new();
-        for skill in document.referenced_skills() {
+        for skill in session.referenced_skills() {
             let technique = self
                 .adapters
                 .scripts

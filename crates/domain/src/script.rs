@@ -118,22 +118,25 @@ impl ScriptDocument {
     /// Technique ids this document invokes through `use_skill`.
     #[must_use]
     pub fn referenced_skills(&self) -> Vec<String> {
-        let topics: Vec<&Topic> = match self {
-            Self::Session(s) => s.phases.iter().flat_map(|p| p.topics.iter()).collect(),
-            Self::Technique(t) => vec![&t.topic],
-        };
-        let mut skills: Vec<String> = topics
-            .iter()
-            .flat_map(|t| t.actions.iter())
-            .filter_map(|a| match &a.kind {
-                ActionKind::UseSkill(c) => Some(c.skill.clone()),
-                _ => None,
-            })
-            .collect();
-        skills.sort();
-        skills.dedup();
-        skills
+        match self {
+            Self::Session(s) => s.referenced_skills(),
+            Self::Technique(t) => skills_in(std::iter::once(&t.topic)),
+        }
     }
+}
+
+/// Sorted, distinct technique ids of the `use_skill` actions in `topics`.
+fn skills_in<'a>(topics: impl Iterator<Item = &'a Topic>) -> Vec<String> {
+    let mut skills: Vec<String> = topics
+        .flat_map(|t| t.actions.iter())
+        .filter_map(|a| match &a.kind {
+            ActionKind::UseSkill(c) => Some(c.skill.clone()),
+            _ => None,
+        })
+        .collect();
+    skills.sort();
+    skills.dedup();
+    skills
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +152,14 @@ pub struct SessionScript {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_scheme: Option<String>,
     pub phases: Vec<Phase>,
+}
+
+impl SessionScript {
+    /// Technique ids this script invokes through `use_skill`.
+    #[must_use]
+    pub fn referenced_skills(&self) -> Vec<String> {
+        skills_in(self.phases.iter().flat_map(|p| p.topics.iter()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
