@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use heartrule_server::config::AppConfig;
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc malloc: the server allocates from many threads
+/// and glibc's allocator showed up as the top cost under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "heartrule",

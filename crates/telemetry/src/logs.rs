@@ -214,32 +214,43 @@ where
             entries.push((key, value));
         }
 
+        let mut line = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
         if let Some(scope) = ctx.event_scope() {
-            let mut spans: Vec<Value> = scope
+            // Span fields are already JSON object text (JsonFields): splice
+            // them in as they are instead of parsing and re-serializing them
+            // for every line.
+            let spans: Vec<String> = scope
                 .from_root()
                 .map(|span| {
-                    let mut object = serde_json::Map::new();
-                    object.insert("name".to_owned(), Value::String(span.name().to_owned()));
                     let extensions = span.extensions();
-                    if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() {
-                        // JsonFields stores the span's fields as a JSON object text.
-                        if let Ok(serde_json::Value::Object(recorded)) =
-                            serde_json::from_str::<Value>(fields.as_str())
-                        {
-                            object.extend(recorded);
-                        }
-                    }
-                    Value::Object(object)
+                    let fields = extensions
+                        .get::<FormattedFields<JsonFields>>()
+                        .map_or("", |fields| fields.as_str());
+                    span_object(span.name(), fields)
                 })
                 .collect();
-            if let Some(innermost) = spans.last().cloned() {
-                entries.push(("span".to_owned(), innermost));
-                entries.push(("spans".to_owned(), Value::Array(std::mem::take(&mut spans))));
+            if let Some(innermost) = spans.last() {
+                // `line` is a non-empty object: replace its closing brace.
+                line.pop();
+                line.push_str(",\"span\":");
+                line.push_str(innermost);
+                line.push_str(",\"spans\":[");
+                line.push_str(&spans.join(","));
+                line.push_str("]}");
             }
         }
-
-        let line = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
         writeln!(writer, "{line}")
+    }
+}
+
+/// `{"name": <name>, <fields…>}` from a span name and its fields rendered
+/// as a JSON object text (empty when the span has no fields).
+fn span_object(name: &str, fields: &str) -> String {
+    let name = Value::String(name.to_owned()).to_string();
+    let fields = fields.trim();
+    match fields.strip_prefix('{').and_then(|f| f.strip_suffix('}')) {
+        Some(inner) if !inner.trim().is_empty() => format!("{{\"name\":{name},{inner}}}"),
+        _ => format!("{{\"name\":{name}}}"),
     }
 }
 
@@ -654,5 +665,32 @@ mod tests {
         let line: Value = serde_json::from_str(content.trim()).unwrap();
         assert_eq!(line["event"], "session_created");
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod span_object_tests {
+    use super::span_object;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn splices_recorded_fields_after_the_name() {
+        let object: Value = serde_json::from_str(&span_object(
+            "db.select",
+            r#"{"db.system":"postgresql","n":3}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            object,
+            json!({"name": "db.select", "db.system": "postgresql", "n": 3})
+        );
+    }
+
+    #[test]
+    fn spans_without_fields_and_odd_names_stay_valid_json() {
+        for fields in ["", "{}", "  { } "] {
+            let object: Value = serde_json::from_str(&span_object("say \"hi\"\n", fields)).unwrap();
+            assert_eq!(object, json!({"name": "say \"hi\"\n"}));
+        }
     }
 }

@@ -21,6 +21,10 @@
 //! cargo run --release -p heartrule-server --bin heartrule-load -- --help
 //! ```
 
+/// The same allocator as the `heartrule` binary, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
