@@ -43,50 +43,25 @@ impl ScriptRepository for PgStore {
     }
 
     async fn get(&self, id: ScriptId) -> Result<Option<Script>, RepositoryError> {
-        observed!("select", "scripts", async {
-            let mut conn = self.acquire().await?;
-            scripts::table
-                .find(id.as_uuid())
-                .select(ScriptRow::as_select())
-                .first(&mut conn)
-                .await
-                .optional()
-                .map_err(map_diesel)?
-                .map(ScriptRow::into_domain)
-                .transpose()
-        })
-        .await
+        self.first_script(scripts::table.find(id.as_uuid()).into_boxed())
+            .await
     }
 
     async fn find_by_name(&self, name: &str) -> Result<Option<Script>, RepositoryError> {
-        observed!("select", "scripts", async {
-            let mut conn = self.acquire().await?;
+        self.first_script(
             scripts::table
                 .filter(scripts::script_name.eq(name))
-                .select(ScriptRow::as_select())
-                .first(&mut conn)
-                .await
-                .optional()
-                .map_err(map_diesel)?
-                .map(ScriptRow::into_domain)
-                .transpose()
-        })
+                .into_boxed(),
+        )
         .await
     }
 
     async fn find_technique(&self, technique_id: &str) -> Result<Option<Script>, RepositoryError> {
-        observed!("select", "scripts", async {
-            let mut conn = self.acquire().await?;
+        self.first_script(
             scripts::table
                 .filter(scripts::technique_id.eq(technique_id))
-                .select(ScriptRow::as_select())
-                .first(&mut conn)
-                .await
-                .optional()
-                .map_err(map_diesel)?
-                .map(ScriptRow::into_domain)
-                .transpose()
-        })
+                .into_boxed(),
+        )
         .await
     }
 
@@ -111,6 +86,28 @@ impl ScriptRepository for PgStore {
             let mut conn = self.acquire().await?;
             let rows: Vec<ScriptRow> = query.load(&mut conn).await.map_err(map_diesel)?;
             rows.into_iter().map(ScriptRow::into_domain).collect()
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// The first script `query` selects: the lookups by id, name and
+    /// technique id differ only in their filter.
+    async fn first_script(
+        &self,
+        query: scripts::BoxedQuery<'_, diesel::pg::Pg>,
+    ) -> Result<Option<Script>, RepositoryError> {
+        observed!("select", "scripts", async {
+            let mut conn = self.acquire().await?;
+            query
+                .select(ScriptRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()
+                .map_err(map_diesel)?
+                .map(ScriptRow::into_domain)
+                .transpose()
         })
         .await
     }
