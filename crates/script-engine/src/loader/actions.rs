@@ -317,15 +317,7 @@ fn bindings(
     field: &Field<'_>,
     with_scope: bool,
 ) -> Option<Vec<SkillBinding>> {
-    let items = diag.items(field, 0)?;
-    let mut bindings = Vec::with_capacity(items.len());
-    let mut valid = true;
-    for item in &items {
-        let Some(mapping) = diag.mapping(item) else {
-            valid = false;
-            continue;
-        };
-        let mut reader = ObjectReader::new(diag, mapping, &item.path);
+    object_list(diag, field, |diag, mut reader| {
         let name = reader
             .required(diag, "name", "a variable name")
             .and_then(|field| diag.text(&field, 1, 100));
@@ -338,12 +330,37 @@ fn bindings(
             None
         };
         reader.finish(diag, |_| None);
-        match (name, from) {
-            (Some(name), Some(from)) => bindings.push(SkillBinding { name, from, scope }),
-            _ => valid = false,
+        Some(SkillBinding {
+            name: name?,
+            from: from?,
+            scope,
+        })
+    })
+}
+
+/// Reads a list of objects with `read`. A non-mapping entry, or one `read`
+/// rejects, makes the list invalid, but every entry is still read so all of
+/// its problems are reported.
+fn object_list<'v, T>(
+    diag: &mut Diagnostics,
+    field: &Field<'v>,
+    mut read: impl FnMut(&mut Diagnostics, ObjectReader<'v>) -> Option<T>,
+) -> Option<Vec<T>> {
+    let items = diag.items(field, 0)?;
+    let mut values = Vec::with_capacity(items.len());
+    let mut valid = true;
+    for item in &items {
+        let Some(mapping) = diag.mapping(item) else {
+            valid = false;
+            continue;
+        };
+        let reader = ObjectReader::new(diag, mapping, &item.path);
+        match read(diag, reader) {
+            Some(value) => values.push(value),
+            None => valid = false,
         }
     }
-    valid.then_some(bindings)
+    valid.then_some(values)
 }
 
 fn scope(diag: &mut Diagnostics, reader: &mut ObjectReader<'_>) -> Option<VariableScope> {
@@ -352,15 +369,7 @@ fn scope(diag: &mut Diagnostics, reader: &mut ObjectReader<'_>) -> Option<Variab
 }
 
 fn output_fields(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Vec<OutputField>> {
-    let items = diag.items(field, 0)?;
-    let mut fields = Vec::with_capacity(items.len());
-    let mut valid = true;
-    for item in &items {
-        let Some(mapping) = diag.mapping(item) else {
-            valid = false;
-            continue;
-        };
-        let mut reader = ObjectReader::new(diag, mapping, &item.path);
+    object_list(diag, field, |diag, mut reader| {
         let get = reader
             .required(diag, "get", "a variable name")
             .and_then(|field| diag.text(&field, 1, 100));
@@ -373,12 +382,12 @@ fn output_fields(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Vec<Output
                 reason: "output entries only read `get`, `define` and `scope`",
             })
         });
-        match get {
-            Some(get) => fields.push(OutputField { get, define, scope }),
-            None => valid = false,
-        }
-    }
-    valid.then_some(fields)
+        Some(OutputField {
+            get: get?,
+            define,
+            scope,
+        })
+    })
 }
 
 fn exit_criteria(diag: &mut Diagnostics, field: &Field<'_>) -> Option<ExitCriteria> {
@@ -408,15 +417,7 @@ fn exit_criteria(diag: &mut Diagnostics, field: &Field<'_>) -> Option<ExitCriter
 
 fn custom_conditions(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Vec<CustomCondition>> {
     const OPERATOR_SPELLINGS: [&str; 7] = ["==", "!=", ">", "<", ">=", "<=", "contains"];
-    let items = diag.items(field, 0)?;
-    let mut conditions = Vec::with_capacity(items.len());
-    let mut valid = true;
-    for item in &items {
-        let Some(mapping) = diag.mapping(item) else {
-            valid = false;
-            continue;
-        };
-        let mut reader = ObjectReader::new(diag, mapping, &item.path);
+    object_list(diag, field, |diag, mut reader| {
         let variable = reader
             .required(diag, "variable", "a variable name")
             .and_then(|field| diag.non_blank(&field));
@@ -436,16 +437,12 @@ fn custom_conditions(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Vec<Cu
             }
         };
         reader.finish(diag, |_| None);
-        match (variable, operator, value) {
-            (Some(variable), Some(operator), Some(value)) => conditions.push(CustomCondition {
-                variable,
-                operator,
-                value,
-            }),
-            _ => valid = false,
-        }
-    }
-    valid.then_some(conditions)
+        Some(CustomCondition {
+            variable: variable?,
+            operator: operator?,
+            value: value?,
+        })
+    })
 }
 
 fn json_value(diag: &mut Diagnostics, field: &Field<'_>) -> Option<serde_json::Value> {
