@@ -253,7 +253,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     config.validate()?;
-    let filter = logs::env_filter_from(&config.log)?;
+    let directives = logs::log_directives(&config.log)?;
     let file_writer = match &config.log.file {
         Some(file) => {
             let (writer, guard) = logs::rolling_file_writer(file)?;
@@ -269,11 +269,11 @@ where
     };
     let subscriber = logs::assemble(
         config.log.format,
-        filter,
+        &directives,
         console,
         file_writer,
         tracer_provider.as_ref().map(traces::tracer),
-    );
+    )?;
     Ok((
         subscriber,
         Pipeline {

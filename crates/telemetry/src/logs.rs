@@ -47,10 +47,13 @@ pub(crate) fn env_filter(directives: &str) -> Result<EnvFilter, TelemetryError> 
         })
 }
 
-/// The filter from config and the process environment.
-pub(crate) fn env_filter_from(config: &LogConfig) -> Result<EnvFilter, TelemetryError> {
+/// The log filter directives from config and the process environment,
+/// checked.
+pub(crate) fn log_directives(config: &LogConfig) -> Result<String, TelemetryError> {
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
-    env_filter(&filter_directives(&config.level, rust_log.as_deref()))
+    let directives = filter_directives(&config.level, rust_log.as_deref());
+    env_filter(&directives)?;
+    Ok(directives)
 }
 
 /// A non-blocking writer to daily rolling files; keep the guard alive until
@@ -94,30 +97,38 @@ fn is_export_pipeline(target: &str) -> bool {
     })
 }
 
-/// Registry + level filter + OpenTelemetry layer (when a tracer is given) +
-/// console log layer + file log layer (when a file writer is given).
+/// Registry + OpenTelemetry layer (when a tracer is given) + console log
+/// layer + file log layer (when a file writer is given). The log level
+/// (`directives`) filters only the log layers: traces keep every span at
+/// INFO and above whatever the log level, so `log.level: warn` does not empty
+/// the traces.
 pub(crate) fn assemble<W>(
     format: LogFormat,
-    filter: EnvFilter,
+    directives: &str,
     console: W,
     file: Option<NonBlocking>,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-) -> BoxedSubscriber
+) -> Result<BoxedSubscriber, TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let otel = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(filter_fn(|metadata| !is_export_pipeline(metadata.target())))
+            .with_filter(filter_fn(|metadata| {
+                *metadata.level() <= tracing::Level::INFO && !is_export_pipeline(metadata.target())
+            }))
     });
-    Box::new(
+    let file_layer = match file {
+        Some(writer) => Some(log_layer(format, writer).with_filter(env_filter(directives)?)),
+        None => None,
+    };
+    Ok(Box::new(
         tracing_subscriber::registry()
-            .with(filter)
             .with(otel)
-            .with(log_layer(format, console))
-            .with(file.map(|writer| log_layer(format, writer))),
-    )
+            .with(log_layer(format, console).with_filter(env_filter(directives)?))
+            .with(file_layer),
+    ))
 }
 
 fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
@@ -406,13 +417,8 @@ mod tests {
         } else {
             (None, None)
         };
-        let dispatch = tracing::Dispatch::new(assemble(
-            format,
-            env_filter(level).unwrap(),
-            logs.clone(),
-            None,
-            tracer,
-        ));
+        let dispatch =
+            tracing::Dispatch::new(assemble(format, level, logs.clone(), None, tracer).unwrap());
         (dispatch, provider)
     }
 
@@ -544,6 +550,29 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_log_level_keeps_info_spans_in_traces() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "warn", &logs, true);
+        let (traced, debug_traced) = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("db.select");
+            let _entered = span.enter();
+            tracing::info!("not logged at warn");
+            tracing::warn!("logged");
+            let debug_span = tracing::debug_span!("chatty");
+            (
+                crate::trace_id(&span).is_some(),
+                crate::trace_id(&debug_span).is_some(),
+            )
+        });
+        assert!(traced, "an INFO span must be traced when logs are at warn");
+        assert!(!debug_traced, "DEBUG spans are not traced");
+        let lines = logs.json_lines().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["message"], "logged");
+        assert!(lines[0].get("trace_id").is_some());
+    }
+
+    #[test]
     fn the_level_filter_applies_to_logs() {
         let logs = CapturedLogs::default();
         let (dispatch, _provider) = subscriber(
@@ -639,13 +668,16 @@ mod tests {
             retention_files: 2,
         };
         let (writer, guard) = rolling_file_writer(&file).unwrap();
-        let dispatch = tracing::Dispatch::new(assemble(
-            LogFormat::Json,
-            env_filter("info").unwrap(),
-            CapturedLogs::default(),
-            Some(writer),
-            None,
-        ));
+        let dispatch = tracing::Dispatch::new(
+            assemble(
+                LogFormat::Json,
+                "info",
+                CapturedLogs::default(),
+                Some(writer),
+                None,
+            )
+            .unwrap(),
+        );
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!(event = "session_created", "to the file");
         });

@@ -165,13 +165,16 @@ mod tests {
                 .with_sampler(sampler(sampling_ratio))
                 .build()
         });
-        let dispatch = tracing::Dispatch::new(logs::assemble(
-            crate::LogFormat::Json,
-            logs::env_filter("info").unwrap(),
-            CapturedLogs::default(),
-            None,
-            provider.as_ref().map(tracer),
-        ));
+        let dispatch = tracing::Dispatch::new(
+            logs::assemble(
+                crate::LogFormat::Json,
+                "info",
+                CapturedLogs::default(),
+                None,
+                provider.as_ref().map(tracer),
+            )
+            .unwrap(),
+        );
         (dispatch, provider)
     }
 
