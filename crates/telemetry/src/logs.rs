@@ -113,8 +113,14 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let otel = tracer.map(|tracer| {
+        // Source location, thread and busy/idle attributes are left off:
+        // they add several attributes to every span of every request and
+        // the span names already say where they come from.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(filter_fn(|metadata| {
                 *metadata.level() <= tracing::Level::INFO && !is_export_pipeline(metadata.target())
             }))
