@@ -196,15 +196,6 @@ impl<P: Ports> ScriptCatalog<P> {
         Ok(parsed.warnings)
     }
 
-    /// Validates YAML without storing it.
-    pub fn validate_content(
-        &self,
-        content: &str,
-        mode: LoadMode,
-    ) -> Result<Vec<LoadWarning>, DomainError> {
-        Ok(self.adapters.engine.load(content, mode)?.warnings)
-    }
-
     pub async fn get(&self, id: ScriptId) -> Result<Script, DomainError> {
         self.adapters
             .scripts

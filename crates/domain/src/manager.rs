@@ -13,7 +13,7 @@ use crate::ports::{
     ScriptRepository, SessionCache, SessionRepository, SessionTurn, TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
-use crate::script::{Script, ScriptDocument, SessionScript, TechniqueScript};
+use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
 use chrono::{DateTime, Utc};
@@ -135,11 +135,6 @@ impl<P: Ports> SessionManager<P> {
     #[must_use]
     pub fn new(adapters: Adapters<P>, config: SessionManagerConfig) -> Self {
         Self { adapters, config }
-    }
-
-    #[must_use]
-    pub fn adapters(&self) -> &Adapters<P> {
-        &self.adapters
     }
 
     /// Creates a session and runs it to its first pause. Nothing is stored
@@ -480,17 +475,16 @@ impl<P: Ports> SessionManager<P> {
     ) -> Result<RunnableScript, DomainError> {
         let a = &self.adapters;
         let not_found = || DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()));
-        let (document, name, hash) = match known_hash {
-            Some(hash) => match a.script_cache.get(script_id, hash).await {
-                Some(document) => (document, None, hash.to_owned()),
-                None => {
-                    let script = a.scripts.get(script_id).await?.ok_or_else(not_found)?;
-                    a.script_cache
-                        .put(script_id, &script.content_hash, &script.document)
-                        .await;
-                    (script.document, Some(script.name), script.content_hash)
-                }
-            },
+        let cached = match known_hash {
+            Some(hash) => a
+                .script_cache
+                .get(script_id, hash)
+                .await
+                .map(|document| (document, None, hash.to_owned())),
+            None => None,
+        };
+        let (document, name, hash) = match cached {
+            Some(hit) => hit,
             None => {
                 let script = a.scripts.get(script_id).await?.ok_or_else(not_found)?;
                 a.script_cache
@@ -571,18 +565,6 @@ impl<P: Ports> SessionManager<P> {
             .ok_or_else(|| DomainError::new(ErrorKind::SessionNotFound(id)).with_session(id))?;
         a.session_cache.put(&session).await;
         Ok(session)
-    }
-
-    /// The stored script of a session (for responses that echo it).
-    pub async fn script_of(&self, session: &Session) -> Result<Script, DomainError> {
-        self.adapters
-            .scripts
-            .get(session.script_id)
-            .await?
-            .ok_or_else(|| {
-                DomainError::new(ErrorKind::ScriptNotFound(session.script_id.to_string()))
-                    .with_session(session.id)
-            })
     }
 
     /// Messages after `after_seq`, oldest first.

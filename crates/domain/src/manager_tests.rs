@@ -11,7 +11,9 @@ use crate::ports::{
     MockMessageHistory, MockScriptRepository, MockSessionRepository, MockSessionTurn, NoCache,
     RandomIds, RepositoryError,
 };
-use crate::script::{Action, ActionKind, Phase, SayConfig, ScriptStatus, ScriptType, Topic};
+use crate::script::{
+    Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
+};
 use chrono::TimeZone;
 use serde_json::json;
 
