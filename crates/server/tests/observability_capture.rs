@@ -25,6 +25,8 @@ fn telemetry_config(endpoint: String) -> TelemetryConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),
             file: None,
+            // Span fields rendered too: the strictest place for content to leak.
+            span_fields: true,
         },
         traces: TraceConfig {
             enabled: true,

@@ -35,6 +35,8 @@ fn telemetry_config(endpoint: String) -> TelemetryConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),
             file: None,
+            // Span fields rendered too: the strictest check that no content leaks.
+            span_fields: true,
         },
         traces: TraceConfig {
             enabled: true,

@@ -114,6 +114,12 @@ pub struct LogConfig {
     pub level: String,
     /// Also write logs to daily rolling files.
     pub file: Option<FileLogConfig>,
+    /// JSON lines also carry the fields of their enclosing spans (next to
+    /// the span names they always carry). Off by default: the trace has
+    /// those fields under the line's `trace_id`, and rendering them costs
+    /// on every span of every request, logged or not. Turn on when no trace
+    /// backend is at hand. The pretty format always shows them.
+    pub span_fields: bool,
 }
 
 impl Default for LogConfig {
@@ -122,6 +128,7 @@ impl Default for LogConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),
             file: None,
+            span_fields: false,
         }
     }
 }

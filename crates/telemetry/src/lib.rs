@@ -118,8 +118,8 @@ fn install<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let (subscriber, pipeline) = assemble(config, console, log_guards)?;
-    tracing::subscriber::set_global_default(subscriber)
+    let (dispatch, pipeline) = assemble(config, console, log_guards)?;
+    tracing::dispatcher::set_global_default(dispatch)
         .map_err(|_| TelemetryError::SubscriberAlreadySet)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(provider) = &pipeline.tracer_provider {
@@ -214,11 +214,8 @@ pub fn build_subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let (subscriber, pipeline) = assemble(config, writer, Vec::new())?;
-    Ok(LocalTelemetry {
-        dispatch: tracing::Dispatch::new(subscriber),
-        pipeline,
-    })
+    let (dispatch, pipeline) = assemble(config, writer, Vec::new())?;
+    Ok(LocalTelemetry { dispatch, pipeline })
 }
 
 impl LocalTelemetry {
@@ -248,7 +245,7 @@ fn assemble<W>(
     config: &TelemetryConfig,
     console: W,
     mut log_guards: Vec<WorkerGuard>,
-) -> Result<(logs::BoxedSubscriber, Pipeline), TelemetryError>
+) -> Result<(tracing::Dispatch, Pipeline), TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -267,15 +264,16 @@ where
     } else {
         None
     };
-    let subscriber = logs::assemble(
+    let dispatch = logs::assemble(
         config.log.format,
+        config.log.span_fields,
         &directives,
         console,
         file_writer,
         tracer_provider.as_ref().map(traces::tracer),
     )?;
     Ok((
-        subscriber,
+        dispatch,
         Pipeline {
             tracer_provider,
             log_guards,

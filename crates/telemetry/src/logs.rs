@@ -1,33 +1,31 @@
 //! Log lines: the level filter, the JSON and pretty event formats (both
 //! carrying `trace_id`/`span_id`), rolling files, and the subscriber stack.
 //!
-//! How log lines get their trace ids: the OpenTelemetry layer attaches a
-//! span's OTel context to the thread while the span is entered (context
-//! activation), so the formatters read `opentelemetry::Context::current()`
-//! when an event is written. That is the innermost entered span, which is
-//! where events are emitted (`Instrument`ed futures enter their span on
-//! every poll). Without trace export no context is attached and the fields
-//! are left out.
+//! How log lines get their trace ids: the formatters look up the OTel
+//! context of the event's innermost traced span through the dispatch the
+//! subscriber was installed as ([`TraceIdSource`]). The OTel layer's
+//! "context activation" (attaching the OTel context to the thread on every
+//! span enter, i.e. on every poll of an instrumented future) is turned off:
+//! it cost more than looking the ids up for the few events a request logs.
+//! Without trace export there is no OTel context and the fields are left out.
+
+mod json;
 
 use crate::config::{FileLogConfig, LogConfig, LogFormat};
 use crate::error::TelemetryError;
+use json::{JsonLines, JsonSpanFields};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
-use serde::ser::{SerializeMap, Serializer as _};
-use serde_json::Value;
 use std::fmt;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use std::sync::{Arc, OnceLock};
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
-use tracing_subscriber::fmt::format::{Format, JsonFields, Pretty, PrettyFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::fmt::format::{Format, Pretty, PrettyFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
-
-/// A subscriber with every layer boxed away, ready for `set_global_default`
-/// or `Dispatch::new`.
-pub(crate) type BoxedSubscriber = Box<dyn Subscriber + Send + Sync + 'static>;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 
 /// The filter directives in force: a non-empty `RUST_LOG` wins over the
 /// configured level.
@@ -98,46 +96,63 @@ fn is_export_pipeline(target: &str) -> bool {
 }
 
 /// Registry + OpenTelemetry layer (when a tracer is given) + console log
-/// layer + file log layer (when a file writer is given). The log level
-/// (`directives`) filters only the log layers: traces keep every span at
-/// INFO and above whatever the log level, so `log.level: warn` does not empty
-/// the traces.
+/// layer + file log layer (when a file writer is given), as a [`Dispatch`]
+/// for `set_global_default` or `with_default`. The log level (`directives`)
+/// filters only the log layers: traces keep every span at INFO and above
+/// whatever the log level, so `log.level: warn` does not empty the traces.
 pub(crate) fn assemble<W>(
     format: LogFormat,
+    span_fields: bool,
     directives: &str,
     console: W,
     file: Option<NonBlocking>,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-) -> Result<BoxedSubscriber, TelemetryError>
+) -> Result<Dispatch, TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let otel = tracer.map(|tracer| {
         // Source location, thread and busy/idle attributes are left off:
         // they add several attributes to every span of every request and
-        // the span names already say where they come from.
+        // the span names already say where they come from. Context
+        // activation is off too: see the module comment.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(filter_fn(|metadata| {
                 *metadata.level() <= tracing::Level::INFO && !is_export_pipeline(metadata.target())
             }))
     });
+    let trace_ids = TraceIdSource::default();
     let file_layer = match file {
-        Some(writer) => Some(log_layer(format, writer).with_filter(env_filter(directives)?)),
+        Some(writer) => Some(
+            log_layer(format, span_fields, writer, &trace_ids).with_filter(env_filter(directives)?),
+        ),
         None => None,
     };
-    Ok(Box::new(
+    let subscriber: Box<dyn Subscriber + Send + Sync> = Box::new(
         tracing_subscriber::registry()
             .with(otel)
-            .with(log_layer(format, console).with_filter(env_filter(directives)?))
+            .with(
+                log_layer(format, span_fields, console, &trace_ids)
+                    .with_filter(env_filter(directives)?),
+            )
             .with(file_layer),
-    ))
+    );
+    let dispatch = Dispatch::new(subscriber);
+    trace_ids.bind(&dispatch);
+    Ok(dispatch)
 }
 
-fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
+fn log_layer<S, W>(
+    format: LogFormat,
+    span_fields: bool,
+    writer: W,
+    trace_ids: &TraceIdSource,
+) -> Box<dyn Layer<S> + Send + Sync + 'static>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -146,204 +161,61 @@ where
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines)
+            .fmt_fields(JsonSpanFields {
+                record: span_fields,
+            })
+            .event_format(JsonLines {
+                trace_ids: trace_ids.clone(),
+            })
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
             .fmt_fields(PrettyFields::new())
-            .event_format(PrettyWithTraceIds::default())
+            .event_format(PrettyWithTraceIds::new(trace_ids.clone()))
             .boxed(),
     }
 }
 
-/// The ids of the span whose OTel context is attached to this thread, if any.
-pub(crate) fn current_trace_ids() -> Option<(TraceId, SpanId)> {
-    let context = opentelemetry::Context::current();
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| (span_context.trace_id(), span_context.span_id()))
-}
+/// Finds the OTel trace and span ids of an event's innermost traced span,
+/// through the dispatch the subscriber was installed as. Weak, so the
+/// subscriber does not keep itself alive; bound once by [`assemble`].
+#[derive(Clone, Default)]
+pub(crate) struct TraceIdSource(Arc<OnceLock<WeakDispatch>>);
 
-/// Keys this format writes itself; an event field with one of these names is
-/// kept as `fields.<name>` instead of being lost.
-const RESERVED_KEYS: &[&str] = &[
-    "timestamp",
-    "level",
-    "target",
-    "message",
-    "trace_id",
-    "span_id",
-    "span",
-    "spans",
-];
-
-/// One JSON object per line:
-/// `{"timestamp", "level", "target", "message", "trace_id"?, "span_id"?,
-/// <event fields as they were named, e.g. "event", "session.id", "error.code">,
-/// "span"?: {"name", <fields>} (the innermost span), "spans"?: [root … innermost]}`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct JsonLines;
-
-impl<S> FormatEvent<S, JsonFields> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let metadata = event.metadata();
-        let mut visitor = JsonVisitor::default();
-        event.record(&mut visitor);
-
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(visitor.fields.len() + 8);
-        entries.push((
-            "timestamp".to_owned(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        ));
-        entries.push((
-            "level".to_owned(),
-            Value::String(metadata.level().as_str().to_owned()),
-        ));
-        entries.push((
-            "target".to_owned(),
-            Value::String(metadata.target().to_owned()),
-        ));
-        if let Some(message) = visitor.message.take() {
-            entries.push(("message".to_owned(), message));
-        }
-        if let Some((trace_id, span_id)) = current_trace_ids() {
-            entries.push(("trace_id".to_owned(), Value::String(trace_id.to_string())));
-            entries.push(("span_id".to_owned(), Value::String(span_id.to_string())));
-        }
-        for (name, value) in visitor.fields {
-            let key = if RESERVED_KEYS.contains(&name.as_str()) {
-                format!("fields.{name}")
-            } else {
-                name
-            };
-            entries.push((key, value));
-        }
-
-        let mut line = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
-        if let Some(scope) = ctx.event_scope() {
-            // Span fields are already JSON object text (JsonFields): splice
-            // them in as they are instead of parsing and re-serializing them
-            // for every line.
-            let spans: Vec<String> = scope
-                .from_root()
-                .map(|span| {
-                    let extensions = span.extensions();
-                    let fields = extensions
-                        .get::<FormattedFields<JsonFields>>()
-                        .map_or("", |fields| fields.as_str());
-                    span_object(span.name(), fields)
-                })
-                .collect();
-            if let Some(innermost) = spans.last() {
-                // `line` is a non-empty object: replace its closing brace.
-                line.pop();
-                line.push_str(",\"span\":");
-                line.push_str(innermost);
-                line.push_str(",\"spans\":[");
-                line.push_str(&spans.join(","));
-                line.push_str("]}");
-            }
-        }
-        writeln!(writer, "{line}")
+impl TraceIdSource {
+    fn bind(&self, dispatch: &Dispatch) {
+        // Bound right after the dispatch is made, before any event: a second
+        // bind cannot happen.
+        let _ = self.0.set(dispatch.downgrade());
     }
-}
 
-/// `{"name": <name>, <fields…>}` from a span name and its fields rendered
-/// as a JSON object text (empty when the span has no fields).
-fn span_object(name: &str, fields: &str) -> String {
-    let name = Value::String(name.to_owned()).to_string();
-    let fields = fields.trim();
-    match fields.strip_prefix('{').and_then(|f| f.strip_suffix('}')) {
-        Some(inner) if !inner.trim().is_empty() => format!("{{\"name\":{name},{inner}}}"),
-        _ => format!("{{\"name\":{name}}}"),
-    }
-}
-
-/// Serializes the entries as one JSON object, keeping their order (the
-/// common keys first is easier to read than alphabetical).
-fn ordered_json_object(entries: &[(String, Value)]) -> Result<String, serde_json::Error> {
-    let mut buffer = Vec::with_capacity(256);
-    let mut serializer = serde_json::Serializer::new(&mut buffer);
-    let mut map = serializer.serialize_map(Some(entries.len()))?;
-    for (key, value) in entries {
-        map.serialize_entry(key, value)?;
-    }
-    map.end()?;
-    // serde_json writes UTF-8 only.
-    String::from_utf8(buffer).map_err(|error| serde::ser::Error::custom(error.to_string()))
-}
-
-/// Event fields as JSON values, in the order they were recorded.
-#[derive(Default)]
-struct JsonVisitor {
-    message: Option<Value>,
-    fields: Vec<(String, Value)>,
-}
-
-impl JsonVisitor {
-    fn put(&mut self, field: &Field, value: Value) {
-        if field.name() == "message" {
-            self.message = Some(value);
+    /// The ids of the innermost span around the event that the OTel layer
+    /// traces (spans it filters out, such as DEBUG ones, are skipped);
+    /// `None` outside spans or without trace export. The scope is read from
+    /// the registry itself: a log layer's own view leaves out the spans its
+    /// level filter rejects, which would lose the ids at `log.level: warn`.
+    fn of_event(&self, event: &Event<'_>) -> Option<(TraceId, SpanId)> {
+        let dispatch = self.0.get()?.upgrade()?;
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let innermost = if event.is_contextual() {
+            dispatch.current_span().id()?.clone()
         } else {
-            self.fields.push((field.name().to_owned(), value));
-        }
-    }
-}
-
-impl Visit for JsonVisitor {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        // NaN and infinities have no JSON number form.
-        let json = serde_json::Number::from_f64(value)
-            .map_or_else(|| Value::String(value.to_string()), Value::Number);
-        self.put(field, json);
+            event.parent()?.clone()
+        };
+        let innermost = registry.span(&innermost)?;
+        innermost
+            .scope()
+            .find_map(|span| Self::ids(&span.id(), &dispatch))
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
-    }
-
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        let json =
-            i64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
-        self.put(field, json);
-    }
-
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        let json =
-            u64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
-        self.put(field, json);
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+    fn ids(span: &tracing::span::Id, dispatch: &Dispatch) -> Option<(TraceId, SpanId)> {
+        let context = tracing_opentelemetry::get_otel_context(span, dispatch)?;
+        let otel_span = context.span();
+        let span_context = otel_span.span_context();
+        span_context
+            .is_valid()
+            .then(|| (span_context.trace_id(), span_context.span_id()))
     }
 }
 
@@ -351,15 +223,16 @@ impl Visit for JsonVisitor {
 /// `trace_id: …, span_id: …` line for events inside a traced span. Plain
 /// text: the inner format is rendered into a buffer to append that line, and
 /// a buffer has no colours.
-#[derive(Debug)]
 pub(crate) struct PrettyWithTraceIds {
     inner: Format<Pretty>,
+    trace_ids: TraceIdSource,
 }
 
-impl Default for PrettyWithTraceIds {
-    fn default() -> Self {
+impl PrettyWithTraceIds {
+    fn new(trace_ids: TraceIdSource) -> Self {
         Self {
             inner: tracing_subscriber::fmt::format().pretty().with_ansi(false),
+            trace_ids,
         }
     }
 }
@@ -375,7 +248,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = current_trace_ids() else {
+        let Some((trace_id, span_id)) = self.trace_ids.of_event(event) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut rendered = String::with_capacity(256);
@@ -423,8 +296,7 @@ mod tests {
         } else {
             (None, None)
         };
-        let dispatch =
-            tracing::Dispatch::new(assemble(format, level, logs.clone(), None, tracer).unwrap());
+        let dispatch = assemble(format, true, level, logs.clone(), None, tracer).unwrap();
         (dispatch, provider)
     }
 
@@ -533,6 +405,72 @@ mod tests {
         assert_eq!(spans[0]["request_id"], "r-9");
         assert_eq!(spans[1]["name"], "engine.action");
         assert_eq!(line["span"]["action.id"], "a1");
+    }
+
+    #[test]
+    fn lines_name_the_nearest_traced_span_and_follow_an_explicit_parent() {
+        let logs = CapturedLogs::default();
+        let (dispatch, _provider) = subscriber(LogFormat::Json, "debug", &logs, true);
+        let (request_ids, action_ids) = tracing::dispatcher::with_default(&dispatch, || {
+            let request = tracing::info_span!("http.request");
+            let action = tracing::info_span!(parent: None, "engine.action");
+            let ids = |span: &tracing::Span| {
+                let context = span.context();
+                let otel_span = context.span();
+                let span_context = otel_span.span_context();
+                (
+                    span_context.trace_id().to_string(),
+                    span_context.span_id().to_string(),
+                )
+            };
+            let _request = request.enter();
+            // DEBUG spans are not traced: the line names the INFO span around it.
+            let chatty = tracing::debug_span!("chatty");
+            let _chatty = chatty.enter();
+            tracing::info!("inside a debug span");
+            // An explicit parent wins over the entered spans.
+            tracing::info!(parent: &action, "about the action");
+            (ids(&request), ids(&action))
+        });
+        let lines = logs.json_lines().unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["trace_id"], request_ids.0.as_str());
+        assert_eq!(lines[0]["span_id"], request_ids.1.as_str());
+        assert_eq!(lines[0]["span"]["name"], "chatty");
+        assert_eq!(lines[1]["trace_id"], action_ids.0.as_str());
+        assert_eq!(lines[1]["span_id"], action_ids.1.as_str());
+        assert_ne!(request_ids.0, action_ids.0, "two separate traces");
+    }
+
+    #[test]
+    fn by_default_json_lines_name_their_spans_without_the_span_fields() {
+        let logs = CapturedLogs::default();
+        let (provider, tracer) = local_tracer();
+        let dispatch = assemble(
+            LogFormat::Json,
+            false,
+            "info",
+            logs.clone(),
+            None,
+            Some(tracer),
+        )
+        .unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let outer = tracing::info_span!("http.request", request_id = "r-1");
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("db.select", db.system = "postgresql");
+            let _inner = inner.enter();
+            tracing::info!(event = "turn_committed", "committed");
+        });
+        let line = &logs.json_lines().unwrap()[0];
+        assert_eq!(line["event"], "turn_committed");
+        assert_eq!(line["span"], serde_json::json!({"name": "db.select"}));
+        assert_eq!(
+            line["spans"],
+            serde_json::json!([{"name": "http.request"}, {"name": "db.select"}])
+        );
+        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+        drop(provider);
     }
 
     #[test]
@@ -674,16 +612,15 @@ mod tests {
             retention_files: 2,
         };
         let (writer, guard) = rolling_file_writer(&file).unwrap();
-        let dispatch = tracing::Dispatch::new(
-            assemble(
-                LogFormat::Json,
-                "info",
-                CapturedLogs::default(),
-                Some(writer),
-                None,
-            )
-            .unwrap(),
-        );
+        let dispatch = assemble(
+            LogFormat::Json,
+            false,
+            "info",
+            CapturedLogs::default(),
+            Some(writer),
+            None,
+        )
+        .unwrap();
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!(event = "session_created", "to the file");
         });
@@ -700,35 +637,8 @@ mod tests {
             "{name}"
         );
         let content = std::fs::read_to_string(&files[0]).unwrap();
-        let line: Value = serde_json::from_str(content.trim()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(content.trim()).unwrap();
         assert_eq!(line["event"], "session_created");
         std::fs::remove_dir_all(&directory).unwrap();
-    }
-}
-
-#[cfg(test)]
-mod span_object_tests {
-    use super::span_object;
-    use serde_json::{json, Value};
-
-    #[test]
-    fn splices_recorded_fields_after_the_name() {
-        let object: Value = serde_json::from_str(&span_object(
-            "db.select",
-            r#"{"db.system":"postgresql","n":3}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            object,
-            json!({"name": "db.select", "db.system": "postgresql", "n": 3})
-        );
-    }
-
-    #[test]
-    fn spans_without_fields_and_odd_names_stay_valid_json() {
-        for fields in ["", "{}", "  { } "] {
-            let object: Value = serde_json::from_str(&span_object("say \"hi\"\n", fields)).unwrap();
-            assert_eq!(object, json!({"name": "say \"hi\"\n"}));
-        }
     }
 }

@@ -165,16 +165,15 @@ mod tests {
                 .with_sampler(sampler(sampling_ratio))
                 .build()
         });
-        let dispatch = tracing::Dispatch::new(
-            logs::assemble(
-                crate::LogFormat::Json,
-                "info",
-                CapturedLogs::default(),
-                None,
-                provider.as_ref().map(tracer),
-            )
-            .unwrap(),
-        );
+        let dispatch = logs::assemble(
+            crate::LogFormat::Json,
+            false,
+            "info",
+            CapturedLogs::default(),
+            None,
+            provider.as_ref().map(tracer),
+        )
+        .unwrap();
         (dispatch, provider)
     }
 

@@ -14,7 +14,7 @@ fn traced(endpoint: String, sampling_ratio: f64, format: LogFormat) -> Telemetry
         log: LogConfig {
             format,
             level: "info".to_owned(),
-            file: None,
+            ..LogConfig::default()
         },
         traces: TraceConfig {
             enabled: true,
@@ -105,6 +105,7 @@ fn file_logs_are_written_next_to_the_console() {
                 prefix: "heartrule".to_owned(),
                 retention_files: 3,
             }),
+            ..LogConfig::default()
         },
         ..TelemetryConfig::default()
     };

@@ -256,14 +256,20 @@ fn with_trace_export_off_the_helpers_return_nothing_and_logs_have_no_trace_ids()
     let mut written = Vec::new();
     inject_trace_headers(&span, &mut |name, _| written.push(name.to_owned()));
     assert!(written.is_empty());
-    span.in_scope(|| tracing::info!(event = "session_created", "untraced"));
+    span.in_scope(|| {
+        tracing::info!(
+            event = "session_created",
+            request_id = "r-untraced",
+            "untraced"
+        )
+    });
 
     let line = global
         .logs
         .json_lines()
         .unwrap()
         .into_iter()
-        .find(|line| line["span"]["request_id"] == "r-untraced")
+        .find(|line| line["request_id"] == "r-untraced")
         .expect("the line of the untraced request");
     assert_eq!(line["event"], "session_created");
     assert!(line.get("trace_id").is_none(), "{line}");

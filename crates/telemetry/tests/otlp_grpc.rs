@@ -17,7 +17,7 @@ async fn async_spans_reach_a_grpc_collector_as_one_trace() {
         log: LogConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),
-            file: None,
+            ..LogConfig::default()
         },
         traces: TraceConfig {
             enabled: true,

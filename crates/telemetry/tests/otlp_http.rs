@@ -22,7 +22,7 @@ fn config(endpoint: String) -> TelemetryConfig {
         log: LogConfig {
             format: LogFormat::Json,
             level: "info".to_owned(),
-            file: None,
+            ..LogConfig::default()
         },
         traces: TraceConfig {
             enabled: true,
