@@ -14,8 +14,10 @@
 //!    metrics, JSON logs at `info` into a counting sink) and fully off
 //!    (traces and metrics disabled, log level `off`). Telemetry is global and
 //!    installable once per process, so every run is a child process (this
-//!    binary re-executed with `--worker on|off`); the runs alternate
-//!    off, on, off, on … and the on/off throughput ratio is printed (goal ≥ 0.95).
+//!    binary re-executed with `--worker on|off`). The runs come in
+//!    counterbalanced pairs (off-on, on-off, …); printed are the median of
+//!    the per-pair on/off throughput ratios (goal ≥ 0.95), the pooled ratio,
+//!    and the CPU time per turn of this process and of the whole machine.
 //!
 //! ```text
 //! cargo run --release -p heartrule-server --bin heartrule-load -- --help
@@ -89,10 +91,10 @@ struct Cli {
     #[arg(long, default_value_t = 16)]
     telemetry_concurrency: usize,
     /// Time bound of each telemetry run.
-    #[arg(long, value_parser = humantime_duration, default_value = "8s")]
+    #[arg(long, value_parser = humantime_duration, default_value = "5s")]
     telemetry_time: Duration,
-    /// Pairs of (off, on) runs in the comparison.
-    #[arg(long, default_value_t = 2)]
+    /// Pairs of runs in the comparison (alternately off-on and on-off).
+    #[arg(long, default_value_t = 5)]
     telemetry_rounds: usize,
     /// Which phases to run.
     #[arg(long, value_enum, default_value_t = Mode::All)]
@@ -188,84 +190,218 @@ async fn scale_phase(cli: &Cli) -> anyhow::Result<()> {
     outcome
 }
 
-/// Runs the children off, on, off, on … and prints the comparison.
+/// Runs the children in counterbalanced pairs (off, on, then on, off, …) so
+/// a drift of the machine's speed during the phase weighs on both profiles
+/// alike, and prints the comparison: the median of the per-pair throughput
+/// ratios (robust to a pair hit by a noisy neighbour), the pooled ratio, and
+/// the CPU each profile spent per turn.
 fn telemetry_phase(cli: &Cli) -> anyhow::Result<()> {
     println!(
-        "\n== telemetry on/off: turns at concurrency {} for {:?} per run, {} round(s), each run a child process ==",
+        "\n== telemetry on/off: turns at concurrency {} for {:?} per run, {} pair(s), each run a child process ==",
         cli.telemetry_concurrency, cli.telemetry_time, cli.telemetry_rounds
     );
     let executable = std::env::current_exe().context("locating this executable")?;
     let mut results: Vec<WorkerResult> = Vec::new();
+    let mut pair_ratios: Vec<f64> = Vec::new();
     for round in 1..=cli.telemetry_rounds {
-        for profile in [Profile::Off, Profile::On] {
-            let output = Command::new(&executable)
-                .arg("--worker")
-                .arg(profile.as_str())
-                .arg("--config-dir")
-                .arg(&cli.config_dir)
-                .arg("--database-url")
-                .arg(&cli.database_url)
-                .arg("--redis-url")
-                .arg(&cli.redis_url)
-                .arg("--telemetry-concurrency")
-                .arg(cli.telemetry_concurrency.to_string())
-                .arg("--telemetry-time")
-                .arg(format!("{}ms", cli.telemetry_time.as_millis()))
-                .arg("--max-requests")
-                .arg(cli.max_requests.to_string())
-                .stderr(Stdio::inherit())
-                .output()
-                .context("running a telemetry child process")?;
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            if !output.status.success() {
-                bail!(
-                    "the telemetry `{}` child failed ({}): {stdout}",
-                    profile.as_str(),
-                    output.status
-                );
+        let order = if round % 2 == 1 {
+            [Profile::Off, Profile::On]
+        } else {
+            [Profile::On, Profile::Off]
+        };
+        let mut pair: Vec<WorkerResult> = Vec::new();
+        for profile in order {
+            let result = run_worker(&executable, cli, profile)?;
+            println!("pair {round} {result}");
+            pair.push(result);
+        }
+        let rate = |profile: &str| {
+            pair.iter()
+                .find(|result| result.profile == profile)
+                .map_or(0.0, |result| result.summary.per_second)
+        };
+        ensure!(rate("off") > 0.0, "a telemetry-off run completed no turns");
+        pair_ratios.push(rate("on") / rate("off"));
+        results.extend(pair);
+    }
+    let comparison = Comparison::of(&results, &pair_ratios)?;
+    println!("{comparison}");
+    Ok(())
+}
+
+fn run_worker(
+    executable: &std::path::Path,
+    cli: &Cli,
+    profile: Profile,
+) -> anyhow::Result<WorkerResult> {
+    let output = Command::new(executable)
+        .arg("--worker")
+        .arg(profile.as_str())
+        .arg("--config-dir")
+        .arg(&cli.config_dir)
+        .arg("--database-url")
+        .arg(&cli.database_url)
+        .arg("--redis-url")
+        .arg(&cli.redis_url)
+        .arg("--telemetry-concurrency")
+        .arg(cli.telemetry_concurrency.to_string())
+        .arg("--telemetry-time")
+        .arg(format!("{}ms", cli.telemetry_time.as_millis()))
+        .arg("--max-requests")
+        .arg(cli.max_requests.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running a telemetry child process")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "the telemetry `{}` child failed ({}): {stdout}",
+            profile.as_str(),
+            output.status
+        );
+    }
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(RESULT_PREFIX))
+        .with_context(|| {
+            format!(
+                "the `{}` child printed no result: {stdout}",
+                profile.as_str()
+            )
+        })?;
+    WorkerResult::from_json(line)
+}
+
+/// The summary of the telemetry phase.
+struct Comparison {
+    median_ratio: f64,
+    min_ratio: f64,
+    max_ratio: f64,
+    pooled_ratio: f64,
+    on: ProfileTotals,
+    off: ProfileTotals,
+}
+
+/// Every run of one profile, pooled.
+struct ProfileTotals {
+    per_second: f64,
+    process_cpu_us_per_turn: f64,
+    machine_cpu_us_per_turn: f64,
+}
+
+impl ProfileTotals {
+    fn of(results: &[WorkerResult], profile: &str) -> Self {
+        let runs = || results.iter().filter(|result| result.profile == profile);
+        let turns: f64 = runs().map(|result| result.turns as f64).sum();
+        let seconds: f64 = runs().map(|result| result.seconds).sum();
+        let per_turn_us = |cpu_seconds: f64| {
+            if turns > 0.0 {
+                cpu_seconds * 1e6 / turns
+            } else {
+                0.0
             }
-            let line = stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(RESULT_PREFIX))
-                .with_context(|| {
-                    format!(
-                        "the `{}` child printed no result: {stdout}",
-                        profile.as_str()
-                    )
-                })?;
-            let result: WorkerResult = WorkerResult::from_json(line)?;
-            println!(
-                "round {round} telemetry {:>3}: {:>8.1} turns/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}{}",
-                result.profile,
-                result.summary.per_second,
-                result.summary.p50_ms,
-                result.summary.p95_ms,
-                result.summary.p99_ms,
-                result.errors,
-                result.evidence
-            );
-            results.push(result);
+        };
+        Self {
+            per_second: if seconds > 0.0 { turns / seconds } else { 0.0 },
+            process_cpu_us_per_turn: per_turn_us(runs().map(|r| r.process_cpu_seconds).sum()),
+            machine_cpu_us_per_turn: per_turn_us(runs().map(|r| r.machine_cpu_seconds).sum()),
         }
     }
-    let rate = |profile: &str| {
-        let (turns, seconds) = results
-            .iter()
-            .filter(|r| r.profile == profile)
-            .fold((0.0, 0.0), |(t, s), r| (t + r.turns as f64, s + r.seconds));
-        if seconds > 0.0 {
-            turns / seconds
+}
+
+impl Comparison {
+    fn of(results: &[WorkerResult], pair_ratios: &[f64]) -> anyhow::Result<Self> {
+        let mut sorted = pair_ratios.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let (Some(&min_ratio), Some(&max_ratio)) = (sorted.first(), sorted.last()) else {
+            bail!("no telemetry pair was run");
+        };
+        let middle = sorted.len() / 2;
+        let median_ratio = if sorted.len().is_multiple_of(2) {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
         } else {
-            0.0
+            sorted[middle]
+        };
+        let on = ProfileTotals::of(results, "on");
+        let off = ProfileTotals::of(results, "off");
+        ensure!(
+            off.per_second > 0.0,
+            "the telemetry-off runs completed no turns"
+        );
+        Ok(Self {
+            median_ratio,
+            min_ratio,
+            max_ratio,
+            pooled_ratio: on.per_second / off.per_second,
+            on,
+            off,
+        })
+    }
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "telemetry on/off throughput ratio: median of pairs {:.3} (range {:.3}..{:.3}; pooled {:.3}: on {:.1} turns/s, off {:.1} turns/s; goal >= 0.95: {})",
+            self.median_ratio,
+            self.min_ratio,
+            self.max_ratio,
+            self.pooled_ratio,
+            self.on.per_second,
+            self.off.per_second,
+            if self.median_ratio >= 0.95 { "met" } else { "NOT met" }
+        )?;
+        write!(
+            f,
+            "CPU per turn: this process {:.0} µs on, {:.0} µs off ({:+.0} µs); whole machine {:.0} µs on, {:.0} µs off ({:+.0} µs)",
+            self.on.process_cpu_us_per_turn,
+            self.off.process_cpu_us_per_turn,
+            self.on.process_cpu_us_per_turn - self.off.process_cpu_us_per_turn,
+            self.on.machine_cpu_us_per_turn,
+            self.off.machine_cpu_us_per_turn,
+            self.on.machine_cpu_us_per_turn - self.off.machine_cpu_us_per_turn,
+        )
+    }
+}
+
+/// CPU time spent so far: by this process (server and load generator) and
+/// by the whole machine (also PostgreSQL and Redis), in seconds.
+#[derive(Debug, Clone, Copy)]
+struct CpuClock {
+    process: f64,
+    machine: f64,
+}
+
+impl CpuClock {
+    fn now() -> anyhow::Result<Self> {
+        use procfs::CurrentSI as _;
+        let ticks = procfs::ticks_per_second() as f64;
+        let stat = procfs::process::Process::myself()
+            .and_then(|process| process.stat())
+            .context("reading /proc/self/stat")?;
+        let total = procfs::KernelStats::current()
+            .context("reading /proc/stat")?
+            .total;
+        // Busy time: everything but idle and I/O wait.
+        let machine = total.user
+            + total.nice
+            + total.system
+            + total.irq.unwrap_or(0)
+            + total.softirq.unwrap_or(0)
+            + total.steal.unwrap_or(0);
+        Ok(Self {
+            process: (stat.utime + stat.stime) as f64 / ticks,
+            machine: machine as f64 / ticks,
+        })
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            process: self.process - earlier.process,
+            machine: self.machine - earlier.machine,
         }
-    };
-    let (on, off) = (rate("on"), rate("off"));
-    ensure!(off > 0.0, "the telemetry-off runs completed no turns");
-    let ratio = on / off;
-    println!(
-        "telemetry on/off throughput ratio: {ratio:.3} (on {on:.1} turns/s, off {off:.1} turns/s; goal >= 0.95: {})",
-        if ratio >= 0.95 { "met" } else { "NOT met" }
-    );
-    Ok(())
+    }
 }
 
 /// One child run: its own telemetry, database, Redis prefix and server.
@@ -281,6 +417,8 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
                 format: LogFormat::Json,
                 level: "info".to_owned(),
                 file: None,
+                // The default: span names, not span fields, in log lines.
+                span_fields: false,
             },
             traces: TraceConfig {
                 enabled: true,
@@ -297,6 +435,7 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
                 format: LogFormat::Json,
                 level: "off".to_owned(),
                 file: None,
+                span_fields: false,
             },
             traces: TraceConfig {
                 enabled: false,
@@ -318,9 +457,11 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
             .start_server(cli, telemetry_config.clone(), Some(&telemetry))
             .await?;
         let load = Load::new(&server.base_url, cli.max_requests).await?;
+        let cpu_before = CpuClock::now()?;
         let turns = load
             .turns(cli.telemetry_concurrency, cli.telemetry_time)
             .await?;
+        let cpu = CpuClock::now()?.since(cpu_before);
         let metric_lines = match telemetry.render_metrics() {
             Some(text) => text
                 .lines()
@@ -329,11 +470,11 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
             None => 0,
         };
         server.stop().await;
-        Ok::<_, anyhow::Error>((turns, metric_lines))
+        Ok::<_, anyhow::Error>((turns, cpu, metric_lines))
     }
     .await;
     environment.clean_up().await;
-    let (turns, metric_lines) = outcome?;
+    let (turns, cpu, metric_lines) = outcome?;
     tokio::task::block_in_place(|| telemetry.flush()).context("flushing spans")?;
     let (exports, export_bytes) = receiver.as_ref().map_or((0, 0), |r| {
         (
@@ -351,6 +492,8 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
         "p50_ms": summary.p50_ms,
         "p95_ms": summary.p95_ms,
         "p99_ms": summary.p99_ms,
+        "process_cpu_seconds": cpu.process,
+        "machine_cpu_seconds": cpu.machine,
         "otlp_exports": exports,
         "otlp_bytes": export_bytes,
         "log_bytes": sink.load(Ordering::Relaxed),
@@ -368,8 +511,35 @@ struct WorkerResult {
     errors: u64,
     seconds: f64,
     summary: Summary,
+    process_cpu_seconds: f64,
+    machine_cpu_seconds: f64,
     /// What telemetry produced, to show the "on" runs really exported.
     evidence: String,
+}
+
+impl std::fmt::Display for WorkerResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_turn_us = |seconds: f64| {
+            if self.turns > 0 {
+                seconds * 1e6 / self.turns as f64
+            } else {
+                0.0
+            }
+        };
+        write!(
+            f,
+            "telemetry {:>3}: {:>8.1} turns/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}  CPU/turn {:.0} µs (machine {:.0} µs){}",
+            self.profile,
+            self.summary.per_second,
+            self.summary.p50_ms,
+            self.summary.p95_ms,
+            self.summary.p99_ms,
+            self.errors,
+            per_turn_us(self.process_cpu_seconds),
+            per_turn_us(self.machine_cpu_seconds),
+            self.evidence
+        )
+    }
 }
 
 impl WorkerResult {
@@ -407,6 +577,8 @@ impl WorkerResult {
                 p95_ms: number("p95_ms")?,
                 p99_ms: number("p99_ms")?,
             },
+            process_cpu_seconds: number("process_cpu_seconds")?,
+            machine_cpu_seconds: number("machine_cpu_seconds")?,
             evidence,
         })
     }
@@ -903,6 +1075,44 @@ impl Load {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(profile: &str, turns: u64, seconds: f64, process_cpu: f64) -> WorkerResult {
+        WorkerResult {
+            profile: profile.to_owned(),
+            turns,
+            errors: 0,
+            seconds,
+            summary: Summary {
+                per_second: turns as f64 / seconds,
+                p50_ms: 1.0,
+                p95_ms: 2.0,
+                p99_ms: 3.0,
+            },
+            process_cpu_seconds: process_cpu,
+            machine_cpu_seconds: process_cpu * 2.0,
+            evidence: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_comparison_takes_the_median_pair_and_pools_the_runs() {
+        let results = [
+            run("off", 1000, 2.0, 1.0),
+            run("on", 900, 2.0, 1.0),
+            run("on", 1000, 2.0, 1.2),
+            run("off", 1000, 2.0, 1.0),
+        ];
+        let even = Comparison::of(&results, &[0.9, 1.0]).unwrap();
+        assert!((even.median_ratio - 0.95).abs() < 1e-9);
+        assert!((even.pooled_ratio - 0.95).abs() < 1e-9);
+        assert!((even.on.process_cpu_us_per_turn - 2.2e6 / 1900.0).abs() < 1e-6);
+        assert!((even.off.machine_cpu_us_per_turn - 2000.0).abs() < 1e-6);
+        let odd = Comparison::of(&results, &[1.2, 0.5, 0.97]).unwrap();
+        assert_eq!(odd.median_ratio, 0.97);
+        assert_eq!((odd.min_ratio, odd.max_ratio), (0.5, 1.2));
+        assert!(odd.to_string().contains("goal >= 0.95: met"));
+        assert!(Comparison::of(&results, &[]).is_err());
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
