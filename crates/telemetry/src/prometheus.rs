@@ -281,6 +281,13 @@ pub const METRICS: &[MetricDoc] = &[
         "Time a turn waited for its session's lock.",
         "server",
     ),
+    // Telemetry itself (this crate)
+    counter(
+        crate::traces::SPANS_TOTAL,
+        &["stage"],
+        "Spans by stage of the OTLP export pipeline: ended (queued), exported, failed. ended outgrowing exported + failed means the batch queue drops spans.",
+        "telemetry",
+    ),
     // Build and process (this crate)
     gauge(
         BUILD_INFO,

@@ -11,10 +11,15 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter,
+    SpanProcessor,
+};
 use opentelemetry_sdk::Resource;
 use std::collections::HashMap;
+use std::time::Duration;
 use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 
 /// The instrumentation scope of every span this service exports.
@@ -67,10 +72,71 @@ pub(crate) fn tracer_provider(
     .map_err(|error| TelemetryError::TraceExporter(error.to_string()))?;
 
     Ok(SdkTracerProvider::builder()
-        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .with_span_processor(CountedProcessor(
+            BatchSpanProcessor::builder(CountedExporter(exporter)).build(),
+        ))
         .with_sampler(sampler(traces.sampling_ratio))
         .with_resource(resource(config))
         .build())
+}
+
+/// Counter of spans by `stage` of the export pipeline: `ended` (handed to
+/// the batch queue), `exported` (accepted by the collector), `failed` (the
+/// export returned an error). `ended` outgrowing the other two means the
+/// queue is dropping spans (`OTEL_BSP_MAX_QUEUE_SIZE` sizes it).
+pub(crate) const SPANS_TOTAL: &str = "heartrule_trace_spans_total";
+
+/// Counts the spans that reach the batch queue.
+#[derive(Debug)]
+struct CountedProcessor<P>(P);
+
+impl<P: SpanProcessor> SpanProcessor for CountedProcessor<P> {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        metrics::counter!(SPANS_TOTAL, "stage" => "ended").increment(1);
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// Counts the spans of each export by its result.
+#[derive(Debug)]
+struct CountedExporter<E>(E);
+
+impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        let stage = if result.is_ok() { "exported" } else { "failed" };
+        metrics::counter!(SPANS_TOTAL, "stage" => stage).increment(spans);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
 }
 
 pub(crate) fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
@@ -329,6 +395,57 @@ mod tests {
         inject_trace_headers(&span, &mut |name, _| {
             panic!("nothing to inject, got {name}")
         });
+    }
+
+    /// An exporter that accepts or refuses every batch.
+    #[derive(Debug)]
+    struct FixedExporter {
+        accept: bool,
+    }
+
+    impl SpanExporter for FixedExporter {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.accept {
+                Ok(())
+            } else {
+                Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "collector unavailable".to_owned(),
+                ))
+            }
+        }
+    }
+
+    #[test]
+    fn the_pipeline_counts_spans_ended_exported_and_failed() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (accept, spans) in [(true, 3), (false, 2)] {
+                // The simple processor exports on this thread, where the
+                // local recorder is.
+                let processor = opentelemetry_sdk::trace::SimpleSpanProcessor::new(
+                    CountedExporter(FixedExporter { accept }),
+                );
+                let provider = SdkTracerProvider::builder()
+                    .with_span_processor(CountedProcessor(processor))
+                    .build();
+                let tracer = provider.tracer("test");
+                for _ in 0..spans {
+                    use opentelemetry::trace::{Span as _, Tracer as _};
+                    tracer.start("work").end();
+                }
+            }
+        });
+        let text = handle.render();
+        let value = |stage: &str| {
+            text.lines()
+                .find(|line| line.starts_with(&format!("{SPANS_TOTAL}{{stage=\"{stage}\"}}")))
+                .and_then(|line| line.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(value("ended").as_deref(), Some("5"), "{text}");
+        assert_eq!(value("exported").as_deref(), Some("3"), "{text}");
+        assert_eq!(value("failed").as_deref(), Some("2"), "{text}");
     }
 
     #[test]

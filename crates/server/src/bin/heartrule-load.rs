@@ -476,6 +476,19 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
     environment.clean_up().await;
     let (turns, cpu, metric_lines) = outcome?;
     tokio::task::block_in_place(|| telemetry.flush()).context("flushing spans")?;
+    // Every span of the run is exported by now: ended == exported shows the
+    // batch queue dropped none.
+    let spans_stage = |stage: &str| -> u64 {
+        let prefix = format!("heartrule_trace_spans_total{{stage=\"{stage}\"}} ");
+        telemetry
+            .render_metrics()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+            })
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    };
     let (exports, export_bytes) = receiver.as_ref().map_or((0, 0), |r| {
         (
             r.requests.load(Ordering::Relaxed),
@@ -494,6 +507,8 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
         "p99_ms": summary.p99_ms,
         "process_cpu_seconds": cpu.process,
         "machine_cpu_seconds": cpu.machine,
+        "spans_ended": spans_stage("ended"),
+        "spans_exported": spans_stage("exported"),
         "otlp_exports": exports,
         "otlp_bytes": export_bytes,
         "log_bytes": sink.load(Ordering::Relaxed),
@@ -557,7 +572,9 @@ impl WorkerResult {
         };
         let profile = value["profile"].as_str().unwrap_or_default().to_owned();
         let mut evidence = format!(
-            "  (otlp exports {}, {} KiB; log {} KiB; metric samples {})",
+            "  (spans ended {}, exported {}; otlp exports {}, {} KiB; log {} KiB; metric samples {})",
+            count("spans_ended")?,
+            count("spans_exported")?,
             count("otlp_exports")?,
             count("otlp_bytes")? / 1024,
             count("log_bytes")? / 1024,
