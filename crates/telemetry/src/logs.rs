@@ -112,13 +112,14 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let otel = tracer.map(|tracer| {
-        // Source location, thread and busy/idle attributes are left off:
-        // they add several attributes to every span of every request and
-        // the span names already say where they come from. Context
-        // activation is off too: see the module comment.
+        // Source location, target (module path), thread and busy/idle
+        // attributes are left off: they add several attributes to every
+        // span of every request and the span names already say where they
+        // come from. Context activation is off too: see the module comment.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
+            .with_target(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)

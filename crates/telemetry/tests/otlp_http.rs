@@ -96,6 +96,25 @@ fn spans_trace_headers_and_logs_share_one_trace_over_otlp_http() {
     assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
     assert_eq!(spans.len(), 5, "{spans:#?}");
 
+    // Only the attributes the code gives: no source location, module path,
+    // thread or busy/idle timings on every span.
+    for span in &spans {
+        for added in [
+            "code.filepath",
+            "code.file.path",
+            "code.lineno",
+            "code.line.number",
+            "code.namespace",
+            "target",
+            "thread.id",
+            "thread.name",
+            "busy_ns",
+            "idle_ns",
+        ] {
+            assert!(!span.attributes.contains_key(added), "{added} on {span:#?}");
+        }
+    }
+
     // One trace with the right parent chain.
     let requests = named(&spans, "http.request");
     assert_eq!(requests.len(), 2);
