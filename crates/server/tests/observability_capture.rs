@@ -6,59 +6,26 @@
 
 mod support_obs;
 
-use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver, ReceivedSpan};
-use heartrule_telemetry::{
-    init_with_writer, LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig,
-    TraceConfig,
-};
+use heartrule_telemetry::testing::ReceivedSpan;
 use std::time::{Duration, Instant};
-use support_obs::{
-    app_config, fake_reply_text, Client, FakeLlm, RunningServer, TestDatabase, TestRedis,
-    SECRET_MESSAGE,
-};
+use support_obs::{fake_reply_text, TracedServer, SECRET_MESSAGE};
 
 const HTTP_SPAN_NAME: &str = "HTTP POST /api/sessions/{id}/messages";
 
-fn telemetry_config(endpoint: String) -> TelemetryConfig {
-    TelemetryConfig {
-        log: LogConfig {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
-            file: None,
-            // Span fields rendered too: the strictest place for content to leak.
-            span_fields: true,
-        },
-        traces: TraceConfig {
-            enabled: true,
-            endpoint,
-            protocol: OtlpProtocol::HttpProtobuf,
-            sampling_ratio: 1.0,
-            export_timeout: Duration::from_secs(5),
-        },
-        metrics: MetricsConfig { enabled: false },
-        capture_content: true,
-        ..TelemetryConfig::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn capture_content_puts_prompt_and_completion_on_the_llm_span_only() {
-    let receiver = OtlpTestReceiver::start().unwrap();
-    let logs = CapturedLogs::default();
-    let telemetry_config = telemetry_config(receiver.endpoint());
-    let telemetry = init_with_writer(&telemetry_config, logs.clone()).unwrap();
-    let database = TestDatabase::create().await;
-    let redis = TestRedis::new().await;
-    let llm = FakeLlm::start();
-    let config = app_config(&database, &redis, &llm, telemetry_config);
-    let server = RunningServer::start(&config, None).await;
-    let client = Client::new(&server);
-
-    let script_id = client.create_script().await;
-    let session_id = client.create_session(&script_id).await;
-    tokio::task::block_in_place(|| telemetry.flush()).unwrap();
-    let seen_before = receiver.spans().len();
-    client.post_message(&session_id, SECRET_MESSAGE, None).await;
+    let traced = TracedServer::start(true).await;
+    let TracedServer {
+        receiver,
+        logs,
+        telemetry,
+        client,
+        session_id,
+        seen_before,
+        ..
+    } = &traced;
+    let seen_before = *seen_before;
+    client.post_message(session_id, SECRET_MESSAGE, None).await;
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let spans: Vec<ReceivedSpan> = loop {
@@ -112,9 +79,5 @@ async fn capture_content_puts_prompt_and_completion_on_the_llm_span_only() {
         assert!(!line.to_string().contains(SECRET_MESSAGE), "{line}");
     }
 
-    server.stop().await;
-    llm.stop().await;
-    tokio::task::block_in_place(|| telemetry.shutdown());
-    drop(redis);
-    drop(database);
+    traced.stop().await;
 }

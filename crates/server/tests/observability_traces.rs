@@ -10,45 +10,16 @@
 mod support_obs;
 
 use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver, ReceivedSpan};
-use heartrule_telemetry::{
-    init_with_writer, LogConfig, LogFormat, MetricsConfig, OtlpProtocol, Telemetry,
-    TelemetryConfig, TraceConfig,
-};
+use heartrule_telemetry::Telemetry;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support_obs::{
-    app_config, Client, FakeLlm, RunningServer, TestDatabase, TestRedis, FAKE_MODEL, SECRET_MESSAGE,
-};
+use support_obs::{TracedServer, FAKE_MODEL, SECRET_MESSAGE};
 
 const MESSAGES_ROUTE: &str = "/api/sessions/{id}/messages";
 const HTTP_SPAN_NAME: &str = "HTTP POST /api/sessions/{id}/messages";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-fn telemetry_config(endpoint: String) -> TelemetryConfig {
-    TelemetryConfig {
-        service_name: "heartrule-obs-test".to_owned(),
-        service_version: "0.0.0-test".to_owned(),
-        environment: "test".to_owned(),
-        log: LogConfig {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
-            file: None,
-            // Span fields rendered too: the strictest check that no content leaks.
-            span_fields: true,
-        },
-        traces: TraceConfig {
-            enabled: true,
-            endpoint,
-            protocol: OtlpProtocol::HttpProtobuf,
-            sampling_ratio: 1.0,
-            export_timeout: Duration::from_secs(5),
-        },
-        metrics: MetricsConfig { enabled: false },
-        capture_content: false,
-    }
-}
 
 /// Flushes until the server span of a `POST …/messages` in `trace` (any
 /// trace when `None`) has arrived; returns every span received so far.
@@ -148,27 +119,24 @@ fn log_lines_of_trace(logs: &CapturedLogs, trace: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private() {
-    let receiver = OtlpTestReceiver::start().unwrap();
-    let logs = CapturedLogs::default();
-    let telemetry_config = telemetry_config(receiver.endpoint());
-    let telemetry = init_with_writer(&telemetry_config, logs.clone()).unwrap();
-    let database = TestDatabase::create().await;
-    let redis = TestRedis::new().await;
-    let llm = FakeLlm::start();
-    let config = app_config(&database, &redis, &llm, telemetry_config);
-    let server = RunningServer::start(&config, None).await;
-    let client = Client::new(&server);
-
-    let script_id = client.create_script().await;
-    let session_id = client.create_session(&script_id).await;
-    tokio::task::block_in_place(|| telemetry.flush()).unwrap();
-    let seen_before = receiver.spans().len();
+    let traced = TracedServer::start(false).await;
+    let TracedServer {
+        receiver,
+        logs,
+        telemetry,
+        llm,
+        client,
+        session_id,
+        seen_before,
+        ..
+    } = &traced;
+    let seen_before = *seen_before;
     let llm_calls_before = llm.calls().len();
 
     // 1. A request without traceparent: a new trace, one tree, every layer.
-    let reply = client.post_message(&session_id, SECRET_MESSAGE, None).await;
+    let reply = client.post_message(session_id, SECRET_MESSAGE, None).await;
     let request_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
-    let spans = spans_after_request(&telemetry, &receiver, None, seen_before);
+    let spans = spans_after_request(telemetry, receiver, None, seen_before);
     let new_spans: Vec<&ReceivedSpan> = spans[seen_before..].iter().collect();
     let trace = new_spans
         .iter()
@@ -213,7 +181,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
     }
 
     // Logs: JSON lines; the access line and business events carry the trace.
-    let lines = log_lines_of_trace(&logs, &trace);
+    let lines = log_lines_of_trace(logs, &trace);
     let access = lines
         .iter()
         .find(|line| line["target"] == "heartrule::access")
@@ -237,9 +205,9 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
     let llm_calls_before = llm.calls().len();
     let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     client
-        .post_message(&session_id, "second answer", Some(&caller))
+        .post_message(session_id, "second answer", Some(&caller))
         .await;
-    let spans = spans_after_request(&telemetry, &receiver, Some(CALLER_TRACE), seen_before);
+    let spans = spans_after_request(telemetry, receiver, Some(CALLER_TRACE), seen_before);
     let continued: Vec<&ReceivedSpan> = spans[seen_before..]
         .iter()
         .filter(|span| span.trace_id == CALLER_TRACE)
@@ -300,9 +268,5 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
     }
     assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
 
-    server.stop().await;
-    llm.stop().await;
-    tokio::task::block_in_place(|| telemetry.shutdown());
-    drop(redis);
-    drop(database);
+    traced.stop().await;
 }

@@ -462,3 +462,88 @@ impl Client {
         reply
     }
 }
+
+/// Telemetry of the trace tests: JSON logs at info with the span fields
+/// rendered (the strictest place for conversation text to leak), every
+/// trace exported over OTLP/HTTP to `endpoint`, metrics off.
+pub fn traced_telemetry_config(endpoint: String, capture_content: bool) -> TelemetryConfig {
+    use heartrule_telemetry::{LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TraceConfig};
+    TelemetryConfig {
+        service_name: "heartrule-obs-test".to_owned(),
+        service_version: "0.0.0-test".to_owned(),
+        environment: "test".to_owned(),
+        log: LogConfig {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+            file: None,
+            span_fields: true,
+        },
+        traces: TraceConfig {
+            enabled: true,
+            endpoint,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sampling_ratio: 1.0,
+            export_timeout: Duration::from_secs(5),
+        },
+        metrics: MetricsConfig { enabled: false },
+        capture_content,
+    }
+}
+
+/// The real server with global telemetry exporting into an in-process OTLP
+/// receiver, and a session of [`SCRIPT`] waiting for its next message.
+pub struct TracedServer {
+    pub receiver: heartrule_telemetry::testing::OtlpTestReceiver,
+    pub logs: heartrule_telemetry::testing::CapturedLogs,
+    pub telemetry: heartrule_telemetry::Telemetry,
+    pub llm: FakeLlm,
+    pub server: RunningServer,
+    pub client: Client,
+    pub session_id: String,
+    /// Spans received before the test's own requests.
+    pub seen_before: usize,
+    database: TestDatabase,
+    redis: TestRedis,
+}
+
+impl TracedServer {
+    /// Installs the process-global telemetry: once per test binary.
+    pub async fn start(capture_content: bool) -> Self {
+        let receiver = heartrule_telemetry::testing::OtlpTestReceiver::start().unwrap();
+        let logs = heartrule_telemetry::testing::CapturedLogs::default();
+        let telemetry_config = traced_telemetry_config(receiver.endpoint(), capture_content);
+        let telemetry =
+            heartrule_telemetry::init_with_writer(&telemetry_config, logs.clone()).unwrap();
+        let database = TestDatabase::create().await;
+        let redis = TestRedis::new().await;
+        let llm = FakeLlm::start();
+        let config = app_config(&database, &redis, &llm, telemetry_config);
+        let server = RunningServer::start(&config, None).await;
+        let client = Client::new(&server);
+        let script_id = client.create_script().await;
+        let session_id = client.create_session(&script_id).await;
+        tokio::task::block_in_place(|| telemetry.flush()).unwrap();
+        let seen_before = receiver.spans().len();
+        Self {
+            receiver,
+            logs,
+            telemetry,
+            llm,
+            server,
+            client,
+            session_id,
+            seen_before,
+            database,
+            redis,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+        self.llm.stop().await;
+        let telemetry = self.telemetry;
+        tokio::task::block_in_place(|| telemetry.shutdown());
+        drop(self.redis);
+        drop(self.database);
+    }
+}
