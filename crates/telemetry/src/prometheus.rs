@@ -285,7 +285,7 @@ pub const METRICS: &[MetricDoc] = &[
     counter(
         crate::traces::SPANS_TOTAL,
         &["stage"],
-        "Spans by stage of the OTLP export pipeline: ended (queued), exported, failed. ended outgrowing exported + failed means the batch queue drops spans.",
+        "Spans by stage of the OTLP export pipeline: ended (queued; published with each export), exported, failed. ended outgrowing exported + failed means the batch queue drops spans.",
         "telemetry",
     ),
     // Build and process (this crate)
