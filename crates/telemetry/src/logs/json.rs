@@ -1,16 +1,16 @@
-//! The JSON lines format: one object per event, with the fields of the
-//! enclosing spans.
+//! The JSON lines format: one object per event, with the enclosing spans.
 //!
-//! Span fields are kept as JSON object *members* text (`"a":1,"b":"x"`),
-//! rendered once when the span is created and appended to when a field is
-//! recorded later, so neither step parses what is already there (the stock
-//! `JsonFields` re-parses and re-serializes a span's fields on every
-//! `Span::record`, which showed up in the load profile).
+//! Lines are written straight into one buffer (no intermediate JSON values):
+//! a few lines are logged per request, and building `serde_json::Value`s
+//! for them showed up in the load profile. Span fields, when
+//! `log.span_fields` asks for them, are kept as JSON object *members* text
+//! (`"a":1,"b":"x"`), rendered once when the span is created and appended
+//! to when a field is recorded later, so neither step parses what is already
+//! there (the stock `JsonFields` re-parses a span's fields on every record).
 
 use super::TraceIdSource;
-use serde::ser::{SerializeMap, Serializer as _};
-use serde_json::Value;
-use std::fmt;
+use chrono::{Datelike, Timelike};
+use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing::{Event, Subscriber};
@@ -35,7 +35,7 @@ const RESERVED_KEYS: &[&str] = &[
 /// One JSON object per line:
 /// `{"timestamp", "level", "target", "message", "trace_id"?, "span_id"?,
 /// <event fields as they were named, e.g. "event", "session.id", "error.code">,
-/// "span"?: {"name", <fields>} (the innermost span), "spans"?: [root … innermost]}`.
+/// "span"?: {"name", <fields>?} (the innermost span), "spans"?: [root … innermost]}`.
 #[derive(Clone, Default)]
 pub(crate) struct JsonLines {
     pub(crate) trace_ids: TraceIdSource,
@@ -52,87 +52,129 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let metadata = event.metadata();
-        let mut visitor = JsonVisitor::default();
-        event.record(&mut visitor);
+        let mut fields = MembersWriter::for_event();
+        event.record(&mut fields);
 
-        let mut entries: Vec<(String, Value)> = Vec::with_capacity(visitor.fields.len() + 8);
-        entries.push((
-            "timestamp".to_owned(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        ));
-        entries.push((
-            "level".to_owned(),
-            Value::String(metadata.level().as_str().to_owned()),
-        ));
-        entries.push((
-            "target".to_owned(),
-            Value::String(metadata.target().to_owned()),
-        ));
-        if let Some(message) = visitor.message.take() {
-            entries.push(("message".to_owned(), message));
+        let mut line = String::with_capacity(320 + fields.members.len());
+        line.push_str("{\"timestamp\":");
+        push_timestamp(&mut line, chrono::Utc::now())?;
+        line.push_str(",\"level\":");
+        push_json_str(&mut line, metadata.level().as_str());
+        line.push_str(",\"target\":");
+        push_json_str(&mut line, metadata.target());
+        if let Some(message) = &fields.message {
+            line.push_str(",\"message\":");
+            line.push_str(message);
         }
         if let Some((trace_id, span_id)) = self.trace_ids.of_event(event) {
-            entries.push(("trace_id".to_owned(), Value::String(trace_id.to_string())));
-            entries.push(("span_id".to_owned(), Value::String(span_id.to_string())));
+            // Hex digits: nothing to escape.
+            write!(
+                line,
+                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            )?;
         }
-        for (name, value) in visitor.fields {
-            let key = if RESERVED_KEYS.contains(&name.as_str()) {
-                format!("fields.{name}")
-            } else {
-                name
-            };
-            entries.push((key, value));
+        if !fields.members.is_empty() {
+            line.push(',');
+            line.push_str(&fields.members);
         }
-
-        let mut line = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
         if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<String> = scope
-                .from_root()
-                .map(|span| {
-                    let extensions = span.extensions();
-                    let members = extensions
-                        .get::<FormattedFields<JsonSpanFields>>()
-                        .map_or("", |fields| fields.fields.as_str());
-                    span_object(span.name(), members)
-                })
-                .collect();
-            if let Some(innermost) = spans.last() {
-                // `line` is a non-empty object: replace its closing brace.
-                line.pop();
+            let mut spans = String::with_capacity(128);
+            let mut innermost = 0..0;
+            for span in scope.from_root() {
+                if !spans.is_empty() {
+                    spans.push(',');
+                }
+                let start = spans.len();
+                let extensions = span.extensions();
+                let members = extensions
+                    .get::<FormattedFields<JsonSpanFields>>()
+                    .map_or("", |fields| fields.fields.as_str());
+                push_span_object(&mut spans, span.name(), members);
+                innermost = start..spans.len();
+            }
+            if !innermost.is_empty() {
                 line.push_str(",\"span\":");
-                line.push_str(innermost);
+                line.push_str(&spans[innermost]);
                 line.push_str(",\"spans\":[");
-                line.push_str(&spans.join(","));
-                line.push_str("]}");
+                line.push_str(&spans);
+                line.push(']');
             }
         }
+        line.push('}');
         writeln!(writer, "{line}")
     }
 }
 
 /// `{"name": <name>, <members…>}` from a span name and its fields as JSON
-/// object members text (empty when the span has no fields).
-fn span_object(name: &str, members: &str) -> String {
-    let name = Value::String(name.to_owned()).to_string();
-    if members.is_empty() {
-        format!("{{\"name\":{name}}}")
-    } else {
-        format!("{{\"name\":{name},{members}}}")
+/// object members text (empty when the span has no fields or they are off).
+fn push_span_object(out: &mut String, name: &str, members: &str) {
+    out.push_str("{\"name\":");
+    push_json_str(out, name);
+    if !members.is_empty() {
+        out.push(',');
+        out.push_str(members);
     }
+    out.push('}');
 }
 
-/// Serializes the entries as one JSON object, keeping their order (the
-/// common keys first is easier to read than alphabetical).
-fn ordered_json_object(entries: &[(String, Value)]) -> Result<String, serde_json::Error> {
-    let mut buffer = Vec::with_capacity(256);
-    let mut serializer = serde_json::Serializer::new(&mut buffer);
-    let mut map = serializer.serialize_map(Some(entries.len()))?;
-    for (key, value) in entries {
-        map.serialize_entry(key, value)?;
+/// RFC 3339 in UTC with microseconds, as a JSON string.
+fn push_timestamp(out: &mut String, now: chrono::DateTime<chrono::Utc>) -> fmt::Result {
+    // A leap second shows as nanoseconds ≥ 1e9; keep six digits.
+    let micros = (now.nanosecond() / 1_000).min(999_999);
+    write!(
+        out,
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z\"",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    )
+}
+
+/// Appends `text` as a JSON string literal (RFC 8259 escapes).
+fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    push_escaped(out, text);
+    out.push('"');
+}
+
+/// Appends `text` escaped for the inside of a JSON string literal.
+fn push_escaped(out: &mut String, text: &str) {
+    let mut clean_from = 0;
+    // Bytes below 0x80 never occur inside a multi-byte UTF-8 sequence, so
+    // every index found here is a char boundary.
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[clean_from..index]);
+        if escape.is_empty() {
+            // Other control characters: \u00XX. Writing to a String cannot fail.
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        clean_from = index + 1;
     }
-    map.end()?;
-    // serde_json writes UTF-8 only.
-    String::from_utf8(buffer).map_err(|error| serde::ser::Error::custom(error.to_string()))
+    out.push_str(&text[clean_from..]);
+}
+
+/// A `fmt::Write` that escapes what it is given for a JSON string literal.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
+    }
 }
 
 /// Span fields as JSON object members text, for [`JsonLines`]; nothing at
@@ -151,9 +193,9 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         if !self.record {
             return Ok(());
         }
-        let mut visitor = JsonVisitor::default();
+        let mut visitor = MembersWriter::for_span();
         fields.record(&mut visitor);
-        writer.write_str(&members(visitor.all())?)
+        writer.write_str(&visitor.members)
     }
 
     /// Appends the recorded fields; a field recorded a second time replaces
@@ -166,127 +208,171 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         if !self.record {
             return Ok(());
         }
-        let mut visitor = JsonVisitor::default();
+        let mut visitor = MembersWriter::for_span();
         fields.record(&mut visitor);
-        let recorded = visitor.all();
-        if recorded.is_empty() {
+        if visitor.members.is_empty() {
             return Ok(());
         }
-        let already_present = recorded.iter().any(|(name, _)| {
-            current
-                .fields
-                .contains(&format!("{}:", Value::String(name.clone())))
+        let already_present = visitor.names.iter().any(|name| {
+            let mut key = String::with_capacity(name.len() + 3);
+            push_json_str(&mut key, name);
+            key.push(':');
+            current.fields.contains(&key)
         });
         if already_present {
-            let mut merged: serde_json::Map<String, Value> =
+            let mut merged: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&format!("{{{}}}", current.fields)).map_err(|_| fmt::Error)?;
+            let recorded: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&format!("{{{}}}", visitor.members))
+                    .map_err(|_| fmt::Error)?;
             merged.extend(recorded);
-            let merged: Vec<(String, Value)> = merged.into_iter().collect();
-            current.fields = members(merged)?;
+            let object = serde_json::Value::Object(merged).to_string();
+            // Strip the braces of the non-empty object.
+            current.fields = object[1..object.len() - 1].to_owned();
         } else {
             if !current.fields.is_empty() {
                 current.fields.push(',');
             }
-            current.fields.push_str(&members(recorded)?);
+            current.fields.push_str(&visitor.members);
         }
         Ok(())
     }
 }
 
-/// `"a":1,"b":"x"`: the entries as JSON object members, in order.
-fn members(entries: Vec<(String, Value)>) -> Result<String, fmt::Error> {
-    if entries.is_empty() {
-        return Ok(String::new());
+/// Writes recorded fields as JSON object members (`"a":1,"b":"x"`), in
+/// the order they were recorded. For events, `message` is kept apart and
+/// a field named like one of [`RESERVED_KEYS`] becomes `fields.<name>`;
+/// spans keep every name as it is.
+struct MembersWriter {
+    members: String,
+    message: Option<String>,
+    is_event: bool,
+    /// The field names written (spans only: to spot re-recorded fields).
+    names: Vec<&'static str>,
+}
+
+impl MembersWriter {
+    fn for_event() -> Self {
+        Self {
+            members: String::with_capacity(128),
+            message: None,
+            is_event: true,
+            names: Vec::new(),
+        }
     }
-    let object = ordered_json_object(&entries).map_err(|_| fmt::Error)?;
-    // Strip the braces of the non-empty object.
-    Ok(object[1..object.len() - 1].to_owned())
-}
 
-/// Event or span fields as JSON values, in the order they were recorded.
-#[derive(Default)]
-struct JsonVisitor {
-    message: Option<Value>,
-    fields: Vec<(String, Value)>,
-}
+    fn for_span() -> Self {
+        Self {
+            members: String::with_capacity(64),
+            message: None,
+            is_event: false,
+            names: Vec::new(),
+        }
+    }
 
-impl JsonVisitor {
-    fn put(&mut self, field: &Field, value: Value) {
-        if field.name() == "message" {
-            self.message = Some(value);
+    /// The buffer to write `field`'s JSON value to, its key already written.
+    fn slot(&mut self, field: &Field) -> &mut String {
+        let name = field.name();
+        if self.is_event {
+            if name == "message" {
+                return self.message.insert(String::new());
+            }
         } else {
-            self.fields.push((field.name().to_owned(), value));
+            self.names.push(name);
         }
+        if !self.members.is_empty() {
+            self.members.push(',');
+        }
+        if self.is_event && RESERVED_KEYS.contains(&name) {
+            self.members.push_str("\"fields.");
+            push_escaped(&mut self.members, name);
+            self.members.push('"');
+        } else {
+            push_json_str(&mut self.members, name);
+        }
+        self.members.push(':');
+        &mut self.members
     }
 
-    /// Every field, `message` included (spans keep it as a plain field).
-    fn all(self) -> Vec<(String, Value)> {
-        let mut fields = self.fields;
-        if let Some(message) = self.message {
-            fields.push(("message".to_owned(), message));
-        }
-        fields
+    fn display_as_string(&mut self, field: &Field, value: &dyn fmt::Display) {
+        let out = self.slot(field);
+        out.push('"');
+        // Writing to a String cannot fail.
+        let _ = write!(Escaping(out), "{value}");
+        out.push('"');
+    }
+
+    fn number(&mut self, field: &Field, value: &dyn fmt::Display) {
+        let _ = write!(self.slot(field), "{value}");
     }
 }
 
-impl Visit for JsonVisitor {
+impl Visit for MembersWriter {
     fn record_f64(&mut self, field: &Field, value: f64) {
         // NaN and infinities have no JSON number form.
-        let json = serde_json::Number::from_f64(value)
-            .map_or_else(|| Value::String(value.to_string()), Value::Number);
-        self.put(field, json);
+        match serde_json::Number::from_f64(value) {
+            Some(number) => self.number(field, &number),
+            None => self.display_as_string(field, &value),
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.number(field, &value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.number(field, &value);
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        let json =
-            i64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
-        self.put(field, json);
+        // Beyond 64 bits many JSON readers lose precision: a string then.
+        if i64::try_from(value).is_ok() {
+            self.number(field, &value);
+        } else {
+            self.display_as_string(field, &value);
+        }
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        let json =
-            u64::try_from(value).map_or_else(|_| Value::String(value.to_string()), Value::from);
-        self.put(field, json);
+        if u64::try_from(value).is_ok() {
+            self.number(field, &value);
+        } else {
+            self.display_as_string(field, &value);
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+        self.slot(field)
+            .push_str(if value { "true" } else { "false" });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        push_json_str(self.slot(field), value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
+        self.display_as_string(field, &value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        let out = self.slot(field);
+        out.push('"');
+        let _ = write!(Escaping(out), "{value:?}");
+        out.push('"');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-    use tracing_subscriber::layer::SubscriberExt;
+    use serde_json::{json, Value};
+    use tracing_subscriber::layer::SubscriberExt as _;
 
     #[test]
     fn splices_recorded_fields_after_the_name() {
-        let object: Value = serde_json::from_str(&span_object(
-            "db.select",
-            r#""db.system":"postgresql","n":3"#,
-        ))
-        .unwrap();
+        let mut text = String::new();
+        push_span_object(&mut text, "db.select", r#""db.system":"postgresql","n":3"#);
+        let object: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             object,
             json!({"name": "db.select", "db.system": "postgresql", "n": 3})
@@ -295,7 +381,9 @@ mod tests {
 
     #[test]
     fn spans_without_fields_and_odd_names_stay_valid_json() {
-        let object: Value = serde_json::from_str(&span_object("say \"hi\"\n", "")).unwrap();
+        let mut text = String::new();
+        push_span_object(&mut text, "say \"hi\"\n", "");
+        let object: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(object, json!({"name": "say \"hi\"\n"}));
     }
 
@@ -391,5 +479,67 @@ mod tests {
             span.record("n", 3);
         });
         assert_eq!(members, [""]);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_reads_them_back() {
+        for text in [
+            "plain",
+            "",
+            "quote \" backslash \\ slash /",
+            "lines\nand\rreturns\tand tabs",
+            "controls \u{0} \u{1} \u{8} \u{c} \u{1f} \u{7f}",
+            "unicode: héllo — 日本語 🦀 \u{2028}",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, text);
+            let back: String = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use chrono::TimeZone as _;
+        let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
+            + chrono::Duration::microseconds(42);
+        let mut out = String::new();
+        push_timestamp(&mut out, at).unwrap();
+        assert_eq!(out, "\"2026-01-02T03:04:05.000042Z\"");
+        let text: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(chrono::DateTime::parse_from_rfc3339(&text).unwrap(), at);
+    }
+
+    #[test]
+    fn every_field_type_becomes_valid_json() {
+        let logs = crate::testing::CapturedLogs::default();
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonSpanFields::default())
+            .event_format(JsonLines::default())
+            .with_writer(logs.clone());
+        let error = std::io::Error::other("disk \"full\"");
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!(
+                small = -3_i64,
+                big = u64::MAX,
+                huge = u128::MAX,
+                ratio = 0.25_f64,
+                nan = f64::NAN,
+                yes = true,
+                debug = ?Some("a\nb"),
+                error = &error as &(dyn std::error::Error + 'static),
+                "text with \"quotes\""
+            );
+        });
+        let line = &logs.json_lines().unwrap()[0];
+        assert_eq!(line["message"], "text with \"quotes\"");
+        assert_eq!(line["small"], -3);
+        assert_eq!(line["big"], u64::MAX);
+        assert_eq!(line["huge"], u128::MAX.to_string());
+        assert_eq!(line["ratio"], 0.25);
+        assert_eq!(line["nan"], "NaN");
+        assert_eq!(line["yes"], true);
+        assert_eq!(line["debug"], "Some(\"a\\nb\")");
+        assert_eq!(line["error"], "disk \"full\"");
     }
 }
