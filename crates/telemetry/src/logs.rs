@@ -100,6 +100,12 @@ fn is_export_pipeline(target: &str) -> bool {
 /// for `set_global_default` or `with_default`. The log level (`directives`)
 /// filters only the log layers: traces keep every span at INFO and above
 /// whatever the log level, so `log.level: warn` does not empty the traces.
+///
+/// Per-layer filters give each layer its own view, but they cost on every
+/// span enter, exit, record and close (about a fifth of the telemetry cost
+/// of a turn, measured with callgrind). So they are used only where the
+/// layers really disagree: without traces, and with traces at the plain
+/// `info` level (the default), one filter for all layers means the same.
 pub(crate) fn assemble<W>(
     format: LogFormat,
     span_fields: bool,
@@ -111,41 +117,76 @@ pub(crate) fn assemble<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let otel = tracer.map(|tracer| {
-        // Source location, target (module path), thread and busy/idle
-        // attributes are left off: they add several attributes to every
-        // span of every request and the span names already say where they
-        // come from. Context activation is off too: see the module comment.
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_target(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(filter_fn(|metadata| {
-                *metadata.level() <= tracing::Level::INFO && !is_export_pipeline(metadata.target())
-            }))
-    });
     let trace_ids = TraceIdSource::default();
-    let file_layer = match file {
-        Some(writer) => Some(
-            log_layer(format, span_fields, writer, &trace_ids).with_filter(env_filter(directives)?),
+    let log_filter = env_filter(directives)?;
+    let subscriber: Box<dyn Subscriber + Send + Sync> = match tracer {
+        None => Box::new(
+            tracing_subscriber::registry()
+                .with(log_filter)
+                .with(log_layer(format, span_fields, console, &trace_ids))
+                .with(file.map(|writer| log_layer(format, span_fields, writer, &trace_ids))),
         ),
-        None => None,
-    };
-    let subscriber: Box<dyn Subscriber + Send + Sync> = Box::new(
-        tracing_subscriber::registry()
-            .with(otel)
-            .with(
-                log_layer(format, span_fields, console, &trace_ids)
-                    .with_filter(env_filter(directives)?),
+        Some(tracer) if is_plain_info(directives) => Box::new(
+            tracing_subscriber::registry()
+                // INFO and above for every layer, except the spans of the
+                // export pipeline: the trace layer must never see those, and
+                // no log line is lost without them (they have no events).
+                .with(filter_fn(|metadata| {
+                    *metadata.level() <= tracing::Level::INFO
+                        && !(metadata.is_span() && is_export_pipeline(metadata.target()))
+                }))
+                .with(otel_layer(tracer))
+                .with(log_layer(format, span_fields, console, &trace_ids))
+                .with(file.map(|writer| log_layer(format, span_fields, writer, &trace_ids))),
+        ),
+        Some(tracer) => {
+            let file_layer = match file {
+                Some(writer) => Some(
+                    log_layer(format, span_fields, writer, &trace_ids)
+                        .with_filter(env_filter(directives)?),
+                ),
+                None => None,
+            };
+            Box::new(
+                tracing_subscriber::registry()
+                    .with(otel_layer(tracer).with_filter(filter_fn(|metadata| {
+                        *metadata.level() <= tracing::Level::INFO
+                            && !is_export_pipeline(metadata.target())
+                    })))
+                    .with(
+                        log_layer(format, span_fields, console, &trace_ids).with_filter(log_filter),
+                    )
+                    .with(file_layer),
             )
-            .with(file_layer),
-    );
+        }
+    };
     let dispatch = Dispatch::new(subscriber);
     trace_ids.bind(&dispatch);
     Ok(dispatch)
+}
+
+/// `info` and nothing else: the level the trace layer keeps too.
+fn is_plain_info(directives: &str) -> bool {
+    directives.trim().eq_ignore_ascii_case("info")
+}
+
+/// The OpenTelemetry layer. Source location, target (module path), thread
+/// and busy/idle attributes are left off: they add several attributes to
+/// every span of every request and the span names already say where they
+/// come from. Context activation is off too: see the module comment.
+fn otel_layer<S>(
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_target(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
 }
 
 fn log_layer<S, W>(
@@ -589,15 +630,58 @@ mod tests {
 
     #[test]
     fn export_pipeline_spans_are_not_traced() {
+        // "info" is the single-filter shape, the others per-layer filters.
+        for level in ["info", "debug", "info,heartrule=debug"] {
+            let logs = CapturedLogs::default();
+            let (dispatch, _provider) = subscriber(LogFormat::Json, level, &logs, true);
+            let (pipeline_traces, app_trace) = tracing::dispatcher::with_default(&dispatch, || {
+                let pipeline_info = tracing::info_span!(target: "hyper::client", "connect");
+                let pipeline_debug = tracing::debug_span!(target: "h2::proto", "frame");
+                let app = tracing::info_span!("engine.action");
+                let _app = app.enter();
+                tracing::warn!(target: "reqwest::connect", "a pipeline warning is still logged");
+                (
+                    [
+                        crate::trace_id(&pipeline_info),
+                        crate::trace_id(&pipeline_debug),
+                    ],
+                    crate::trace_id(&app),
+                )
+            });
+            assert_eq!(pipeline_traces, [None, None], "at {level}");
+            assert!(app_trace.is_some(), "at {level}");
+            let lines = logs.json_lines().unwrap();
+            assert!(
+                lines.iter().any(
+                    |line| line["target"] == "reqwest::connect" && line["trace_id"].is_string()
+                ),
+                "at {level}: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn at_info_debug_lines_and_spans_stay_out_of_logs_and_traces() {
         let logs = CapturedLogs::default();
-        let (dispatch, _provider) = subscriber(LogFormat::Json, "debug", &logs, true);
-        let (pipeline_trace, app_trace) = tracing::dispatcher::with_default(&dispatch, || {
-            let pipeline = tracing::debug_span!(target: "hyper::client", "connect");
-            let app = tracing::info_span!("engine.action");
-            (crate::trace_id(&pipeline), crate::trace_id(&app))
+        let (dispatch, _provider) = subscriber(LogFormat::Json, " INFO ", &logs, true);
+        let (info_traced, debug_traced) = tracing::dispatcher::with_default(&dispatch, || {
+            let info = tracing::info_span!("db.select");
+            let debug = tracing::debug_span!("chatty");
+            tracing::debug!("not logged");
+            tracing::info!("logged");
+            (
+                crate::trace_id(&info).is_some(),
+                crate::trace_id(&debug).is_some(),
+            )
         });
-        assert_eq!(pipeline_trace, None);
-        assert!(app_trace.is_some());
+        assert!(info_traced);
+        assert!(!debug_traced);
+        let lines = logs.json_lines().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["message"], "logged");
+        assert!(is_plain_info(" INFO "));
+        assert!(!is_plain_info("info,hyper=warn"));
+        assert!(!is_plain_info("warn"));
     }
 
     #[test]
