@@ -294,12 +294,17 @@ impl MembersWriter {
         &mut self.members
     }
 
-    fn display_as_string(&mut self, field: &Field, value: &dyn fmt::Display) {
+    /// `text` as a JSON string, escaped while it is formatted.
+    fn quoted(&mut self, field: &Field, text: fmt::Arguments<'_>) {
         let out = self.slot(field);
         out.push('"');
         // Writing to a String cannot fail.
-        let _ = write!(Escaping(out), "{value}");
+        let _ = Escaping(out).write_fmt(text);
         out.push('"');
+    }
+
+    fn display_as_string(&mut self, field: &Field, value: &dyn fmt::Display) {
+        self.quoted(field, format_args!("{value}"));
     }
 
     fn number(&mut self, field: &Field, value: &dyn fmt::Display) {
@@ -355,10 +360,7 @@ impl Visit for MembersWriter {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let out = self.slot(field);
-        out.push('"');
-        let _ = write!(Escaping(out), "{value:?}");
-        out.push('"');
+        self.quoted(field, format_args!("{value:?}"));
     }
 }
 
