@@ -294,17 +294,16 @@ impl ProfileTotals {
         let runs = || results.iter().filter(|result| result.profile == profile);
         let turns: f64 = runs().map(|result| result.turns as f64).sum();
         let seconds: f64 = runs().map(|result| result.seconds).sum();
-        let per_turn_us = |cpu_seconds: f64| {
-            if turns > 0.0 {
-                cpu_seconds * 1e6 / turns
-            } else {
-                0.0
-            }
-        };
         Self {
             per_second: if seconds > 0.0 { turns / seconds } else { 0.0 },
-            process_cpu_us_per_turn: per_turn_us(runs().map(|r| r.process_cpu_seconds).sum()),
-            machine_cpu_us_per_turn: per_turn_us(runs().map(|r| r.machine_cpu_seconds).sum()),
+            process_cpu_us_per_turn: micros_per_turn(
+                runs().map(|r| r.process_cpu_seconds).sum(),
+                turns,
+            ),
+            machine_cpu_us_per_turn: micros_per_turn(
+                runs().map(|r| r.machine_cpu_seconds).sum(),
+                turns,
+            ),
         }
     }
 }
@@ -362,6 +361,15 @@ impl std::fmt::Display for Comparison {
             self.off.machine_cpu_us_per_turn,
             self.on.machine_cpu_us_per_turn - self.off.machine_cpu_us_per_turn,
         )
+    }
+}
+
+/// CPU seconds spread over `turns`, in microseconds per turn (0 without turns).
+fn micros_per_turn(cpu_seconds: f64, turns: f64) -> f64 {
+    if turns > 0.0 {
+        cpu_seconds * 1e6 / turns
+    } else {
+        0.0
     }
 }
 
@@ -477,17 +485,14 @@ async fn worker(cli: &Cli, profile: Profile) -> anyhow::Result<()> {
     let (turns, cpu, metric_lines) = outcome?;
     tokio::task::block_in_place(|| telemetry.flush()).context("flushing spans")?;
     // Every span of the run is exported by now: ended == exported shows the
-    // batch queue dropped none.
-    let spans_stage = |stage: &str| -> u64 {
+    // batch queue dropped none. Absent (null) when metrics or traces are off.
+    let metrics_after_flush = telemetry.render_metrics().unwrap_or_default();
+    let spans_stage = |stage: &str| -> Option<u64> {
         let prefix = format!("heartrule_trace_spans_total{{stage=\"{stage}\"}} ");
-        telemetry
-            .render_metrics()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
-            })
+        metrics_after_flush
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0)
     };
     let (exports, export_bytes) = receiver.as_ref().map_or((0, 0), |r| {
         (
@@ -534,13 +539,7 @@ struct WorkerResult {
 
 impl std::fmt::Display for WorkerResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per_turn_us = |seconds: f64| {
-            if self.turns > 0 {
-                seconds * 1e6 / self.turns as f64
-            } else {
-                0.0
-            }
-        };
+        let turns = self.turns as f64;
         write!(
             f,
             "telemetry {:>3}: {:>8.1} turns/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}  CPU/turn {:.0} µs (machine {:.0} µs){}",
@@ -550,8 +549,8 @@ impl std::fmt::Display for WorkerResult {
             self.summary.p95_ms,
             self.summary.p99_ms,
             self.errors,
-            per_turn_us(self.process_cpu_seconds),
-            per_turn_us(self.machine_cpu_seconds),
+            micros_per_turn(self.process_cpu_seconds, turns),
+            micros_per_turn(self.machine_cpu_seconds, turns),
             self.evidence
         )
     }
@@ -571,10 +570,15 @@ impl WorkerResult {
                 .with_context(|| format!("`{key}` missing from a child's result: {line}"))
         };
         let profile = value["profile"].as_str().unwrap_or_default().to_owned();
+        let spans = |key: &str| {
+            value[key]
+                .as_u64()
+                .map_or("-".to_owned(), |n| n.to_string())
+        };
         let mut evidence = format!(
             "  (spans ended {}, exported {}; otlp exports {}, {} KiB; log {} KiB; metric samples {})",
-            count("spans_ended")?,
-            count("spans_exported")?,
+            spans("spans_ended"),
+            spans("spans_exported"),
             count("otlp_exports")?,
             count("otlp_bytes")? / 1024,
             count("log_bytes")? / 1024,
