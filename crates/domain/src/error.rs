@@ -7,6 +7,7 @@ use crate::ids::{ScriptId, SessionId};
 use crate::llm::LlmError;
 use crate::ports::RepositoryError;
 use crate::session::Position;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Stable machine-readable error codes of the public API.
@@ -24,8 +25,12 @@ pub enum ErrorCode {
     DatabaseError,
     InternalServerError,
     /// Addition to the original codes: the request conflicts with stored
-    /// state (a taken script name, an `Idempotency-Key` reused for another body).
+    /// state (a taken script name, an `Idempotency-Key` reused for another
+    /// body, a turn that lost its session's lease).
     Conflict,
+    /// Addition to the original codes: another turn of the same session is
+    /// running; this message was not taken and can be sent again shortly.
+    TurnInProgress,
 }
 
 impl ErrorCode {
@@ -43,6 +48,7 @@ impl ErrorCode {
             Self::DatabaseError => "DATABASE_ERROR",
             Self::InternalServerError => "INTERNAL_SERVER_ERROR",
             Self::Conflict => "CONFLICT",
+            Self::TurnInProgress => "TURN_IN_PROGRESS",
         }
     }
 }
@@ -127,6 +133,13 @@ pub enum ErrorKind {
     Repository(#[from] RepositoryError),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Another turn holds the session's lease.
+    #[error("session {session_id} is already running a turn")]
+    TurnInProgress {
+        session_id: SessionId,
+        /// When the other turn's lease lapses at the latest, when known.
+        lease_expires_at: Option<DateTime<Utc>>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -180,8 +193,10 @@ impl DomainError {
             ErrorKind::ActionExecution { .. } => ErrorCode::ActionExecutionError,
             ErrorKind::Llm(_) => ErrorCode::LlmServiceError,
             ErrorKind::VariableExtraction(_) => ErrorCode::VariableExtractionError,
+            ErrorKind::Repository(RepositoryError::LeaseLost(_)) => ErrorCode::Conflict,
             ErrorKind::Repository(_) => ErrorCode::DatabaseError,
             ErrorKind::Conflict(_) => ErrorCode::Conflict,
+            ErrorKind::TurnInProgress { .. } => ErrorCode::TurnInProgress,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -193,7 +208,7 @@ impl DomainError {
                 ErrorType::Configuration
             }
             ErrorCode::ScriptParseError => ErrorType::Syntax,
-            ErrorCode::SessionNotFound => ErrorType::Session,
+            ErrorCode::SessionNotFound | ErrorCode::TurnInProgress => ErrorType::Session,
             ErrorCode::SessionExecutionError
             | ErrorCode::ActionExecutionError
             | ErrorCode::LlmServiceError
@@ -217,12 +232,20 @@ impl DomainError {
             ErrorCode::SessionExecutionError => "Session execution failed",
             ErrorCode::InternalServerError => "An internal server error occurred",
             ErrorCode::Conflict => "The request conflicts with the current state",
+            ErrorCode::TurnInProgress => "Another message of this session is being processed",
         }
     }
 
     /// Recovery advice of reference §5.1.
     #[must_use]
     pub fn recovery(&self) -> Recovery {
+        if let ErrorKind::Repository(RepositoryError::LeaseLost(_)) = &self.kind {
+            return Recovery::new(
+                true,
+                Some("Send the message again"),
+                "This turn outlived its lease and another turn took the session over; nothing of it was applied",
+            );
+        }
         match self.code() {
             ErrorCode::ScriptParseError | ErrorCode::ScriptValidationError => Recovery {
                 can_retry: false,
@@ -245,6 +268,11 @@ impl DomainError {
                 false,
                 None,
                 "Use another name or a new Idempotency-Key for a different request",
+            ),
+            ErrorCode::TurnInProgress => Recovery::new(
+                true,
+                Some("Wait for the reply to the previous message, then send again"),
+                "One session takes one message at a time; retry after the Retry-After delay (an Idempotency-Key makes the retry safe)",
             ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,
@@ -298,6 +326,18 @@ mod tests {
         let err = DomainError::from(RepositoryError::Unavailable("down".into()));
         assert_eq!(err.code().as_str(), "DATABASE_ERROR");
         assert_eq!(err.error_type().as_str(), "system");
+
+        let err = DomainError::new(ErrorKind::TurnInProgress {
+            session_id: SessionId::new_random(),
+            lease_expires_at: None,
+        });
+        assert_eq!(err.code().as_str(), "TURN_IN_PROGRESS");
+        assert_eq!(err.error_type(), ErrorType::Session);
+        assert!(err.recovery().can_retry);
+
+        let err = DomainError::from(RepositoryError::LeaseLost("taken over".into()));
+        assert_eq!(err.code(), ErrorCode::Conflict);
+        assert!(err.recovery().can_retry, "a lost lease is worth a retry");
     }
 
     #[test]

@@ -27,13 +27,15 @@ pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Reco
 pub use ids::{MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
-    CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig, TurnResult,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager,
+    SessionManagerConfig, TurnResult, TurnStart,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage};
 pub use ports::{
-    Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache, RandomIds,
-    RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache, SessionRepository,
-    SessionTurn, SystemClock, TurnRecord, VariableSnapshot,
+    ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache,
+    RandomIds, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache,
+    SessionRepository, SystemClock, TurnClaim, TurnContext, TurnLease, TurnRecord,
+    VariableSnapshot,
 };
 pub use ports_bundle::{Adapters, Ports};
 pub use script::{

@@ -9,8 +9,9 @@ use crate::error::{DomainError, ErrorCode, ErrorKind};
 use crate::ids::{ScriptId, SessionId, TurnId};
 use crate::message::{Message, NewMessage};
 use crate::ports::{
-    Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, ScriptCache,
-    ScriptRepository, SessionCache, SessionRepository, SessionTurn, TurnRecord, VariableSnapshot,
+    ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, ScriptCache,
+    ScriptRepository, SessionCache, SessionRepository, TurnClaim, TurnContext, TurnLease,
+    TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Tunables of the [`SessionManager`].
@@ -30,6 +32,11 @@ pub struct SessionManagerConfig {
     pub history_window: usize,
     /// The most sessions `list_user_sessions` returns.
     pub user_sessions_limit: usize,
+    /// How long a turn's lease on its session lasts. It must outlast the
+    /// slowest turn (every LLM call with its retries): a turn still running
+    /// when it lapses can be taken over, and its late commit is refused.
+    /// A crashed instance's sessions become free again after it.
+    pub turn_lease: Duration,
 }
 
 impl Default for SessionManagerConfig {
@@ -37,6 +44,7 @@ impl Default for SessionManagerConfig {
         Self {
             history_window: 20,
             user_sessions_limit: 100,
+            turn_lease: Duration::from_secs(300),
         }
     }
 }
@@ -107,6 +115,84 @@ impl TurnResult {
     }
 }
 
+/// What [`SessionManager::start_turn`] found.
+pub enum TurnStart<P: Ports> {
+    /// The session is this turn's: run it.
+    Claimed(Box<ClaimedTurn<P>>),
+    /// A committed turn already answered the request's `Idempotency-Key`.
+    Replayed(TurnResult),
+}
+
+/// A turn that holds its session's lease, ready to run. Nothing is held in
+/// the store meanwhile: the lease is a row value, not a lock.
+pub struct ClaimedTurn<P: Ports> {
+    manager: SessionManager<P>,
+    input: ProcessInput,
+    context: TurnContext,
+    started: std::time::Instant,
+    span: tracing::Span,
+}
+
+impl<P: Ports> ClaimedTurn<P> {
+    /// The session as of the claim.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        &self.context.session
+    }
+
+    /// Runs the engine and commits the turn, fenced on the lease; on failure
+    /// records it with the user's words and releases the lease.
+    pub async fn run(self) -> Result<TurnResult, DomainError> {
+        let Self {
+            manager,
+            input,
+            context,
+            started,
+            span,
+        } = self;
+        let lease = context.lease.clone();
+        let previous = context.session.clone();
+        let outcome = async {
+            match manager.run_claimed_turn(context, &input).await {
+                Ok(result) => Ok(result),
+                Err(failure) => {
+                    manager
+                        .end_failed_turn(&lease, &previous, &input, &failure)
+                        .await;
+                    Err(failure)
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        record_turn_outcome(&span, outcome.as_ref(), started);
+        outcome
+    }
+}
+
+/// A claim's two happy answers.
+enum Claimed {
+    Turn(Box<TurnContext>),
+    Replay(TurnResult),
+}
+
+/// The turn's outcome on its span and in the turn metrics.
+fn record_turn_outcome(
+    span: &tracing::Span,
+    outcome: Result<&TurnResult, &DomainError>,
+    started: std::time::Instant,
+) {
+    let turn_outcome = match outcome {
+        Ok(result) if result.replayed => "replayed",
+        Ok(_) => "committed",
+        Err(e) if e.code() == ErrorCode::TurnInProgress => "in_progress",
+        Err(_) => "failed",
+    };
+    span.record("turn.outcome", turn_outcome);
+    metrics::counter!("heartrule_turns_total", "outcome" => turn_outcome).increment(1);
+    metrics::histogram!("heartrule_turn_duration_seconds").record(started.elapsed().as_secs_f64());
+}
+
 /// Runs conversations. Generic over the adapters of [`Ports`].
 pub struct SessionManager<P: Ports> {
     adapters: Adapters<P>,
@@ -174,7 +260,8 @@ impl<P: Ports> SessionManager<P> {
             let outcome = self
                 .run_engine(&script, &session, None, Vec::new(), None)
                 .await?;
-            let (record, result) = self.build_turn(&script, session, outcome, None)?;
+            let (record, result) =
+                self.build_turn(&script, session, a.ids.turn_id(), outcome, None)?;
             a.sessions
                 .create(&record)
                 .await
@@ -198,104 +285,135 @@ impl<P: Ports> SessionManager<P> {
         .await
     }
 
-    /// Runs one turn with the user's input under the session lock.
+    /// Runs one turn with the user's input. The turn claims its session's
+    /// lease (never waiting for another turn), runs the engine with nothing
+    /// held in the store, then commits everything at once, fenced on the
+    /// lease. A second message while a turn runs fails at once with
+    /// [`ErrorKind::TurnInProgress`].
     pub async fn process_input(&self, input: ProcessInput) -> Result<TurnResult, DomainError> {
+        match self.start_turn(input).await? {
+            TurnStart::Replayed(result) => Ok(result),
+            TurnStart::Claimed(turn) => turn.run().await,
+        }
+    }
+
+    /// The first half of [`Self::process_input`]: claims the session (or
+    /// finds the stored response of the request's `Idempotency-Key`)
+    /// without running the engine, so a caller can answer a busy session
+    /// before it commits to a response format (a stream, say).
+    ///
+    /// Run the returned [`ClaimedTurn`] to completion: dropping it leaves
+    /// the session's lease to lapse after [`SessionManagerConfig::turn_lease`].
+    pub async fn start_turn(&self, input: ProcessInput) -> Result<TurnStart<P>, DomainError> {
         let span = tracing::info_span!(
             "session_manager.process_input",
             session.id = %input.session_id,
             turn.outcome = tracing::field::Empty,
         );
-        async move {
-            let session_id = input.session_id;
-            let wait_started = std::time::Instant::now();
-            let mut turn = self
-                .adapters
-                .sessions
-                .begin_turn(session_id)
-                .await
-                .map_err(|e| DomainError::from(e).with_session(session_id))?
-                .ok_or_else(|| {
-                    DomainError::new(ErrorKind::SessionNotFound(session_id)).with_session(session_id)
-                })?;
-            let lock_wait = wait_started.elapsed();
-            metrics::histogram!("heartrule_session_lock_wait_seconds")
-                .record(lock_wait.as_secs_f64());
-            let outcome = self.run_locked_turn(turn.as_mut(), &input).await;
-            let span = tracing::Span::current();
-            let turn_outcome = match &outcome {
-                Ok(result) if result.replayed => "replayed",
-                Ok(_) => "committed",
-                Err(_) => "failed",
-            };
-            span.record("turn.outcome", turn_outcome);
-            metrics::counter!("heartrule_turns_total", "outcome" => turn_outcome).increment(1);
-            metrics::histogram!("heartrule_turn_duration_seconds")
-                .record(wait_started.elapsed().as_secs_f64());
-            match outcome {
-                Ok(result) => {
-                    if result.replayed {
-                        // Nothing was written: release the lock now rather
-                        // than when the turn is dropped.
-                        if let Err(e) = turn.rollback().await {
-                            tracing::warn!(error = %e, "releasing the lock after a replay failed");
-                        }
-                    }
-                    Ok(result)
-                }
-                Err(failure) => {
-                    if let Err(rollback_error) = turn.rollback().await {
-                        tracing::warn!(error = %rollback_error, "rollback after a failed turn failed");
-                    }
-                    // A reused Idempotency-Key is the client's mistake, not a
-                    // failed turn: nothing ran, so nothing is recorded.
-                    if failure.code() != ErrorCode::Conflict {
-                        self.record_failure(turn.session(), &input, &failure).await;
-                    }
-                    Err(failure)
-                }
+        let started = std::time::Instant::now();
+        let claimed = self.claim(&input, started).instrument(span.clone()).await;
+        match claimed {
+            Ok(Claimed::Turn(context)) => Ok(TurnStart::Claimed(Box::new(ClaimedTurn {
+                manager: self.clone(),
+                input,
+                context: *context,
+                started,
+                span,
+            }))),
+            Ok(Claimed::Replay(result)) => {
+                record_turn_outcome(&span, Ok(&result), started);
+                Ok(TurnStart::Replayed(result))
+            }
+            Err(error) => {
+                record_turn_outcome(&span, Err(&error), started);
+                Err(error)
             }
         }
-        .instrument(span)
-        .await
     }
 
-    async fn run_locked_turn(
+    async fn claim(
         &self,
-        turn: &mut dyn SessionTurn,
         input: &ProcessInput,
-    ) -> Result<TurnResult, DomainError> {
-        let session = turn.session().clone();
-        let session_id = session.id;
-        let was_completed = session.status == SessionStatus::Completed;
-        if let Some(key) = &input.idempotency {
-            let stored = turn
-                .idempotent_response(&key.key)
-                .await
-                .map_err(|e| DomainError::from(e).with_session(session_id))?;
-            if let Some(stored) = stored {
-                return replay(stored, key, session_id);
+        started: std::time::Instant,
+    ) -> Result<Claimed, DomainError> {
+        let session_id = input.session_id;
+        let claim = TurnClaim {
+            session_id,
+            turn_id: self.adapters.ids.turn_id(),
+            lease_duration: self.config.turn_lease,
+            history_window: self.config.history_window,
+            idempotency_key: input.idempotency.as_ref().map(|k| k.key.clone()),
+        };
+        let claimed = self
+            .adapters
+            .sessions
+            .claim_turn(&claim)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(session_id))?;
+        metrics::histogram!("heartrule_session_lock_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match claimed {
+            ClaimOutcome::Claimed(context) => Ok(Claimed::Turn(context)),
+            ClaimOutcome::Replay(stored) => {
+                // Only a request with a key can be answered by a replay.
+                let key = input.idempotency.as_ref().ok_or_else(|| {
+                    DomainError::new(ErrorKind::Internal(
+                        "the store replayed a response for a request without an Idempotency-Key"
+                            .into(),
+                    ))
+                    .with_session(session_id)
+                })?;
+                replay(stored, key, session_id).map(Claimed::Replay)
+            }
+            ClaimOutcome::Busy { lease_expires_at } => Err(DomainError::new(
+                ErrorKind::TurnInProgress {
+                    session_id,
+                    lease_expires_at,
+                },
+            )
+            .with_session(session_id)),
+            ClaimOutcome::NotFound => {
+                Err(DomainError::new(ErrorKind::SessionNotFound(session_id))
+                    .with_session(session_id))
             }
         }
+    }
+
+    async fn run_claimed_turn(
+        &self,
+        context: TurnContext,
+        input: &ProcessInput,
+    ) -> Result<TurnResult, DomainError> {
+        let TurnContext {
+            lease,
+            session,
+            recent_messages,
+        } = context;
+        let session_id = session.id;
+        let was_completed = session.status == SessionStatus::Completed;
         let script = self
             .runnable_script(session.script_id, Some(&session.script_hash))
             .await
             .map_err(|e| e.with_session(session_id))?;
-        let history = turn
-            .recent_messages(self.config.history_window)
-            .await
-            .map_err(|e| DomainError::from(e).with_session(session_id))?;
         let outcome = self
             .run_engine(
                 &script,
                 &session,
                 Some(input.content.clone()),
-                history.iter().map(Message::to_history).collect(),
+                recent_messages.iter().map(Message::to_history).collect(),
                 input.sink.clone(),
             )
             .await?;
-        let (record, result) =
-            self.build_turn(&script, session, outcome, input.idempotency.as_ref())?;
-        turn.commit(&record)
+        let (record, result) = self.build_turn(
+            &script,
+            session,
+            lease.turn_id,
+            outcome,
+            input.idempotency.as_ref(),
+        )?;
+        self.adapters
+            .sessions
+            .commit_turn(&lease, &record)
             .await
             .map_err(|e| DomainError::from(e).with_session(session_id))?;
         self.adapters.session_cache.put(&record.session).await;
@@ -341,12 +459,12 @@ impl<P: Ports> SessionManager<P> {
         &self,
         script: &RunnableScript,
         mut session: Session,
+        turn_id: TurnId,
         outcome: TurnOutcome,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(TurnRecord, TurnResult), DomainError> {
         let a = &self.adapters;
         let now = a.clock.now();
-        let turn_id = a.ids.turn_id();
         let mut seq = session.last_message_seq;
         let mut stamp = |new: NewMessage| {
             seq += 1;
@@ -431,12 +549,19 @@ impl<P: Ports> SessionManager<P> {
         Ok((record, result))
     }
 
-    /// Records a failed turn; the failure itself is what the caller returns,
-    /// so a recording problem is logged, not raised over it.
-    async fn record_failure(&self, session: &Session, input: &ProcessInput, failure: &DomainError) {
+    /// Ends a turn that did not commit: records the failure with the user's
+    /// words and releases the lease. The failure itself is what the caller
+    /// returns, so a recording problem is logged, not raised over it.
+    async fn end_failed_turn(
+        &self,
+        lease: &TurnLease,
+        session: &Session,
+        input: &ProcessInput,
+        failure: &DomainError,
+    ) {
         let a = &self.adapters;
         let failed = FailedTurn {
-            turn_id: a.ids.turn_id(),
+            turn_id: lease.turn_id,
             session_id: session.id,
             user_input: Some(input.content.clone()),
             error_code: failure.code(),
@@ -448,12 +573,12 @@ impl<P: Ports> SessionManager<P> {
                 .unwrap_or_else(|| session.state.position.clone()),
             failed_at: a.clock.now(),
         };
-        if let Err(e) = a.sessions.record_failure(&failed).await {
+        if let Err(e) = a.sessions.release_turn(lease, Some(&failed)).await {
             tracing::error!(
                 session.id = %session.id,
                 error.code = failure.code().as_str(),
                 record_error = %e,
-                "failed turn could not be recorded"
+                "failed turn could not be recorded; its lease lapses by itself"
             );
         }
         a.session_cache.invalidate(session.id).await;

@@ -8,8 +8,8 @@ use crate::error::ErrorCode;
 use crate::llm::LlmError;
 use crate::message::MessageRole;
 use crate::ports::{
-    MockMessageHistory, MockScriptRepository, MockSessionRepository, MockSessionTurn, NoCache,
-    RandomIds, RepositoryError,
+    MockMessageHistory, MockScriptRepository, MockSessionRepository, NoCache, RandomIds,
+    RepositoryError,
 };
 use crate::script::{
     Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
@@ -267,28 +267,40 @@ async fn create_with_failing_engine_stores_nothing() {
     assert_eq!(err.context.script_id, Some(script.id));
 }
 
-/// A turn mock for a failing turn: never commits, rolls back once.
-fn failing_turn(session: Session) -> MockSessionTurn {
-    let mut turn = MockSessionTurn::new();
-    turn.expect_session().return_const(session);
-    turn.expect_recent_messages().returning(|_| Ok(vec![]));
-    turn.expect_idempotent_response().returning(|_| Ok(None));
-    turn.expect_commit().times(0);
-    turn.expect_rollback().times(1).returning(|| Ok(()));
-    turn
+fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
+    ClaimOutcome::Claimed(Box::new(TurnContext {
+        lease: TurnLease {
+            session_id: session.id,
+            turn_id: claim.turn_id,
+            turn_count: session.turn_count,
+            last_message_seq: session.last_message_seq,
+            expires_at: FixedClock.now(),
+        },
+        session: session.clone(),
+        recent_messages: vec![],
+    }))
 }
 
-fn sessions_with_turn(turn: MockSessionTurn, failures: usize) -> MockSessionRepository {
+/// A store whose claim succeeds once; the turn then either commits
+/// (`commit` decides the answer) or is released with a recorded failure.
+fn sessions_claiming(
+    session: &Session,
+    commits: usize,
+    releases: usize,
+) -> MockSessionRepository {
     let mut sessions = MockSessionRepository::new();
-    let slot = std::sync::Mutex::new(Some(turn));
-    sessions.expect_begin_turn().times(1).returning(move |_| {
-        let turn = slot.lock().unwrap().take().expect("one turn");
-        Ok(Some(Box::new(turn) as Box<dyn SessionTurn>))
-    });
+    let stored = session.clone();
     sessions
-        .expect_record_failure()
-        .times(failures)
-        .returning(|_| Ok(()));
+        .expect_claim_turn()
+        .times(1)
+        .returning(move |claim| Ok(claimed(&stored, claim)));
+    if commits == 0 {
+        sessions.expect_commit_turn().times(0);
+    }
+    sessions
+        .expect_release_turn()
+        .times(releases)
+        .returning(|_, _| Ok(()));
     sessions
 }
 
@@ -296,14 +308,28 @@ fn sessions_with_turn(turn: MockSessionTurn, failures: usize) -> MockSessionRepo
 async fn input_reaches_engine_and_turn_commits_with_contiguous_seq() {
     let script = script();
     let session = stored_session(&script, 4);
-    let mut turn = MockSessionTurn::new();
-    turn.expect_session().return_const(session.clone());
-    turn.expect_recent_messages().returning(|_| Ok(vec![]));
-    turn.expect_commit()
+    let mut sessions = MockSessionRepository::new();
+    let claimed_turn = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = claimed_turn.clone();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
         .times(1)
-        .withf(|record| {
+        .withf(|claim| claim.lease_duration == SessionManagerConfig::default().turn_lease)
+        .returning(move |claim| {
+            *seen.lock().unwrap() = Some(claim.turn_id);
+            Ok(claimed(&stored, claim))
+        });
+    sessions.expect_release_turn().times(0);
+    let fenced = claimed_turn.clone();
+    sessions
+        .expect_commit_turn()
+        .times(1)
+        .withf(move |lease, record| {
             let seqs: Vec<i64> = record.messages.iter().map(|m| m.seq).collect();
-            seqs == vec![5, 6]
+            Some(lease.turn_id) == *fenced.lock().unwrap()
+                && record.turn_id == lease.turn_id
+                && seqs == vec![5, 6]
                 && record.messages[0].role == MessageRole::User
                 && record.messages[0].content == "小李"
                 && record.session.last_message_seq == 6
@@ -311,30 +337,28 @@ async fn input_reaches_engine_and_turn_commits_with_contiguous_seq() {
                 && record.session.status == SessionStatus::Completed
                 && record.session.completed_at.is_some()
         })
-        .returning(|_| Ok(()));
-    turn.expect_rollback().times(0);
+        .returning(|_, _| Ok(()));
     let mut engine = MockScriptEngine::new();
     engine
         .expect_run_turn()
         .withf(|r| r.user_input.as_deref() == Some("小李"))
         .returning(|r| Ok(outcome_from(&r, ExecutionStatus::Completed)));
-    let m = manager(
-        scripts_returning(&script),
-        sessions_with_turn(turn, 0),
-        engine,
-    );
+    let m = manager(scripts_returning(&script), sessions, engine);
     let result = m.process_input(input(session.id, "小李")).await.unwrap();
     assert_eq!(result.messages.len(), 1);
     assert_eq!(result.messages[0].seq, 6);
     assert_eq!(result.session_status, SessionStatus::Completed);
     assert!(!result.replayed);
+    assert_eq!(Some(result.turn_id), *claimed_turn.lock().unwrap());
 }
 
 #[tokio::test]
 async fn missing_session_is_session_not_found() {
     let mut sessions = MockSessionRepository::new();
-    sessions.expect_begin_turn().returning(|_| Ok(None));
-    sessions.expect_record_failure().times(0);
+    sessions
+        .expect_claim_turn()
+        .returning(|_| Ok(ClaimOutcome::NotFound));
+    sessions.expect_release_turn().times(0);
     let mut engine = MockScriptEngine::new();
     engine.expect_run_turn().times(0);
     let m = manager(MockScriptRepository::new(), sessions, engine);
@@ -346,25 +370,54 @@ async fn missing_session_is_session_not_found() {
 }
 
 #[tokio::test]
-async fn engine_error_rolls_back_and_records_the_failure_with_the_input() {
+async fn a_busy_session_is_turn_in_progress_at_once_and_nothing_runs() {
+    let until = FixedClock.now();
+    let mut sessions = MockSessionRepository::new();
+    sessions.expect_claim_turn().times(1).returning(move |_| {
+        Ok(ClaimOutcome::Busy {
+            lease_expires_at: Some(until),
+        })
+    });
+    sessions.expect_commit_turn().times(0);
+    sessions.expect_release_turn().times(0);
+    let mut engine = MockScriptEngine::new();
+    engine.expect_run_turn().times(0);
+    let m = manager(MockScriptRepository::new(), sessions, engine);
+    let id = SessionId::new_random();
+    let err = m.process_input(input(id, "hi")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TurnInProgress);
+    assert_eq!(
+        err.kind,
+        ErrorKind::TurnInProgress {
+            session_id: id,
+            lease_expires_at: Some(until)
+        }
+    );
+    assert!(err.recovery().can_retry);
+}
+
+#[tokio::test]
+async fn engine_error_releases_the_lease_and_records_the_failure_with_the_input() {
     let script = script();
     let session = stored_session(&script, 2);
     let mut sessions = MockSessionRepository::new();
-    let slot = std::sync::Mutex::new(Some(failing_turn(session.clone())));
-    sessions.expect_begin_turn().returning(move |_| {
-        Ok(Some(
-            Box::new(slot.lock().unwrap().take().unwrap()) as Box<dyn SessionTurn>
-        ))
-    });
+    let stored = session.clone();
     sessions
-        .expect_record_failure()
+        .expect_claim_turn()
+        .returning(move |claim| Ok(claimed(&stored, claim)));
+    sessions.expect_commit_turn().times(0);
+    sessions
+        .expect_release_turn()
         .times(1)
-        .withf(|f| {
-            f.user_input.as_deref() == Some("my words")
-                && f.error_code == ErrorCode::ActionExecutionError
-                && f.position.action_id.as_deref() == Some("a1")
+        .withf(|lease, f| {
+            f.is_some_and(|f| {
+                f.turn_id == lease.turn_id
+                    && f.user_input.as_deref() == Some("my words")
+                    && f.error_code == ErrorCode::ActionExecutionError
+                    && f.position.action_id.as_deref() == Some("a1")
+            })
         })
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let mut engine = MockScriptEngine::new();
     engine.expect_run_turn().returning(|_| {
         Err(DomainError::new(ErrorKind::ActionExecution {
@@ -390,7 +443,7 @@ async fn engine_error_rolls_back_and_records_the_failure_with_the_input() {
 async fn llm_error_is_llm_service_error_and_nothing_commits() {
     let script = script();
     let session = stored_session(&script, 2);
-    let sessions = sessions_with_turn(failing_turn(session.clone()), 1);
+    let sessions = sessions_claiming(&session, 0, 1);
     let mut engine = MockScriptEngine::new();
     engine
         .expect_run_turn()
@@ -402,17 +455,14 @@ async fn llm_error_is_llm_service_error_and_nothing_commits() {
 }
 
 #[tokio::test]
-async fn repository_error_on_commit_is_database_error() {
+async fn repository_error_on_commit_is_database_error_and_releases() {
     let script = script();
     let session = stored_session(&script, 2);
-    let mut turn = MockSessionTurn::new();
-    turn.expect_session().return_const(session.clone());
-    turn.expect_recent_messages().returning(|_| Ok(vec![]));
-    turn.expect_commit()
+    let mut sessions = sessions_claiming(&session, 1, 1);
+    sessions
+        .expect_commit_turn()
         .times(1)
-        .returning(|_| Err(RepositoryError::Unavailable("connection reset".into())));
-    turn.expect_rollback().times(1).returning(|| Ok(()));
-    let sessions = sessions_with_turn(turn, 1);
+        .returning(|_, _| Err(RepositoryError::Unavailable("connection reset".into())));
     let mut engine = MockScriptEngine::new();
     engine
         .expect_run_turn()
@@ -423,11 +473,43 @@ async fn repository_error_on_commit_is_database_error() {
 }
 
 #[tokio::test]
-async fn repository_error_on_lock_is_database_error() {
+async fn a_commit_refused_by_the_fence_is_a_retryable_conflict_and_keeps_the_words() {
+    let script = script();
+    let session = stored_session(&script, 2);
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .returning(move |claim| Ok(claimed(&stored, claim)));
+    sessions
+        .expect_commit_turn()
+        .times(1)
+        .returning(|_, _| Err(RepositoryError::LeaseLost("taken over".into())));
+    sessions
+        .expect_release_turn()
+        .times(1)
+        .withf(|_, f| f.is_some_and(|f| f.user_input.as_deref() == Some("late words")))
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts_returning(&script), sessions, engine);
+    let err = m
+        .process_input(input(session.id, "late words"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    assert!(err.recovery().can_retry);
+}
+
+#[tokio::test]
+async fn repository_error_on_claim_is_database_error() {
     let mut sessions = MockSessionRepository::new();
     sessions
-        .expect_begin_turn()
+        .expect_claim_turn()
         .returning(|_| Err(RepositoryError::Timeout("pool".into())));
+    sessions.expect_release_turn().times(0);
     let m = manager(
         MockScriptRepository::new(),
         sessions,
@@ -458,24 +540,30 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
         replayed: false,
     };
     let response = serde_json::to_value(&stored).unwrap();
-    let make_turn = |response: Value, session: Session| {
-        let mut turn = MockSessionTurn::new();
-        turn.expect_session().return_const(session);
-        turn.expect_idempotent_response().returning(move |key| {
-            Ok(Some(IdempotentResponse {
-                key: key.to_owned(),
-                request_hash: "h1".into(),
-                response: response.clone(),
-            }))
-        });
-        turn.expect_commit().times(0);
-        turn.expect_rollback().times(1).returning(|| Ok(()));
-        turn
+    let replaying = |response: Value| {
+        let mut sessions = MockSessionRepository::new();
+        sessions
+            .expect_claim_turn()
+            .times(1)
+            .withf(|claim| claim.idempotency_key.as_deref() == Some("k1"))
+            .returning(move |claim| {
+                Ok(ClaimOutcome::Replay(IdempotentResponse {
+                    key: claim.idempotency_key.clone().unwrap(),
+                    request_hash: "h1".into(),
+                    response: response.clone(),
+                }))
+            });
+        sessions.expect_commit_turn().times(0);
+        sessions.expect_release_turn().times(0);
+        sessions
     };
     let mut engine = MockScriptEngine::new();
     engine.expect_run_turn().times(0);
-    let sessions = sessions_with_turn(make_turn(response.clone(), session.clone()), 0);
-    let m = manager(MockScriptRepository::new(), sessions, engine);
+    let m = manager(
+        MockScriptRepository::new(),
+        replaying(response.clone()),
+        engine,
+    );
     let mut request = input(session.id, "hi");
     request.idempotency = Some(IdempotencyKey {
         key: "k1".into(),
@@ -486,10 +574,9 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
     assert_eq!(replayed.turn_id, stored.turn_id);
 
     // The same key with another body is a conflict.
-    let sessions = sessions_with_turn(make_turn(response, session.clone()), 0);
     let m = manager(
         MockScriptRepository::new(),
-        sessions,
+        replaying(response),
         MockScriptEngine::new(),
     );
     request.idempotency = Some(IdempotencyKey {
@@ -498,35 +585,30 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
     });
     let err = m.process_input(request).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
+    assert!(!err.recovery().can_retry);
 }
 
 #[tokio::test]
 async fn new_turn_stores_its_idempotent_response() {
     let script = script();
     let session = stored_session(&script, 0);
-    let mut turn = MockSessionTurn::new();
-    turn.expect_session().return_const(session.clone());
-    turn.expect_recent_messages().returning(|_| Ok(vec![]));
-    turn.expect_idempotent_response().returning(|_| Ok(None));
-    turn.expect_commit()
+    let mut sessions = sessions_claiming(&session, 1, 0);
+    sessions
+        .expect_commit_turn()
         .times(1)
-        .withf(|record| {
+        .withf(|_, record| {
             record.idempotency.as_ref().is_some_and(|i| {
                 i.key == "k2"
                     && i.request_hash == "h2"
                     && i.response["messages"][0]["content"] == "hello there"
             })
         })
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let mut engine = MockScriptEngine::new();
     engine
         .expect_run_turn()
         .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
-    let m = manager(
-        scripts_returning(&script),
-        sessions_with_turn(turn, 0),
-        engine,
-    );
+    let m = manager(scripts_returning(&script), sessions, engine);
     let mut request = input(session.id, "hi");
     request.idempotency = Some(IdempotencyKey {
         key: "k2".into(),

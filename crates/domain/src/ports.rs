@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
 
 /// Failures of a storage adapter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -28,6 +29,11 @@ pub enum RepositoryError {
     /// Stored data could not be decoded (unknown enum value, bad JSON, …).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A turn's commit was refused because the turn no longer owns its
+    /// session's lease (it expired and another turn claimed the session) or
+    /// the session moved on; nothing of the turn was written.
+    #[error("turn lease lost: {0}")]
+    LeaseLost(String),
 }
 
 /// Filters of the script list; `None` matches everything.
@@ -109,24 +115,65 @@ pub struct FailedTurn {
     pub failed_at: DateTime<Utc>,
 }
 
-/// An open turn: the session row is locked until commit or rollback, so
-/// concurrent turns on one session serialise.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait SessionTurn: Send {
-    /// The session as locked.
-    fn session(&self) -> &Session;
-    /// The last `limit` messages, oldest first.
-    async fn recent_messages(&mut self, limit: usize) -> Result<Vec<Message>, RepositoryError>;
-    /// The stored response for an `Idempotency-Key`, if that key was used.
-    async fn idempotent_response(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<IdempotentResponse>, RepositoryError>;
-    /// Writes the turn and releases the lock. Call at most once.
-    async fn commit(&mut self, record: &TurnRecord) -> Result<(), RepositoryError>;
-    /// Releases the lock without writing.
-    async fn rollback(&mut self) -> Result<(), RepositoryError>;
+/// What a turn asks for when it claims its session.
+///
+/// A claim never waits: it either takes the session's lease at once or
+/// reports who holds it, so no connection or lock is held while the engine
+/// (and the LLM) works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnClaim {
+    pub session_id: SessionId,
+    /// The turn's id; it becomes the lease owner and fences the commit.
+    pub turn_id: TurnId,
+    /// How long the lease lasts unless committed or released; a crashed
+    /// owner's lease lapses after this.
+    pub lease_duration: Duration,
+    /// How many of the newest messages to load for the prompts.
+    pub history_window: usize,
+    /// The request's `Idempotency-Key`: when a committed turn stored a
+    /// response for it, the claim returns that response instead.
+    pub idempotency_key: Option<String>,
+}
+
+/// The lease a claimed turn holds on its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnLease {
+    pub session_id: SessionId,
+    /// The owner: the id of the turn that claimed the session.
+    pub turn_id: TurnId,
+    /// `turn_count` as read at claim time; the commit applies only while the
+    /// session still has it.
+    pub turn_count: u64,
+    /// `last_message_seq` as read at claim time; the turn's messages follow it.
+    pub last_message_seq: i64,
+    /// When the lease lapses unless the turn commits or releases it first.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a turn reads when its claim succeeds: everything the engine needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnContext {
+    pub lease: TurnLease,
+    /// The session as of the claim.
+    pub session: Session,
+    /// The newest messages (at most the claim's `history_window`), oldest first.
+    pub recent_messages: Vec<Message>,
+}
+
+/// The answer to a [`TurnClaim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The lease is this turn's: run the engine, then commit or release.
+    Claimed(Box<TurnContext>),
+    /// A committed turn already answered the claim's `Idempotency-Key`.
+    Replay(IdempotentResponse),
+    /// Another turn holds the lease (until the given time, when known).
+    Busy {
+        lease_expires_at: Option<DateTime<Utc>>,
+    },
+    /// No such session.
+    NotFound,
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -141,13 +188,26 @@ pub trait SessionRepository: Send + Sync {
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<Session>, RepositoryError>;
-    /// Locks the session for one turn; `None` when it does not exist.
-    async fn begin_turn(
+    /// Claims the session's lease for one turn and reads the turn's context
+    /// (the session, its recent messages, a stored idempotent response) in
+    /// one go. Never waits for another turn: a held lease is
+    /// [`ClaimOutcome::Busy`]; an expired one is taken over.
+    async fn claim_turn(&self, claim: &TurnClaim) -> Result<ClaimOutcome, RepositoryError>;
+    /// Writes the turn atomically and releases the lease, fenced: it applies
+    /// only while `lease` still owns the session and the session's
+    /// `turn_count` is the one read at claim time. Otherwise nothing is
+    /// written and it fails with [`RepositoryError::LeaseLost`].
+    async fn commit_turn(&self, lease: &TurnLease, record: &TurnRecord)
+        -> Result<(), RepositoryError>;
+    /// Ends a turn without applying it: records `failure` (when given; the
+    /// session's `last_error` is set only while the lease is still owned)
+    /// and releases the lease if this turn still owns it. Releasing a lease
+    /// that was lost is not an error.
+    async fn release_turn<'a>(
         &self,
-        id: SessionId,
-    ) -> Result<Option<Box<dyn SessionTurn>>, RepositoryError>;
-    /// Records a failed turn without touching the session's state.
-    async fn record_failure(&self, failure: &FailedTurn) -> Result<(), RepositoryError>;
+        lease: &TurnLease,
+        failure: Option<&'a FailedTurn>,
+    ) -> Result<(), RepositoryError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]

@@ -69,7 +69,7 @@ pub struct RecoveryBody {
 pub struct ErrorDetailBody {
     /// `SCRIPT_NOT_FOUND`, `SESSION_NOT_FOUND`, `SCRIPT_PARSE_ERROR`,
     /// `SCRIPT_VALIDATION_ERROR`, `LLM_SERVICE_ERROR`, `CONFLICT`,
-    /// `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
+    /// `TURN_IN_PROGRESS`, `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
     pub code: String,
     /// `syntax`, `configuration`, `runtime`, `session`, `system` or `request`.
     #[serde(rename = "type")]
@@ -342,6 +342,10 @@ impl ApiError {
     }
 }
 
+/// The `Retry-After` of a `TURN_IN_PROGRESS`: about one LLM call, the time
+/// the running turn usually needs.
+pub const TURN_IN_PROGRESS_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let code = error.code();
@@ -351,7 +355,7 @@ impl From<DomainError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ErrorCode::LlmServiceError => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::TurnInProgress => StatusCode::CONFLICT,
             ErrorCode::DatabaseError => match &error.kind {
                 ErrorKind::Repository(
                     RepositoryError::Unavailable(_) | RepositoryError::Timeout(_),
@@ -370,6 +374,8 @@ impl From<DomainError> for ApiError {
         };
         let retry_after = match &error.kind {
             ErrorKind::Llm(LlmError::RateLimited { retry_after }) => *retry_after,
+            // The running turn usually answers within about one LLM call.
+            ErrorKind::TurnInProgress { .. } => Some(TURN_IN_PROGRESS_RETRY_AFTER),
             _ => None,
         };
         let internal = code == ErrorCode::InternalServerError;
@@ -467,6 +473,15 @@ mod tests {
             (ErrorKind::ScriptValidation(vec![]).into(), 400),
             (LlmError::CircuitOpen.into(), 503),
             (ErrorKind::Conflict("c".into()).into(), 409),
+            (
+                ErrorKind::TurnInProgress {
+                    session_id: heartrule_domain::SessionId::new_random(),
+                    lease_expires_at: None,
+                }
+                .into(),
+                409,
+            ),
+            (RepositoryError::LeaseLost("taken".into()).into(), 409),
             (RepositoryError::Unavailable("down".into()).into(), 503),
             (RepositoryError::Timeout("slow".into()).into(), 503),
             (RepositoryError::Query("bad sql".into()).into(), 500),
@@ -545,6 +560,21 @@ mod tests {
         assert_eq!(json["error"]["code"], "SCRIPT_PARSE_ERROR");
         assert_eq!(json["errors"][0]["errorType"], "SYNTAX_ERROR");
         assert_eq!(json["errors"][0]["line"], 4);
+    }
+
+    #[test]
+    fn turn_in_progress_is_409_with_retry_after_and_retry_advice() {
+        let api = ApiError::from(DomainError::new(ErrorKind::TurnInProgress {
+            session_id: heartrule_domain::SessionId::new_random(),
+            lease_expires_at: None,
+        }));
+        let response = api.render(&ctx());
+        assert_eq!(response.status(), 409);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let json = serde_json::to_value(api.body(&ctx())).unwrap();
+        assert_eq!(json["error"]["code"], "TURN_IN_PROGRESS");
+        assert_eq!(json["error"]["type"], "session");
+        assert_eq!(json["error"]["recovery"]["canRetry"], true);
     }
 
     #[test]

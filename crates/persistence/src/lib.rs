@@ -1,11 +1,11 @@
 //! HeartRule's storage adapters behind the domain's ports
 //! ([`ScriptRepository`], [`SessionRepository`], [`MessageHistory`]):
 //!
-//! - [`PgStore`]: PostgreSQL through diesel-async and a deadpool pool. One
-//!   transaction per turn: [`SessionRepository::begin_turn`] locks the
-//!   session row (`SELECT … FOR UPDATE`) and the returned
-//!   [`SessionTurn`](heartrule_domain::SessionTurn) owns the connection until
-//!   it commits, rolls back or is dropped.
+//! - [`PgStore`]: PostgreSQL through diesel-async and a deadpool pool. A
+//!   turn holds no connection while the engine runs: [`SessionRepository::claim_turn`]
+//!   takes a lease on the session row and reads the turn's context in one
+//!   pipelined round trip, and [`SessionRepository::commit_turn`] writes the
+//!   whole turn in one statement fenced on that lease.
 //! - [`MemoryStore`]: the same semantics in process memory, used when no
 //!   database is configured (nothing survives a restart).
 //!
@@ -24,7 +24,8 @@
 //!
 //! [`ScriptRepository`]: heartrule_domain::ScriptRepository
 //! [`SessionRepository`]: heartrule_domain::SessionRepository
-//! [`SessionRepository::begin_turn`]: heartrule_domain::SessionRepository::begin_turn
+//! [`SessionRepository::claim_turn`]: heartrule_domain::SessionRepository::claim_turn
+//! [`SessionRepository::commit_turn`]: heartrule_domain::SessionRepository::commit_turn
 //! [`MessageHistory`]: heartrule_domain::MessageHistory
 
 pub mod memory;

@@ -1,20 +1,21 @@
 //! [`MemoryStore`]: the storage ports in process memory, with the semantics
 //! of the PostgreSQL adapter (same conflicts, same ordering, same per-session
-//! turn lock, all-or-nothing commits, timestamps kept to microseconds). Used
-//! when no database is configured; nothing survives a restart.
+//! turn leases and fenced commits, all-or-nothing commits, timestamps kept to
+//! microseconds). Used when no database is configured; nothing survives a
+//! restart.
 
 use crate::turn_check::check_turn_record;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
-    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId,
-    RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, Session, SessionId,
-    SessionRepository, SessionStatus, SessionTurn, TurnId, TurnRecord, VariableSnapshot,
+    ClaimOutcome, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
+    MessageId, RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, Session,
+    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease,
+    TurnRecord, VariableSnapshot,
 };
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 
 /// In-memory storage. Clones share the same data.
 #[derive(Clone, Default)]
@@ -42,8 +43,8 @@ struct Data {
 
 struct StoredSession {
     session: Session,
-    /// Held by the open turn, like PostgreSQL's `FOR UPDATE` row lock.
-    turn_lock: Arc<TurnLock<()>>,
+    /// The running turn's lease: its turn id and when it lapses.
+    lease: Option<(TurnId, DateTime<Utc>)>,
     /// Ordered by seq.
     messages: Vec<Message>,
     variables: Vec<VariableSnapshot>,
@@ -128,27 +129,26 @@ impl MemoryStore {
         i64::try_from(waiting).unwrap_or(i64::MAX)
     }
 
-    fn turn_lock(&self, id: SessionId) -> Option<Arc<TurnLock<()>>> {
-        self.lock()
-            .sessions
-            .get(&id)
-            .map(|s| Arc::clone(&s.turn_lock))
-    }
-
-    /// Checks `record` against the stored data, then applies it.
-    fn apply_turn(&self, record: &TurnRecord) -> Result<(), RepositoryError> {
+    /// Checks the fence and `record` against the stored data, then applies
+    /// the record and releases the lease.
+    fn apply_turn(&self, lease: &TurnLease, record: &TurnRecord) -> Result<(), RepositoryError> {
         let mut data = self.lock();
         let Data {
             sessions,
             message_ids,
             ..
         } = &mut *data;
-        let id = record.session.id;
+        let id = lease.session_id;
         let stored = sessions
             .get_mut(&id)
-            .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
-        check_turn_record(id, stored.session.last_message_seq, record)?;
+            .filter(|s| {
+                s.lease.is_some_and(|(owner, _)| owner == lease.turn_id)
+                    && s.session.turn_count == lease.turn_count
+            })
+            .ok_or_else(|| lease_lost(lease))?;
+        check_turn_record(id, lease.last_message_seq, record)?;
         check_new_rows(message_ids, stored, record)?;
+        stored.lease = None;
 
         let committed = &record.session;
         let session = &mut stored.session;
@@ -319,7 +319,7 @@ impl SessionRepository for MemoryStore {
                 completed_at: session.completed_at.map(micros),
                 ..session.clone()
             },
-            turn_lock: Arc::new(TurnLock::new(())),
+            lease: None,
             messages: Vec::new(),
             variables: Vec::new(),
             idempotency: HashMap::new(),
@@ -351,52 +351,108 @@ impl SessionRepository for MemoryStore {
         Ok(sessions.into_iter().take(limit).cloned().collect())
     }
 
-    async fn begin_turn(
-        &self,
-        id: SessionId,
-    ) -> Result<Option<Box<dyn SessionTurn>>, RepositoryError> {
-        let Some(turn_lock) = self.turn_lock(id) else {
-            return Ok(None);
+    async fn claim_turn(&self, claim: &TurnClaim) -> Result<ClaimOutcome, RepositoryError> {
+        let now = Utc::now();
+        let mut data = self.lock();
+        let Some(stored) = data.sessions.get_mut(&claim.session_id) else {
+            return Ok(ClaimOutcome::NotFound);
         };
-        let guard = turn_lock.lock_owned().await;
-        // Read after locking: the previous turn's commit is visible.
-        let session = self.lock().sessions.get(&id).map(|s| s.session.clone());
-        Ok(session.map(|session| {
-            Box::new(MemorySessionTurn {
-                store: self.clone(),
-                guard: Some(guard),
-                session,
-            }) as Box<dyn SessionTurn>
-        }))
+        if let Some(stored_response) = claim
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| stored.idempotency.get(key))
+        {
+            return Ok(ClaimOutcome::Replay(stored_response.clone()));
+        }
+        if let Some((_, expires_at)) = stored.lease.filter(|(_, expires_at)| *expires_at > now) {
+            return Ok(ClaimOutcome::Busy {
+                lease_expires_at: Some(expires_at),
+            });
+        }
+        let expires_at = micros(now + lease_length(claim.lease_duration)?);
+        stored.lease = Some((claim.turn_id, expires_at));
+        let start = stored.messages.len().saturating_sub(claim.history_window);
+        Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+            lease: TurnLease {
+                session_id: claim.session_id,
+                turn_id: claim.turn_id,
+                turn_count: stored.session.turn_count,
+                last_message_seq: stored.session.last_message_seq,
+                expires_at,
+            },
+            session: stored.session.clone(),
+            recent_messages: stored.messages[start..].to_vec(),
+        })))
     }
 
-    async fn record_failure(&self, failure: &FailedTurn) -> Result<(), RepositoryError> {
-        let id = failure.session_id;
-        let turn_lock = self
-            .turn_lock(id)
-            .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
-        // Waits for an open turn, as the UPDATE waits for the row lock.
-        let _guard = turn_lock.lock().await;
+    async fn commit_turn(
+        &self,
+        lease: &TurnLease,
+        record: &TurnRecord,
+    ) -> Result<(), RepositoryError> {
+        self.apply_turn(lease, record)
+    }
+
+    async fn release_turn<'a>(
+        &self,
+        lease: &TurnLease,
+        failure: Option<&'a FailedTurn>,
+    ) -> Result<(), RepositoryError> {
         let mut data = self.lock();
-        if data.failed_turn_ids.contains(&failure.turn_id) {
-            return Err(RepositoryError::Conflict(format!(
-                "failed turn {} is already recorded",
-                failure.turn_id
-            )));
+        if let Some(failure) = failure {
+            if failure.session_id != lease.session_id {
+                return Err(RepositoryError::Query(format!(
+                    "failed turn of session {} released with a lease on session {}",
+                    failure.session_id, lease.session_id
+                )));
+            }
+            if data.failed_turn_ids.contains(&failure.turn_id) {
+                return Err(RepositoryError::Conflict(format!(
+                    "failed turn {} is already recorded",
+                    failure.turn_id
+                )));
+            }
         }
+        let id = lease.session_id;
         let stored = data
             .sessions
             .get_mut(&id)
             .ok_or_else(|| RepositoryError::NotFound(format!("session {id}")))?;
-        stored.failed_turns.push(FailedTurn {
-            failed_at: micros(failure.failed_at),
-            ..failure.clone()
-        });
-        stored.session.last_error = Some(failure.error_code.as_str().to_owned());
-        stored.session.updated_at = micros(failure.failed_at);
-        data.failed_turn_ids.insert(failure.turn_id);
+        let owned = stored
+            .lease
+            .is_some_and(|(owner, _)| owner == lease.turn_id);
+        if owned {
+            stored.lease = None;
+        }
+        if let Some(failure) = failure {
+            stored.failed_turns.push(FailedTurn {
+                failed_at: micros(failure.failed_at),
+                ..failure.clone()
+            });
+            // Only the error marker, and only while the session is still this
+            // turn's: the engine state stays as the last committed turn left it.
+            if owned {
+                stored.session.last_error = Some(failure.error_code.as_str().to_owned());
+                stored.session.updated_at = micros(failure.failed_at);
+            }
+            data.failed_turn_ids.insert(failure.turn_id);
+        }
         Ok(())
     }
+}
+
+fn lease_lost(lease: &TurnLease) -> RepositoryError {
+    RepositoryError::LeaseLost(format!(
+        "turn {} no longer holds session {} at turn {}",
+        lease.turn_id, lease.session_id, lease.turn_count
+    ))
+}
+
+/// A lease length as a chrono duration; absurd lengths are refused rather
+/// than wrapped.
+pub(crate) fn lease_length(duration: std::time::Duration) -> Result<chrono::Duration, RepositoryError> {
+    chrono::Duration::from_std(duration)
+        .map_err(|_| RepositoryError::Query(format!("lease duration {duration:?} is out of range")))
 }
 
 #[async_trait]
@@ -433,76 +489,6 @@ impl MessageHistory for MemoryStore {
     }
 }
 
-/// An open in-memory turn: holds the session's turn lock until it commits,
-/// rolls back or is dropped.
-struct MemorySessionTurn {
-    store: MemoryStore,
-    /// `None` once committed or rolled back.
-    guard: Option<OwnedMutexGuard<()>>,
-    session: Session,
-}
-
-impl MemorySessionTurn {
-    fn ensure_open(&self) -> Result<(), RepositoryError> {
-        if self.guard.is_some() {
-            Ok(())
-        } else {
-            Err(RepositoryError::Query(
-                "the turn was already committed or rolled back".into(),
-            ))
-        }
-    }
-}
-
-#[async_trait]
-impl SessionTurn for MemorySessionTurn {
-    fn session(&self) -> &Session {
-        &self.session
-    }
-
-    async fn recent_messages(&mut self, limit: usize) -> Result<Vec<Message>, RepositoryError> {
-        self.ensure_open()?;
-        let data = self.store.lock();
-        let messages = data
-            .sessions
-            .get(&self.session.id)
-            .map(|s| s.messages.as_slice())
-            .unwrap_or_default();
-        let start = messages.len().saturating_sub(limit);
-        Ok(messages[start..].to_vec())
-    }
-
-    async fn idempotent_response(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<IdempotentResponse>, RepositoryError> {
-        self.ensure_open()?;
-        Ok(self
-            .store
-            .lock()
-            .sessions
-            .get(&self.session.id)
-            .and_then(|s| s.idempotency.get(key).cloned()))
-    }
-
-    async fn commit(&mut self, record: &TurnRecord) -> Result<(), RepositoryError> {
-        self.ensure_open()?;
-        check_turn_record(self.session.id, self.session.last_message_seq, record)?;
-        self.store.apply_turn(record)?;
-        self.guard = None;
-        if let Some(session) = self.store.lock().sessions.get(&self.session.id) {
-            self.session = session.session.clone();
-        }
-        Ok(())
-    }
-
-    async fn rollback(&mut self) -> Result<(), RepositoryError> {
-        // Nothing was written before commit; releasing the lock is all.
-        self.guard = None;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,7 +504,17 @@ mod tests {
     async fn a_missing_session_has_no_turn_and_no_history() {
         let store = MemoryStore::new();
         let id = SessionId::new_random();
-        assert!(store.begin_turn(id).await.unwrap().is_none());
+        let claim = TurnClaim {
+            session_id: id,
+            turn_id: TurnId::new_random(),
+            lease_duration: std::time::Duration::from_secs(60),
+            history_window: 10,
+            idempotency_key: None,
+        };
+        assert_eq!(
+            store.claim_turn(&claim).await.unwrap(),
+            ClaimOutcome::NotFound
+        );
         assert!(store.list_messages(id, 0, 10).await.unwrap().is_empty());
         assert!(store.failed_turns(id).await.unwrap().is_empty());
     }

@@ -64,6 +64,7 @@ pub(crate) fn error_kind(error: &RepositoryError) -> &'static str {
         RepositoryError::Timeout(_) => "timeout",
         RepositoryError::Query(_) => "query",
         RepositoryError::Corrupt(_) => "corrupt",
+        RepositoryError::LeaseLost(_) => "lease_lost",
     }
 }
 
@@ -80,6 +81,7 @@ mod tests {
             error_kind(&RepositoryError::Timeout(String::new())),
             error_kind(&RepositoryError::Query(String::new())),
             error_kind(&RepositoryError::Corrupt(String::new())),
+            error_kind(&RepositoryError::LeaseLost(String::new())),
         ];
         let mut unique = kinds.to_vec();
         unique.sort_unstable();

@@ -77,6 +77,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
+        lease_owner -> Nullable<Uuid>,
+        lease_expires_at -> Nullable<Timestamptz>,
     }
 }
 

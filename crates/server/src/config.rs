@@ -55,6 +55,10 @@ pub struct DatabaseSection {
     pub acquire_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// Ends a connection's transaction left idle this long (a bug: no code
+    /// path holds a transaction across slow work).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Apply pending migrations at start-up.
@@ -84,6 +88,11 @@ pub struct RedisSection {
 pub struct EngineSection {
     /// Recent messages a turn loads for its prompts.
     pub history_window: usize,
+    /// A turn's lease on its session: must outlast the slowest turn (its
+    /// LLM calls with every retry). A crashed instance's sessions are free
+    /// again after it.
+    #[serde(with = "humantime_serde")]
+    pub turn_lease: Duration,
     /// Run the topic-level monitor after incomplete ask/say rounds.
     pub monitors: bool,
     /// Prompt templates (`default/`, `custom/<scheme>/`); the built-in copies
@@ -198,6 +207,11 @@ impl AppConfig {
             self.engine.history_window > 0,
             "engine.history_window",
             "must be greater than 0",
+        )?;
+        check(
+            self.engine.turn_lease >= Duration::from_secs(1),
+            "engine.turn_lease",
+            "must be at least 1s",
         )?;
         check(
             self.http.ws_client_timeout > self.http.ws_ping_interval,

@@ -118,6 +118,7 @@ pub async fn build_app(
         },
     )
     .context("configuring the LLM (llm.*)")?;
+    warn_if_lease_is_short(config);
 
     let templates: Arc<dyn TemplateSource> = if config.engine.prompts_dir.is_dir() {
         Arc::new(
@@ -158,6 +159,7 @@ pub async fn build_app(
         adapters.clone(),
         SessionManagerConfig {
             history_window: config.engine.history_window,
+            turn_lease: config.engine.turn_lease,
             ..SessionManagerConfig::default()
         },
     );
@@ -232,6 +234,7 @@ async fn build_store(
     pg.max_connections = db.max_connections;
     pg.acquire_timeout = db.acquire_timeout;
     pg.statement_timeout = db.statement_timeout;
+    pg.idle_in_transaction_timeout = db.idle_in_transaction_timeout;
     pg.connect_timeout = db.connect_timeout;
     let pg = Arc::new(
         PgStore::connect(pg)
@@ -346,5 +349,28 @@ impl BoundServer {
 
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// The longest one LLM call can take with every retry: each attempt's
+/// timeout plus the longest backoff between attempts.
+fn slowest_llm_call(llm: &heartrule_llm::LlmConfig) -> std::time::Duration {
+    let r = &llm.resilience;
+    llm.openai.timeout * (r.max_retries + 1) + r.max_backoff * r.max_retries
+}
+
+/// A lease shorter than one LLM call's worst case lets a slow turn be taken
+/// over and its commit refused; say so at start-up rather than in a
+/// confusing `CONFLICT` later.
+fn warn_if_lease_is_short(config: &AppConfig) {
+    let slowest = slowest_llm_call(&config.llm);
+    if config.llm.provider == heartrule_llm::ProviderKind::OpenAi
+        && config.engine.turn_lease < slowest
+    {
+        tracing::warn!(
+            turn_lease = ?config.engine.turn_lease,
+            slowest_llm_call = ?slowest,
+            "engine.turn_lease is shorter than one LLM call with all its retries: slow turns may lose their lease"
+        );
     }
 }

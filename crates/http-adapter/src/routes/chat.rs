@@ -1,5 +1,6 @@
 //! Chat routes (reference §5.3, REC: typed errors, a real streamed turn).
 
+use super::run_turn;
 use super::sessions::turn_response;
 use crate::context::RequestContext;
 use crate::dto::{ChatBody, ChatRequest, TurnBody};
@@ -9,7 +10,7 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use heartrule_domain::{ContentSink, Ports, ProcessInput, SessionId};
+use heartrule_domain::{ContentSink, Ports, ProcessInput, SessionId, TurnStart};
 use serde::Serialize;
 use serde_json::json;
 use std::convert::Infallible;
@@ -38,7 +39,7 @@ fn validate(body: &ChatRequest) -> Result<SessionId, ApiError> {
         (status = 200, description = "The turn's result", body = ChatBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`CONFLICT`: the key was used with another body", body = ErrorBody),
+        (status = 409, description = "`TURN_IN_PROGRESS`: another message of this session is being processed (nothing was taken; `Retry-After` says when to retry; a retry with the same `Idempotency-Key` gets the first message's result once it is committed); or `CONFLICT`: the key was used with another body, or the turn outlived its lease and was superseded", body = ErrorBody),
         (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
     )
 )]
@@ -50,15 +51,16 @@ pub async fn chat<P: Ports>(
     let body = body.into_inner();
     let session_id = validate(&body)?;
     let idempotency = idempotency_key(&request, CHAT_ROUTE, &body)?;
-    let result = state
-        .manager
-        .process_input(ProcessInput {
+    let result = run_turn(
+        &state.manager,
+        ProcessInput {
             session_id,
             content: body.message,
             idempotency,
             sink: None,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(turn_response(&result, &ChatBody::from(&result)))
 }
 
@@ -108,7 +110,8 @@ impl ContentSink for SseSink {
     responses(
         (status = 200, description = "`text/event-stream`: chunk* → state → done, or error", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND` (before the stream starts)", body = ErrorBody)
+        (status = 404, description = "`SESSION_NOT_FOUND` (before the stream starts)", body = ErrorBody),
+        (status = 409, description = "`TURN_IN_PROGRESS` (before the stream starts): another message of this session is being processed; `Retry-After` says when to retry", body = ErrorBody)
     )
 )]
 pub async fn chat_stream<P: Ports>(
@@ -119,9 +122,6 @@ pub async fn chat_stream<P: Ports>(
     let body = body.into_inner();
     let session_id = validate(&body)?;
     let idempotency = idempotency_key(&request, STREAM_ROUTE, &body)?;
-    // An unknown session is a plain JSON 404, before any event is sent.
-    state.manager.get_session(session_id).await?;
-
     let context = RequestContext::of(&request);
     let (events, receiver) = unbounded_channel::<Bytes>();
     let input = ProcessInput {
@@ -134,11 +134,30 @@ pub async fn chat_stream<P: Ports>(
     };
     let manager = state.manager.clone();
     let include_debug_info = state.config.include_debug_info;
-    // Spawned, not polled by the response: a client that disconnects
-    // cannot cancel the turn halfway.
+    // The claim decides the response: an unknown or busy session is a
+    // plain JSON error, before any event is sent.
+    let (started, start) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    // Claim and run in one spawned task, not polled by the response: a
+    // client that disconnects cannot cancel the turn halfway or strand its
+    // lease.
     actix_web::rt::spawn(
         async move {
-            let final_events = match manager.process_input(input).await {
+            let outcome = match manager.start_turn(input).await {
+                Err(error) => {
+                    // The handler answers with it, unless it is gone too.
+                    let _ = started.send(Err(ApiError::from(error)));
+                    return;
+                }
+                Ok(TurnStart::Replayed(result)) => {
+                    let _ = started.send(Ok(()));
+                    Ok(result)
+                }
+                Ok(TurnStart::Claimed(turn)) => {
+                    let _ = started.send(Ok(()));
+                    turn.run().await
+                }
+            };
+            let final_events = match outcome {
                 Ok(result) => vec![
                     sse_event("state", &TurnBody::new(&result, include_debug_info)),
                     sse_event("done", &json!({"done": true})),
@@ -158,6 +177,9 @@ pub async fn chat_stream<P: Ports>(
         }
         .instrument(tracing::Span::current()),
     );
+    start
+        .await
+        .map_err(|_| ApiError::internal("the turn's task ended before the turn started"))??;
 
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         let event = receiver.recv().await?;

@@ -8,12 +8,29 @@ pub mod ws;
 
 use crate::error::ApiError;
 use actix_web::web::{self, ServiceConfig};
-use heartrule_domain::Ports;
+use heartrule_domain::{Ports, ProcessInput, SessionManager, TurnResult};
 use std::str::FromStr;
+use tracing::Instrument;
 
 /// Parses a UUID path parameter, naming it in the error.
 pub(crate) fn parse_id<T: FromStr>(parameter: &str, raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_uuid(parameter))
+}
+
+/// Runs a turn in its own task: actix drops a handler whose client
+/// disconnects, and a turn cancelled halfway would leave its session's lease
+/// held until it lapses. In a task it commits whole whatever the client does.
+pub(crate) async fn run_turn<P: Ports>(
+    manager: &SessionManager<P>,
+    input: ProcessInput,
+) -> Result<TurnResult, ApiError> {
+    let manager = manager.clone();
+    actix_web::rt::spawn(
+        async move { manager.process_input(input).await }.instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("the turn's task ended abnormally: {e}")))?
+    .map_err(ApiError::from)
 }
 
 /// Registers every route. One `resource` per path, so a wrong method on a

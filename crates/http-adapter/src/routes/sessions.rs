@@ -1,5 +1,6 @@
 //! Session routes (reference §5.2).
 
+use super::run_turn;
 use super::parse_id;
 use crate::context::name_user;
 use crate::dto::{
@@ -133,7 +134,7 @@ pub async fn list_messages<P: Ports>(
         (status = 200, description = "The turn's result", body = TurnBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`CONFLICT`: the key was used with another body", body = ErrorBody),
+        (status = 409, description = "`TURN_IN_PROGRESS`: another message of this session is being processed (nothing was taken; `Retry-After` says when to retry; a retry with the same `Idempotency-Key` gets the first message's result once it is committed); or `CONFLICT`: the key was used with another body, or the turn outlived its lease and was superseded", body = ErrorBody),
         (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
     )
 )]
@@ -146,15 +147,16 @@ pub async fn post_message<P: Ports>(
     let session_id: SessionId = parse_id("id", &id)?;
     let body = body.into_inner();
     let idempotency = idempotency_key(&request, POST_MESSAGE_ROUTE, &body)?;
-    let result = state
-        .manager
-        .process_input(ProcessInput {
+    let result = run_turn(
+        &state.manager,
+        ProcessInput {
             session_id,
             content: body.content,
             idempotency,
             sink: None,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(turn_response(
         &result,
         &TurnBody::new(&result, state.config.include_debug_info),

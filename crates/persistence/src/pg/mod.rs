@@ -5,6 +5,7 @@ mod history;
 mod models;
 mod scripts;
 mod sessions;
+mod turns;
 
 use crate::observe::{observed, POOL_ACQUIRE_DURATION};
 use crate::PersistenceError;
@@ -39,13 +40,17 @@ pub struct PgConfig {
     /// PostgreSQL `statement_timeout`, set on every new connection
     /// (zero disables it).
     pub statement_timeout: Duration,
+    /// PostgreSQL `idle_in_transaction_session_timeout`, set on every new
+    /// connection (zero disables it): no code path keeps a transaction open
+    /// across slow work, so one that idles this long is a bug and is ended.
+    pub idle_in_transaction_timeout: Duration,
     /// How long opening one connection may take.
     pub connect_timeout: Duration,
 }
 
 impl PgConfig {
     /// Settings for `url` with defaults: 10 connections, 5 s to acquire one,
-    /// 30 s per statement, 5 s to connect.
+    /// 30 s per statement, 10 s idle in a transaction, 5 s to connect.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -53,6 +58,7 @@ impl PgConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -65,6 +71,10 @@ impl fmt::Debug for PgConfig {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -159,14 +169,18 @@ impl PgStore {
                 "max_connections must be at least 1".into(),
             ));
         }
-        let statement_timeout_ms = config.statement_timeout.as_millis();
+        let session_settings = format!(
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            config.statement_timeout.as_millis(),
+            config.idle_in_transaction_timeout.as_millis()
+        );
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         // A pooled connection is checked for a leftover transaction and a
         // closed socket only; a `SELECT 1` per checkout would double the round
         // trips of short calls.
         manager_config.recycling_method = RecyclingMethod::Fast;
         manager_config.custom_setup = Box::new(move |url: &str| -> BoxFuture<'_, _> {
-            Box::pin(establish(url, statement_timeout_ms))
+            Box::pin(establish(url, session_settings.clone()))
         });
         let manager =
             AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
@@ -255,12 +269,13 @@ impl PgStore {
     }
 }
 
+/// Opens a connection and applies the pool's session settings to it.
 async fn establish(
     url: &str,
-    statement_timeout_ms: u128,
+    session_settings: String,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
-    conn.batch_execute(&format!("SET statement_timeout = {statement_timeout_ms}"))
+    conn.batch_execute(&session_settings)
         .await
         .map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)

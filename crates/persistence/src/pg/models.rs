@@ -144,7 +144,7 @@ impl<'a> ScriptWrite<'a> {
 
 // ---------------------------------------------------------------- sessions
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
 pub(crate) struct SessionRow {
     id: Uuid,
@@ -289,17 +289,17 @@ impl<'a> NewSessionRow<'a> {
 #[derive(Debug, AsChangeset)]
 #[diesel(table_name = sessions, treat_none_as_null = true)]
 pub(crate) struct SessionTurnUpdate<'a> {
-    script_hash: &'a str,
-    status: &'static str,
-    execution_status: &'static str,
-    position: Value,
-    variables: Value,
-    engine_state: Value,
-    turn_count: i64,
-    last_message_seq: i64,
-    last_error: Option<&'a str>,
-    updated_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
+    pub(crate) script_hash: &'a str,
+    pub(crate) status: &'static str,
+    pub(crate) execution_status: &'static str,
+    pub(crate) position: Value,
+    pub(crate) variables: Value,
+    pub(crate) engine_state: Value,
+    pub(crate) turn_count: i64,
+    pub(crate) last_message_seq: i64,
+    pub(crate) last_error: Option<&'a str>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> SessionTurnUpdate<'a> {

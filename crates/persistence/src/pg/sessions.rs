@@ -1,20 +1,23 @@
-//! [`SessionRepository`] and its unit of work [`SessionTurn`] on PostgreSQL.
+//! [`SessionRepository`] on PostgreSQL: sessions, and turns run under a
+//! lease on the session row (claim, then a fenced commit or a release), so
+//! no connection, transaction or row lock is held while the engine works.
 
 use super::models::{
     sql_limit, FailedTurnRow, IdempotencyRow, MessageRow, NewFailedTurnRow, NewIdempotencyRow,
-    NewMessageRow, NewSessionRow, NewVariableRow, SessionRow, SessionTurnUpdate,
+    NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
 };
-use super::{abort, begin, finish, map_diesel, PgStore, PooledConnection};
+use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
+use super::{begin, finish, map_diesel, PgStore};
 use crate::observe::observed;
 use crate::schema::{failed_turns, idempotency_keys, messages, sessions, variables};
 use crate::turn_check::check_turn_record;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use heartrule_domain::{
-    FailedTurn, IdempotentResponse, Message, RepositoryError, Session, SessionId,
-    SessionRepository, SessionTurn, TurnRecord,
+    ClaimOutcome, FailedTurn, RepositoryError, Session, SessionId, SessionRepository, TurnClaim,
+    TurnContext, TurnLease, TurnRecord,
 };
 
 /// Rows per multi-row INSERT; keeps every statement far below PostgreSQL's
@@ -85,36 +88,132 @@ impl SessionRepository for PgStore {
         .await
     }
 
-    async fn begin_turn(
+    async fn claim_turn(&self, claim: &TurnClaim) -> Result<ClaimOutcome, RepositoryError> {
+        observed!("claim_turn", "sessions", async {
+            let conn = self.acquire().await?;
+            let session_id = claim.session_id.as_uuid();
+            let claim_query = ClaimTurn::new(claim)?;
+            // One round trip: the claim, the history and the idempotency
+            // lookup are pipelined on the connection and run in this order.
+            let claimed = claim_query.get_result::<ClaimedRow>(&mut &*conn);
+            let history = messages::table
+                .filter(messages::session_id.eq(session_id))
+                .order(messages::seq.desc())
+                .limit(sql_limit(claim.history_window))
+                .select(MessageRow::as_select())
+                .load::<MessageRow>(&mut &*conn);
+            let stored_response = async {
+                match &claim.idempotency_key {
+                    Some(key) => idempotency_keys::table
+                        .find((session_id, key))
+                        .select(IdempotencyRow::as_select())
+                        .first::<IdempotencyRow>(&mut &*conn)
+                        .await
+                        .optional(),
+                    None => Ok(None),
+                }
+            };
+            let (claimed, history, stored_response) =
+                futures::join!(claimed, history, stored_response);
+            let claimed = claimed.optional().map_err(map_diesel)?;
+            let stored_response = stored_response.map_err(map_diesel)?;
+            let Some(claimed) = claimed else {
+                if let Some(row) = stored_response {
+                    return Ok(ClaimOutcome::Replay(row.into_domain()));
+                }
+                // Not claimed: held by another turn, or no such session.
+                let lease: Option<Option<DateTime<Utc>>> = sessions::table
+                    .find(session_id)
+                    .select(sessions::lease_expires_at)
+                    .first(&mut &*conn)
+                    .await
+                    .optional()
+                    .map_err(map_diesel)?;
+                return Ok(match lease {
+                    Some(lease_expires_at) => ClaimOutcome::Busy { lease_expires_at },
+                    None => ClaimOutcome::NotFound,
+                });
+            };
+            let mut history = history.map_err(map_diesel)?;
+            history.reverse();
+            let recent_messages = history
+                .into_iter()
+                .map(MessageRow::into_domain)
+                .collect::<Result<Vec<_>, _>>()?;
+            let expires_at = claimed.lease_expires_at;
+            let session = claimed.session.into_domain()?;
+            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                lease: TurnLease {
+                    session_id: claim.session_id,
+                    turn_id: claim.turn_id,
+                    turn_count: session.turn_count,
+                    last_message_seq: session.last_message_seq,
+                    expires_at,
+                },
+                session,
+                recent_messages,
+            })))
+        })
+        .await
+    }
+
+    async fn commit_turn(
         &self,
-        id: SessionId,
-    ) -> Result<Option<Box<dyn SessionTurn>>, RepositoryError> {
-        observed!("select_for_update", "sessions", async {
+        lease: &TurnLease,
+        record: &TurnRecord,
+    ) -> Result<(), RepositoryError> {
+        observed!("commit_turn", "sessions", async {
+            // Checked before a connection is taken: a rejected record costs
+            // no round trip and leaves the lease for the caller to release.
+            check_turn_record(lease.session_id, lease.last_message_seq, record)?;
+            let query = CommitTurn::new(lease, record)?;
             let mut conn = self.acquire().await?;
-            begin(&mut conn).await?;
-            let locked = sessions::table
-                .find(id.as_uuid())
-                .select(SessionRow::as_select())
-                .for_update()
-                .first(&mut *conn)
+            // One statement: the fenced session update and the inserts that
+            // depend on it, atomic without an explicit transaction.
+            let applied: i64 = query
+                .get_result(&mut *conn)
                 .await
-                .optional()
-                .map_err(map_diesel)
-                .and_then(|row| row.map(SessionRow::into_domain).transpose());
-            match locked {
-                Ok(Some(session)) => Ok(Some(Box::new(PgSessionTurn {
-                    conn: Some(conn),
-                    session,
-                }) as Box<dyn SessionTurn>)),
-                Ok(None) => finish(conn, Ok(None)).await,
-                Err(e) => finish(conn, Err(e)).await,
+                .map_err(map_diesel)?;
+            if applied == 1 {
+                Ok(())
+            } else {
+                Err(RepositoryError::LeaseLost(format!(
+                    "turn {} no longer holds session {} at turn {}; nothing was written",
+                    lease.turn_id, lease.session_id, lease.turn_count
+                )))
             }
         })
         .await
     }
 
-    async fn record_failure(&self, failure: &FailedTurn) -> Result<(), RepositoryError> {
-        observed!("insert", "failed_turns", async {
+    async fn release_turn<'a>(
+        &self,
+        lease: &TurnLease,
+        failure: Option<&'a FailedTurn>,
+    ) -> Result<(), RepositoryError> {
+        observed!("release_turn", "sessions", async {
+            let session_id = lease.session_id.as_uuid();
+            let owned = sessions::table
+                .find(session_id)
+                .filter(sessions::lease_owner.eq(lease.turn_id.as_uuid()));
+            let Some(failure) = failure else {
+                let mut conn = self.acquire().await?;
+                diesel::update(owned)
+                    .set((
+                        sessions::lease_owner.eq(None::<uuid::Uuid>),
+                        sessions::lease_expires_at.eq(None::<DateTime<Utc>>),
+                    ))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_diesel)?;
+                return Ok(());
+            };
+            if failure.session_id != lease.session_id {
+                return Err(RepositoryError::Query(format!(
+                    "failed turn of session {} released with a lease on session {}",
+                    failure.session_id, lease.session_id
+                )));
+            }
             let row = NewFailedTurnRow::new(failure)?;
             let mut conn = self.acquire().await?;
             begin(&mut conn).await?;
@@ -129,12 +228,15 @@ impl SessionRepository for PgStore {
                         }
                         other => other,
                     })?;
-                // Only the error marker: the engine state stays as the last
-                // committed turn left it, so the client can simply retry.
-                diesel::update(sessions::table.find(failure.session_id.as_uuid()))
+                // Only the error marker, and only while the session is still
+                // this turn's: the engine state stays as the last committed
+                // turn left it, so the client can simply retry.
+                diesel::update(owned)
                     .set((
                         sessions::last_error.eq(failure.error_code.as_str()),
                         sessions::updated_at.eq(failure.failed_at),
+                        sessions::lease_owner.eq(None::<uuid::Uuid>),
+                        sessions::lease_expires_at.eq(None::<DateTime<Utc>>),
                     ))
                     .execute(&mut *conn)
                     .await
@@ -200,142 +302,4 @@ async fn insert_turn_rows(
             .map_err(map_diesel)?;
     }
     Ok(())
-}
-
-/// An open turn: owns a pooled connection inside a transaction that holds
-/// the session row's `FOR UPDATE` lock.
-struct PgSessionTurn {
-    /// `None` once committed or rolled back.
-    conn: Option<PooledConnection>,
-    session: Session,
-}
-
-impl PgSessionTurn {
-    fn connection(&mut self) -> Result<&mut PooledConnection, RepositoryError> {
-        self.conn.as_mut().ok_or_else(|| {
-            RepositoryError::Query("the turn was already committed or rolled back".into())
-        })
-    }
-}
-
-#[async_trait]
-impl SessionTurn for PgSessionTurn {
-    fn session(&self) -> &Session {
-        &self.session
-    }
-
-    async fn recent_messages(&mut self, limit: usize) -> Result<Vec<Message>, RepositoryError> {
-        observed!("select", "messages", async {
-            let session_id = self.session.id.as_uuid();
-            let conn = self.connection()?;
-            // Only the newest `limit` rows, read backwards along the
-            // (session_id, seq) index, never the whole conversation.
-            let mut rows: Vec<MessageRow> = messages::table
-                .filter(messages::session_id.eq(session_id))
-                .order(messages::seq.desc())
-                .limit(sql_limit(limit))
-                .select(MessageRow::as_select())
-                .load(&mut **conn)
-                .await
-                .map_err(map_diesel)?;
-            rows.reverse();
-            rows.into_iter().map(MessageRow::into_domain).collect()
-        })
-        .await
-    }
-
-    async fn idempotent_response(
-        &mut self,
-        key: &str,
-    ) -> Result<Option<IdempotentResponse>, RepositoryError> {
-        observed!("select", "idempotency_keys", async {
-            let session_id = self.session.id.as_uuid();
-            let conn = self.connection()?;
-            let row: Option<IdempotencyRow> = idempotency_keys::table
-                .find((session_id, key))
-                .select(IdempotencyRow::as_select())
-                .first(&mut **conn)
-                .await
-                .optional()
-                .map_err(map_diesel)?;
-            Ok(row.map(IdempotencyRow::into_domain))
-        })
-        .await
-    }
-
-    async fn commit(&mut self, record: &TurnRecord) -> Result<(), RepositoryError> {
-        observed!("commit_turn", "sessions", async {
-            // Checked before the connection is taken: a rejected record
-            // leaves the turn open for the caller to roll back.
-            check_turn_record(self.session.id, self.session.last_message_seq, record)?;
-            let update = SessionTurnUpdate::new(&record.session)?;
-            let mut conn = self.conn.take().ok_or_else(|| {
-                RepositoryError::Query("the turn was already committed or rolled back".into())
-            })?;
-            let session_id = self.session.id;
-            let outcome = async {
-                insert_turn_rows(&mut conn, record).await?;
-                let updated = diesel::update(sessions::table.find(session_id.as_uuid()))
-                    .set(&update)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(map_diesel)?;
-                if updated == 1 {
-                    Ok(())
-                } else {
-                    Err(RepositoryError::NotFound(format!("session {session_id}")))
-                }
-            }
-            .await;
-            finish(conn, outcome).await?;
-            let locked = &self.session;
-            self.session = Session {
-                id: locked.id,
-                user_id: locked.user_id.clone(),
-                script_id: locked.script_id,
-                created_at: locked.created_at,
-                last_error: None,
-                ..record.session.clone()
-            };
-            Ok(())
-        })
-        .await
-    }
-
-    async fn rollback(&mut self) -> Result<(), RepositoryError> {
-        observed!("rollback", "sessions", async {
-            let Some(conn) = self.conn.take() else {
-                return Ok(());
-            };
-            if abort(conn).await {
-                Ok(())
-            } else {
-                Err(RepositoryError::Unavailable(
-                    "rollback failed; the connection was closed, so PostgreSQL discards the turn"
-                        .into(),
-                ))
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for PgSessionTurn {
-    /// A turn dropped while open (a replayed idempotent request, a panic, a
-    /// cancelled request) is rolled back off the caller's path; without a
-    /// runtime to do that, the connection is closed instead. Either way it
-    /// never goes back to the pool inside the transaction.
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    abort(conn).await;
-                });
-            }
-            Err(_) => drop(Object::take(conn)),
-        }
-    }
 }
