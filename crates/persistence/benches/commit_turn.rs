@@ -1,15 +1,17 @@
-//! Turns per second through `PgStore` (begin_turn + commit) against the same
-//! SQL statements sent raw through diesel-async `sql_query`, with the same
-//! number of connections, in one run.
+//! Turns per second through `PgStore` (claim_turn + commit_turn: two round
+//! trips, no transaction held) against the statements of a lock-holding turn
+//! sent raw through diesel-async `sql_query`, with the same number of
+//! connections, in one run.
 //!
 //! ```text
 //! cargo bench -p heartrule-persistence --bench commit_turn
 //! ```
 //!
 //! Each worker runs turns on its own session (so the figure is the cost of
-//! the storage path, not of lock waits): BEGIN, SELECT … FOR UPDATE, INSERT
-//! of one user and one AI message, INSERT of one variable snapshot, UPDATE
-//! of the session row, COMMIT. Rounds alternate between the two paths and
+//! the storage path, not of lease conflicts). The raw path is the design the
+//! lease replaced: BEGIN, SELECT … FOR UPDATE, INSERT of one user and one AI
+//! message, INSERT of one variable snapshot, UPDATE of the session row,
+//! COMMIT. Rounds alternate between the two paths and
 //! the medians are compared. Settings (environment):
 //! `HEARTRULE_BENCH_CONNECTIONS` (4), `HEARTRULE_BENCH_TURNS` per worker and
 //! round (300), `HEARTRULE_BENCH_ROUNDS` (3), and the server through
@@ -28,7 +30,7 @@ use heartrule_domain::{ScriptRepository, Session, SessionRepository};
 use heartrule_persistence::{PgConfig, PgStore};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::fixtures::{new_session, next_turn, session_script, silent_first_turn};
+use support::fixtures::{claim, new_session, next_turn, session_script, silent_first_turn};
 use support::TestDb;
 use uuid::Uuid;
 
@@ -91,9 +93,9 @@ const UPDATE_SESSION: &str = "UPDATE sessions SET script_hash = $1, status = $2,
 
 /// One turn through the store, as the session manager runs it.
 async fn store_turn(store: &PgStore, session: &Session) {
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let record = next_turn(turn.session(), "How are you?", &["Fine, thanks."]);
-    turn.commit(&record).await.unwrap();
+    let turn = claim(store, session.id).await;
+    let record = next_turn(&turn.session, "How are you?", &["Fine, thanks."]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 }
 
 /// The same statements sent raw. `session` is the worker's copy of the row,

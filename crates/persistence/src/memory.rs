@@ -139,6 +139,8 @@ impl MemoryStore {
             ..
         } = &mut *data;
         let id = lease.session_id;
+        // The record first, as PostgreSQL checks it before any round trip.
+        check_turn_record(id, lease.last_message_seq, record)?;
         let stored = sessions
             .get_mut(&id)
             .filter(|s| {
@@ -146,7 +148,6 @@ impl MemoryStore {
                     && s.session.turn_count == lease.turn_count
             })
             .ok_or_else(|| lease_lost(lease))?;
-        check_turn_record(id, lease.last_message_seq, record)?;
         check_new_rows(message_ids, stored, record)?;
         stored.lease = None;
 

@@ -34,8 +34,8 @@ async fn a_20_mb_value_is_stored_whole_or_refused_whole() {
     let session = session_in(&store).await;
     let huge = "x".repeat(20 * 1024 * 1024);
 
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let mut record = next_turn(turn.session(), "here is a lot", &["ok"]);
+    let turn = claim(&store, session.id).await;
+    let mut record = next_turn(&turn.session, "here is a lot", &["ok"]);
     let at = record.session.updated_at;
     record.session.state.variables.set(
         "essay",
@@ -44,8 +44,7 @@ async fn a_20_mb_value_is_stored_whole_or_refused_whole() {
         VariableValue::new(json!(huge), "ask", VariableScope::Session, at),
     );
     record.variables[0].value = json!({ "essay": huge });
-    let outcome = turn.commit(&record).await;
-    drop(turn);
+    let outcome = store.commit_turn(&turn.lease, &record).await;
 
     let stored = SessionRepository::get(&store, session.id)
         .await
@@ -95,8 +94,7 @@ async fn unknown_enum_text_written_behind_the_store_is_corrupt() {
 
     assert!(is_corrupt(SessionRepository::get(&store, id).await));
     assert!(is_corrupt(store.list_for_user("user-1", 10).await));
-    assert!(is_corrupt(store.begin_turn(id).await.map(|t| t.is_some())));
-    // The failed begin_turn released its lock and connection.
+    assert!(is_corrupt(store.claim_turn(&turn_claim(id, 10)).await));
     db.wait_until_no_open_transaction().await;
     assert!(is_corrupt(
         ScriptRepository::get(&store, session.script_id).await
@@ -157,16 +155,17 @@ async fn text_postgres_refuses_is_a_typed_error_and_nothing_lands() {
 
     // PostgreSQL text and jsonb cannot hold U+0000.
     for poison in ["nul \u{0} in text", "fine"] {
-        let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-        let mut record = next_turn(turn.session(), poison, &["ok"]);
+        let turn = claim(&store, session.id).await;
+        let mut record = next_turn(&turn.session, poison, &["ok"]);
         if poison == "fine" {
             record.variables[0].value = json!({ "nul": "\u{0}" });
         }
-        let error = turn
-            .commit(&record)
+        let error = store
+            .commit_turn(&turn.lease, &record)
             .await
             .expect_err("PostgreSQL refuses NUL");
         assert!(matches!(error, RepositoryError::Query(_)), "{error:?}");
+        store.release_turn(&turn.lease, None).await.unwrap();
     }
     db.wait_until_no_open_transaction().await;
     assert_eq!(
@@ -179,7 +178,7 @@ async fn text_postgres_refuses_is_a_typed_error_and_nothing_lands() {
     );
 
     // The store is fine afterwards.
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let record = next_turn(turn.session(), "clean", &["ok"]);
-    turn.commit(&record).await.unwrap();
+    let turn = claim(&store, session.id).await;
+    let record = next_turn(&turn.session, "clean", &["ok"]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 }

@@ -1,11 +1,14 @@
-//! Concurrent turns on one session serialise: no lost update, no gap or
-//! duplicate in the message sequence. Run on both adapters.
+//! Concurrent turns on one session serialise through the session's lease:
+//! a claim never waits, the losers retry, and there is no lost update, no
+//! gap or duplicate in the message sequence. Run on both adapters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use heartrule_domain::{MessageHistory, MessageRole, ScriptRepository, SessionRepository, TurnId};
+use heartrule_domain::{
+    ClaimOutcome, MessageHistory, MessageRole, ScriptRepository, SessionRepository, TurnId,
+};
 use heartrule_persistence::MemoryStore;
 use std::time::Duration;
 use support::fixtures::*;
@@ -17,9 +20,10 @@ const TURNS: i64 = 50;
 trait Store: ScriptRepository + SessionRepository + MessageHistory + Clone + 'static {}
 impl<T: ScriptRepository + SessionRepository + MessageHistory + Clone + 'static> Store for T {}
 
-/// Each task locks the session, reads the counter from the locked state,
-/// yields (inviting a lost update), then commits the counter + 1 with one
-/// user and one AI message numbered after the locked session's last seq.
+/// Each task claims the session (retrying while another turn holds it),
+/// reads the counter from the claimed state, yields (inviting a lost
+/// update), then commits the counter + 1 with one user and one AI message
+/// numbered after the claimed session's last seq.
 async fn concurrent_turns_serialise<S: Store>(store: S) {
     let script = session_script("concurrency");
     store.insert(&script).await.unwrap();
@@ -31,10 +35,16 @@ async fn concurrent_turns_serialise<S: Store>(store: S) {
     for i in 0..TURNS {
         let store = store.clone();
         tasks.spawn(async move {
-            let mut turn = store.begin_turn(id).await?.expect("session exists");
-            let record = next_turn(turn.session(), &format!("user {i}"), &[&format!("ai {i}")]);
+            let turn = loop {
+                match store.claim_turn(&turn_claim(id, 20)).await? {
+                    ClaimOutcome::Claimed(turn) => break turn,
+                    ClaimOutcome::Busy { .. } => tokio::time::sleep(Duration::from_millis(1)).await,
+                    other => panic!("unexpected claim outcome {other:?}"),
+                }
+            };
+            let record = next_turn(&turn.session, &format!("user {i}"), &[&format!("ai {i}")]);
             tokio::time::sleep(Duration::from_millis(1)).await;
-            turn.commit(&record).await
+            store.commit_turn(&turn.lease, &record).await
         });
     }
     while let Some(joined) = tasks.join_next().await {
@@ -69,41 +79,6 @@ async fn concurrent_turns_serialise<S: Store>(store: S) {
     );
 }
 
-/// The lock is per session: an open turn on one session does not hold up
-/// another session's turn.
-async fn sessions_do_not_block_each_other<S: Store>(store: S) {
-    let script = session_script("independent");
-    store.insert(&script).await.unwrap();
-    let a = silent_first_turn(new_session(script.id, "user-1"));
-    let b = silent_first_turn(new_session(script.id, "user-2"));
-    store.create(&a).await.unwrap();
-    store.create(&b).await.unwrap();
-
-    let held = store.begin_turn(a.session.id).await.unwrap().unwrap();
-    let mut other = tokio::time::timeout(Duration::from_secs(5), store.begin_turn(b.session.id))
-        .await
-        .expect("session b is not blocked by session a")
-        .unwrap()
-        .unwrap();
-    let record = next_turn(other.session(), "hi", &["hello"]);
-    other.commit(&record).await.unwrap();
-
-    // While a's turn is open, a second turn on a waits.
-    let blocked =
-        tokio::time::timeout(Duration::from_millis(300), store.begin_turn(a.session.id)).await;
-    assert!(
-        blocked.is_err(),
-        "a second turn on a locked session must wait"
-    );
-    drop(held);
-    let mut next = tokio::time::timeout(Duration::from_secs(5), store.begin_turn(a.session.id))
-        .await
-        .expect("dropping the turn released the lock")
-        .unwrap()
-        .unwrap();
-    next.rollback().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_concurrent_turns_serialise() {
     concurrent_turns_serialise(MemoryStore::new()).await;
@@ -113,16 +88,4 @@ async fn memory_concurrent_turns_serialise() {
 async fn postgres_concurrent_turns_serialise() {
     let db = TestDb::new().await;
     concurrent_turns_serialise(db.store().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_sessions_do_not_block_each_other() {
-    sessions_do_not_block_each_other(MemoryStore::new()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sessions_do_not_block_each_other() {
-    let db = TestDb::new().await;
-    sessions_do_not_block_each_other(db.store().await).await;
-    db.wait_until_no_open_transaction().await;
 }

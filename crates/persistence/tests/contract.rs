@@ -8,9 +8,9 @@ mod support;
 
 use chrono::Duration;
 use heartrule_domain::{
-    ErrorCode, ExecutionStatus, FailedTurn, MessageHistory, MessageRole, RepositoryError,
-    ScriptFilter, ScriptRepository, ScriptStatus, ScriptType, SessionId, SessionRepository,
-    SessionStatus,
+    ClaimOutcome, ErrorCode, ExecutionStatus, FailedTurn, MessageHistory, MessageRole,
+    RepositoryError, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType, SessionId,
+    SessionRepository, SessionStatus, TurnClaim, TurnId,
 };
 use heartrule_persistence::{MemoryStore, PgStore};
 use support::fixtures::*;
@@ -73,9 +73,12 @@ contract!(
     idempotent_response_is_stored_and_replayed,
     failure_is_recorded_and_state_untouched,
     recent_messages_are_the_last_n_in_order,
-    rollback_and_drop_leave_nothing,
+    release_frees_the_session_and_writes_nothing,
     commit_rejects_a_record_out_of_sequence,
     missing_sessions_have_no_turn,
+    a_held_lease_makes_other_claims_busy_at_once,
+    a_lapsed_lease_is_taken_over_and_the_late_commit_is_fenced,
+    concurrent_claims_on_one_session_grant_exactly_one,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -92,13 +95,9 @@ async fn commit_turn<S: Store>(
     session: &heartrule_domain::Session,
     text: &str,
 ) -> heartrule_domain::Session {
-    let mut turn = store
-        .begin_turn(session.id)
-        .await
-        .unwrap()
-        .expect("session exists");
-    let record = next_turn(turn.session(), text, &["ok"]);
-    turn.commit(&record).await.unwrap();
+    let turn = claim(store, session.id).await;
+    let record = next_turn(&turn.session, text, &["ok"]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
     SessionRepository::get(store, session.id)
         .await
         .unwrap()
@@ -344,11 +343,14 @@ async fn sessions_are_listed_per_user_newest_first<S: Store>(store: &S) {
 
 async fn turn_commit_writes_messages_variables_and_state<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
-    let mut turn = store.begin_turn(session.id).await.unwrap().expect("exists");
-    assert_eq!(turn.session(), &session);
+    let turn = claim(store, session.id).await;
+    assert_eq!(turn.session, session);
+    assert_eq!(turn.lease.turn_count, session.turn_count);
+    assert_eq!(turn.lease.last_message_seq, session.last_message_seq);
+    assert!(turn.lease.expires_at > now());
 
     let mut record = next_turn(
-        turn.session(),
+        &turn.session,
         "I feel tense",
         &["I hear you.", "Tell me more?"],
     );
@@ -356,8 +358,7 @@ async fn turn_commit_writes_messages_variables_and_state<S: Store>(store: &S) {
     record.session.status = SessionStatus::Completed;
     record.session.completed_at = Some(record.session.updated_at);
     record.session.script_hash = "hash-v2".into();
-    turn.commit(&record).await.unwrap();
-    drop(turn);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 
     let stored = SessionRepository::get(store, session.id)
         .await
@@ -385,7 +386,8 @@ async fn turn_commit_writes_messages_variables_and_state<S: Store>(store: &S) {
     let snapshots = store.list_variable_snapshots(session.id).await.unwrap();
     assert_eq!(snapshots, record.variables);
 
-    // A later turn appends; snapshots stay in write order.
+    // The commit released the lease: the next turn claims at once, appends,
+    // and snapshots stay in write order.
     let after = commit_turn(store, &stored, "second").await;
     assert_eq!(after.turn_count, 3);
     let snapshots = store.list_variable_snapshots(session.id).await.unwrap();
@@ -395,31 +397,51 @@ async fn turn_commit_writes_messages_variables_and_state<S: Store>(store: &S) {
         store.list_messages(session.id, 0, 100).await.unwrap().len(),
         6
     );
+
+    // A committed lease cannot commit again.
+    let again = next_turn(&turn.session, "again", &["no"]);
+    assert!(matches!(
+        store.commit_turn(&turn.lease, &again).await,
+        Err(RepositoryError::LeaseLost(_))
+    ));
 }
 
 async fn idempotent_response_is_stored_and_replayed<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    assert_eq!(turn.idempotent_response("key-1").await.unwrap(), None);
-    let record = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
-    turn.commit(&record).await.unwrap();
-    drop(turn);
+    let mut with_key = turn_claim(session.id, 20);
+    with_key.idempotency_key = Some("key-1".into());
+    let turn = claim_with(store, &with_key).await;
+    let record = with_idempotency(next_turn(&turn.session, "hello", &["hi"]), "key-1");
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    // The key again: the stored response, and no lease is taken.
+    let mut retry = turn_claim(session.id, 20);
+    retry.idempotency_key = Some("key-1".into());
     assert_eq!(
-        turn.idempotent_response("key-1").await.unwrap(),
-        record.idempotency.clone()
+        store.claim_turn(&retry).await.unwrap(),
+        ClaimOutcome::Replay(record.idempotency.clone().unwrap())
     );
-    assert_eq!(turn.idempotent_response("key-2").await.unwrap(), None);
+    // Even while another turn holds the lease, a committed key replays.
+    let running = claim(store, session.id).await;
+    assert_eq!(
+        store.claim_turn(&retry).await.unwrap(),
+        ClaimOutcome::Replay(record.idempotency.clone().unwrap())
+    );
+    // A key not yet committed is busy like any other claim.
+    let mut other_key = turn_claim(session.id, 20);
+    other_key.idempotency_key = Some("key-2".into());
+    assert!(matches!(
+        store.claim_turn(&other_key).await.unwrap(),
+        ClaimOutcome::Busy { .. }
+    ));
 
     // The same key again in a commit is a conflict, and nothing of it lands.
-    let reused = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
+    let reused = with_idempotency(next_turn(&running.session, "hello", &["hi"]), "key-1");
     assert!(matches!(
-        turn.commit(&reused).await,
+        store.commit_turn(&running.lease, &reused).await,
         Err(RepositoryError::Conflict(_))
     ));
-    turn.rollback().await.unwrap();
-    drop(turn);
+    store.release_turn(&running.lease, None).await.unwrap();
     let stored = SessionRepository::get(store, session.id)
         .await
         .unwrap()
@@ -432,16 +454,18 @@ async fn idempotent_response_is_stored_and_replayed<S: Store>(store: &S) {
 
     // Keys are per session.
     let other = create_session(store, "user-2").await;
-    let mut turn = store.begin_turn(other.id).await.unwrap().unwrap();
-    assert_eq!(turn.idempotent_response("key-1").await.unwrap(), None);
-    let record = with_idempotency(next_turn(turn.session(), "hello", &["hi"]), "key-1");
-    turn.commit(&record).await.unwrap();
+    let mut on_other = turn_claim(other.id, 20);
+    on_other.idempotency_key = Some("key-1".into());
+    let turn = claim_with(store, &on_other).await;
+    let record = with_idempotency(next_turn(&turn.session, "hello", &["hi"]), "key-1");
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 }
 
 async fn failure_is_recorded_and_state_untouched<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
+    let turn = claim(store, session.id).await;
     let failed = failure(&session, "my words must not be lost");
-    store.record_failure(&failed).await.unwrap();
+    store.release_turn(&turn.lease, Some(&failed)).await.unwrap();
 
     let stored = SessionRepository::get(store, session.id)
         .await
@@ -462,15 +486,19 @@ async fn failure_is_recorded_and_state_untouched<S: Store>(store: &S) {
     );
 
     // The same turn id twice is a conflict; an unknown session is not found.
+    let turn = claim(store, session.id).await;
     assert!(matches!(
-        store.record_failure(&failed).await,
+        store.release_turn(&turn.lease, Some(&failed)).await,
         Err(RepositoryError::Conflict(_))
     ));
+    store.release_turn(&turn.lease, None).await.unwrap();
+    let mut ghost_lease = turn.lease.clone();
+    ghost_lease.session_id = SessionId::new_random();
     let mut ghost = failed.clone();
-    ghost.turn_id = heartrule_domain::TurnId::new_random();
-    ghost.session_id = SessionId::new_random();
+    ghost.turn_id = TurnId::new_random();
+    ghost.session_id = ghost_lease.session_id;
     assert!(matches!(
-        store.record_failure(&ghost).await,
+        store.release_turn(&ghost_lease, Some(&ghost)).await,
         Err(RepositoryError::NotFound(_))
     ));
 
@@ -487,21 +515,19 @@ async fn recent_messages_are_the_last_n_in_order<S: Store>(store: &S) {
     }
     assert_eq!(session.last_message_seq, 7);
 
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let recent = turn.recent_messages(3).await.unwrap();
-    let seqs: Vec<i64> = recent.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [5, 6, 7]);
-    assert_eq!(recent[1].content, "turn 2");
-    let all: Vec<i64> = turn
-        .recent_messages(100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
-    assert_eq!(all, (1..=7).collect::<Vec<_>>());
-    assert!(turn.recent_messages(0).await.unwrap().is_empty());
-    turn.rollback().await.unwrap();
+    for (window, expected) in [
+        (3, vec![5, 6, 7]),
+        (100, (1..=7).collect::<Vec<i64>>()),
+        (0, vec![]),
+    ] {
+        let turn = claim_with(store, &turn_claim(session.id, window)).await;
+        let seqs: Vec<i64> = turn.recent_messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, expected, "window {window}");
+        if window == 3 {
+            assert_eq!(turn.recent_messages[1].content, "turn 2");
+        }
+        store.release_turn(&turn.lease, None).await.unwrap();
+    }
 
     let page: Vec<i64> = store
         .list_messages(session.id, 2, 3)
@@ -518,36 +544,27 @@ async fn recent_messages_are_the_last_n_in_order<S: Store>(store: &S) {
         .is_empty());
 }
 
-async fn rollback_and_drop_leave_nothing<S: Store>(store: &S) {
+async fn release_frees_the_session_and_writes_nothing<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
-    let wait = std::time::Duration::from_secs(10);
 
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let record = next_turn(turn.session(), "rolled back", &["never stored"]);
-    turn.rollback().await.unwrap();
+    let turn = claim(store, session.id).await;
+    let record = next_turn(&turn.session, "released", &["never stored"]);
+    store.release_turn(&turn.lease, None).await.unwrap();
+    // A released lease is lost: its commit is refused and writes nothing.
     assert!(matches!(
-        turn.commit(&record).await,
-        Err(RepositoryError::Query(_))
+        store.commit_turn(&turn.lease, &record).await,
+        Err(RepositoryError::LeaseLost(_))
     ));
-    assert!(
-        turn.rollback().await.is_ok(),
-        "a second rollback is harmless"
-    );
-    drop(turn);
-
-    let turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    drop(turn); // neither committed nor rolled back
-
-    // The lock was released both times: the next turn gets it and commits.
-    let mut turn = tokio::time::timeout(wait, store.begin_turn(session.id))
+    store
+        .release_turn(&turn.lease, None)
         .await
-        .expect("the dropped turn released the session")
-        .unwrap()
-        .unwrap();
-    assert_eq!(turn.session(), &session);
-    let record = next_turn(turn.session(), "kept", &["stored"]);
-    turn.commit(&record).await.unwrap();
-    drop(turn);
+        .expect("a second release is harmless");
+
+    // The next turn claims at once and commits.
+    let turn = claim(store, session.id).await;
+    assert_eq!(turn.session, session);
+    let record = next_turn(&turn.session, "kept", &["stored"]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
 
     let messages = store.list_messages(session.id, 0, 100).await.unwrap();
     let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
@@ -564,30 +581,29 @@ async fn rollback_and_drop_leave_nothing<S: Store>(store: &S) {
 
 async fn commit_rejects_a_record_out_of_sequence<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
+    let turn = claim(store, session.id).await;
 
-    let mut gap = next_turn(turn.session(), "hello", &["hi"]);
+    let mut gap = next_turn(&turn.session, "hello", &["hi"]);
     gap.messages[1].seq += 1;
     gap.session.last_message_seq += 1;
     assert!(matches!(
-        turn.commit(&gap).await,
+        store.commit_turn(&turn.lease, &gap).await,
         Err(RepositoryError::Conflict(_))
     ));
 
-    let mut stale = next_turn(turn.session(), "hello", &["hi"]);
+    let mut stale = next_turn(&turn.session, "hello", &["hi"]);
     for m in &mut stale.messages {
         m.seq -= 1;
     }
     stale.session.last_message_seq -= 1;
     assert!(matches!(
-        turn.commit(&stale).await,
+        store.commit_turn(&turn.lease, &stale).await,
         Err(RepositoryError::Conflict(_))
     ));
 
-    // Rejected records leave the turn open; the valid one then commits.
-    let good = next_turn(turn.session(), "hello", &["hi"]);
-    turn.commit(&good).await.unwrap();
-    drop(turn);
+    // Rejected records keep the lease; the valid one then commits.
+    let good = next_turn(&turn.session, "hello", &["hi"]);
+    store.commit_turn(&turn.lease, &good).await.unwrap();
     let seqs: Vec<i64> = store
         .list_messages(session.id, 0, 100)
         .await
@@ -600,8 +616,109 @@ async fn commit_rejects_a_record_out_of_sequence<S: Store>(store: &S) {
 
 async fn missing_sessions_have_no_turn<S: Store>(store: &S) {
     let id = SessionId::new_random();
-    assert!(store.begin_turn(id).await.unwrap().is_none());
+    assert_eq!(
+        store.claim_turn(&turn_claim(id, 10)).await.unwrap(),
+        ClaimOutcome::NotFound
+    );
     assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
     assert!(store.list_messages(id, 0, 10).await.unwrap().is_empty());
     assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+}
+
+async fn a_held_lease_makes_other_claims_busy_at_once<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let turn = claim(store, session.id).await;
+
+    let started = std::time::Instant::now();
+    let second = store.claim_turn(&turn_claim(session.id, 20)).await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a busy claim answers at once"
+    );
+    assert_eq!(
+        second,
+        ClaimOutcome::Busy {
+            lease_expires_at: Some(turn.lease.expires_at)
+        }
+    );
+    // The losing claim changed nothing: the holder still commits.
+    let record = next_turn(&turn.session, "mine", &["yes"]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
+
+    // Another session is never blocked by this one.
+    let other = create_session(store, "user-2").await;
+    let held = claim(store, session.id).await;
+    let free = claim(store, other.id).await;
+    store.release_turn(&free.lease, None).await.unwrap();
+    store.release_turn(&held.lease, None).await.unwrap();
+}
+
+async fn a_lapsed_lease_is_taken_over_and_the_late_commit_is_fenced<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let mut short = turn_claim(session.id, 20);
+    short.lease_duration = std::time::Duration::from_millis(200);
+    let dead = claim_with(store, &short).await;
+    assert!(matches!(
+        store.claim_turn(&turn_claim(session.id, 20)).await.unwrap(),
+        ClaimOutcome::Busy { .. }
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    // The owner is presumed dead: another turn takes the session over.
+    let next = claim(store, session.id).await;
+    assert_eq!(next.session, session);
+
+    // The dead turn's late commit is refused and writes nothing; its late
+    // release keeps its words but does not free the new owner's lease.
+    let late = next_turn(&dead.session, "late", &["too late"]);
+    assert!(matches!(
+        store.commit_turn(&dead.lease, &late).await,
+        Err(RepositoryError::LeaseLost(_))
+    ));
+    let failed = failure(&session, "late words");
+    store.release_turn(&dead.lease, Some(&failed)).await.unwrap();
+    assert_eq!(store.failed(session.id).await, vec![failed]);
+    assert!(matches!(
+        store.claim_turn(&turn_claim(session.id, 20)).await.unwrap(),
+        ClaimOutcome::Busy { .. }
+    ));
+    let stored = SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.last_error, None, "not the dead turn's to mark");
+
+    let record = next_turn(&next.session, "on time", &["ok"]);
+    store.commit_turn(&next.lease, &record).await.unwrap();
+    let contents: Vec<String> = store
+        .list_messages(session.id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(contents, ["Welcome.", "on time", "ok"]);
+}
+
+async fn concurrent_claims_on_one_session_grant_exactly_one<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let claims: Vec<TurnClaim> = (0..20).map(|_| turn_claim(session.id, 20)).collect();
+    let outcomes =
+        futures::future::join_all(claims.iter().map(|claim| store.claim_turn(claim))).await;
+    let mut winners = Vec::new();
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            ClaimOutcome::Claimed(turn) => winners.push(*turn),
+            ClaimOutcome::Busy { .. } => {}
+            other => panic!("unexpected claim outcome {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins");
+    let turn = winners.pop().unwrap();
+    let record = next_turn(&turn.session, "the one", &["answer"]);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
+    assert_eq!(
+        store.list_messages(session.id, 0, 100).await.unwrap().len(),
+        3
+    );
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL failures during a turn: a killed backend, a statement timeout,
-//! an exhausted pool, an unreachable server. Each ends in a typed
+//! an exhausted pool, an unreachable server; and the guarantee that a
+//! claimed turn holds nothing in the database while the engine runs. Each ends in a typed
 //! `RepositoryError` with nothing half-applied, and the store recovers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,7 @@ async fn session_in(store: &PgStore) -> heartrule_domain::Session {
 }
 
 #[tokio::test]
-async fn killed_backend_between_begin_and_commit_applies_nothing() {
+async fn killed_backend_between_claim_and_commit_applies_nothing_or_everything() {
     let db = TestDb::new().await;
     let store = db
         .store_with(PgConfig {
@@ -32,58 +33,52 @@ async fn killed_backend_between_begin_and_commit_applies_nothing() {
         .await;
     let session = session_in(&store).await;
 
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let record = with_idempotency(next_turn(turn.session(), "lost?", &["never stored"]), "k1");
-    let pids = db.backends_in_state("idle in transaction").await;
-    assert_eq!(pids.len(), 1, "the open turn is the only transaction");
+    let turn = claim(&store, session.id).await;
+    let record = with_idempotency(next_turn(&turn.session, "lost?", &["kept"]), "k1");
+    // The engine runs with nothing open: kill every pooled connection.
+    assert!(db.backends_in_state("idle in transaction").await.is_empty());
     let mut admin = server_connection().await;
     admin
-        .batch_execute(&format!("SELECT pg_terminate_backend({})", pids[0]))
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ))
         .await
         .unwrap();
-    for _ in 0..100 {
-        if !db
-            .backends_in_state("idle in transaction")
-            .await
-            .contains(&pids[0])
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let error = turn.commit(&record).await.expect_err("the backend is gone");
-    assert!(
-        matches!(error, RepositoryError::Unavailable(_)),
-        "{error:?}"
-    );
-    drop(turn);
-
-    // Nothing of the turn is stored.
+    // The commit is one statement: a dead connection fails it whole, and
+    // the lease is still the turn's, so the same commit can be sent again.
     let id = session.id;
-    assert_eq!(
-        db.count("messages", &format!("session_id = '{id}'")).await,
-        1
-    );
-    assert_eq!(
-        db.count("variables", &format!("session_id = '{id}'")).await,
-        0
-    );
+    match store.commit_turn(&turn.lease, &record).await {
+        Ok(()) => {}
+        Err(error) => {
+            assert!(
+                matches!(error, RepositoryError::Unavailable(_)),
+                "{error:?}"
+            );
+            assert_eq!(
+                db.count("messages", &format!("session_id = '{id}'")).await,
+                1
+            );
+            assert_eq!(
+                db.count("idempotency_keys", &format!("session_id = '{id}'"))
+                    .await,
+                0
+            );
+            assert_eq!(
+                SessionRepository::get(&store, id).await.unwrap(),
+                Some(session.clone())
+            );
+            store.commit_turn(&turn.lease, &record).await.unwrap();
+        }
+    }
+    assert_eq!(store.list_messages(id, 0, 10).await.unwrap().len(), 3);
     assert_eq!(
         db.count("idempotency_keys", &format!("session_id = '{id}'"))
             .await,
-        0
+        1
     );
-    assert_eq!(
-        SessionRepository::get(&store, id).await.unwrap(),
-        Some(session.clone())
-    );
-
-    // The next turn gets a healthy connection and commits.
-    let mut turn = store.begin_turn(id).await.unwrap().unwrap();
-    let record = next_turn(turn.session(), "retry", &["stored"]);
-    turn.commit(&record).await.unwrap();
-    assert_eq!(store.list_messages(id, 0, 10).await.unwrap().len(), 3);
     assert_eq!(
         SessionRepository::get(&store, id).await.unwrap(),
         Some(record.session)
@@ -111,22 +106,75 @@ async fn statement_timeout_is_a_timeout_error() {
         .unwrap();
 
     let error = store
-        .begin_turn(session.id)
+        .claim_turn(&turn_claim(session.id, 10))
         .await
-        .err()
-        .expect("the row is locked");
+        .expect_err("the row is locked");
     assert!(matches!(error, RepositoryError::Timeout(_)), "{error:?}");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+
+    let turn = claim(&store, session.id).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            session.id
+        ))
+        .await
+        .unwrap();
     let error = store
-        .record_failure(&failure(&session, "hello"))
+        .release_turn(&turn.lease, Some(&failure(&session, "hello")))
         .await
         .expect_err("the row is locked");
     assert!(matches!(error, RepositoryError::Timeout(_)), "{error:?}");
     assert_eq!(store.failed_turns(session.id).await.unwrap(), vec![]);
 
     blocker.batch_execute("ROLLBACK").await.unwrap();
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    turn.rollback().await.unwrap();
+    store.release_turn(&turn.lease, None).await.unwrap();
+    let turn = claim(&store, session.id).await;
+    store.release_turn(&turn.lease, None).await.unwrap();
     db.wait_until_no_open_transaction().await;
+}
+
+#[tokio::test]
+async fn a_claimed_turn_holds_no_connection_no_transaction_and_no_lock() {
+    let db = TestDb::new().await;
+    let store = db
+        .store_with(PgConfig {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(500),
+            ..db.config()
+        })
+        .await;
+    let session = session_in(&store).await;
+    let second = first_turn(new_session(session.script_id, "user-2"));
+    store.create(&second).await.unwrap();
+    let other = second.session;
+
+    let turns = [
+        claim(&store, session.id).await,
+        claim(&store, other.id).await,
+    ];
+    let stats = store.pool_stats();
+    assert_eq!((stats.max_size, stats.in_use), (1, 0), "{stats:?}");
+    assert!(db.backends_in_state("idle in transaction").await.is_empty());
+    // Another client can write the claimed rows at once: no row lock is held.
+    let mut outsider = db.connection().await;
+    outsider
+        .batch_execute(&format!(
+            "SET lock_timeout = '200ms'; UPDATE sessions SET updated_at = updated_at WHERE id = '{}'",
+            session.id
+        ))
+        .await
+        .expect("no lock on a claimed session");
+    // The single pooled connection serves everything else meanwhile.
+    assert_eq!(
+        SessionRepository::get(&store, other.id).await.unwrap(),
+        Some(other.clone())
+    );
+    for turn in &turns {
+        let record = next_turn(&turn.session, "fine", &["ok"]);
+        store.commit_turn(&turn.lease, &record).await.unwrap();
+    }
+    assert_eq!(store.pool_stats().size, 1);
 }
 
 #[tokio::test]
@@ -140,12 +188,28 @@ async fn exhausted_pool_times_out_and_pool_stats_show_it() {
     let store = db.store_with(config).await;
     let session = session_in(&store).await;
 
-    let turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let stats = store.pool_stats();
-    assert_eq!(
-        (stats.max_size, stats.size, stats.in_use, stats.idle),
-        (1, 1, 1, 0)
-    );
+    // A claim waiting on another client's row lock keeps the only pooled
+    // connection busy.
+    let mut blocker = db.connection().await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            session.id
+        ))
+        .await
+        .unwrap();
+    let waiting = {
+        let store = store.clone();
+        let id = session.id;
+        tokio::spawn(async move { store.claim_turn(&turn_claim(id, 10)).await })
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while store.pool_stats().in_use == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the claim took the connection");
 
     let error = SessionRepository::get(&store, session.id)
         .await
@@ -159,45 +223,19 @@ async fn exhausted_pool_times_out_and_pool_stats_show_it() {
     assert!(stats.acquire_wait_total >= stats.acquire_wait_max);
     let before = stats.acquire_count;
 
-    drop(turn);
-    let again = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match SessionRepository::get(&store, session.id).await {
-                Ok(found) => break found,
-                Err(RepositoryError::Timeout(_)) => continue,
-                Err(e) => panic!("{e:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the dropped turn gave its connection back");
-    assert_eq!(again, Some(session));
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let claimed = waiting.await.unwrap().unwrap();
+    assert!(matches!(claimed, heartrule_domain::ClaimOutcome::Claimed(_)));
+    assert_eq!(
+        SessionRepository::get(&store, session.id)
+            .await
+            .unwrap()
+            .map(|s| s.id),
+        Some(session.id)
+    );
     assert!(store.pool_stats().acquire_count > before);
     assert_eq!(store.pool_stats().in_use, 0);
     db.wait_until_no_open_transaction().await;
-}
-
-#[tokio::test]
-async fn dropped_turn_never_leaves_a_connection_in_a_transaction() {
-    let db = TestDb::new().await;
-    let store = db
-        .store_with(PgConfig {
-            max_connections: 1,
-            ..db.config()
-        })
-        .await;
-    let session = session_in(&store).await;
-    for _ in 0..3 {
-        let turn = store.begin_turn(session.id).await.unwrap().unwrap();
-        assert_eq!(db.backends_in_state("idle in transaction").await.len(), 1);
-        drop(turn);
-        db.wait_until_no_open_transaction().await;
-    }
-    // The single pooled connection is reusable and outside any transaction.
-    let mut turn = store.begin_turn(session.id).await.unwrap().unwrap();
-    let record = next_turn(turn.session(), "after drops", &["fine"]);
-    turn.commit(&record).await.unwrap();
-    assert_eq!(store.pool_stats().size, 1);
 }
 
 #[tokio::test]

@@ -72,9 +72,9 @@ fn repository_calls_emit_spans_and_metrics() {
                 ));
                 let record = first_turn(new_session(script.id, "user-1"));
                 store.create(&record).await.unwrap();
-                let mut turn = store.begin_turn(record.session.id).await.unwrap().unwrap();
-                let next = next_turn(turn.session(), "hi", &["hello"]);
-                turn.commit(&next).await.unwrap();
+                let turn = claim(&store, record.session.id).await;
+                let next = next_turn(&turn.session, "hi", &["hello"]);
+                store.commit_turn(&turn.lease, &next).await.unwrap();
             });
         });
     });
@@ -91,10 +91,7 @@ fn repository_calls_emit_spans_and_metrics() {
     assert_eq!(insert["db.system"], "postgresql");
     assert_eq!(insert["db.operation"], "insert");
     assert_eq!(insert["db.collection.name"], "scripts");
-    assert_eq!(
-        span("db.select_for_update")["db.collection.name"],
-        "sessions"
-    );
+    assert_eq!(span("db.claim_turn")["db.collection.name"], "sessions");
     assert_eq!(span("db.commit_turn")["db.operation"], "commit_turn");
 
     let metrics = snapshotter.snapshot().into_vec();

@@ -2,11 +2,12 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use heartrule_domain::{
-    content_hash, Action, ActionKind, ActionType, EngineState, ErrorCode, ExecutionStatus,
-    FailedTurn, IdempotentResponse, Message, MessageId, MessageRole, Phase, Position, SayConfig,
-    Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType, Session, SessionId, SessionScript,
-    SessionStatus, TechniqueScript, Topic, TurnId, TurnRecord, ValueType, VariableScope,
-    VariableSnapshot, VariableStore, VariableValue,
+    content_hash, Action, ActionKind, ActionType, ClaimOutcome, EngineState, ErrorCode,
+    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageId, MessageRole, Phase,
+    Position, SayConfig, Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType, Session,
+    SessionId, SessionRepository, SessionScript, SessionStatus, TechniqueScript, Topic, TurnClaim,
+    TurnContext, TurnId, TurnRecord, ValueType, VariableScope, VariableSnapshot, VariableStore,
+    VariableValue,
 };
 use serde_json::{json, Value};
 
@@ -260,5 +261,30 @@ pub fn failure(session: &Session, user_input: &str) -> FailedTurn {
             ..session.state.position.clone()
         },
         failed_at: session.updated_at + Duration::seconds(1),
+    }
+}
+
+/// A claim on `session_id` with a one-minute lease and `history_window`
+/// messages of history.
+pub fn turn_claim(session_id: SessionId, history_window: usize) -> TurnClaim {
+    TurnClaim {
+        session_id,
+        turn_id: TurnId::new_random(),
+        lease_duration: std::time::Duration::from_secs(60),
+        history_window,
+        idempotency_key: None,
+    }
+}
+
+/// Claims the session, which must exist and be free.
+pub async fn claim<S: SessionRepository + ?Sized>(store: &S, session_id: SessionId) -> TurnContext {
+    claim_with(store, &turn_claim(session_id, 20)).await
+}
+
+/// Makes `claim`, which must succeed.
+pub async fn claim_with<S: SessionRepository + ?Sized>(store: &S, claim: &TurnClaim) -> TurnContext {
+    match store.claim_turn(claim).await.unwrap() {
+        ClaimOutcome::Claimed(context) => *context,
+        other => panic!("expected the claim to succeed, got {other:?}"),
     }
 }

@@ -230,6 +230,7 @@ impl TestDb {
             max_connections: 5,
             acquire_timeout: Duration::from_secs(60),
             statement_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
         }
     }

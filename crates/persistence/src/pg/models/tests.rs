@@ -2,21 +2,28 @@ use super::*;
 use heartrule_domain::{Position, ScriptId, SessionId, VariableStore, VariableValue};
 use serde_json::json;
 
-const MIGRATION_SQL: [&str; 6] = [
+const MIGRATION_SQL: [&str; 7] = [
     include_str!("../../../../../migrations/2026-11-27-000001_create_scripts/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000002_create_sessions/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000003_create_messages/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000004_create_variables/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000005_create_idempotency_keys/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000006_create_failed_turns/up.sql"),
+    include_str!("../../../../../migrations/2026-12-04-000001_session_turn_leases/up.sql"),
 ];
 
-/// The text of the CHECK constraint `name`, up to the end of its clause.
+/// The text of the CHECK constraint `name` as the newest migration that
+/// defines it leaves it, up to the end of its clause.
 fn check_clause(name: &str) -> &'static str {
     MIGRATION_SQL
         .iter()
+        .rev()
         .find_map(|sql| {
-            let start = sql.find(&format!("CONSTRAINT {name}"))?;
+            let needle = format!("CONSTRAINT {name}");
+            // The last definition in the file (a DROP CONSTRAINT has no CHECK).
+            let (start, _) = sql.rmatch_indices(&needle).find(|(at, _)| {
+                sql[at + needle.len()..].trim_start().starts_with("CHECK")
+            })?;
             let rest = &sql[start..];
             let end = rest.find("))").map_or(rest.len(), |i| i + 2);
             Some(&rest[..end])
@@ -188,6 +195,7 @@ fn check_constraints_allow_every_domain_enum_spelling() {
         ErrorCode::DatabaseError,
         ErrorCode::InternalServerError,
         ErrorCode::Conflict,
+        ErrorCode::TurnInProgress,
     ];
     for c in codes {
         match c {
@@ -201,7 +209,8 @@ fn check_constraints_allow_every_domain_enum_spelling() {
             | ErrorCode::VariableExtractionError
             | ErrorCode::DatabaseError
             | ErrorCode::InternalServerError
-            | ErrorCode::Conflict => {}
+            | ErrorCode::Conflict
+            | ErrorCode::TurnInProgress => {}
         }
         // The failed_turns decoder relies on serde spelling == as_str().
         assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
