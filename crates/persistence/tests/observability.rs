@@ -124,7 +124,7 @@ fn repository_calls_emit_spans_and_metrics() {
     assert_eq!(
         samples(find(
             query,
-            &[("operation", "select_for_update"), ("table", "sessions")]
+            &[("operation", "claim_turn"), ("table", "sessions")]
         )),
         1
     );

@@ -255,7 +255,7 @@ pub const METRICS: &[MetricDoc] = &[
     counter(
         "heartrule_turns_total",
         &["outcome"],
-        "Conversation turns processed, by outcome.",
+        "Conversation turns processed, by outcome (committed, replayed, failed, in_progress).",
         "server",
     ),
     histogram(
@@ -278,7 +278,7 @@ pub const METRICS: &[MetricDoc] = &[
         Unit::Seconds,
         &[],
         DURATION_BUCKETS,
-        "Time a turn waited for its session's lock.",
+        "Time a turn took to claim its session's lease; a claim never waits for another turn (a busy session answers TURN_IN_PROGRESS).",
         "server",
     ),
     // Telemetry itself (this crate)
