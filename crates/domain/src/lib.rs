@@ -27,8 +27,8 @@ pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Reco
 pub use ids::{MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
-    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager,
-    SessionManagerConfig, TurnResult, TurnStart,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
+    TurnResult, TurnStart,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage};
 pub use ports::{

@@ -365,13 +365,13 @@ impl<P: Ports> SessionManager<P> {
                 })?;
                 replay(stored, key, session_id).map(Claimed::Replay)
             }
-            ClaimOutcome::Busy { lease_expires_at } => Err(DomainError::new(
-                ErrorKind::TurnInProgress {
+            ClaimOutcome::Busy { lease_expires_at } => {
+                Err(DomainError::new(ErrorKind::TurnInProgress {
                     session_id,
                     lease_expires_at,
-                },
-            )
-            .with_session(session_id)),
+                })
+                .with_session(session_id))
+            }
             ClaimOutcome::NotFound => {
                 Err(DomainError::new(ErrorKind::SessionNotFound(session_id))
                     .with_session(session_id))

@@ -283,11 +283,7 @@ fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
 
 /// A store whose claim succeeds once; the turn then either commits
 /// (`commit` decides the answer) or is released with a recorded failure.
-fn sessions_claiming(
-    session: &Session,
-    commits: usize,
-    releases: usize,
-) -> MockSessionRepository {
+fn sessions_claiming(session: &Session, commits: usize, releases: usize) -> MockSessionRepository {
     let mut sessions = MockSessionRepository::new();
     let stored = session.clone();
     sessions

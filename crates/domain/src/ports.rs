@@ -197,8 +197,11 @@ pub trait SessionRepository: Send + Sync {
     /// only while `lease` still owns the session and the session's
     /// `turn_count` is the one read at claim time. Otherwise nothing is
     /// written and it fails with [`RepositoryError::LeaseLost`].
-    async fn commit_turn(&self, lease: &TurnLease, record: &TurnRecord)
-        -> Result<(), RepositoryError>;
+    async fn commit_turn(
+        &self,
+        lease: &TurnLease,
+        record: &TurnRecord,
+    ) -> Result<(), RepositoryError>;
     /// Ends a turn without applying it: records `failure` (when given; the
     /// session's `last_error` is set only while the lease is still owned)
     /// and releases the lease if this turn still owns it. Releasing a lease

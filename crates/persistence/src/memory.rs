@@ -451,7 +451,9 @@ fn lease_lost(lease: &TurnLease) -> RepositoryError {
 
 /// A lease length as a chrono duration; absurd lengths are refused rather
 /// than wrapped.
-pub(crate) fn lease_length(duration: std::time::Duration) -> Result<chrono::Duration, RepositoryError> {
+pub(crate) fn lease_length(
+    duration: std::time::Duration,
+) -> Result<chrono::Duration, RepositoryError> {
     chrono::Duration::from_std(duration)
         .map_err(|_| RepositoryError::Query(format!("lease duration {duration:?} is out of range")))
 }

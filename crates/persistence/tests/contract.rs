@@ -465,7 +465,10 @@ async fn failure_is_recorded_and_state_untouched<S: Store>(store: &S) {
     let session = create_session(store, "user-1").await;
     let turn = claim(store, session.id).await;
     let failed = failure(&session, "my words must not be lost");
-    store.release_turn(&turn.lease, Some(&failed)).await.unwrap();
+    store
+        .release_turn(&turn.lease, Some(&failed))
+        .await
+        .unwrap();
 
     let stored = SessionRepository::get(store, session.id)
         .await
@@ -676,7 +679,10 @@ async fn a_lapsed_lease_is_taken_over_and_the_late_commit_is_fenced<S: Store>(st
         Err(RepositoryError::LeaseLost(_))
     ));
     let failed = failure(&session, "late words");
-    store.release_turn(&dead.lease, Some(&failed)).await.unwrap();
+    store
+        .release_turn(&dead.lease, Some(&failed))
+        .await
+        .unwrap();
     assert_eq!(store.failed(session.id).await, vec![failed]);
     assert!(matches!(
         store.claim_turn(&turn_claim(session.id, 20)).await.unwrap(),

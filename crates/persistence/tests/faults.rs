@@ -225,7 +225,10 @@ async fn exhausted_pool_times_out_and_pool_stats_show_it() {
 
     blocker.batch_execute("ROLLBACK").await.unwrap();
     let claimed = waiting.await.unwrap().unwrap();
-    assert!(matches!(claimed, heartrule_domain::ClaimOutcome::Claimed(_)));
+    assert!(matches!(
+        claimed,
+        heartrule_domain::ClaimOutcome::Claimed(_)
+    ));
     assert_eq!(
         SessionRepository::get(&store, session.id)
             .await

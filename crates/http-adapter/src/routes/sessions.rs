@@ -1,7 +1,7 @@
 //! Session routes (reference §5.2).
 
-use super::run_turn;
 use super::parse_id;
+use super::run_turn;
 use crate::context::name_user;
 use crate::dto::{
     CreateSessionBody, CreateSessionRequest, MessageBody, MessagesBody, MessagesQuery,

@@ -170,10 +170,7 @@ impl SessionRepository for PgStore {
             let mut conn = self.acquire().await?;
             // One statement: the fenced session update and the inserts that
             // depend on it, atomic without an explicit transaction.
-            let applied: i64 = query
-                .get_result(&mut *conn)
-                .await
-                .map_err(map_diesel)?;
+            let applied: i64 = query.get_result(&mut *conn).await.map_err(map_diesel)?;
             if applied == 1 {
                 Ok(())
             } else {

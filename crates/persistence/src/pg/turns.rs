@@ -7,7 +7,9 @@ use crate::memory::lease_length;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel::{QueryResult, QueryableByName};
 use heartrule_domain::{ActionType, RepositoryError, TurnClaim, TurnLease, TurnRecord};
 use serde_json::Value;
@@ -72,9 +74,7 @@ impl QueryFragment<Pg> for ClaimTurn<'_> {
         out.push_bind_param::<SqlUuid, _>(&self.session_id)?;
         out.push_sql(" AND (lease_owner IS NULL OR lease_expires_at <= now())");
         if let Some(key) = &self.idempotency_key {
-            out.push_sql(
-                " AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.session_id = ",
-            );
+            out.push_sql(" AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.session_id = ");
             out.push_bind_param::<SqlUuid, _>(&self.session_id)?;
             out.push_sql(" AND k.idem_key = ");
             out.push_bind_param::<Text, _>(key)?;
@@ -156,7 +156,9 @@ impl<'a> CommitTurn<'a> {
             messages.role.push(m.role.as_str());
             messages.content.push(&m.content);
             messages.action_id.push(m.action_id.as_deref());
-            messages.action_type.push(m.action_type.map(ActionType::as_str));
+            messages
+                .action_type
+                .push(m.action_type.map(ActionType::as_str));
             messages.metadata.push(&m.metadata);
             messages.created_at.push(m.created_at);
         }

@@ -282,7 +282,10 @@ pub async fn claim<S: SessionRepository + ?Sized>(store: &S, session_id: Session
 }
 
 /// Makes `claim`, which must succeed.
-pub async fn claim_with<S: SessionRepository + ?Sized>(store: &S, claim: &TurnClaim) -> TurnContext {
+pub async fn claim_with<S: SessionRepository + ?Sized>(
+    store: &S,
+    claim: &TurnClaim,
+) -> TurnContext {
     match store.claim_turn(claim).await.unwrap() {
         ClaimOutcome::Claimed(context) => *context,
         other => panic!("expected the claim to succeed, got {other:?}"),

@@ -9,6 +9,7 @@ mod support;
 mod conversation;
 mod degraded;
 mod errors;
+mod leases;
 mod llm_faults;
 mod openapi;
 mod process;

@@ -21,9 +21,9 @@ fn check_clause(name: &str) -> &'static str {
         .find_map(|sql| {
             let needle = format!("CONSTRAINT {name}");
             // The last definition in the file (a DROP CONSTRAINT has no CHECK).
-            let (start, _) = sql.rmatch_indices(&needle).find(|(at, _)| {
-                sql[at + needle.len()..].trim_start().starts_with("CHECK")
-            })?;
+            let (start, _) = sql
+                .rmatch_indices(&needle)
+                .find(|(at, _)| sql[at + needle.len()..].trim_start().starts_with("CHECK"))?;
             let rest = &sql[start..];
             let end = rest.find("))").map_or(rest.len(), |i| i + 2);
             Some(&rest[..end])
