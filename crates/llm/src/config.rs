@@ -17,7 +17,7 @@
 //!     max_retries: 3
 //!     initial_backoff: 200ms
 //!     max_backoff: 5s
-//!     concurrency_limit: 32
+//!     concurrency_limit: 256
 //!     breaker: { failure_threshold: 5, open_for: 30s, half_open_max_calls: 1 }
 //!   fallback:                   # optional; same shape without its own fallback
 //!     provider: mock
@@ -138,7 +138,10 @@ pub struct ResilienceConfig {
     /// Upper bound of one backoff, also caps a server's `Retry-After`.
     #[serde(deserialize_with = "deserialize_duration")]
     pub max_backoff: Duration,
-    /// Attempts in flight at once against this provider.
+    /// Attempts in flight at once against this provider. By Little's law
+    /// an instance makes at most `concurrency_limit ÷ call latency` calls a
+    /// second, so size it by the turns per second wanted times the calls per
+    /// turn times the model's latency, within the provider's rate limit.
     pub concurrency_limit: usize,
     pub breaker: BreakerConfig,
 }
@@ -149,7 +152,7 @@ impl Default for ResilienceConfig {
             max_retries: 3,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
-            concurrency_limit: 32,
+            concurrency_limit: 256,
             breaker: BreakerConfig::default(),
         }
     }
@@ -256,7 +259,7 @@ mod tests {
             Duration::from_millis(200)
         );
         assert_eq!(config.resilience.max_backoff, Duration::from_secs(5));
-        assert_eq!(config.resilience.concurrency_limit, 32);
+        assert_eq!(config.resilience.concurrency_limit, 256);
         assert_eq!(config.resilience.breaker.failure_threshold, 5);
         assert_eq!(config.resilience.breaker.open_for, Duration::from_secs(30));
         assert_eq!(config.resilience.breaker.half_open_max_calls, 1);
