@@ -20,7 +20,7 @@ use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -37,6 +37,10 @@ pub struct SessionManagerConfig {
     /// when it lapses can be taken over, and its late commit is refused.
     /// A crashed instance's sessions become free again after it.
     pub turn_lease: Duration,
+    /// How long turns reuse a parsed script and the techniques it resolved
+    /// without asking the stores again. An edited session script has a new
+    /// content hash and is used at once; an edited technique within this time.
+    pub script_memo_ttl: Duration,
 }
 
 impl Default for SessionManagerConfig {
@@ -45,6 +49,7 @@ impl Default for SessionManagerConfig {
             history_window: 20,
             user_sessions_limit: 100,
             turn_lease: Duration::from_secs(300),
+            script_memo_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -197,6 +202,7 @@ fn record_turn_outcome(
 pub struct SessionManager<P: Ports> {
     adapters: Adapters<P>,
     config: SessionManagerConfig,
+    scripts: Arc<ScriptMemo>,
 }
 
 impl<P: Ports> Clone for SessionManager<P> {
@@ -204,7 +210,55 @@ impl<P: Ports> Clone for SessionManager<P> {
         Self {
             adapters: self.adapters.clone(),
             config: self.config.clone(),
+            scripts: Arc::clone(&self.scripts),
         }
+    }
+}
+
+/// The scripts recent turns ran, parsed and with their techniques resolved,
+/// by script id and content hash: a turn then costs no script fetch, no
+/// document decoding and no technique lookup. The hash makes a session
+/// script entry exact; the techniques it resolved are reused for at most
+/// [`SessionManagerConfig::script_memo_ttl`].
+#[derive(Default)]
+struct ScriptMemo {
+    entries:
+        std::sync::Mutex<HashMap<(ScriptId, String), (std::time::Instant, Arc<RunnableScript>)>>,
+}
+
+/// Entries beyond this are dropped oldest first.
+const SCRIPT_MEMO_CAPACITY: usize = 512;
+
+impl ScriptMemo {
+    fn get(&self, id: ScriptId, hash: &str, ttl: Duration) -> Option<Arc<RunnableScript>> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(&(id, hash.to_owned()))
+            .filter(|(stored_at, _)| stored_at.elapsed() < ttl)
+            .map(|(_, script)| Arc::clone(script))
+    }
+
+    fn put(&self, script: &Arc<RunnableScript>) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= SCRIPT_MEMO_CAPACITY {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (stored_at, _))| *stored_at)
+                .map(|(key, _)| key.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(
+            (script.script_id, script.content_hash.clone()),
+            (std::time::Instant::now(), Arc::clone(script)),
+        );
     }
 }
 
@@ -220,7 +274,11 @@ struct RunnableScript {
 impl<P: Ports> SessionManager<P> {
     #[must_use]
     pub fn new(adapters: Adapters<P>, config: SessionManagerConfig) -> Self {
-        Self { adapters, config }
+        Self {
+            adapters,
+            config,
+            scripts: Arc::default(),
+        }
     }
 
     /// Creates a session and runs it to its first pause. Nothing is stored
@@ -591,13 +649,22 @@ impl<P: Ports> SessionManager<P> {
         );
     }
 
-    /// The script document (from the cache when its hash matches) and the
-    /// techniques it references.
+    /// The script document and the techniques it references: from the memo
+    /// of recent turns, else from the cache when its hash matches, else from
+    /// the store.
     async fn runnable_script(
         &self,
         script_id: ScriptId,
         known_hash: Option<&str>,
-    ) -> Result<RunnableScript, DomainError> {
+    ) -> Result<Arc<RunnableScript>, DomainError> {
+        if let Some(hash) = known_hash {
+            if let Some(script) = self
+                .scripts
+                .get(script_id, hash, self.config.script_memo_ttl)
+            {
+                return Ok(script);
+            }
+        }
         let a = &self.adapters;
         let not_found = || DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()));
         let cached = match known_hash {
@@ -642,13 +709,15 @@ impl<P: Ports> SessionManager<P> {
             }
         };
         let techniques = self.techniques_for(&session, script_id).await?;
-        Ok(RunnableScript {
+        let script = Arc::new(RunnableScript {
             script_id,
             script_name: name.unwrap_or_else(|| session.session_id.clone()),
             content_hash: hash,
             session: Arc::new(session),
             techniques: Arc::new(techniques),
-        })
+        });
+        self.scripts.put(&script);
+        Ok(script)
     }
 
     async fn techniques_for(

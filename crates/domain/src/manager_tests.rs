@@ -349,6 +349,37 @@ async fn input_reaches_engine_and_turn_commits_with_contiguous_seq() {
 }
 
 #[tokio::test]
+async fn later_turns_reuse_the_parsed_script_without_fetching_it() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let mut scripts = MockScriptRepository::new();
+    let found = script.clone();
+    scripts
+        .expect_get()
+        .times(1)
+        .returning(move |_| Ok(Some(found.clone())));
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(3)
+        .returning(move |claim| Ok(claimed(&stored, claim)));
+    sessions
+        .expect_commit_turn()
+        .times(3)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .times(3)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts, sessions, engine);
+    for text in ["one", "two", "three"] {
+        m.process_input(input(session.id, text)).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn missing_session_is_session_not_found() {
     let mut sessions = MockSessionRepository::new();
     sessions

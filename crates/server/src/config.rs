@@ -93,6 +93,10 @@ pub struct EngineSection {
     /// again after it.
     #[serde(with = "humantime_serde")]
     pub turn_lease: Duration,
+    /// How long turns reuse a parsed script and its resolved techniques; an
+    /// edited technique is picked up within this time.
+    #[serde(with = "humantime_serde")]
+    pub script_memo_ttl: Duration,
     /// Run the topic-level monitor after incomplete ask/say rounds.
     pub monitors: bool,
     /// Prompt templates (`default/`, `custom/<scheme>/`); the built-in copies

@@ -160,6 +160,7 @@ pub async fn build_app(
         SessionManagerConfig {
             history_window: config.engine.history_window,
             turn_lease: config.engine.turn_lease,
+            script_memo_ttl: config.engine.script_memo_ttl,
             ..SessionManagerConfig::default()
         },
     );
