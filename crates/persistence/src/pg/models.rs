@@ -4,16 +4,22 @@
 
 use crate::schema::{failed_turns, idempotency_keys, messages, scripts, sessions, variables};
 use chrono::{DateTime, Utc};
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::Jsonb;
 use heartrule_domain::{
     ActionType, EngineState, ErrorCode, ExecutionStatus, FailedTurn, IdempotentResponse, Message,
-    MessageRole, RepositoryError, Script, ScriptStatus, ScriptType, Session, SessionStatus,
-    TurnRecord, ValueType, VariableScope, VariableSnapshot,
+    MessageRole, Position, RepositoryError, Script, ScriptStatus, ScriptType, Session,
+    SessionStatus, TurnRecord, ValueType, VariableScope, VariableSnapshot, VariableStore,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt::Display;
+use std::io::Write;
 use uuid::Uuid;
 
 fn corrupt(table: &str, column: &str, detail: impl Display) -> RepositoryError {
@@ -153,9 +159,9 @@ pub(crate) struct SessionRow {
     script_hash: String,
     status: String,
     execution_status: String,
-    position: Value,
-    variables: Value,
-    engine_state: Value,
+    position: RawJson,
+    variables: RawJson,
+    engine_state: RawJson,
     turn_count: i64,
     last_message_seq: i64,
     last_error: Option<String>,
@@ -179,17 +185,34 @@ impl SessionRow {
             "execution_status",
             &self.execution_status,
         )?;
-        let Value::Object(mut state) = self.engine_state else {
+        // The split-out columns are authoritative (see `EncodedState`): the
+        // state's JSON is spliced back together from the column texts and
+        // decoded once, straight into the typed state.
+        let Some(rest) = self
+            .engine_state
+            .0
+            .trim()
+            .strip_prefix('{')
+            .and_then(|inner| inner.strip_suffix('}'))
+        else {
             return Err(corrupt(T, "engine_state", "not a JSON object"));
         };
-        // The split-out columns are authoritative (see `EncodedState`).
-        state.insert(
-            "status".into(),
-            Value::String(execution_status.as_str().into()),
-        );
-        state.insert("position".into(), self.position);
-        state.insert("variables".into(), self.variables);
-        let state: EngineState = from_json(Value::Object(state), T, "engine_state")?;
+        let rest = rest.trim();
+        let mut text =
+            String::with_capacity(64 + self.position.0.len() + self.variables.0.len() + rest.len());
+        text.push_str("{\"status\":\"");
+        text.push_str(execution_status.as_str());
+        text.push_str("\",\"position\":");
+        text.push_str(&self.position.0);
+        text.push_str(",\"variables\":");
+        text.push_str(&self.variables.0);
+        if !rest.is_empty() {
+            text.push(',');
+            text.push_str(rest);
+        }
+        text.push('}');
+        let state: EngineState =
+            serde_json::from_str(&text).map_err(|e| corrupt(T, "engine_state", e))?;
         Ok(Session {
             id: self.id.into(),
             user_id: self.user_id,
@@ -214,14 +237,27 @@ impl SessionRow {
 /// never written twice.
 struct EncodedState {
     execution_status: &'static str,
-    position: Value,
-    variables: Value,
+    position: RawJson,
+    variables: RawJson,
     rest: Value,
 }
 
 impl EncodedState {
     fn new(state: &EngineState) -> Result<Self, RepositoryError> {
-        let mut rest = match to_json(state, "the engine state")? {
+        // The split-out parts are encoded straight to text; only the small
+        // rest goes through a JSON tree. Listing every field (no `..`) makes
+        // a new EngineState field a compile error here, not a silent loss.
+        let rest_only = EngineState {
+            version: state.version,
+            status: state.status,
+            position: Position::default(),
+            variables: VariableStore::default(),
+            pending_action: state.pending_action.clone(),
+            template_scheme: state.template_scheme.clone(),
+            skill_frames: state.skill_frames.clone(),
+            metadata: state.metadata.clone(),
+        };
+        let mut rest = match to_json(&rest_only, "the engine state")? {
             Value::Object(map) => map,
             other => {
                 return Err(RepositoryError::Query(format!(
@@ -230,14 +266,48 @@ impl EncodedState {
             }
         };
         rest.remove("status");
-        let position = rest.remove("position").unwrap_or(Value::Null);
-        let variables = rest.remove("variables").unwrap_or(Value::Null);
+        rest.remove("position");
+        rest.remove("variables");
         Ok(Self {
             execution_status: state.status.as_str(),
-            position,
-            variables,
+            position: RawJson::encode(&state.position, "the position")?,
+            variables: RawJson::encode(&state.variables, "the variables")?,
             rest: Value::Object(rest),
         })
+    }
+}
+
+/// The text of a JSONB value, read or written without a `serde_json::Value`
+/// tree: decoding goes straight from the text into the typed value.
+#[derive(Debug, Clone, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Jsonb)]
+pub(crate) struct RawJson(pub(crate) String);
+
+impl RawJson {
+    fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Self, RepositoryError> {
+        serde_json::to_string(value)
+            .map(Self)
+            .map_err(|e| RepositoryError::Query(format!("could not encode {what} as JSON: {e}")))
+    }
+}
+
+/// PostgreSQL's binary JSONB is a version byte (1) and the JSON text.
+const JSONB_VERSION: u8 = 1;
+
+impl FromSql<Jsonb, Pg> for RawJson {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        match value.as_bytes().split_first() {
+            Some((&JSONB_VERSION, text)) => Ok(Self(std::str::from_utf8(text)?.to_owned())),
+            _ => Err("unsupported binary JSONB format version".into()),
+        }
+    }
+}
+
+impl ToSql<Jsonb, Pg> for RawJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&[JSONB_VERSION])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
     }
 }
 
@@ -250,8 +320,8 @@ pub(crate) struct NewSessionRow<'a> {
     script_hash: &'a str,
     status: &'static str,
     execution_status: &'static str,
-    position: Value,
-    variables: Value,
+    position: RawJson,
+    variables: RawJson,
     engine_state: Value,
     turn_count: i64,
     last_message_seq: i64,
@@ -292,8 +362,8 @@ pub(crate) struct SessionTurnUpdate<'a> {
     pub(crate) script_hash: &'a str,
     pub(crate) status: &'static str,
     pub(crate) execution_status: &'static str,
-    pub(crate) position: Value,
-    pub(crate) variables: Value,
+    pub(crate) position: RawJson,
+    pub(crate) variables: RawJson,
     pub(crate) engine_state: Value,
     pub(crate) turn_count: i64,
     pub(crate) last_message_seq: i64,
