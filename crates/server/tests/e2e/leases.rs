@@ -505,3 +505,80 @@ async fn two_server_processes_on_one_database_lose_and_duplicate_nothing() {
         assert_eq!(turns[0]["lease_owner"], Value::Null, "no lease left behind");
     }
 }
+
+#[actix_web::test]
+async fn a_busy_session_is_409_for_sse_before_any_event_and_an_error_frame_on_websocket() {
+    use awc::ws::{Frame, Message};
+    use futures::{SinkExt, StreamExt};
+
+    let services = Services::new().await;
+    let delay = Arc::new(AtomicU64::new(0));
+    let llm = slow_llm(&delay).await;
+    let app = TestApp::start(
+        &services
+            .env()
+            .openai(llm.base_url())
+            .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s"),
+    )
+    .await;
+    let script = store_question_script(&app.http, &app.url, 5).await;
+    let session = create_session(&app.http, &app.url, &script).await;
+    delay.store(1500, Ordering::SeqCst);
+    let before = llm.request_count();
+    let running = tokio::spawn({
+        let (http, base, session) = (app.http.clone(), app.url.clone(), session.clone());
+        async move { send(&http, &base, &session, "the running turn").await }
+    });
+    eventually(Duration::from_secs(5), "the turn reaches the LLM", || {
+        let seen = llm.request_count();
+        async move { seen > before }
+    })
+    .await;
+
+    // SSE: a plain JSON 409, not a 200 stream with an error event.
+    let stream = Response::read(
+        app.http
+            .post(app.at("/api/chat/stream"))
+            .json(&json!({"sessionId": session, "message": "streamed meanwhile"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    stream.error(409, "TURN_IN_PROGRESS");
+    assert_eq!(stream.header("retry-after"), Some("1"));
+
+    // WebSocket: the socket stays open and answers with an error frame.
+    let ws_url = app
+        .at(&format!("/api/sessions/{session}/ws"))
+        .replace("http://", "ws://");
+    let (_, mut socket) = awc::Client::new().ws(ws_url).connect().await.unwrap();
+    socket
+        .send(Message::Text(
+            json!({"type": "message", "content": "typed meanwhile"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let error = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(1), socket.next())
+            .await
+            .expect("an answer before the running turn ends")
+            .expect("the socket stays open")
+            .unwrap();
+        match frame {
+            Frame::Text(bytes) => break serde_json::from_slice::<Value>(&bytes).unwrap(),
+            Frame::Ping(bytes) => socket.send(Message::Pong(bytes)).await.unwrap(),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["code"], "TURN_IN_PROGRESS", "{error}");
+    socket.send(Message::Close(None)).await.unwrap();
+
+    running.await.unwrap().ok();
+    let stored = history(&services.db, &session).await;
+    assert_eq!(user_messages(&stored), ["the running turn"]);
+    app.stop().await;
+}
