@@ -125,7 +125,7 @@ pub enum TurnStart<P: Ports> {
     /// The session is this turn's: run it.
     Claimed(Box<ClaimedTurn<P>>),
     /// A committed turn already answered the request's `Idempotency-Key`.
-    Replayed(TurnResult),
+    Replayed(Box<TurnResult>),
 }
 
 /// A turn that holds its session's lease, ready to run. Nothing is held in
@@ -178,7 +178,7 @@ impl<P: Ports> ClaimedTurn<P> {
 /// A claim's two happy answers.
 enum Claimed {
     Turn(Box<TurnContext>),
-    Replay(TurnResult),
+    Replay(Box<TurnResult>),
 }
 
 /// The turn's outcome on its span and in the turn metrics.
@@ -222,9 +222,13 @@ impl<P: Ports> Clone for SessionManager<P> {
 /// [`SessionManagerConfig::script_memo_ttl`].
 #[derive(Default)]
 struct ScriptMemo {
-    entries:
-        std::sync::Mutex<HashMap<(ScriptId, String), (std::time::Instant, Arc<RunnableScript>)>>,
+    entries: std::sync::Mutex<HashMap<MemoKey, MemoEntry>>,
 }
+
+/// A script id and the content hash of the version parsed.
+type MemoKey = (ScriptId, String);
+/// When the script was resolved, and the script.
+type MemoEntry = (std::time::Instant, Arc<RunnableScript>);
 
 /// Entries beyond this are dropped oldest first.
 const SCRIPT_MEMO_CAPACITY: usize = 512;
@@ -350,7 +354,7 @@ impl<P: Ports> SessionManager<P> {
     /// [`ErrorKind::TurnInProgress`].
     pub async fn process_input(&self, input: ProcessInput) -> Result<TurnResult, DomainError> {
         match self.start_turn(input).await? {
-            TurnStart::Replayed(result) => Ok(result),
+            TurnStart::Replayed(result) => Ok(*result),
             TurnStart::Claimed(turn) => turn.run().await,
         }
     }
@@ -421,7 +425,7 @@ impl<P: Ports> SessionManager<P> {
                     ))
                     .with_session(session_id)
                 })?;
-                replay(stored, key, session_id).map(Claimed::Replay)
+                replay(stored, key, session_id).map(|result| Claimed::Replay(Box::new(result)))
             }
             ClaimOutcome::Busy { lease_expires_at } => {
                 Err(DomainError::new(ErrorKind::TurnInProgress {

@@ -150,7 +150,7 @@ pub async fn chat_stream<P: Ports>(
                 }
                 Ok(TurnStart::Replayed(result)) => {
                     let _ = started.send(Ok(()));
-                    Ok(result)
+                    Ok(*result)
                 }
                 Ok(TurnStart::Claimed(turn)) => {
                     let _ = started.send(Ok(()));
