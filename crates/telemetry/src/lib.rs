@@ -99,7 +99,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 }
 
 /// [`init`], with log lines written to `writer` instead of stdout (tests
-/// capture them with [`testing::CapturedLogs`]).
+/// capture them with `testing::CapturedLogs`, behind the `testing` feature).
 ///
 /// # Errors
 /// As [`init`].
