@@ -22,6 +22,17 @@ async fn session_in(store: &PgStore) -> heartrule_domain::Session {
     record.session
 }
 
+/// Opens a transaction on `conn` that holds the session's row lock, as
+/// another client of the database might.
+async fn lock_row(conn: &mut diesel_async::AsyncPgConnection, session: &heartrule_domain::Session) {
+    conn.batch_execute(&format!(
+        "BEGIN; SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+        session.id
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn killed_backend_between_claim_and_commit_applies_nothing_or_everything() {
     let db = TestDb::new().await;
@@ -97,13 +108,7 @@ async fn statement_timeout_is_a_timeout_error() {
 
     // Another client holds the session row.
     let mut blocker = db.connection().await;
-    blocker
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            session.id
-        ))
-        .await
-        .unwrap();
+    lock_row(&mut blocker, &session).await;
 
     let error = store
         .claim_turn(&turn_claim(session.id, 10))
@@ -191,13 +196,7 @@ async fn exhausted_pool_times_out_and_pool_stats_show_it() {
     // A claim waiting on another client's row lock keeps the only pooled
     // connection busy.
     let mut blocker = db.connection().await;
-    blocker
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            session.id
-        ))
-        .await
-        .unwrap();
+    lock_row(&mut blocker, &session).await;
     let waiting = {
         let store = store.clone();
         let id = session.id;

@@ -119,6 +119,25 @@ async fn slow_llm(delay: &Arc<AtomicU64>) -> FakeServer {
     .await
 }
 
+/// An in-process server on the `openai` provider against [`slow_llm`], and
+/// a session on a five-question script.
+async fn app_with_a_session(
+    services: &Services,
+    delay: &Arc<AtomicU64>,
+) -> (FakeServer, TestApp, String) {
+    let llm = slow_llm(delay).await;
+    let app = TestApp::start(
+        &services
+            .env()
+            .openai(llm.base_url())
+            .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s"),
+    )
+    .await;
+    let script = store_question_script(&app.http, &app.url, 5).await;
+    let session = create_session(&app.http, &app.url, &script).await;
+    (llm, app, session)
+}
+
 #[actix_web::test]
 async fn a_pool_of_four_serves_64_sessions_whose_llm_takes_300ms() {
     let services = Services::new().await;
@@ -171,16 +190,7 @@ async fn a_pool_of_four_serves_64_sessions_whose_llm_takes_300ms() {
 async fn twenty_messages_at_once_on_one_session_commit_one_and_answer_19_with_409_at_once() {
     let services = Services::new().await;
     let delay = Arc::new(AtomicU64::new(0));
-    let llm = slow_llm(&delay).await;
-    let app = TestApp::start(
-        &services
-            .env()
-            .openai(llm.base_url())
-            .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s"),
-    )
-    .await;
-    let script = store_question_script(&app.http, &app.url, 5).await;
-    let session = create_session(&app.http, &app.url, &script).await;
+    let (_llm, app, session) = app_with_a_session(&services, &delay).await;
     let latency = Duration::from_millis(1000);
     delay.store(
         u64::try_from(latency.as_millis()).unwrap(),
@@ -223,16 +233,7 @@ async fn twenty_messages_at_once_on_one_session_commit_one_and_answer_19_with_40
 async fn an_idempotent_retry_is_409_while_the_first_runs_then_the_stored_replay() {
     let services = Services::new().await;
     let delay = Arc::new(AtomicU64::new(0));
-    let llm = slow_llm(&delay).await;
-    let app = TestApp::start(
-        &services
-            .env()
-            .openai(llm.base_url())
-            .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s"),
-    )
-    .await;
-    let script = store_question_script(&app.http, &app.url, 5).await;
-    let session = create_session(&app.http, &app.url, &script).await;
+    let (llm, app, session) = app_with_a_session(&services, &delay).await;
     delay.store(800, Ordering::SeqCst);
 
     let keyed = |content: &str| {
@@ -513,16 +514,7 @@ async fn a_busy_session_is_409_for_sse_before_any_event_and_an_error_frame_on_we
 
     let services = Services::new().await;
     let delay = Arc::new(AtomicU64::new(0));
-    let llm = slow_llm(&delay).await;
-    let app = TestApp::start(
-        &services
-            .env()
-            .openai(llm.base_url())
-            .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s"),
-    )
-    .await;
-    let script = store_question_script(&app.http, &app.url, 5).await;
-    let session = create_session(&app.http, &app.url, &script).await;
+    let (llm, app, session) = app_with_a_session(&services, &delay).await;
     delay.store(1500, Ordering::SeqCst);
     let before = llm.request_count();
     let running = tokio::spawn({
