@@ -14,22 +14,26 @@
 //! `HEARTRULE_BENCH_CONNECTIONS` (4), `HEARTRULE_BENCH_TURNS` per worker and
 //! round (300), `HEARTRULE_BENCH_ROUNDS` (3), and the server through
 //! `HEARTRULE_TEST_DATABASE_URL` like the tests.
+//!
+//! The file sits next to the storage tests' fixtures because it stores the
+//! same scripts, sessions and turns: `mod fixtures` is that one copy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+// The bench stores only some of the fixtures.
+#[allow(dead_code)]
+mod fixtures;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use fixtures::{new_session, next_turn, session_script, silent_first_turn};
 use heartrule_domain::{ScriptRepository, Session, SessionRepository};
 use heartrule_persistence::{PgConfig, PgStore};
+use heartrule_testkit::db::TestDb;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::fixtures::{new_session, next_turn, session_script, silent_first_turn};
-use support::TestDb;
 use uuid::Uuid;
 
 fn setting(name: &str, default: usize) -> usize {
