@@ -20,7 +20,7 @@
 //!    and the CPU time per turn of this process and of the whole machine.
 //!
 //! ```text
-//! cargo run --release -p heartrule-server --bin heartrule-load -- --help
+//! cargo run --release -p heartrule-load -- --help
 //! ```
 
 /// The same allocator as the `heartrule` binary, so the figures are the server's.
