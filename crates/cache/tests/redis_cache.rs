@@ -11,19 +11,15 @@ use heartrule_domain::{
     Action, ActionKind, EngineState, Phase, SayConfig, ScriptCache, ScriptDocument, ScriptId,
     Session, SessionCache, SessionId, SessionScript, SessionStatus, Topic, VariableStore,
 };
+use heartrule_testkit::redis::{keys_under, redis_url, unique_prefix};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 // ---------------------------------------------------------------- harness
-
-fn redis_url() -> String {
-    std::env::var("HEARTRULE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// A cache under a fresh key prefix plus a raw connection to inspect Redis.
 struct TestRedis {
@@ -52,7 +48,7 @@ impl TestRedis {
         .unwrap_or_else(|error| {
             panic!("Redis at {url} is unreachable ({error}); these tests need a running Redis")
         });
-        let prefix = format!("heartrule-test-{}", Uuid::new_v4());
+        let prefix = unique_prefix();
         let config = adjust(RedisCacheConfig {
             url,
             key_prefix: prefix.clone(),
@@ -83,26 +79,7 @@ impl TestRedis {
     }
 
     async fn keys(&mut self) -> Vec<String> {
-        let pattern = format!("{}:*", self.prefix);
-        let mut keys = Vec::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .command(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await;
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
+        keys_under(&redis_url(), &self.prefix).unwrap()
     }
 
     /// Deletes every key of this test and checks none is left.
@@ -271,12 +248,9 @@ impl tracing::Subscriber for WarnCapture {
     fn exit(&self, _span: &tracing::span::Id) {}
 }
 
-/// A URL on which nothing listens: the port was just bound and released.
+/// A URL on which nothing listens.
 fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("redis://127.0.0.1:{port}")
+    format!("redis://127.0.0.1:{}", heartrule_testkit::closed_port())
 }
 
 // ----------------------------------------------------------- script cache
@@ -525,7 +499,7 @@ async fn unreachable_redis_fails_open_quickly_and_warns_once_per_interval() {
     let started = Instant::now();
     let cache = RedisCache::connect(RedisCacheConfig {
         url: closed_port_url(),
-        key_prefix: format!("heartrule-test-{}", Uuid::new_v4()),
+        key_prefix: unique_prefix(),
         op_timeout,
         connect_timeout,
         warn_interval: Duration::from_secs(3600),

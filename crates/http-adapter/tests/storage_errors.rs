@@ -34,7 +34,7 @@ impl Ports for MockedScripts {
 fn state(scripts: MockScriptRepository) -> AppState<MockedScripts> {
     let store = Arc::new(MemoryStore::new());
     let engine = HeartRuleEngine::new(
-        Arc::new(FakeLlm::default()) as Arc<dyn LlmProvider>,
+        FakeLlm::failing_when_empty() as Arc<dyn LlmProvider>,
         Arc::new(EmbeddedTemplates::new()),
         EngineOptions::default(),
     );

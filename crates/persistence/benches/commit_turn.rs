@@ -19,19 +19,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use heartrule_domain::{ScriptRepository, Session, SessionRepository};
 use heartrule_persistence::{PgConfig, PgStore};
+use heartrule_testkit::db::TestDb;
+use heartrule_testkit::fixtures::{
+    claim, new_session, next_turn, session_script, silent_first_turn,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::fixtures::{claim, new_session, next_turn, session_script, silent_first_turn};
-use support::TestDb;
 use uuid::Uuid;
 
 fn setting(name: &str, default: usize) -> usize {

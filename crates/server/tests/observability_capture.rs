@@ -6,7 +6,7 @@
 
 mod support_obs;
 
-use heartrule_telemetry::testing::ReceivedSpan;
+use heartrule_testkit::otlp::ReceivedSpan;
 use std::time::{Duration, Instant};
 use support_obs::{fake_reply_text, TracedServer, SECRET_MESSAGE};
 

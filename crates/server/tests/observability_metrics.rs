@@ -12,7 +12,7 @@ use heartrule_telemetry::{
     init_with_writer, LogConfig, MetricsConfig, TelemetryConfig, TraceConfig,
 };
 use support_obs::{
-    app_config, send, Client, FakeLlm, RunningServer, TestDatabase, TestRedis, COMPLETION_TOKENS,
+    app_config, fake_llm, send, Client, RunningServer, TestDb, TestRedis, COMPLETION_TOKENS,
     FAKE_MODEL, FAKE_PROVIDER, PROMPT_TOKENS,
 };
 
@@ -56,16 +56,16 @@ async fn known_requests_move_http_turn_token_and_cache_metrics() {
     let logs = CapturedLogs::default();
     let telemetry_config = telemetry_config();
     let telemetry = init_with_writer(&telemetry_config, logs.clone()).unwrap();
-    let database = TestDatabase::create().await;
+    let database = TestDb::new().await;
     let redis = TestRedis::new().await;
-    let llm = FakeLlm::start();
+    let llm = fake_llm().await;
     let config = app_config(&database, &redis, &llm, telemetry_config);
     let server = RunningServer::start(&config, telemetry.metrics_renderer()).await;
     let client = Client::new(&server);
 
     let script_id = client.create_script().await;
     let before = scrape(&client).await;
-    let llm_calls_before = llm.calls().len();
+    let llm_calls_before = llm.request_count();
 
     let session_id = client.create_session(&script_id).await;
     client.post_message(&session_id, "first answer", None).await;
@@ -78,7 +78,7 @@ async fn known_requests_move_http_turn_token_and_cache_metrics() {
     assert_eq!(missing.status, 404);
 
     let after = scrape(&client).await;
-    let llm_calls = (llm.calls().len() - llm_calls_before) as f64;
+    let llm_calls = (llm.request_count() - llm_calls_before) as f64;
     assert!(llm_calls >= 3.0, "every turn called the LLM ({llm_calls})");
 
     // HTTP: one histogram observation per request, labelled by template.
@@ -188,12 +188,12 @@ async fn known_requests_move_http_turn_token_and_cache_metrics() {
         1.0
     );
     assert!(
-        !redis.keys().await.is_empty(),
+        !redis.keys().is_empty(),
         "the server cached under its prefix"
     );
 
     server.stop().await;
-    llm.stop().await;
+    drop(llm);
     tokio::task::block_in_place(|| telemetry.shutdown());
     drop(redis);
     drop(database);

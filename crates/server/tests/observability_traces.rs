@@ -9,8 +9,9 @@
 
 mod support_obs;
 
-use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver, ReceivedSpan};
+use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::Telemetry;
+use heartrule_testkit::otlp::{OtlpTestReceiver, ReceivedSpan};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -131,7 +132,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
         ..
     } = &traced;
     let seen_before = *seen_before;
-    let llm_calls_before = llm.calls().len();
+    let llm_calls_before = llm.request_count();
 
     // 1. A request without traceparent: a new trace, one tree, every layer.
     let reply = client.post_message(session_id, SECRET_MESSAGE, None).await;
@@ -164,7 +165,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
 
     // The LLM was called with a traceparent of this trace, parented on the
     // chat span.
-    let calls = llm.calls();
+    let calls = llm.requests();
     assert!(calls.len() > llm_calls_before, "the turn called the LLM");
     let chat_ids: HashSet<&str> = new_spans
         .iter()
@@ -173,8 +174,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
         .collect();
     for call in &calls[llm_calls_before..] {
         let traceparent = call
-            .traceparent
-            .as_deref()
+            .header("traceparent")
             .expect("traceparent sent to the LLM");
         let parent = traceparent_parent(traceparent, &trace);
         assert!(chat_ids.contains(parent), "{traceparent} names a chat span");
@@ -202,7 +202,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
 
     // 2. A request with a caller's traceparent continues that trace.
     let seen_before = spans.len();
-    let llm_calls_before = llm.calls().len();
+    let llm_calls_before = llm.request_count();
     let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     client
         .post_message(session_id, "second answer", Some(&caller))
@@ -225,15 +225,14 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
         .filter(|span| span.name.starts_with("chat "))
         .map(|span| span.span_id.as_str())
         .collect();
-    let calls = llm.calls();
+    let calls = llm.requests();
     assert!(
         calls.len() > llm_calls_before,
         "the second turn called the LLM"
     );
     for call in &calls[llm_calls_before..] {
         let traceparent = call
-            .traceparent
-            .as_deref()
+            .header("traceparent")
             .expect("traceparent sent to the LLM");
         assert!(chat_ids.contains(traceparent_parent(traceparent, CALLER_TRACE)));
     }
@@ -242,7 +241,7 @@ async fn one_request_exports_one_trace_continues_callers_and_keeps_words_private
     assert!(
         calls
             .iter()
-            .any(|call| call.body.to_string().contains(SECRET_MESSAGE)),
+            .any(|call| String::from_utf8_lossy(&call.body).contains(SECRET_MESSAGE)),
         "the message reached the LLM prompt (so its absence below means something)"
     );
     let log_text = logs.text();

@@ -2,11 +2,12 @@
 //! (so several can coexist in one process), exporting to the test receiver.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver};
+use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::{
     build_subscriber, continue_trace, trace_id, FileLogConfig, LogConfig, LogFormat, OtlpProtocol,
     TelemetryConfig, TelemetryError, TraceConfig,
 };
+use heartrule_testkit::otlp::OtlpTestReceiver;
 use std::time::Duration;
 
 fn traced(endpoint: String, sampling_ratio: f64, format: LogFormat) -> TelemetryConfig {

@@ -2,11 +2,12 @@
 //! receiver, with spans carried across `.await`s by `Instrument`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver};
+use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::{
     init_with_writer, trace_id, LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig,
     TraceConfig,
 };
+use heartrule_testkit::otlp::OtlpTestReceiver;
 use std::time::Duration;
 use tracing::Instrument;
 

@@ -3,11 +3,12 @@
 //! carrying the exported trace ids. One global init per process, so one test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use heartrule_telemetry::testing::{CapturedLogs, OtlpTestReceiver, ReceivedSpan};
+use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::{
     continue_trace, init_with_writer, inject_trace_headers, trace_id, LogConfig, LogFormat,
     MetricsConfig, OtlpProtocol, TelemetryConfig, TraceConfig,
 };
+use heartrule_testkit::otlp::{OtlpTestReceiver, ReceivedSpan};
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Shared harness of the HTTP adapter's integration tests: the real engine
-//! and in-memory store behind the app, a scripted fake LLM, and small JSON
-//! request helpers.
+//! and in-memory store behind the app, the scripted fake LLM of
+//! `heartrule-testkit` (a call with no reply queued fails the turn with
+//! `Unavailable`), and small JSON request helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use actix_web::body::MessageBody;
@@ -9,20 +10,18 @@ use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
-use async_trait::async_trait;
-use futures::StreamExt;
 use heartrule_domain::{
-    Adapters, LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, NoCache, Ports,
-    RandomIds, ScriptCatalog, SessionManager, SessionManagerConfig, SystemClock, TokenUsage,
+    Adapters, LlmProvider, NoCache, Ports, RandomIds, ScriptCatalog, SessionManager,
+    SessionManagerConfig, SystemClock,
 };
 use heartrule_http_adapter::{configure, AppState, HttpConfig};
 use heartrule_persistence::MemoryStore;
 use heartrule_script_engine::runtime::templates::EmbeddedTemplates;
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use std::sync::Arc;
+
+pub use heartrule_testkit::fake_llm::FakeLlm;
 
 /// The adapters of the tests: the real engine over the in-memory store.
 pub struct TestPorts;
@@ -38,103 +37,6 @@ impl Ports for TestPorts {
     type Ids = RandomIds;
 }
 
-/// A FIFO queue of scripted replies. An unexpected call (empty queue) is an
-/// `Unavailable` error, which fails the turn the test is checking.
-#[derive(Default)]
-pub struct FakeLlm {
-    replies: Mutex<VecDeque<Result<String, LlmError>>>,
-    calls: Mutex<Vec<LlmRequest>>,
-    /// When set, streams stop halfway until a permit is added.
-    gate: Mutex<Option<Arc<Semaphore>>>,
-}
-
-impl FakeLlm {
-    pub fn reply(&self, text: impl Into<String>) {
-        self.replies.lock().unwrap().push_back(Ok(text.into()));
-    }
-
-    pub fn fail(&self, error: LlmError) {
-        self.replies.lock().unwrap().push_back(Err(error));
-    }
-
-    pub fn call_count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    pub fn pending_replies(&self) -> usize {
-        self.replies.lock().unwrap().len()
-    }
-
-    /// Holds every following stream halfway (after some message text has
-    /// been sent); add a permit to the returned semaphore to let one finish.
-    pub fn hold_streams(&self) -> Arc<Semaphore> {
-        let gate = Arc::new(Semaphore::new(0));
-        *self.gate.lock().unwrap() = Some(Arc::clone(&gate));
-        gate
-    }
-
-    fn next(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.calls.lock().unwrap().push(request.clone());
-        let reply = self
-            .replies
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| {
-                Err(LlmError::Unavailable(format!(
-                    "FakeLlm: unexpected `{}` call, no reply queued",
-                    request.purpose
-                )))
-            })?;
-        Ok(LlmResponse {
-            text: reply,
-            model: "fake-model".into(),
-            provider: "fake".into(),
-            finish_reason: Some("stop".into()),
-            usage: TokenUsage {
-                prompt_tokens: 10,
-                completion_tokens: 5,
-                total_tokens: 15,
-            },
-        })
-    }
-}
-
-#[async_trait]
-impl LlmProvider for FakeLlm {
-    fn name(&self) -> &str {
-        "fake"
-    }
-
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.next(request)
-    }
-
-    /// Yields the reply in deltas of three characters, then `Done`.
-    async fn stream(&self, request: &LlmRequest) -> Result<LlmStream, LlmError> {
-        let response = self.next(request)?;
-        let chars: Vec<char> = response.text.chars().collect();
-        let mut head: Vec<Result<LlmChunk, LlmError>> = chars
-            .chunks(3)
-            .map(|c| Ok(LlmChunk::Delta(c.iter().collect())))
-            .collect();
-        let mut tail = head.split_off(head.len() / 2);
-        tail.push(Ok(LlmChunk::Done(response)));
-        let gate = self.gate.lock().unwrap().clone();
-        let wait = futures::stream::once(async move {
-            if let Some(gate) = gate {
-                gate.acquire().await.unwrap().forget();
-            }
-        })
-        .filter_map(|()| async { None });
-        Ok(Box::pin(
-            futures::stream::iter(head)
-                .chain(wait)
-                .chain(futures::stream::iter(tail)),
-        ))
-    }
-}
-
 /// The app's state and the fakes behind it.
 pub struct Harness {
     pub state: AppState<TestPorts>,
@@ -145,7 +47,7 @@ pub struct Harness {
 impl Harness {
     pub fn new(config: HttpConfig) -> Self {
         let store = MemoryStore::new();
-        let llm = Arc::new(FakeLlm::default());
+        let llm = FakeLlm::failing_when_empty();
         let engine = HeartRuleEngine::new(
             Arc::clone(&llm) as Arc<dyn LlmProvider>,
             Arc::new(EmbeddedTemplates::new()),

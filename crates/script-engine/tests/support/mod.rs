@@ -1,134 +1,26 @@
-//! Test harness shared by the engine's integration tests: a scripted fake
-//! LLM, small prompt templates, and a driver that carries state and history
-//! from turn to turn the way the session manager does.
+//! Test harness shared by the engine's integration tests: the scripted fake
+//! LLM (from `heartrule-testkit`; a call with no reply queued panics), small
+//! prompt templates, and a driver that carries state and history from turn
+//! to turn the way the session manager does.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use heartrule_domain::ScriptEngine;
 use heartrule_domain::{
-    ContentSink, DomainError, EngineState, HistoryEntry, LlmChunk, LlmError, LlmProvider,
-    LlmRequest, LlmResponse, LlmStream, SessionScript, TechniqueScript, TokenUsage, TurnOutcome,
-    TurnRequest, VariableScope, VariableStore, VariableValue,
+    ContentSink, DomainError, EngineState, HistoryEntry, SessionScript, TechniqueScript,
+    TurnOutcome, TurnRequest, VariableScope, VariableStore, VariableValue,
 };
 use heartrule_script_engine::runtime::templates::{MemoryTemplates, TemplateSource};
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+pub use heartrule_testkit::fake_llm::FakeLlm;
 
 /// `J(x)` of reference §9: `{"content":"x","EXIT":"false"}`.
 pub fn j(content: &str) -> String {
     serde_json::json!({ "content": content, "EXIT": "false" }).to_string()
-}
-
-/// One call the fake LLM received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedCall {
-    pub prompt: String,
-    pub temperature: f32,
-    pub max_tokens: u32,
-    pub purpose: String,
-    pub streamed: bool,
-}
-
-/// A FIFO queue of scripted replies. An unexpected call (empty queue)
-/// panics, failing the test loudly.
-#[derive(Default)]
-pub struct FakeLlm {
-    replies: Mutex<VecDeque<Result<String, LlmError>>>,
-    calls: Mutex<Vec<RecordedCall>>,
-}
-
-impl FakeLlm {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    pub fn reply(&self, text: impl Into<String>) {
-        self.replies.lock().unwrap().push_back(Ok(text.into()));
-    }
-
-    pub fn replies<I, S>(&self, texts: I)
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        for text in texts {
-            self.reply(text);
-        }
-    }
-
-    pub fn fail(&self, error: LlmError) {
-        self.replies.lock().unwrap().push_back(Err(error));
-    }
-
-    pub fn calls(&self) -> Vec<RecordedCall> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    pub fn call_count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    pub fn last_call(&self) -> RecordedCall {
-        self.calls().last().cloned().expect("no LLM call was made")
-    }
-
-    pub fn pending_replies(&self) -> usize {
-        self.replies.lock().unwrap().len()
-    }
-
-    fn next(&self, request: &LlmRequest, streamed: bool) -> Result<LlmResponse, LlmError> {
-        self.calls.lock().unwrap().push(RecordedCall {
-            prompt: request.prompt.clone(),
-            temperature: request.temperature,
-            max_tokens: request.max_tokens,
-            purpose: request.purpose.clone(),
-            streamed,
-        });
-        let next = self.replies.lock().unwrap().pop_front();
-        let Some(next) = next else {
-            panic!(
-                "FakeLlm: unexpected `{}` call, no reply queued",
-                request.purpose
-            );
-        };
-        next.map(|text| LlmResponse {
-            usage: TokenUsage {
-                prompt_tokens: 10,
-                completion_tokens: 5,
-                total_tokens: 15,
-            },
-            text,
-            model: "fake-model".into(),
-            provider: "fake".into(),
-            finish_reason: Some("stop".into()),
-        })
-    }
-}
-
-#[async_trait]
-impl LlmProvider for FakeLlm {
-    fn name(&self) -> &str {
-        "fake"
-    }
-
-    async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.next(request, false)
-    }
-
-    /// Yields the reply in chunks of three characters, then `Done`.
-    async fn stream(&self, request: &LlmRequest) -> Result<LlmStream, LlmError> {
-        let response = self.next(request, true)?;
-        let chars: Vec<char> = response.text.chars().collect();
-        let mut items: Vec<Result<LlmChunk, LlmError>> = chars
-            .chunks(3)
-            .map(|c| Ok(LlmChunk::Delta(c.iter().collect())))
-            .collect();
-        items.push(Ok(LlmChunk::Done(response)));
-        Ok(Box::pin(futures::stream::iter(items)))
-    }
 }
 
 /// Collects streamed deltas per action.

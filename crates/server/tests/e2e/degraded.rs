@@ -17,7 +17,7 @@ fn component<'a>(ready: &'a Value, name: &str) -> &'a Value {
 async fn with_redis_unreachable_every_request_succeeds_and_ready_says_degraded() {
     let services = Services::new().await;
     let llm = counselor_server().await;
-    let redis = format!("redis://127.0.0.1:{}", closed_port().await);
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
     let env = Env::base()
         .database(&services.db)
         .redis(&redis, &services.redis_prefix)

@@ -36,7 +36,7 @@ async fn store_question_script(http: &reqwest::Client, base: &str, questions: us
     let stored = Response::read(
         http.post(format!("{base}/api/scripts"))
             .json(&json!({
-                "scriptName": format!("questions-{}", uuid::Uuid::new_v4()),
+                "scriptName": format!("questions-{}", heartrule_domain::ScriptId::new_random()),
                 "scriptType": "session",
                 "scriptContent": question_script(questions),
                 "author": "lease tests",
@@ -276,7 +276,7 @@ struct Instance {
 
 impl Instance {
     async fn start(db: &TestDb, llm: &FakeServer, redis_prefix: &str) -> Self {
-        let port = closed_port().await;
+        let port = closed_port();
         let root = repo_root();
         let mut child = Command::new(env!("CARGO_BIN_EXE_heartrule"))
             .env("HEARTRULE_CONFIG_DIR", config_dir())

@@ -35,7 +35,7 @@ async fn sigterm_during_a_turn_lets_it_finish_then_exits_cleanly() {
         }
     })
     .await;
-    let port = closed_port().await;
+    let port = closed_port();
     let prefix = redis_prefix();
     let root = crate::support::repo_root();
     let mut child = heartrule()

@@ -1,18 +1,14 @@
-//! Test support for this crate and its users (cargo feature `testing`):
-//! a log writer that captures lines, a strict Prometheus text parser, and an
-//! in-process OTLP receiver.
+//! Test support for this crate and its users: a log writer that captures
+//! lines and a strict Prometheus text parser (the OTLP receiver is in
+//! `heartrule-testkit`).
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing_subscriber::fmt::MakeWriter;
 
 mod exposition;
-#[cfg(feature = "testing")]
-mod otlp_receiver;
 
 pub use exposition::{ExposedSample, Exposition, ExpositionError};
-#[cfg(feature = "testing")]
-pub use otlp_receiver::{OtlpTestReceiver, ReceivedSpan};
 
 /// A [`MakeWriter`] that keeps everything written to it, for
 /// [`crate::build_subscriber`] / [`crate::init_with_writer`] in tests.

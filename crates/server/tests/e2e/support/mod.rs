@@ -1,126 +1,36 @@
 //! The end-to-end harness: the whole server (`build_app` on 127.0.0.1:0)
 //! over real PostgreSQL and Redis and an in-process fake OpenAI server.
 //!
-//! The test-database harness and the fake OpenAI server are the ones the
-//! persistence and LLM crates test with, compiled in from their `tests/`
-//! folders so there is one copy of each.
+//! The test database, the Redis prefix, the fake OpenAI server and the
+//! running server come from `heartrule-testkit`, the one copy every crate's
+//! tests share.
 
 #![allow(dead_code)]
-
-#[path = "../../../../persistence/tests/support/mod.rs"]
-pub mod pg;
-
-#[path = "../../../../llm/tests/support/fake_server.rs"]
-pub mod fake_llm;
 
 pub mod counselor;
 
 use heartrule_server::config::AppConfig;
-use heartrule_server::{build_app, App};
+use heartrule_testkit::server::RunningServer;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OnceCell;
 
-pub use fake_llm::{FakeServer, Reply};
-pub use pg::TestDb;
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-pub fn config_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
-}
-
-/// The Redis the tests use (`HEARTRULE_TEST_REDIS_URL`, else the local one).
-pub fn redis_url() -> String {
-    std::env::var("HEARTRULE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-static REDIS_CHECKED: OnceCell<()> = OnceCell::const_new();
-
-/// Fails loudly when the test Redis does not answer `PING`.
-pub async fn require_redis() {
-    REDIS_CHECKED
-        .get_or_init(|| async {
-            let url = redis_url();
-            let address = url
-                .trim_start_matches("redis://")
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            let answer = async {
-                let mut socket = tokio::net::TcpStream::connect(&address).await?;
-                socket.write_all(b"PING\r\n").await?;
-                let mut buffer = [0u8; 16];
-                let read = socket.read(&mut buffer).await?;
-                Ok::<_, std::io::Error>(String::from_utf8_lossy(&buffer[..read]).into_owned())
-            };
-            match tokio::time::timeout(Duration::from_secs(3), answer).await {
-                Ok(Ok(reply)) if reply.starts_with("+PONG") => {}
-                outcome => panic!(
-                    "Redis for the tests is unreachable at {url} ({outcome:?}). Start it, or point \
-                     HEARTRULE_TEST_REDIS_URL at one. These tests never skip."
-                ),
-            }
-        })
-        .await;
-}
-
-/// A per-test Redis key prefix.
-pub fn redis_prefix() -> String {
-    format!("heartrule_e2e_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// One command to the test Redis over a blocking socket (usable in `Drop`);
-/// returns the raw RESP reply.
-pub fn redis_command(args: &[&str]) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let url = redis_url();
-    let address = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let mut socket = std::net::TcpStream::connect(address)?;
-    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    socket.write_all(command.as_bytes())?;
-    socket.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = String::new();
-    socket.read_to_string(&mut reply)?;
-    Ok(reply)
-}
+pub use heartrule_testkit::db::TestDb;
+pub use heartrule_testkit::fake_openai as fake_llm;
+pub use heartrule_testkit::fake_openai::{FakeServer, Reply};
+pub use heartrule_testkit::redis::{redis_url, require_redis, unique_prefix as redis_prefix};
+pub use heartrule_testkit::{closed_port, config_dir, repo_root};
 
 /// The test Redis's keys under `prefix`.
 pub fn redis_keys(prefix: &str) -> Vec<String> {
-    let reply = redis_command(&["KEYS", &format!("{prefix}*")]).expect("KEYS on the test Redis");
-    // `*N`, then `$len` / `key` line pairs.
-    reply
-        .split("\r\n")
-        .skip(1)
-        .skip(1)
-        .step_by(2)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect()
+    heartrule_testkit::redis::keys_under(&redis_url(), prefix).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A `host:port` on which nothing listens.
-pub async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    port
+/// Deletes the test Redis's keys under `prefix`.
+pub fn clear_redis_prefix(prefix: &str) {
+    if let Err(e) = heartrule_testkit::redis::delete_keys_under(&redis_url(), prefix) {
+        eprintln!("warning: Redis keys under {prefix} were not deleted: {e:#}");
+    }
 }
 
 /// Environment for one server: builder over the keys `AppConfig` reads.
@@ -212,61 +122,34 @@ impl Services {
     }
 }
 
-/// Deletes the test Redis's keys under `prefix`.
-pub fn clear_redis_prefix(prefix: &str) {
-    let keys = redis_keys(prefix);
-    if keys.is_empty() {
-        return;
-    }
-    let mut args = vec!["DEL"];
-    args.extend(keys.iter().map(String::as_str));
-    if let Err(e) = redis_command(&args) {
-        eprintln!("warning: Redis keys under {prefix} were not deleted: {e}");
-    }
-}
-
 impl Drop for Services {
     fn drop(&mut self) {
         clear_redis_prefix(&self.redis_prefix);
     }
 }
 
-/// A running server.
+/// A running server and a client of it.
 pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
-    handle: actix_web::dev::ServerHandle,
-    app: Option<App>,
+    server: RunningServer,
 }
 
 impl TestApp {
     pub async fn start(env: &Env) -> Self {
-        let config = env.config();
-        let app = build_app(&config, None, Instant::now())
-            .await
-            .expect("the app builds");
-        let server = app.http_server(&config).expect("the server binds");
-        let address = server.addrs()[0];
-        let handle = server.handle();
-        actix_web::rt::spawn(async move {
-            server.run().await.expect("the server runs");
-        });
+        let server = RunningServer::start(&env.config(), None).await;
         Self {
-            url: format!("http://{address}"),
+            url: server.base_url.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
-            handle,
-            app: Some(app),
+            server,
         }
     }
 
-    pub async fn stop(mut self) {
-        self.handle.stop(true).await;
-        if let Some(app) = self.app.take() {
-            app.shutdown().await;
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 
     pub fn at(&self, path: &str) -> String {
@@ -375,23 +258,7 @@ impl Response {
 
 /// Rows of the test database, as JSON (one object per row).
 pub async fn rows(db: &TestDb, sql: &str) -> Vec<Value> {
-    use diesel::sql_types::Jsonb;
-    use diesel::QueryableByName;
-    use diesel_async::RunQueryDsl;
-
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Jsonb)]
-        row: Value,
-    }
-    let mut conn = db.connection().await;
-    diesel::sql_query(format!("SELECT to_jsonb(t) AS row FROM ({sql}) t"))
-        .load::<Row>(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .map(|r| r.row)
-        .collect()
+    db.rows(sql).await
 }
 
 /// Polls `check` until it holds (or panics after `within`).

@@ -1,6 +1,10 @@
-//! An in-process OTLP trace receiver on 127.0.0.1 for tests: accepts
-//! OTLP/HTTP protobuf (`POST /v1/traces`) and OTLP/gRPC (h2c,
-//! `TraceService/Export`) and keeps the spans for assertions.
+//! An in-process OTLP trace receiver on 127.0.0.1: accepts OTLP/HTTP
+//! protobuf (`POST /v1/traces`) and OTLP/gRPC (h2c, `TraceService/Export`).
+//! Tests start it with [`OtlpTestReceiver::start`], which decodes every
+//! export and keeps the spans for assertions; load runs with
+//! [`OtlpTestReceiver::start_counting`], a stand-in for a collector that
+//! reads each export and counts it and its bytes without decoding (so the
+//! receiver adds little CPU of its own to what is measured).
 
 use http_body_util::combinators::WithTrailers;
 use http_body_util::{BodyExt, Full};
@@ -50,11 +54,14 @@ pub struct ReceivedSpan {
 struct Received {
     spans: Vec<ReceivedSpan>,
     export_requests: usize,
+    export_bytes: usize,
     errors: Vec<String>,
 }
 
 #[derive(Default)]
 struct Shared {
+    /// Count exports without decoding them (no spans are kept).
+    counting_only: bool,
     received: Mutex<Received>,
     arrived: Condvar,
 }
@@ -64,11 +71,19 @@ impl Shared {
         self.received.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record_export(&self, request: &ExportTraceServiceRequest) {
+    fn record_export(&self, request: &ExportTraceServiceRequest, bytes: usize) {
         let spans = flatten(request);
         let mut received = self.received();
         received.export_requests += 1;
+        received.export_bytes += bytes;
         received.spans.extend(spans);
+        self.arrived.notify_all();
+    }
+
+    fn count_export(&self, bytes: usize) {
+        let mut received = self.received();
+        received.export_requests += 1;
+        received.export_bytes += bytes;
         self.arrived.notify_all();
     }
 
@@ -100,13 +115,31 @@ impl OtlpTestReceiver {
     /// # Errors
     /// Binding the port or starting the thread/runtime failed.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(Shared::default())
+    }
+
+    /// Like [`OtlpTestReceiver::start`], but every export is only counted
+    /// (see [`OtlpTestReceiver::export_requests`] and
+    /// [`OtlpTestReceiver::export_bytes`]); [`OtlpTestReceiver::spans`]
+    /// stays empty.
+    ///
+    /// # Errors
+    /// Binding the port or starting the thread/runtime failed.
+    pub fn start_counting() -> std::io::Result<Self> {
+        Self::start_with(Shared {
+            counting_only: true,
+            ..Shared::default()
+        })
+    }
+
+    fn start_with(shared: Shared) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared);
         let (stop, stop_requested) = oneshot::channel();
         let serving = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -157,6 +190,12 @@ impl OtlpTestReceiver {
     #[must_use]
     pub fn export_requests(&self) -> usize {
         self.shared.received().export_requests
+    }
+
+    /// The bytes of the accepted export requests' messages.
+    #[must_use]
+    pub fn export_bytes(&self) -> usize {
+        self.shared.received().export_bytes
     }
 
     /// Requests the receiver could not serve (undecodable bodies, wrong
@@ -260,10 +299,16 @@ async fn handle(
             ));
         }
     };
+    let bytes = body.len();
     Ok(match (grpc, path.as_str()) {
+        (false, HTTP_TRACES_PATH) if shared.counting_only => {
+            shared.count_export(bytes);
+            // An empty ExportTraceServiceResponse encodes to zero bytes.
+            reply(StatusCode::OK, "application/x-protobuf", Vec::new(), None)
+        }
         (false, HTTP_TRACES_PATH) => match ExportTraceServiceRequest::decode(body) {
             Ok(export) => {
-                shared.record_export(&export);
+                shared.record_export(&export, bytes);
                 reply(
                     StatusCode::OK,
                     "application/x-protobuf",
@@ -281,11 +326,15 @@ async fn handle(
                 )
             }
         },
+        (true, GRPC_EXPORT_PATH) if shared.counting_only => {
+            shared.count_export(bytes);
+            grpc_reply(&[], "0", None)
+        }
         (true, GRPC_EXPORT_PATH) => match grpc_message(&body).and_then(|message| {
             ExportTraceServiceRequest::decode(message).map_err(|error| error.to_string())
         }) {
             Ok(export) => {
-                shared.record_export(&export);
+                shared.record_export(&export, bytes);
                 grpc_reply(
                     &ExportTraceServiceResponse::default().encode_to_vec(),
                     "0",
