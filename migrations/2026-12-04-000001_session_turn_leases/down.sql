@@ -6,6 +6,7 @@ ALTER TABLE failed_turns ADD CONSTRAINT failed_turns_error_code_check CHECK (err
     'LLM_SERVICE_ERROR', 'VARIABLE_EXTRACTION_ERROR', 'DATABASE_ERROR',
     'INTERNAL_SERVER_ERROR', 'CONFLICT'
 ));
+ALTER TABLE sessions RESET (fillfactor);
 ALTER TABLE sessions
     DROP CONSTRAINT sessions_lease_check,
     DROP COLUMN lease_expires_at,

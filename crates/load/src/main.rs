@@ -67,6 +67,8 @@ const SCRIPT_QUESTIONS: usize = 30;
 const TURNS_PER_SESSION: usize = 25;
 // A session must outlast the turns a client runs on it.
 const _: () = assert!(SCRIPT_QUESTIONS > TURNS_PER_SESSION);
+/// Sessions created at once before a turn phase.
+const FIRST_SESSIONS_AT_ONCE: usize = 64;
 /// Prefix of the child's result line on stdout.
 const RESULT_PREFIX: &str = "HEARTRULE-LOAD-RESULT ";
 /// Threads of the clients and of the fake OpenAI server.
@@ -1162,6 +1164,19 @@ impl ClientStats {
 }
 
 /// Clients of one server, with the script they run.
+/// An error with its chain of causes: reqwest's own text ("error sending
+/// request") hides what went wrong.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 struct Load {
     http: reqwest::Client,
     base_url: String,
@@ -1208,7 +1223,7 @@ impl Load {
             .body(encoded)
             .send()
             .await
-            .map_err(|e| failed(None, &e))?;
+            .map_err(|e| failed(None, &with_causes(&e)))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| failed(None, &e))?;
         if !status.is_success() {
@@ -1257,12 +1272,15 @@ impl Load {
     }
 
     /// A session for each of `concurrency` clients, to start [`Load::turns`] on.
+    /// Created concurrently: one after another, each waiting on the LLM,
+    /// they would take minutes at a realistic latency.
     async fn first_sessions(&self, concurrency: usize) -> anyhow::Result<Vec<String>> {
-        let mut sessions = Vec::with_capacity(concurrency);
-        for user in 0..concurrency {
-            sessions.push(self.new_session_id(user).await?);
-        }
-        Ok(sessions)
+        use futures::stream::{StreamExt, TryStreamExt};
+        futures::stream::iter(0..concurrency)
+            .map(|user| self.new_session_id(user))
+            .buffer_unordered(FIRST_SESSIONS_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// A client per session of `first_sessions`, posting messages for
