@@ -947,15 +947,7 @@ impl std::io::Write for CountingWriter {
 
 /// The load script: a greeting, then [`SCRIPT_QUESTIONS`] questions.
 fn load_script() -> String {
-    let mut yaml = String::from(
-        "session:\n  session_id: load_test\n  session_name: \"load test\"\n  phases:\n    - phase_id: main\n      topics:\n        - topic_id: questions\n          actions:\n            - action_id: welcome\n              action_type: ai_say\n              config:\n                content: \"Welcome to the load test\"\n                require_acknowledgment: false\n",
-    );
-    for index in 0..SCRIPT_QUESTIONS {
-        yaml.push_str(&format!(
-            "            - action_id: question_{index}\n              action_type: ai_ask\n              config:\n                content: \"Ask question number {index}\"\n                target_variable: answer_{index}\n"
-        ));
-    }
-    yaml
+    heartrule_testkit::question_script("load_test", SCRIPT_QUESTIONS)
 }
 
 /// Latencies and errors of one measurement.

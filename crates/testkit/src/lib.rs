@@ -58,3 +58,18 @@ pub fn closed_port() -> u16 {
     drop(listener);
     port
 }
+
+/// A session script of a greeting and `questions` questions, each answered
+/// by one turn: load runs and multi-turn tests need many turns on one
+/// session before it completes.
+pub fn question_script(session_id: &str, questions: usize) -> String {
+    let mut yaml = format!(
+        "session:\n  session_id: {session_id}\n  phases:\n    - phase_id: main\n      topics:\n        - topic_id: questions\n          actions:\n            - action_id: welcome\n              action_type: ai_say\n              config:\n                content: \"Welcome\"\n                require_acknowledgment: false\n"
+    );
+    for index in 0..questions {
+        yaml.push_str(&format!(
+            "            - action_id: question_{index}\n              action_type: ai_ask\n              config:\n                content: \"Ask question number {index}\"\n                target_variable: answer_{index}\n"
+        ));
+    }
+    yaml
+}

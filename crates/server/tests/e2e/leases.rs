@@ -5,31 +5,17 @@
 //! and two server processes on one database never lose or duplicate a
 //! message.
 
+use crate::process::{answers_health, serving};
 use crate::support::counselor::counselor;
 use crate::support::{
-    closed_port, config_dir, eventually, redis_url, repo_root, require_redis, rows, FakeServer,
-    Response, Services, TestApp, TestDb,
+    closed_port, eventually, require_redis, rows, FakeServer, Response, Services, TestApp, TestDb,
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
-
-/// A script of a greeting and `questions` questions: every turn answers one.
-fn question_script(questions: usize) -> String {
-    let mut yaml = String::from(
-        "session:\n  session_id: lease_test\n  phases:\n    - phase_id: main\n      topics:\n        - topic_id: questions\n          actions:\n            - action_id: welcome\n              action_type: ai_say\n              config:\n                content: \"Welcome\"\n                require_acknowledgment: false\n",
-    );
-    for index in 0..questions {
-        yaml.push_str(&format!(
-            "            - action_id: question_{index}\n              action_type: ai_ask\n              config:\n                content: \"Ask question number {index}\"\n                target_variable: answer_{index}\n"
-        ));
-    }
-    yaml
-}
+use tokio::process::Child;
 
 /// Stores the question script through `base` and returns its id.
 async fn store_question_script(http: &reqwest::Client, base: &str, questions: usize) -> String {
@@ -38,7 +24,7 @@ async fn store_question_script(http: &reqwest::Client, base: &str, questions: us
             .json(&json!({
                 "scriptName": format!("questions-{}", heartrule_domain::ScriptId::new_random()),
                 "scriptType": "session",
-                "scriptContent": question_script(questions),
+                "scriptContent": heartrule_testkit::question_script("lease_test", questions),
                 "author": "lease tests",
             }))
             .send()
@@ -277,46 +263,17 @@ struct Instance {
 impl Instance {
     async fn start(db: &TestDb, llm: &FakeServer, redis_prefix: &str) -> Self {
         let port = closed_port();
-        let root = repo_root();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_heartrule"))
-            .env("HEARTRULE_CONFIG_DIR", config_dir())
+        let mut child = serving(&db.url, llm.base_url(), redis_prefix, port)
             .env("RUST_LOG", "error")
-            .env("HEARTRULE__SERVER__PORT", port.to_string())
             .env("HEARTRULE__SERVER__WORKERS", "2")
-            .env("DATABASE_URL", &db.url)
-            .env("REDIS_URL", redis_url())
-            .env("HEARTRULE__REDIS__KEY_PREFIX", redis_prefix)
             .env("HEARTRULE__ENGINE__TURN_LEASE", "2s")
-            .env("LLM_PROVIDER", "openai")
-            .env("HEARTRULE__LLM__OPENAI__BASE_URL", llm.base_url())
-            .env("HEARTRULE__LLM__OPENAI__API_KEY", "test")
             .env("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s")
             .env("HEARTRULE__LLM__RESILIENCE__MAX_RETRIES", "0")
-            .env(
-                "HEARTRULE__SCRIPTS__PRELOAD_DIR",
-                root.join("examples/scripts"),
-            )
-            .env(
-                "HEARTRULE__ENGINE__PROMPTS_DIR",
-                root.join("config/prompts"),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("the heartrule binary starts");
         let pid = child.id().expect("a running child");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        eventually(
-            Duration::from_secs(30),
-            "the server answers /health",
-            || {
-                let request = http.get(format!("{base}/health")).send();
-                async move { request.await.is_ok_and(|r| r.status().is_success()) }
-            },
-        )
-        .await;
+        answers_health(&base).await;
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the server exited at start-up: {status}");
         }

@@ -11,7 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
-fn heartrule() -> Command {
+/// The binary with the test configuration folder.
+pub(crate) fn heartrule() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_heartrule"));
     command
         .env("HEARTRULE_CONFIG_DIR", config_dir())
@@ -19,6 +20,46 @@ fn heartrule() -> Command {
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
+}
+
+/// The binary serving on `port` with this test's database, Redis prefix,
+/// the `openai` provider at `llm_base_url`, and the repository's scripts and
+/// prompts.
+pub(crate) fn serving(db_url: &str, llm_base_url: &str, redis_prefix: &str, port: u16) -> Command {
+    let root = crate::support::repo_root();
+    let mut command = heartrule();
+    command
+        .env("HEARTRULE__SERVER__PORT", port.to_string())
+        .env("DATABASE_URL", db_url)
+        .env("REDIS_URL", redis_url())
+        .env("HEARTRULE__REDIS__KEY_PREFIX", redis_prefix)
+        .env("LLM_PROVIDER", "openai")
+        .env("HEARTRULE__LLM__OPENAI__BASE_URL", llm_base_url)
+        .env("HEARTRULE__LLM__OPENAI__API_KEY", "test")
+        .env(
+            "HEARTRULE__SCRIPTS__PRELOAD_DIR",
+            root.join("examples/scripts"),
+        )
+        .env(
+            "HEARTRULE__ENGINE__PROMPTS_DIR",
+            root.join("config/prompts"),
+        )
+        .stdout(Stdio::null());
+    command
+}
+
+/// Waits until the server at `base` answers `/health`.
+pub(crate) async fn answers_health(base: &str) {
+    let http = reqwest::Client::new();
+    eventually(
+        Duration::from_secs(30),
+        "the server answers /health",
+        || {
+            let request = http.get(format!("{base}/health")).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -37,40 +78,15 @@ async fn sigterm_during_a_turn_lets_it_finish_then_exits_cleanly() {
     .await;
     let port = closed_port();
     let prefix = redis_prefix();
-    let root = crate::support::repo_root();
-    let mut child = heartrule()
-        .env("HEARTRULE__SERVER__PORT", port.to_string())
+    let mut child = serving(&db.url, llm.base_url(), &prefix, port)
         .env("HEARTRULE__SERVER__SHUTDOWN_GRACE_PERIOD", "10s")
-        .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", redis_url())
-        .env("HEARTRULE__REDIS__KEY_PREFIX", &prefix)
-        .env("LLM_PROVIDER", "openai")
-        .env("HEARTRULE__LLM__OPENAI__BASE_URL", llm.base_url())
-        .env("HEARTRULE__LLM__OPENAI__API_KEY", "test")
         .env("HEARTRULE__LLM__OPENAI__TIMEOUT", "5s")
-        .env(
-            "HEARTRULE__SCRIPTS__PRELOAD_DIR",
-            root.join("examples/scripts"),
-        )
-        .env(
-            "HEARTRULE__ENGINE__PROMPTS_DIR",
-            root.join("config/prompts"),
-        )
-        .stdout(Stdio::null())
         .spawn()
         .expect("the heartrule binary starts");
     let pid = child.id().expect("a running child");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(30),
-        "the server answers /health",
-        || {
-            let request = http.get(format!("{base}/health")).send();
-            async move { request.await.is_ok_and(|r| r.status().is_success()) }
-        },
-    )
-    .await;
+    answers_health(&base).await;
 
     let list = Response::read(
         http.get(format!("{base}/api/scripts"))
