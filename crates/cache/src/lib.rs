@@ -1,4 +1,4 @@
-//! HeartRule's Redis adapter (product R4).
+//! HeartRule's Redis adapter.
 //!
 //! * [`RedisCache`] implements the domain's [`ScriptCache`] and
 //!   [`SessionCache`] ports. It **fails open**: a Redis error, a timeout or a

@@ -1,4 +1,4 @@
-//! Names and help texts of the metrics this crate records (product R6).
+//! Names and help texts of the metrics this crate records.
 
 /// Counter of Redis failures (errors and timeouts), label `operation`.
 pub const REDIS_ERRORS_TOTAL: &str = "heartrule_redis_errors_total";

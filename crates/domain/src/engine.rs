@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Version of the serialized [`EngineState`]; bump on incompatible change.
 pub const ENGINE_STATE_VERSION: u32 = 1;
 
-/// How strictly a script is loaded (product R1).
+/// How strictly a script is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoadMode {
@@ -30,7 +30,7 @@ pub enum LoadMode {
     Compatible,
 }
 
-/// Error families of script validation (reference §1.5).
+/// Error families of script validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ValidationErrorType {
@@ -247,7 +247,7 @@ pub struct VariableChange {
     pub source: String,
 }
 
-/// One LLM call made during a turn (debug info, reference §3.2 REC).
+/// One LLM call made during a turn (kept as debug info).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmCallRecord {

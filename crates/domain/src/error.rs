@@ -1,4 +1,4 @@
-//! Typed errors (reference §5.1). Every failure the engine can report is an
+//! Typed errors. Every failure the engine can report is an
 //! [`ErrorKind`]; its code, type, public message and recovery advice are
 //! derived from the variant, never from message text.
 
@@ -217,7 +217,7 @@ impl DomainError {
         }
     }
 
-    /// The public, stable message of reference §5.1 (details carry the rest).
+    /// The public, stable message of the error code (details carry the rest).
     #[must_use]
     pub fn public_message(&self) -> &'static str {
         match self.code() {
@@ -236,7 +236,7 @@ impl DomainError {
         }
     }
 
-    /// Recovery advice of reference §5.1.
+    /// What the client can do: whether a retry may help, and a suggestion.
     #[must_use]
     pub fn recovery(&self) -> Recovery {
         if let ErrorKind::Repository(RepositoryError::LeaseLost(_)) = &self.kind {

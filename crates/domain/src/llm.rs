@@ -1,5 +1,4 @@
-//! The LLM port. A prompt is one string sent as a single user message
-//! (reference §3.1).
+//! The LLM port. A prompt is one string sent as a single user message.
 
 use async_trait::async_trait;
 use futures_core::Stream;

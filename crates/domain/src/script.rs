@@ -1,5 +1,5 @@
 //! Scripts: the stored entity and the one typed model every load mode
-//! normalises into (reference §1, REC form). Parsing YAML is the script
+//! normalises into. Parsing YAML is the script
 //! engine's job; this module only holds the result.
 
 use crate::ids::ScriptId;
@@ -223,7 +223,7 @@ impl ActionType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     pub action_id: String,
-    /// Kept for editors; never evaluated (reference §1.2).
+    /// Kept for editors; never evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
     #[serde(flatten)]

@@ -1,4 +1,4 @@
-//! The four-scope variable store (reference §2.7, REC form).
+//! The four-scope variable store: global, session, phase and topic.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

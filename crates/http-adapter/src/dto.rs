@@ -1,5 +1,5 @@
 //! Request and response bodies of the API: the original camelCase shapes
-//! (reference §5.2–5.4) with the REC additions. Domain types are mapped
+//! plus a few added fields. Domain types are mapped
 //! here so the wire format never changes by accident when the domain does.
 
 use chrono::{DateTime, Utc};

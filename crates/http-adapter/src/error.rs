@@ -1,6 +1,6 @@
 //! The one error shape of the API:
 //! `{success:false, error:{code, type, message, details, context, recovery}}`
-//! (reference §5.1, REC: mapped from typed errors, never from message text).
+//! (mapped from typed errors, never from message text).
 //!
 //! Handlers and extractors fail with an [`ApiError`]; the middleware renders
 //! it with the request id and trace id and logs it once.

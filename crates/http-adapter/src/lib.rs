@@ -1,4 +1,4 @@
-//! HeartRule's HTTP API on actix-web (product R2, observability of R6).
+//! HeartRule's HTTP API on actix-web, with its traces, metrics and logs.
 //!
 //! [`configure`] registers every route **inside one scope that carries the
 //! middleware stack** (request id, root span continuing the caller's trace,
@@ -14,8 +14,8 @@
 //! JSON 404), so a server that adds routes of its own registers them
 //! *before* `configure`.
 //!
-//! Routes keep the original paths and camelCase shapes (reference §5) with
-//! the REC fixes; `GET /openapi.json` lists them all and `GET /docs` serves
+//! Routes keep the original paths and camelCase shapes, with the old
+//! bugs fixed; `GET /openapi.json` lists them all and `GET /docs` serves
 //! Swagger UI from assets compiled into the binary.
 //!
 //! Streaming turns (SSE and WebSocket) run in their own task: a client that

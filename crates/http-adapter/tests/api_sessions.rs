@@ -1,5 +1,5 @@
 //! Session and chat routes end to end: the real engine over the in-memory
-//! store, driven through the actix app (reference §9 cases 32 and 33).
+//! store, driven through the actix app.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

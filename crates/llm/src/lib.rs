@@ -1,4 +1,4 @@
-//! HeartRule's LLM adapters (product R5): the offline `mock` provider, an
+//! HeartRule's LLM adapters: the offline `mock` provider, an
 //! OpenAI-compatible `openai` provider, and the resilience wrapper every
 //! configured provider runs behind (timeouts, retries, concurrency limit,
 //! circuit breaker, fallback, `gen_ai` spans and metrics).

@@ -1,4 +1,4 @@
-//! YAML → typed [`heartrule_domain::ScriptDocument`], in two modes (product R1).
+//! YAML → typed [`heartrule_domain::ScriptDocument`], in two modes.
 //!
 //! - [`LoadMode::Strict`] (editors): the closed schema made of exactly the
 //!   fields of the typed model; deprecated and runtime-only fields are
@@ -9,7 +9,7 @@
 //!   reported as a [`heartrule_domain::LoadWarning`].
 //!
 //! Validation collects every issue, each located by a path such as
-//! `session.phases[0].topics[1].actions[0].config.content` (reference §1.5).
+//! `session.phases[0].topics[1].actions[0].config.content`.
 //! Defaults the runtime applies (tones, round counts) are not filled in here.
 
 mod actions;

@@ -1,4 +1,4 @@
-//! Turn execution (reference §2, REC behaviour): [`HeartRuleEngine`] walks
+//! Turn execution: [`HeartRuleEngine`] walks
 //! phases → topics → actions from the saved position, runs `ai_say`,
 //! `ai_ask`, `ai_think` and `use_skill`, pauses by one rule, and returns
 //! everything the turn changed in a [`heartrule_domain::TurnOutcome`].

@@ -1,4 +1,4 @@
-//! The behavioural cases of reference §9 (1–31) in their REC form, run
+//! The behavioural cases, numbered 1–31 as in the test names, run
 //! against the engine with a deterministic fake LLM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -548,7 +548,7 @@ async fn case_21_22_scope_lookup_and_cross_topic_placeholders() {
     assert!(prompt.contains("T2:会话值|{y}|小李，说说…"), "{prompt}");
 }
 
-// 23 — REC: initial variables already sit, typed, in the session scope.
+// 23 — initial variables already sit, typed, in the session scope.
 #[tokio::test]
 async fn case_23_initial_variables_are_typed_session_variables() {
     let mut h = Harness::new(

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The loader through its public API: the example scripts in both modes and
-//! one case per validation rule (reference §1.2, §1.3, §1.5; product R1).
+//! one case per validation rule.
 
 use heartrule_domain::{
     ActionKind, ActionType, DomainError, ErrorKind, LoadMode, ParsedScript, ScriptDocument,

@@ -97,7 +97,7 @@ impl TelemetryConfig {
     }
 }
 
-/// Whether prompt and completion text may be recorded (product R5 privacy).
+/// Whether prompt and completion text may be recorded (they are private).
 /// Adapters ask this instead of reading the flag, so the rule has one home.
 #[must_use]
 pub fn capture_content(config: &TelemetryConfig) -> bool {

@@ -1,4 +1,4 @@
-//! HeartRule's telemetry (product R6): everything the server needs to make
+//! HeartRule's telemetry: everything the server needs to make
 //! the engine measurable, traceable and diagnosable. The other crates only
 //! emit through facades (`tracing` spans/events, the `metrics` macros); this
 //! crate installs what receives them:

@@ -139,7 +139,7 @@ const GEN_AI_TOKEN_LABELS: &[&str] = &[
     "gen_ai_token_type",
 ];
 
-/// Every metric the service exposes at `/metrics` (product R6). The README
+/// Every metric the service exposes at `/metrics`. The README
 /// table and the `describe_*` registrations both come from here.
 pub const METRICS: &[MetricDoc] = &[
     // HTTP (http adapter)

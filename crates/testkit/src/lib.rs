@@ -6,9 +6,9 @@
 //! - [`redis`] (`redis`): a Redis key prefix of its own per test;
 //! - [`fake_openai`] (`fake-openai`): a fake OpenAI-compatible HTTP server,
 //!   scripted per request or answering everything after a fixed latency;
-//! - [`fixtures`] (`fixtures`): scripts, sessions, turns and claims as the
+//! - `fixtures` (`fixtures`): scripts, sessions, turns and claims as the
 //!   storage ports take them;
-//! - [`fake_llm`] (`fake-llm`): a scripted in-process LLM behind the
+//! - `fake_llm` (`fake-llm`): a scripted in-process LLM behind the
 //!   domain's port;
 //! - [`otlp`] (`otlp`): an in-process OTLP trace receiver;
 //! - [`server`] (`server`): the real server started on a free port.

@@ -1,4 +1,4 @@
-//! Chat routes (reference §5.3, REC: typed errors, a real streamed turn).
+//! Chat routes: typed errors, and a real streamed turn.
 
 use super::run_turn;
 use super::sessions::turn_response;

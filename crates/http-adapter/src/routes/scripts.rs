@@ -1,4 +1,4 @@
-//! Script routes (reference §5.4, REC: compatible/strict modes, working filters).
+//! Script routes: compatible and strict load modes, and filters that work.
 
 use super::parse_id;
 use crate::context::RequestContext;

@@ -1,4 +1,4 @@
-//! Session routes (reference §5.2).
+//! Session routes.
 
 use super::parse_id;
 use super::run_turn;

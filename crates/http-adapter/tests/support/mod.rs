@@ -196,7 +196,7 @@ where
     .await
 }
 
-/// Reference §9 case 32's shape: a legacy no-ack `ai_say` and a simple
+/// An LLM debug script: a legacy no-ack `ai_say` and a simple
 /// `ai_ask` with the deprecated `prompt_template` + `target_variable`.
 pub const DEBUG_SCRIPT: &str = r#"
 session:

@@ -1,5 +1,5 @@
 //! Actions: the envelope (`action_id`, `action_type`, `condition`, `config`)
-//! and the per-type configs (reference §1.2 "Runtime config", §1.3).
+//! and the per-type configs.
 //!
 //! Strict mode reads exactly the fields of the typed configs in
 //! `heartrule_domain::script`. Compatible mode reads what the old runtime
@@ -38,7 +38,7 @@ fn canonical_fields(action_type: ActionType) -> &'static [&'static str] {
 }
 
 /// Advice for a config key outside the canonical schema (deprecated
-/// registry of reference §1.5 plus the runtime-only fields).
+/// spellings plus the runtime-only fields).
 pub(super) fn config_key_advice(action_type: ActionType, key: &str) -> Option<KeyAdvice> {
     use ActionType::{AiAsk, AiSay, AiThink, UseSkill};
     let advice = match (action_type, key) {
@@ -128,7 +128,7 @@ pub(super) fn action(
 
     if diag.is_compatible() {
         // The old runtime handed the action one flat map: the envelope
-        // overlaid by `config` (reference §1.2 "Runtime config").
+        // overlaid by `config`.
         for extra in envelope.take_rest() {
             let target = child_path("config", &extra.key);
             if config.has_key(&extra.key) {
@@ -206,7 +206,7 @@ fn say_config(diag: &mut Diagnostics, config: &mut ObjectReader<'_>) -> Option<S
         tone,
         max_rounds,
         exit_criteria,
-        // Legacy mode acknowledges by default (reference §1.3).
+        // Legacy mode acknowledges by default.
         require_acknowledgment: require_acknowledgment.unwrap_or(true),
         ai_role,
     })

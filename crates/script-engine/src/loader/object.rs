@@ -144,7 +144,7 @@ impl<'v> ObjectReader<'v> {
             };
             let is_alias = field.key != name;
             match (&chosen, field.value) {
-                // Compatible mode: null counts as absent (reference §1.2).
+                // Compatible mode: null counts as absent.
                 (_, Value::Null) => {}
                 (None, _) => {
                     if is_alias {

@@ -1,4 +1,4 @@
-//! Session → phases → topics, and technique scripts (reference §1.1, §1.2).
+//! Session → phases → topics, and technique scripts.
 
 use super::actions::action;
 use super::diagnostics::{Diagnostics, Field, Issue, UniqueIds};

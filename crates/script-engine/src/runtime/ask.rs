@@ -1,4 +1,4 @@
-//! `ai_ask` (reference §2.6): simple mode (one question, the answer goes to
+//! `ai_ask`: simple mode (one question, the answer goes to
 //! `target_variable`) and multi-round mode (questions until the exit
 //! decision, then the finish extraction of every `output` variable).
 
@@ -21,7 +21,7 @@ const DEFAULT_TONE: &str = "温和、同理心、专业";
 const DEFAULT_EXIT: &str = "用户提供了足够的信息";
 const DEFAULT_MAX_ROUNDS: u32 = 3;
 const DEFAULT_AI_ROLE: &str = "咨询师";
-/// The reply to an empty answer (reference §2.6).
+/// The reply to an empty answer.
 pub(crate) const EMPTY_ANSWER_PROMPT: &str = "请提供您的回答。";
 
 pub(crate) async fn run(
@@ -141,7 +141,7 @@ fn fallback(raw: &str) -> Map<String, Value> {
     object
 }
 
-/// Builds the ai_ask prompt (reference §3.5) and asks the LLM.
+/// Builds the ai_ask prompt and asks the LLM.
 async fn generate(
     turn: &mut Turn,
     call: &ActionCall<'_>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// Engine switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Run the topic-layer monitors (reference §4.1) after incomplete
+    /// Run the topic-layer monitors after incomplete
     /// ai_ask / template ai_say results. Each adds one LLM call.
     pub monitors: bool,
     /// How many of the request's newest history entries prompts may see.

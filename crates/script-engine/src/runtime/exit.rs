@@ -1,4 +1,4 @@
-//! The exit decision of multi-round actions (reference §2.6 "Exit decision").
+//! The exit decision of multi-round actions.
 
 use super::llm_json::flag;
 use super::placeholders::value_to_text;
@@ -74,7 +74,8 @@ impl ExitDecision {
 /// Everything the decision looks at.
 pub(crate) struct ExitInput<'a> {
     pub supports_exit: bool,
-    /// The enabled sources; they are checked in the fixed order of §2.6.
+    /// The enabled sources, checked in a fixed order: max rounds, EXIT flag,
+    /// exit criteria, LLM suggestion.
     pub sources: &'a [ExitSource],
     /// Questions asked = answers received (ai_ask) or messages sent (ai_say).
     pub round: u32,
@@ -293,7 +294,7 @@ mod tests {
         None
     }
 
-    // Reference §9 case 11.
+    // The last round exits even without an EXIT flag.
     #[test]
     fn last_round_exits_on_max_rounds() {
         let d = decide(3, 3, &reply(json!({})), None, &nothing);

@@ -1,4 +1,4 @@
-//! The walk of one turn (reference §2, REC): phases → topics → actions from
+//! The walk of one turn: phases → topics → actions from
 //! the saved position, skill frames innermost first, one pause rule, one
 //! result-handling path.
 

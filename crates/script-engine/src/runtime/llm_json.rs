@@ -1,4 +1,4 @@
-//! Lenient reading of the JSON objects LLMs reply with (reference §3.6 REC).
+//! Lenient reading of the JSON objects LLMs reply with.
 //!
 //! Models wrap JSON in Markdown fences or put prose around it. The reply is
 //! reduced to one candidate object — the first fenced block if there is one,
@@ -620,7 +620,7 @@ mod tests {
 
     #[test]
     fn non_json_reply_gives_no_object() {
-        // Reference §9 case 17.
+        // A reply without JSON gives no object and flags the parse error.
         let reply = parse_reply("not json");
         assert!(reply.object.is_none());
         assert!(reply.parse_error);
@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn fenced_json_after_prose_is_found() {
-        // Reference §9 case 18.
+        // JSON fenced after prose is found; the wrapping is still flagged.
         let reply = parse_reply("说明\n```json\n{\"content\":\"q\"}\n```");
         assert_eq!(reply.object.unwrap()["content"], json!("q"));
         assert!(reply.parse_error);

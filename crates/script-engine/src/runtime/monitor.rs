@@ -1,4 +1,4 @@
-//! Topic-layer monitors (reference §4.1, REC): after an incomplete ai_ask or
+//! Topic-layer monitors: after an incomplete ai_ask or
 //! template ai_say result, a second LLM call reviews the action's
 //! self-reported metrics. The call is awaited; its advice is appended to the
 //! next prompt of that action and then cleared. A monitor never fails a turn.
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// Key of the pending action's data holding advice for its next prompt.
 pub(crate) const FEEDBACK_KEY: &str = "monitorFeedback";
 
-/// Metrics each monitored action reports (reference §4.1 step 2).
+/// Metrics each monitored action reports about itself, per action type.
 pub(crate) const ASK_METRICS: [&str; 4] = [
     "information_completeness",
     "user_engagement",
@@ -102,7 +102,7 @@ pub(crate) fn parse_analysis(raw: &str) -> MonitorAnalysis {
         feedback_for_action: text("feedback_for_action").unwrap_or_default(),
         modified_approach: text("modified_approach"),
         example_suggestion: text("example_suggestion"),
-        // Topic orchestration is not part of the engine (reference §4.1).
+        // Topic orchestration is not part of the engine.
         orchestration_needed: false,
         parse_error: parsed.parse_error,
     }
@@ -262,7 +262,7 @@ fn trend(history: &[Map<String, Value>], key: &str) -> String {
 mod tests {
     use super::*;
 
-    // Reference §9 case 31.
+    // A well-formed reply is used as is and turned into feedback text.
     #[test]
     fn valid_json_is_used() {
         let analysis = parse_analysis(

@@ -1,4 +1,4 @@
-//! Placeholder substitution (product R1, reference §1.4 REC).
+//! Placeholder substitution.
 //!
 //! Four syntaxes are recognised: script variables `${x}`, `{{x}}`, `{x}` and
 //! system variables `{%x%}`. Substitution is one literal left-to-right pass:
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn system_syntaxes_are_both_replaced() {
-        // Reference §9 case 20: `{%time%}` and `{{time}}` both read the system map.
+        // `{%time%}` and `{{time}}` both read the system map.
         let out = run("{%time%} / {{time}}", &[("time", "20:59")], &[]);
         assert_eq!(out, "20:59 / 20:59");
     }

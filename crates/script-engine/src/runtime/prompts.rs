@@ -1,4 +1,4 @@
-//! The prompt pieces of reference §3.5 that are built in code rather than
+//! The prompt pieces that are built in code rather than
 //! read from template files.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn output_list_matches_the_contract() {
-        // Reference §9 case 19.
+        // One line per field: name, placeholder value, description as a comment.
         let list = output_list(&[field("姓名", Some("用户的姓名")), field("年龄", None)]);
         let lines: Vec<&str> = list.lines().collect();
         assert_eq!(

@@ -1,4 +1,4 @@
-//! Reading the JSON replies of ai_say / ai_ask (reference §3.5, §3.6 REC):
+//! Reading the JSON replies of ai_say / ai_ask:
 //! one lenient parse, the action's fallback object on failure, and the
 //! fields every action reads the same way.
 
@@ -88,7 +88,7 @@ pub(crate) fn metrics(object: &Map<String, Value>, keys: &[&str]) -> Value {
 
 /// `progress_suggestion` normalised to its four values, plus the original
 /// text when it was something else (kept visible instead of silently
-/// coerced, reference §8 bug 25).
+/// coerced).
 pub(crate) fn progress_suggestion(object: &Map<String, Value>) -> (String, Option<String>) {
     match text(object, "progress_suggestion") {
         Some(value) if PROGRESS_VALUES.contains(&value.trim()) => (value.trim().to_owned(), None),

@@ -1,4 +1,4 @@
-//! The safety scan of AI replies (reference §3.7). It only records what it
+//! The safety scan of AI replies. It only records what it
 //! found in the message metadata; it never blocks a message.
 
 use serde_json::{json, Value};

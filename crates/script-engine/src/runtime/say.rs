@@ -1,4 +1,4 @@
-//! `ai_say` (reference §2.6): legacy rewrite mode and template mode.
+//! `ai_say`: legacy rewrite mode and template mode.
 
 use super::exit::{self, ExitDecision, ExitInput, ExitSource};
 use super::monitor::{MonitorRequest, FEEDBACK_KEY, SAY_METRICS};

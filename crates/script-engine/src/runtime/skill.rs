@@ -1,4 +1,4 @@
-//! `use_skill` (reference §8 bug 14, REC): a technique script runs as a
+//! `use_skill`: a technique script runs as a
 //! sub-flow in a [`SkillFrame`]. Inputs are mapped into the frame's own
 //! variables when it starts; outputs are copied back to the caller when the
 //! technique's topic ends.

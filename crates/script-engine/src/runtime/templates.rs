@@ -1,4 +1,4 @@
-//! Prompt templates in two layers (reference §3.4 REC): a custom scheme's
+//! Prompt templates in two layers: a custom scheme's
 //! file when it exists, otherwise the default file.
 //!
 //! Every source keeps its templates in memory, keyed by the relative path

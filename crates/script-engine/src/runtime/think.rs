@@ -1,4 +1,4 @@
-//! `ai_think` (reference §8 bug 14, REC): one LLM call whose JSON reply
+//! `ai_think`: one LLM call whose JSON reply
 //! fills the output variables. No message; the script continues.
 
 use super::prompts::{beijing_time_text, chat_lines, output_list, AI_THINK_TEMPLATE};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 pub use heartrule_testkit::fake_llm::FakeLlm;
 
-/// `J(x)` of reference §9: `{"content":"x","EXIT":"false"}`.
+/// A plain reply that does not exit: `{"content":"x","EXIT":"false"}`.
 pub fn j(content: &str) -> String {
     serde_json::json!({ "content": content, "EXIT": "false" }).to_string()
 }

@@ -1,5 +1,5 @@
-//! Whole conversations over HTTP: the CBT intake example, reference §9
-//! case 32, the README walkthrough, and `Idempotency-Key` retries.
+//! Whole conversations over HTTP: the CBT intake example, an LLM debug
+//! script, the README walkthrough, and `Idempotency-Key` retries.
 
 use crate::support::counselor::{answer, counselor_server, prompt_of, scripted_value};
 use crate::support::{rows, Env, FakeServer, Services, TestApp};
@@ -241,7 +241,7 @@ async fn cbt_intake_runs_from_creation_to_completion_and_stores_every_row() {
     app.stop().await;
 }
 
-/// Reference §9 case 32 (`test_llm_debug`): a legacy say without
+/// A legacy say without
 /// acknowledgment, then a simple ask with `target_variable`.
 const LLM_DEBUG: &str = r#"
 session:

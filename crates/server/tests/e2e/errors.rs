@@ -1,4 +1,4 @@
-//! Reference §9 case 33 and malformed requests: every failure is a typed
+//! Domain errors and malformed requests: every failure is a typed
 //! 4xx body with the request id.
 
 use crate::support::{repo_root, Response, Services, TestApp};
