@@ -269,13 +269,7 @@ async fn create_with_failing_engine_stores_nothing() {
 
 fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
     ClaimOutcome::Claimed(Box::new(TurnContext {
-        lease: TurnLease {
-            session_id: session.id,
-            turn_id: claim.turn_id,
-            turn_count: session.turn_count,
-            last_message_seq: session.last_message_seq,
-            expires_at: FixedClock.now(),
-        },
+        lease: TurnLease::claimed(claim, session, FixedClock.now()),
         session: session.clone(),
         recent_messages: vec![],
     }))

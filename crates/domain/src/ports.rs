@@ -151,6 +151,21 @@ pub struct TurnLease {
     pub expires_at: DateTime<Utc>,
 }
 
+impl TurnLease {
+    /// The lease `claim` took on `session` (as read by the claim), lapsing
+    /// at `expires_at`.
+    #[must_use]
+    pub fn claimed(claim: &TurnClaim, session: &Session, expires_at: DateTime<Utc>) -> Self {
+        Self {
+            session_id: claim.session_id,
+            turn_id: claim.turn_id,
+            turn_count: session.turn_count,
+            last_message_seq: session.last_message_seq,
+            expires_at,
+        }
+    }
+}
+
 /// What a turn reads when its claim succeeds: everything the engine needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnContext {

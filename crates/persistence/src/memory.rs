@@ -4,7 +4,7 @@
 //! microseconds). Used when no database is configured; nothing survives a
 //! restart.
 
-use crate::turn_check::check_turn_record;
+use crate::turn_check::{check_failure_lease, check_turn_record, lease_length, lease_lost};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
@@ -374,13 +374,7 @@ impl SessionRepository for MemoryStore {
         stored.lease = Some((claim.turn_id, expires_at));
         let start = stored.messages.len().saturating_sub(claim.history_window);
         Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
-            lease: TurnLease {
-                session_id: claim.session_id,
-                turn_id: claim.turn_id,
-                turn_count: stored.session.turn_count,
-                last_message_seq: stored.session.last_message_seq,
-                expires_at,
-            },
+            lease: TurnLease::claimed(claim, &stored.session, expires_at),
             session: stored.session.clone(),
             recent_messages: stored.messages[start..].to_vec(),
         })))
@@ -401,12 +395,7 @@ impl SessionRepository for MemoryStore {
     ) -> Result<(), RepositoryError> {
         let mut data = self.lock();
         if let Some(failure) = failure {
-            if failure.session_id != lease.session_id {
-                return Err(RepositoryError::Query(format!(
-                    "failed turn of session {} released with a lease on session {}",
-                    failure.session_id, lease.session_id
-                )));
-            }
+            check_failure_lease(lease, failure)?;
             if data.failed_turn_ids.contains(&failure.turn_id) {
                 return Err(RepositoryError::Conflict(format!(
                     "failed turn {} is already recorded",
@@ -440,22 +429,6 @@ impl SessionRepository for MemoryStore {
         }
         Ok(())
     }
-}
-
-fn lease_lost(lease: &TurnLease) -> RepositoryError {
-    RepositoryError::LeaseLost(format!(
-        "turn {} no longer holds session {} at turn {}",
-        lease.turn_id, lease.session_id, lease.turn_count
-    ))
-}
-
-/// A lease length as a chrono duration; absurd lengths are refused rather
-/// than wrapped.
-pub(crate) fn lease_length(
-    duration: std::time::Duration,
-) -> Result<chrono::Duration, RepositoryError> {
-    chrono::Duration::from_std(duration)
-        .map_err(|_| RepositoryError::Query(format!("lease duration {duration:?} is out of range")))
 }
 
 #[async_trait]

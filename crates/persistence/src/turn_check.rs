@@ -1,7 +1,39 @@
-//! Consistency checks of a [`TurnRecord`] shared by both adapters, so they
-//! reject the same records with the same errors.
+//! Consistency checks of a [`TurnRecord`] and of a turn's lease shared by
+//! both adapters, so they reject the same records with the same errors.
 
-use heartrule_domain::{RepositoryError, SessionId, TurnRecord};
+use heartrule_domain::{FailedTurn, RepositoryError, SessionId, TurnLease, TurnRecord};
+
+/// A lease length as a chrono duration; absurd lengths are refused rather
+/// than wrapped.
+pub(crate) fn lease_length(
+    duration: std::time::Duration,
+) -> Result<chrono::Duration, RepositoryError> {
+    chrono::Duration::from_std(duration)
+        .map_err(|_| RepositoryError::Query(format!("lease duration {duration:?} is out of range")))
+}
+
+/// The error of a commit refused by the fence: nothing was written.
+pub(crate) fn lease_lost(lease: &TurnLease) -> RepositoryError {
+    RepositoryError::LeaseLost(format!(
+        "turn {} no longer holds session {} at turn {}; nothing was written",
+        lease.turn_id, lease.session_id, lease.turn_count
+    ))
+}
+
+/// A failure released with a lease must be a failure of that lease's session.
+pub(crate) fn check_failure_lease(
+    lease: &TurnLease,
+    failure: &FailedTurn,
+) -> Result<(), RepositoryError> {
+    if failure.session_id == lease.session_id {
+        Ok(())
+    } else {
+        Err(RepositoryError::Query(format!(
+            "failed turn of session {} released with a lease on session {}",
+            failure.session_id, lease.session_id
+        )))
+    }
+}
 
 /// Checks that `record` continues the session `session_id` whose last stored
 /// message has seq `previous_last_seq` (0 for a new session): every row

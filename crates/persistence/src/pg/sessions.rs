@@ -10,7 +10,7 @@ use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
 use super::{begin, finish, map_diesel, PgStore};
 use crate::observe::observed;
 use crate::schema::{failed_turns, idempotency_keys, messages, sessions, variables};
-use crate::turn_check::check_turn_record;
+use crate::turn_check::{check_failure_lease, check_turn_record, lease_lost};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -140,16 +140,9 @@ impl SessionRepository for PgStore {
                 .into_iter()
                 .map(MessageRow::into_domain)
                 .collect::<Result<Vec<_>, _>>()?;
-            let expires_at = claimed.lease_expires_at;
             let session = claimed.session.into_domain()?;
             Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
-                lease: TurnLease {
-                    session_id: claim.session_id,
-                    turn_id: claim.turn_id,
-                    turn_count: session.turn_count,
-                    last_message_seq: session.last_message_seq,
-                    expires_at,
-                },
+                lease: TurnLease::claimed(claim, &session, claimed.lease_expires_at),
                 session,
                 recent_messages,
             })))
@@ -174,10 +167,7 @@ impl SessionRepository for PgStore {
             if applied == 1 {
                 Ok(())
             } else {
-                Err(RepositoryError::LeaseLost(format!(
-                    "turn {} no longer holds session {} at turn {}; nothing was written",
-                    lease.turn_id, lease.session_id, lease.turn_count
-                )))
+                Err(lease_lost(lease))
             }
         })
         .await
@@ -205,12 +195,7 @@ impl SessionRepository for PgStore {
                     .map_err(map_diesel)?;
                 return Ok(());
             };
-            if failure.session_id != lease.session_id {
-                return Err(RepositoryError::Query(format!(
-                    "failed turn of session {} released with a lease on session {}",
-                    failure.session_id, lease.session_id
-                )));
-            }
+            check_failure_lease(lease, failure)?;
             let row = NewFailedTurnRow::new(failure)?;
             let mut conn = self.acquire().await?;
             begin(&mut conn).await?;

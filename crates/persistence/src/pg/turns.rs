@@ -3,7 +3,7 @@
 //! over another table), so both are written as SQL with typed binds.
 
 use super::models::{SessionRow, SessionTurnUpdate};
-use crate::memory::lease_length;
+use crate::turn_check::lease_length;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
