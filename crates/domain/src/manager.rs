@@ -139,12 +139,6 @@ pub struct ClaimedTurn<P: Ports> {
 }
 
 impl<P: Ports> ClaimedTurn<P> {
-    /// The session as of the claim.
-    #[must_use]
-    pub fn session(&self) -> &Session {
-        &self.context.session
-    }
-
     /// Runs the engine and commits the turn, fenced on the lease; on failure
     /// records it with the user's words and releases the lease.
     pub async fn run(self) -> Result<TurnResult, DomainError> {
@@ -155,14 +149,16 @@ impl<P: Ports> ClaimedTurn<P> {
             started,
             span,
         } = self;
+        // What a failure is recorded with; the session itself moves into
+        // the engine run.
         let lease = context.lease.clone();
-        let previous = context.session.clone();
+        let position = context.session.state.position.clone();
         let outcome = async {
             match manager.run_claimed_turn(context, &input).await {
                 Ok(result) => Ok(result),
                 Err(failure) => {
                     manager
-                        .end_failed_turn(&lease, &previous, &input, &failure)
+                        .end_failed_turn(&lease, &position, &input, &failure)
                         .await;
                     Err(failure)
                 }
@@ -617,14 +613,15 @@ impl<P: Ports> SessionManager<P> {
     async fn end_failed_turn(
         &self,
         lease: &TurnLease,
-        session: &Session,
+        position: &Position,
         input: &ProcessInput,
         failure: &DomainError,
     ) {
         let a = &self.adapters;
+        let session_id = lease.session_id;
         let failed = FailedTurn {
             turn_id: lease.turn_id,
-            session_id: session.id,
+            session_id,
             user_input: Some(input.content.clone()),
             error_code: failure.code(),
             error_message: failure.kind.to_string(),
@@ -632,21 +629,21 @@ impl<P: Ports> SessionManager<P> {
                 .context
                 .position
                 .clone()
-                .unwrap_or_else(|| session.state.position.clone()),
+                .unwrap_or_else(|| position.clone()),
             failed_at: a.clock.now(),
         };
         if let Err(e) = a.sessions.release_turn(lease, Some(&failed)).await {
             tracing::error!(
-                session.id = %session.id,
+                session.id = %session_id,
                 error.code = failure.code().as_str(),
                 record_error = %e,
                 "failed turn could not be recorded; its lease lapses by itself"
             );
         }
-        a.session_cache.invalidate(session.id).await;
+        a.session_cache.invalidate(session_id).await;
         tracing::warn!(
             event = "turn_failed",
-            session.id = %session.id,
+            session.id = %session_id,
             error.code = failure.code().as_str(),
             error.type = failure.error_type().as_str(),
             "turn failed; nothing was applied"
