@@ -275,23 +275,24 @@ fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
     }))
 }
 
-/// A store whose claim succeeds once; the turn then either commits
-/// (`commit` decides the answer) or is released with a recorded failure.
-fn sessions_claiming(session: &Session, commits: usize, releases: usize) -> MockSessionRepository {
+/// A store whose claim of `session` succeeds `claims` times; each test says
+/// what it expects of the commit and the release.
+fn sessions_claiming(session: &Session, claims: usize) -> MockSessionRepository {
     let mut sessions = MockSessionRepository::new();
     let stored = session.clone();
     sessions
         .expect_claim_turn()
-        .times(1)
+        .times(claims)
         .returning(move |claim| Ok(claimed(&stored, claim)));
-    if commits == 0 {
-        sessions.expect_commit_turn().times(0);
-    }
+    sessions
+}
+
+/// Expects `times` releases, each answering Ok.
+fn expect_releases(sessions: &mut MockSessionRepository, times: usize) {
     sessions
         .expect_release_turn()
-        .times(releases)
+        .times(times)
         .returning(|_, _| Ok(()));
-    sessions
 }
 
 #[tokio::test]
@@ -352,12 +353,7 @@ async fn later_turns_reuse_the_parsed_script_without_fetching_it() {
         .expect_get()
         .times(1)
         .returning(move |_| Ok(Some(found.clone())));
-    let mut sessions = MockSessionRepository::new();
-    let stored = session.clone();
-    sessions
-        .expect_claim_turn()
-        .times(3)
-        .returning(move |claim| Ok(claimed(&stored, claim)));
+    let mut sessions = sessions_claiming(&session, 3);
     sessions
         .expect_commit_turn()
         .times(3)
@@ -421,11 +417,7 @@ async fn a_busy_session_is_turn_in_progress_at_once_and_nothing_runs() {
 async fn engine_error_releases_the_lease_and_records_the_failure_with_the_input() {
     let script = script();
     let session = stored_session(&script, 2);
-    let mut sessions = MockSessionRepository::new();
-    let stored = session.clone();
-    sessions
-        .expect_claim_turn()
-        .returning(move |claim| Ok(claimed(&stored, claim)));
+    let mut sessions = sessions_claiming(&session, 1);
     sessions.expect_commit_turn().times(0);
     sessions
         .expect_release_turn()
@@ -464,7 +456,9 @@ async fn engine_error_releases_the_lease_and_records_the_failure_with_the_input(
 async fn llm_error_is_llm_service_error_and_nothing_commits() {
     let script = script();
     let session = stored_session(&script, 2);
-    let sessions = sessions_claiming(&session, 0, 1);
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions.expect_commit_turn().times(0);
+    expect_releases(&mut sessions, 1);
     let mut engine = MockScriptEngine::new();
     engine
         .expect_run_turn()
@@ -479,7 +473,8 @@ async fn llm_error_is_llm_service_error_and_nothing_commits() {
 async fn repository_error_on_commit_is_database_error_and_releases() {
     let script = script();
     let session = stored_session(&script, 2);
-    let mut sessions = sessions_claiming(&session, 1, 1);
+    let mut sessions = sessions_claiming(&session, 1);
+    expect_releases(&mut sessions, 1);
     sessions
         .expect_commit_turn()
         .times(1)
@@ -497,11 +492,7 @@ async fn repository_error_on_commit_is_database_error_and_releases() {
 async fn a_commit_refused_by_the_fence_is_a_retryable_conflict_and_keeps_the_words() {
     let script = script();
     let session = stored_session(&script, 2);
-    let mut sessions = MockSessionRepository::new();
-    let stored = session.clone();
-    sessions
-        .expect_claim_turn()
-        .returning(move |claim| Ok(claimed(&stored, claim)));
+    let mut sessions = sessions_claiming(&session, 1);
     sessions
         .expect_commit_turn()
         .times(1)
@@ -613,7 +604,8 @@ async fn idempotency_key_replays_the_stored_result_without_running() {
 async fn new_turn_stores_its_idempotent_response() {
     let script = script();
     let session = stored_session(&script, 0);
-    let mut sessions = sessions_claiming(&session, 1, 0);
+    let mut sessions = sessions_claiming(&session, 1);
+    expect_releases(&mut sessions, 0);
     sessions
         .expect_commit_turn()
         .times(1)
