@@ -30,7 +30,7 @@ pub use manager::{
     ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
     TurnResult, TurnStart,
 };
-pub use message::{HistoryEntry, Message, MessageRole, NewMessage};
+pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use ports::{
     ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache,
     RandomIds, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache,

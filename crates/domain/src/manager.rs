@@ -445,7 +445,7 @@ impl<P: Ports> SessionManager<P> {
         let TurnContext {
             lease,
             session,
-            recent_messages,
+            history,
         } = context;
         let session_id = session.id;
         let was_completed = session.status == SessionStatus::Completed;
@@ -458,7 +458,7 @@ impl<P: Ports> SessionManager<P> {
                 &script,
                 &session,
                 Some(input.content.clone()),
-                recent_messages.iter().map(Message::to_history).collect(),
+                history,
                 input.sink.clone(),
             )
             .await?;
@@ -474,7 +474,10 @@ impl<P: Ports> SessionManager<P> {
             .commit_turn(&lease, &record)
             .await
             .map_err(|e| DomainError::from(e).with_session(session_id))?;
-        self.adapters.session_cache.put(&record.session).await;
+        // Dropped rather than rewritten: encoding the whole session for the
+        // cache on every turn costs more than the next read's refill, and a
+        // chat client reads the turn's result from its response.
+        self.adapters.session_cache.invalidate(session_id).await;
         tracing::info!(
             event = "turn_committed",
             session.id = %session_id,

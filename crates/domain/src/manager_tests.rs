@@ -8,8 +8,8 @@ use crate::error::ErrorCode;
 use crate::llm::LlmError;
 use crate::message::MessageRole;
 use crate::ports::{
-    MockMessageHistory, MockScriptRepository, MockSessionRepository, NoCache, RandomIds,
-    RepositoryError,
+    MockMessageHistory, MockScriptRepository, MockSessionCache, MockSessionRepository, NoCache,
+    RandomIds, RepositoryError,
 };
 use crate::script::{
     Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
@@ -32,7 +32,7 @@ impl Ports for MockPorts {
     type Sessions = MockSessionRepository;
     type History = MockMessageHistory;
     type ScriptCache = NoCache;
-    type SessionCache = NoCache;
+    type SessionCache = MockSessionCache;
     type Engine = MockScriptEngine;
     type Clock = FixedClock;
     type Ids = RandomIds;
@@ -43,13 +43,26 @@ fn manager(
     sessions: MockSessionRepository,
     engine: MockScriptEngine,
 ) -> SessionManager<MockPorts> {
+    let mut cache = MockSessionCache::new();
+    cache.expect_get().returning(|_| None);
+    cache.expect_put().returning(|_| ());
+    cache.expect_invalidate().returning(|_| ());
+    manager_with_cache(scripts, sessions, engine, cache)
+}
+
+fn manager_with_cache(
+    scripts: MockScriptRepository,
+    sessions: MockSessionRepository,
+    engine: MockScriptEngine,
+    session_cache: MockSessionCache,
+) -> SessionManager<MockPorts> {
     SessionManager::new(
         Adapters {
             scripts: Arc::new(scripts),
             sessions: Arc::new(sessions),
             history: Arc::new(MockMessageHistory::new()),
             script_cache: Arc::new(NoCache),
-            session_cache: Arc::new(NoCache),
+            session_cache: Arc::new(session_cache),
             engine: Arc::new(engine),
             clock: Arc::new(FixedClock),
             ids: Arc::new(RandomIds),
@@ -271,7 +284,7 @@ fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
     ClaimOutcome::Claimed(Box::new(TurnContext {
         lease: TurnLease::claimed(claim, session, FixedClock.now()),
         session: session.clone(),
-        recent_messages: vec![],
+        history: vec![],
     }))
 }
 
@@ -341,6 +354,28 @@ async fn input_reaches_engine_and_turn_commits_with_contiguous_seq() {
     assert_eq!(result.session_status, SessionStatus::Completed);
     assert!(!result.replayed);
     assert_eq!(Some(result.turn_id), *claimed_turn.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_committed_turn_drops_the_cached_snapshot_instead_of_rewriting_it() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions.expect_commit_turn().returning(|_, _| Ok(()));
+    let mut cache = MockSessionCache::new();
+    cache.expect_put().times(0);
+    let id = session.id;
+    cache
+        .expect_invalidate()
+        .withf(move |invalidated| *invalidated == id)
+        .times(1)
+        .returning(|_| ());
+    let m = manager_with_cache(scripts_returning(&script), sessions, engine, cache);
+    m.process_input(input(session.id, "好")).await.unwrap();
 }
 
 #[tokio::test]

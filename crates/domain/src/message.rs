@@ -63,7 +63,7 @@ impl Message {
             role: self.role,
             content: self.content.clone(),
             action_id: self.action_id.clone(),
-            metadata: self.metadata.clone(),
+            llm_raw_output: self.metadata.get(LLM_RAW_OUTPUT).cloned(),
         }
     }
 }
@@ -82,14 +82,37 @@ pub struct NewMessage {
     pub metadata: Value,
 }
 
-/// An entry of the conversation history handed to the engine.
+impl NewMessage {
+    /// The engine's view of this message once it is stored.
+    #[must_use]
+    pub fn to_history(&self) -> HistoryEntry {
+        HistoryEntry {
+            role: self.role,
+            content: self.content.clone(),
+            action_id: self.action_id.clone(),
+            llm_raw_output: self.metadata.get(LLM_RAW_OUTPUT).cloned(),
+        }
+    }
+}
+
+/// The metadata key under which an AI message keeps the LLM's raw reply.
+pub const LLM_RAW_OUTPUT: &str = "llmRawOutput";
+
+/// An entry of the conversation history handed to the engine: what a prompt
+/// quotes and what a later round of the same action reads back. The rest of
+/// a stored message (ids, timestamps, other metadata) stays out of it, so a
+/// turn neither reads nor copies it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub role: MessageRole,
     pub content: String,
+    /// The action that produced (or asked for) this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_id: Option<String>,
-    #[serde(default)]
-    pub metadata: Value,
+    /// The raw LLM reply behind an AI message (its metadata's
+    /// [`LLM_RAW_OUTPUT`]): a multi-round question finds the answers its
+    /// earlier rounds extracted there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_raw_output: Option<Value>,
 }

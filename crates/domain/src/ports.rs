@@ -3,7 +3,7 @@
 
 use crate::error::ErrorCode;
 use crate::ids::{MessageId, ScriptId, SessionId, TurnId};
-use crate::message::Message;
+use crate::message::{HistoryEntry, Message};
 use crate::script::{Script, ScriptDocument, ScriptStatus, ScriptType};
 use crate::session::{Position, Session};
 use crate::variables::{ValueType, VariableScope};
@@ -172,8 +172,9 @@ pub struct TurnContext {
     pub lease: TurnLease,
     /// The session as of the claim.
     pub session: Session,
-    /// The newest messages (at most the claim's `history_window`), oldest first.
-    pub recent_messages: Vec<Message>,
+    /// The newest messages as the engine sees them (at most the claim's
+    /// `history_window`), oldest first.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// The answer to a [`TurnClaim`].
@@ -255,7 +256,9 @@ pub trait ScriptCache: Send + Sync {
     async fn invalidate(&self, id: ScriptId);
 }
 
-/// Session-snapshot cache, written after commit. Fails open like [`ScriptCache`].
+/// Session-snapshot cache for reads of a session: filled on creation and on a
+/// read miss, dropped when a turn commits or fails (the next read refills
+/// it). Fails open like [`ScriptCache`].
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SessionCache: Send + Sync {

@@ -376,7 +376,10 @@ impl SessionRepository for MemoryStore {
         Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
             lease: TurnLease::claimed(claim, &stored.session, expires_at),
             session: stored.session.clone(),
-            recent_messages: stored.messages[start..].to_vec(),
+            history: stored.messages[start..]
+                .iter()
+                .map(Message::to_history)
+                .collect(),
         })))
     }
 

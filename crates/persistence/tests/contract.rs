@@ -8,9 +8,9 @@ mod support;
 
 use chrono::Duration;
 use heartrule_domain::{
-    ClaimOutcome, ErrorCode, ExecutionStatus, FailedTurn, MessageHistory, MessageRole,
-    RepositoryError, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType, SessionId,
-    SessionRepository, SessionStatus, TurnClaim, TurnId,
+    ClaimOutcome, ErrorCode, ExecutionStatus, FailedTurn, HistoryEntry, Message, MessageHistory,
+    MessageRole, RepositoryError, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType,
+    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnId,
 };
 use heartrule_persistence::{MemoryStore, PgStore};
 use support::fixtures::*;
@@ -518,16 +518,29 @@ async fn recent_messages_are_the_last_n_in_order<S: Store>(store: &S) {
     }
     assert_eq!(session.last_message_seq, 7);
 
-    for (window, expected) in [
-        (3, vec![5, 6, 7]),
-        (100, (1..=7).collect::<Vec<i64>>()),
-        (0, vec![]),
-    ] {
+    let stored = store.list_messages(session.id, 0, 100).await.unwrap();
+    assert_eq!(stored.len(), 7);
+    for window in [3, 100, 0] {
         let turn = claim_with(store, &turn_claim(session.id, window)).await;
-        let seqs: Vec<i64> = turn.recent_messages.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, expected, "window {window}");
+        let expected: Vec<HistoryEntry> = stored[stored.len().saturating_sub(window)..]
+            .iter()
+            .map(Message::to_history)
+            .collect();
+        assert_eq!(turn.history, expected, "window {window}");
         if window == 3 {
-            assert_eq!(turn.recent_messages[1].content, "turn 2");
+            // Oldest first: AI reply, the user's words, AI reply.
+            let entry = &turn.history[1];
+            assert_eq!(
+                (entry.role, entry.content.as_str()),
+                (MessageRole::User, "turn 2")
+            );
+            assert_eq!(entry.llm_raw_output, None);
+            let reply = &turn.history[2];
+            assert_eq!(reply.role, MessageRole::Assistant);
+            assert_eq!(
+                reply.llm_raw_output,
+                Some(serde_json::Value::from(reply.content.as_str()))
+            );
         }
         store.release_turn(&turn.lease, None).await.unwrap();
     }

@@ -109,12 +109,7 @@ fn bench_turns(c: &mut Criterion) {
     answer.history = after_first
         .messages
         .iter()
-        .map(|m| heartrule_domain::HistoryEntry {
-            role: m.role,
-            content: m.content.clone(),
-            action_id: m.action_id.clone(),
-            metadata: m.metadata.clone(),
-        })
+        .map(heartrule_domain::NewMessage::to_history)
         .collect();
     c.bench_function("turn/answer (multi-round ask continues)", |b| {
         b.to_async(&runtime)

@@ -128,12 +128,7 @@ async fn run_to_completion(
         };
         let outcome = engine.run_turn(request).await.unwrap();
         for message in outcome.user_message.iter().chain(&outcome.messages) {
-            history.push(HistoryEntry {
-                role: message.role,
-                content: message.content.clone(),
-                action_id: message.action_id.clone(),
-                metadata: message.metadata.clone(),
-            });
+            history.push(message.to_history());
         }
         state = outcome.state;
         if state.status == ExecutionStatus::Completed {

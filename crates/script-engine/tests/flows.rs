@@ -356,7 +356,7 @@ async fn history_window_bounds_what_prompts_see() {
                 role: heartrule_domain::MessageRole::User,
                 content: old.into(),
                 action_id: None,
-                metadata: json!({}),
+                llm_raw_output: None,
             },
         );
     }

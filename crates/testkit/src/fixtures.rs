@@ -7,7 +7,7 @@ use heartrule_domain::{
     Position, SayConfig, Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType, Session,
     SessionId, SessionRepository, SessionScript, SessionStatus, TechniqueScript, Topic, TurnClaim,
     TurnContext, TurnId, TurnRecord, ValueType, VariableScope, VariableSnapshot, VariableStore,
-    VariableValue,
+    VariableValue, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Value};
 
@@ -143,7 +143,9 @@ fn message(
         action_id: (role == MessageRole::Assistant).then(|| "greet".to_owned()),
         action_type: (role == MessageRole::Assistant).then_some(ActionType::AiSay),
         metadata: if role == MessageRole::Assistant {
-            json!({"llmRawOutput": content})
+            // More than the raw reply, as the engine stores: the history
+            // a turn reads must carry only the raw reply.
+            json!({LLM_RAW_OUTPUT: content, "actionType": "ai_say", "currentRound": 1})
         } else {
             Value::Null
         },

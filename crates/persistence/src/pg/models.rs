@@ -11,9 +11,10 @@ use diesel::prelude::*;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::Jsonb;
 use heartrule_domain::{
-    ActionType, EngineState, ErrorCode, ExecutionStatus, FailedTurn, IdempotentResponse, Message,
-    MessageRole, Position, RepositoryError, Script, ScriptStatus, ScriptType, Session,
-    SessionStatus, TurnRecord, ValueType, VariableScope, VariableSnapshot, VariableStore,
+    ActionType, EngineState, ErrorCode, ExecutionStatus, FailedTurn, HistoryEntry,
+    IdempotentResponse, Message, MessageRole, Position, RepositoryError, Script, ScriptStatus,
+    ScriptType, Session, SessionStatus, TurnRecord, ValueType, VariableScope, VariableSnapshot,
+    VariableStore,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -426,6 +427,33 @@ impl MessageRow {
             action_type,
             metadata: self.metadata,
             created_at: self.created_at,
+        })
+    }
+}
+
+/// A message as a turn's history reads it: the columns the engine uses and,
+/// of the metadata, only the raw LLM reply (selected with `->`), so the
+/// rest of a stored message is neither sent nor decoded on every turn.
+#[derive(Debug, Queryable)]
+pub(crate) struct HistoryRow {
+    role: String,
+    content: String,
+    action_id: Option<String>,
+    llm_raw_output: Option<Value>,
+}
+
+impl HistoryRow {
+    pub(crate) fn into_domain(self) -> Result<HistoryEntry, RepositoryError> {
+        Ok(HistoryEntry {
+            role: known(
+                MessageRole::parse(&self.role),
+                "messages",
+                "role",
+                &self.role,
+            )?,
+            content: self.content,
+            action_id: self.action_id,
+            llm_raw_output: self.llm_raw_output,
         })
     }
 }

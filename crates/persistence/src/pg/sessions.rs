@@ -3,7 +3,7 @@
 //! no connection, transaction or row lock is held while the engine works.
 
 use super::models::{
-    sql_limit, FailedTurnRow, IdempotencyRow, MessageRow, NewFailedTurnRow, NewIdempotencyRow,
+    sql_limit, FailedTurnRow, HistoryRow, IdempotencyRow, NewFailedTurnRow, NewIdempotencyRow,
     NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
 };
 use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
@@ -17,7 +17,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use heartrule_domain::{
     ClaimOutcome, FailedTurn, RepositoryError, Session, SessionId, SessionRepository, TurnClaim,
-    TurnContext, TurnLease, TurnRecord,
+    TurnContext, TurnLease, TurnRecord, LLM_RAW_OUTPUT,
 };
 
 /// Rows per multi-row INSERT; keeps every statement far below PostgreSQL's
@@ -100,8 +100,16 @@ impl SessionRepository for PgStore {
                 .filter(messages::session_id.eq(session_id))
                 .order(messages::seq.desc())
                 .limit(sql_limit(claim.history_window))
-                .select(MessageRow::as_select())
-                .load::<MessageRow>(&mut &*conn);
+                .select((
+                    messages::role,
+                    messages::content,
+                    messages::action_id,
+                    // NULL where the key is missing, whatever diesel's type says.
+                    messages::metadata
+                        .retrieve_as_object(LLM_RAW_OUTPUT)
+                        .nullable(),
+                ))
+                .load::<HistoryRow>(&mut &*conn);
             let stored_response = async {
                 match &claim.idempotency_key {
                     Some(key) => idempotency_keys::table
@@ -136,15 +144,15 @@ impl SessionRepository for PgStore {
             };
             let mut history = history.map_err(map_diesel)?;
             history.reverse();
-            let recent_messages = history
+            let history = history
                 .into_iter()
-                .map(MessageRow::into_domain)
+                .map(HistoryRow::into_domain)
                 .collect::<Result<Vec<_>, _>>()?;
             let session = claimed.session.into_domain()?;
             Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
                 lease: TurnLease::claimed(claim, &session, claimed.lease_expires_at),
                 session,
-                recent_messages,
+                history,
             })))
         })
         .await

@@ -12,7 +12,7 @@ use super::safety;
 use super::templates::ResolvedTemplate;
 use super::turn::{ActionCall, ActionOutcome, Streaming, Turn, VariableWrite};
 use heartrule_domain::{
-    ActionType, AskConfig, DomainError, HistoryEntry, MessageRole, VariableScope,
+    ActionType, AskConfig, DomainError, HistoryEntry, MessageRole, VariableScope, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -270,7 +270,7 @@ fn reply_metadata(
     if let Some(brief) = reply::text(object, "BRIEF") {
         metadata.insert("brief".to_owned(), json!(brief));
     }
-    metadata.insert("llmRawOutput".to_owned(), question.reply.raw_output.clone());
+    metadata.insert(LLM_RAW_OUTPUT.to_owned(), question.reply.raw_output.clone());
     reply::template_metadata(&question.template, &mut metadata);
     metadata.insert("safety_check".to_owned(), safety::scan(&question.raw));
     if let Some(risk) = object.get("safety_risk") {
@@ -369,7 +369,7 @@ fn history_value(history: &[HistoryEntry], action_id: &str, name: &str) -> Optio
         .rev()
         .filter(|e| e.role == MessageRole::Assistant && e.action_id.as_deref() == Some(action_id))
         .find_map(|entry| {
-            let raw = entry.metadata.get("llmRawOutput")?;
+            let raw = entry.llm_raw_output.as_ref()?;
             let value = match raw {
                 Value::Object(object) => object.get(name).cloned(),
                 Value::String(text) => super::llm_json::parse_reply(text)

@@ -7,7 +7,7 @@ use super::turn::{action_error, ActionCall, ActionOutcome, Location, Turn};
 use super::{ask, monitor, say, think};
 use heartrule_domain::{
     Action, ActionKind, DomainError, ErrorKind, ExecutionStatus, HistoryEntry, MessageRole,
-    NewMessage, PendingAction, TurnOutcome,
+    NewMessage, PendingAction, TurnOutcome, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ impl Turn {
                 role: MessageRole::User,
                 content: message.content.clone(),
                 action_id: message.action_id.clone(),
-                metadata: message.metadata.clone(),
+                llm_raw_output: None,
             });
         }
         self.state.status = ExecutionStatus::Running;
@@ -304,7 +304,7 @@ impl Turn {
                 role: MessageRole::Assistant,
                 content: message.to_owned(),
                 action_id: Some(action_id.to_owned()),
-                metadata: metadata.clone(),
+                llm_raw_output: outcome.metadata.get(LLM_RAW_OUTPUT).cloned(),
             });
             self.messages.push(NewMessage {
                 role: MessageRole::Assistant,

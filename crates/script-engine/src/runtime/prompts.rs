@@ -158,7 +158,7 @@ mod tests {
             role,
             content: content.to_owned(),
             action_id: None,
-            metadata: Value::Null,
+            llm_raw_output: None,
         }
     }
 

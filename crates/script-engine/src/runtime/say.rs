@@ -6,7 +6,7 @@ use super::prompts::{beijing_time_text, chat_lines, rewrite_prompt, AI_SAY_TEMPL
 use super::reply::{self, Reply};
 use super::safety;
 use super::turn::{ActionCall, ActionOutcome, Streaming, Turn};
-use heartrule_domain::{ActionType, DomainError, SayConfig};
+use heartrule_domain::{ActionType, DomainError, SayConfig, LLM_RAW_OUTPUT};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -273,7 +273,7 @@ fn template_metadata(result: TemplateResult<'_>) -> Map<String, Value> {
     if let Some(brief) = reply::text(object, "BRIEF") {
         metadata.insert("brief".to_owned(), json!(brief));
     }
-    metadata.insert("llmRawOutput".to_owned(), result.reply.raw_output.clone());
+    metadata.insert(LLM_RAW_OUTPUT.to_owned(), result.reply.raw_output.clone());
     reply::parse_metadata(result.reply, &mut metadata);
     metadata.insert("exitDecision".to_owned(), result.decision.to_json());
     if let Some(reason) = result.exit_reason {

@@ -4,7 +4,7 @@
 use super::prompts::{beijing_time_text, chat_lines, output_list, AI_THINK_TEMPLATE};
 use super::reply;
 use super::turn::{ActionCall, ActionOutcome, Streaming, Turn, VariableWrite};
-use heartrule_domain::{DomainError, ThinkConfig, VariableScope};
+use heartrule_domain::{DomainError, ThinkConfig, VariableScope, LLM_RAW_OUTPUT};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -88,7 +88,7 @@ pub(crate) async fn run(
         .insert("actionType".to_owned(), json!("ai_think"));
     outcome
         .metadata
-        .insert("llmRawOutput".to_owned(), reply.raw_output.clone());
+        .insert(LLM_RAW_OUTPUT.to_owned(), reply.raw_output.clone());
     reply::template_metadata(&template, &mut outcome.metadata);
     reply::parse_metadata(&reply, &mut outcome.metadata);
     outcome.data = Value::Null;

@@ -204,12 +204,7 @@ impl Harness {
         let outcome = self.engine.run_turn(self.request(input)).await?;
         self.state = outcome.state.clone();
         for message in outcome.user_message.iter().chain(outcome.messages.iter()) {
-            self.history.push(HistoryEntry {
-                role: message.role,
-                content: message.content.clone(),
-                action_id: message.action_id.clone(),
-                metadata: message.metadata.clone(),
-            });
+            self.history.push(message.to_history());
         }
         Ok(outcome)
     }
