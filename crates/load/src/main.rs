@@ -44,7 +44,7 @@ use heartrule_server::config::AppConfig;
 use heartrule_telemetry::{
     LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig, TraceConfig,
 };
-use heartrule_testkit::db::TestDb;
+use heartrule_testkit::db::{TestDb, WorkerPids};
 use heartrule_testkit::fake_openai::FakeServer;
 use heartrule_testkit::otlp::OtlpTestReceiver;
 use heartrule_testkit::redis::TestRedis;
@@ -551,8 +551,12 @@ struct CpuSpent {
     process: f64,
     /// The server's threads (the process without its client side).
     server: f64,
-    /// PostgreSQL's processes working for the run's database.
+    /// PostgreSQL's processes working for the run's database: its backends
+    /// and the server's background processes.
     postgres: f64,
+    /// Of `postgres`, the background processes (WAL writer, checkpointer,
+    /// …), which other databases on a shared server keep busy too.
+    postgres_background: f64,
     /// Every CPU of the machine, busy time.
     machine: f64,
 }
@@ -603,19 +607,22 @@ impl CpuClock {
 
     /// What was spent since `earlier`; PostgreSQL's share is that of
     /// `postgres_pids` (a process started meanwhile counts from zero).
-    fn since(&self, earlier: &Self, postgres_pids: &[i32]) -> CpuSpent {
+    fn since(&self, earlier: &Self, postgres_pids: &WorkerPids) -> CpuSpent {
         let process = self.process - earlier.process;
-        let postgres = postgres_pids
-            .iter()
-            .filter_map(|pid| {
-                let now = self.postgres.get(pid)?;
-                Some(now - earlier.postgres.get(pid).copied().unwrap_or(0.0))
-            })
-            .sum();
+        let spent = |pids: &[i32]| -> f64 {
+            pids.iter()
+                .filter_map(|pid| {
+                    let now = self.postgres.get(pid)?;
+                    Some(now - earlier.postgres.get(pid).copied().unwrap_or(0.0))
+                })
+                .sum()
+        };
+        let postgres_background = spent(&postgres_pids.background);
         CpuSpent {
             process,
             server: process - (self.client_side - earlier.client_side),
-            postgres,
+            postgres: spent(&postgres_pids.backends) + postgres_background,
+            postgres_background,
             machine: self.machine - earlier.machine,
         }
     }
@@ -628,14 +635,16 @@ fn is_client_thread(name: &str) -> bool {
 }
 
 impl CpuSpent {
-    /// The per-turn figures, e.g. `CPU/turn: process 850 µs (server 700 µs), PostgreSQL 300 µs`.
+    /// The per-turn figures, e.g. `CPU/turn: process 850 µs (server 700 µs),
+    /// PostgreSQL 300 µs (background 40 µs), machine 1500 µs`.
     fn describe(&self, turns: usize) -> String {
         let turns = turns as f64;
         format!(
-            "CPU/turn: process {:.0} µs (server {:.0} µs), PostgreSQL {:.0} µs, machine {:.0} µs",
+            "CPU/turn: process {:.0} µs (server {:.0} µs), PostgreSQL {:.0} µs (background {:.0} µs), machine {:.0} µs",
             micros_per_turn(self.process, turns),
             micros_per_turn(self.server, turns),
             micros_per_turn(self.postgres, turns),
+            micros_per_turn(self.postgres_background, turns),
             micros_per_turn(self.machine, turns),
         )
     }
@@ -761,6 +770,7 @@ fn worker(cli: &Cli, runtimes: &Runtimes, profile: Profile) -> anyhow::Result<()
         "process_cpu_seconds": turns.cpu.process,
         "server_cpu_seconds": turns.cpu.server,
         "postgres_cpu_seconds": turns.cpu.postgres,
+        "postgres_background_cpu_seconds": turns.cpu.postgres_background,
         "machine_cpu_seconds": turns.cpu.machine,
         "spans_ended": spans_stage("ended"),
         "spans_exported": spans_stage("exported"),
@@ -858,6 +868,7 @@ impl WorkerResult {
                 process: number("process_cpu_seconds")?,
                 server: number("server_cpu_seconds")?,
                 postgres: number("postgres_cpu_seconds")?,
+                postgres_background: number("postgres_background_cpu_seconds")?,
                 machine: number("machine_cpu_seconds")?,
             },
             llm: value["llm"].as_str().unwrap_or_default().to_owned(),
@@ -1386,6 +1397,7 @@ mod tests {
                 process: process_cpu,
                 server: process_cpu / 2.0,
                 postgres: 0.5,
+                postgres_background: 0.1,
                 machine: process_cpu * 2.0,
             },
             llm: String::new(),
@@ -1421,7 +1433,8 @@ mod tests {
             "profile": "on", "turns": 10, "errors": {"409": 2}, "seconds": 2.0,
             "per_second": 5.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,
             "llm": "LLM: 2.00 calls/turn", "process_cpu_seconds": 0.4,
-            "server_cpu_seconds": 0.3, "postgres_cpu_seconds": 0.1, "machine_cpu_seconds": 0.9,
+            "server_cpu_seconds": 0.3, "postgres_cpu_seconds": 0.1,
+            "postgres_background_cpu_seconds": 0.02, "machine_cpu_seconds": 0.9,
             "spans_ended": 40, "spans_exported": null, "otlp_exports": 3, "otlp_bytes": 4096,
             "log_bytes": 2048, "metric_samples": 12, "first_error": "POST …: 409 Conflict",
         });

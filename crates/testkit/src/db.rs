@@ -79,6 +79,23 @@ struct Count {
     n: i64,
 }
 
+/// PostgreSQL processes working for one database (see [`TestDb::try_worker_pids`]).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerPids {
+    /// The database's own backends.
+    pub backends: Vec<i32>,
+    /// Background processes shared by every database of the server.
+    pub background: Vec<i32>,
+}
+
+#[derive(QueryableByName)]
+struct WorkerPid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    background: bool,
+}
+
 #[derive(QueryableByName)]
 struct Pid {
     #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -340,19 +357,27 @@ impl TestDb {
     }
 
     /// Pids of the server processes that work for this database: its
-    /// backends (autovacuum workers included) and the background processes
-    /// that belong to no database (WAL writer, checkpointer, …), so not the
-    /// backends of other databases on a shared server.
-    pub async fn try_worker_pids(&self) -> anyhow::Result<Vec<i32>> {
+    /// backends (autovacuum workers included) and, apart, the background
+    /// processes that belong to no database (WAL writer, checkpointer, …),
+    /// which a shared server's other databases keep busy too. Not the
+    /// backends of other databases.
+    pub async fn try_worker_pids(&self) -> anyhow::Result<WorkerPids> {
         let mut conn = try_server_connection(&self.server).await?;
-        let pids = diesel::sql_query(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR datname IS NULL",
+        let rows = diesel::sql_query(
+            "SELECT pid, datname IS NULL AS background FROM pg_stat_activity \
+             WHERE datname = $1 OR datname IS NULL",
         )
         .bind::<Text, _>(&self.name)
-        .load::<Pid>(&mut conn)
+        .load::<WorkerPid>(&mut conn)
         .await
         .context("query pg_stat_activity")?;
-        Ok(pids.into_iter().map(|p| p.pid).collect())
+        let (background, backends): (Vec<WorkerPid>, Vec<WorkerPid>) =
+            rows.into_iter().partition(|row| row.background);
+        let pids = |rows: Vec<WorkerPid>| rows.into_iter().map(|row| row.pid).collect();
+        Ok(WorkerPids {
+            backends: pids(backends),
+            background: pids(background),
+        })
     }
 
     /// Waits until no backend of this database is `idle in transaction`.
