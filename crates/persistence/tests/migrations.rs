@@ -58,7 +58,58 @@ async fn schema_snapshot(db: &TestDb) -> Vec<String> {
         )
         .await,
     );
+    snapshot.extend(
+        lines(
+            &mut conn,
+            "SELECT concat_ws(' | ', 'storage', c.relname, coalesce(array_to_string(c.reloptions, ','), '-'),
+                    a.attname, a.attcompression) AS line
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+             WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+               AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.attcompression <> '' OR c.reloptions IS NOT NULL)
+             ORDER BY 1",
+        )
+        .await,
+    );
     snapshot
+}
+
+/// Whether this PostgreSQL server was built with lz4.
+async fn server_has_lz4(conn: &mut AsyncPgConnection) -> bool {
+    match diesel::sql_query("CREATE TEMPORARY TABLE lz4_probe (value text COMPRESSION lz4)")
+        .execute(conn)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.to_string().contains("lz4") => false,
+        Err(e) => panic!("probing lz4: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn documents_rewritten_every_turn_are_compressed_with_lz4_when_the_server_can() {
+    let db = TestDb::new().await;
+    let mut conn = db.connection().await;
+    let expected: &[&str] = if server_has_lz4(&mut conn).await {
+        &[
+            "idempotency_keys.response",
+            "messages.metadata",
+            "sessions.engine_state",
+            "sessions.variables",
+        ]
+    } else {
+        // The migration leaves the server's default in place.
+        &[]
+    };
+    let compressed = lines(
+        &mut conn,
+        "SELECT c.relname || '.' || a.attname AS line
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         WHERE a.attcompression = 'l' AND c.relnamespace = 'public'::regnamespace
+         ORDER BY 1",
+    )
+    .await;
+    assert_eq!(compressed, expected);
 }
 
 async fn application_tables(db: &TestDb) -> Vec<String> {
