@@ -9,8 +9,9 @@ Starts, each on a free 127.0.0.1 port and all torn down at the end:
     (created, migrated with `heartrule migrate`, dropped) and a Redis key
     prefix of its own (deleted), with the fake as `openai` provider and as
     its fallback;
+  * the node, PostgreSQL and Redis exporters;
   * Prometheus (scrape and evaluation every 2s, its own data folder) with a
-    copy of the kit's rule files.
+    copy of the kit's rule files, and the job names of the kit's config.
 
 Then it drives a mixed load (sessions on the example scripts, plain and
 streamed turns, reads, unknown sessions and scripts, malformed bodies, busy
@@ -59,6 +60,13 @@ LOAD_MIN_SECONDS = 60
 LOAD_MAX_SECONDS = 90
 WORKERS = 4
 SCRIPTS = ("hello", "cbt_intake")
+# The exporters the kit's Prometheus scrapes beside the server (Debian
+# packages), by kind: binary and the port a kit config would name.
+EXPORTERS = {
+    "node": ("prometheus-node-exporter", 9100),
+    "postgres": ("prometheus-postgres-exporter", 9187),
+    "redis": ("prometheus-redis-exporter", 9121),
+}
 # Grafana's built-in variables and the values the check gives them.
 BUILTIN_VARIABLES = {
     "__rate_interval": "1m",
@@ -369,6 +377,31 @@ def substitute(expr: str) -> str:
     return expr
 
 
+def kit_jobs(prometheus_yml: Path) -> dict[str, str]:
+    """The job names the kit's Prometheus config gives the server and each
+    exporter (its static scrape configs, recognised by port, then by name),
+    so rules and panels that select on `job` match here too."""
+    jobs = {"server": "heartrule", "node": "node", "postgres": "postgres", "redis": "redis"}
+    if not prometheus_yml.is_file():
+        return jobs
+    found: dict[str, str] = {}
+    config = yaml.safe_load(prometheus_yml.read_text()) or {}
+    for scrape in config.get("scrape_configs") or []:
+        name = str(scrape.get("job_name", ""))
+        targets = [str(target) for static in scrape.get("static_configs") or []
+                   for target in static.get("targets") or []]
+        if not name or not targets:
+            continue
+        ports = {target.rsplit(":", 1)[-1] for target in targets}
+        kind = next((kind for kind, (_, port) in EXPORTERS.items() if str(port) in ports), None)
+        kind = kind or next((kind for kind in EXPORTERS if kind in name.lower()), None)
+        if kind is None and ("heartrule" in name.lower() or "8000" in ports):
+            kind = "server"
+        if kind and kind not in found:
+            found[kind] = name
+    return {**jobs, **found}
+
+
 def catalogue_names(binary: Path) -> set[str]:
     """The metric names of the server's catalogue (`heartrule metrics-doc`)."""
     table = subprocess.run([str(binary), "metrics-doc"], check=True, capture_output=True,
@@ -524,18 +557,36 @@ class Stack:
         env["APP_ENV"] = "livecheck"
         return env
 
-    def start_prometheus(self, server_port: int, rule_copies: list[Path]) -> int:
+    def start_exporters(self, jobs: dict[str, str], database_url: str) -> dict[str, int]:
+        """The node, PostgreSQL (on the check's database) and Redis
+        exporters, so the kit's panels and rules over them have data."""
+        ports = {}
+        for kind, (binary, _) in EXPORTERS.items():
+            port = free_port()
+            argv = [binary, f"--web.listen-address=127.0.0.1:{port}"]
+            env = dict(os.environ)
+            if kind == "postgres":
+                env["DATA_SOURCE_NAME"] = f"{database_url}?sslmode=disable"
+            if kind == "redis":
+                argv = [binary, f"-web.listen-address=127.0.0.1:{port}",
+                        f"-redis.addr=redis://{self.args.redis_host}:{self.args.redis_port}"]
+            process = self.spawn(f"{kind}-exporter", argv, env=env)
+            self.wait_http(f"{kind}-exporter", f"http://127.0.0.1:{port}/metrics", process, 30)
+            ports[jobs[kind]] = port
+        return ports
+
+    def start_prometheus(self, targets: dict[str, int], rule_copies: list[Path]) -> int:
         port = free_port()
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "rule_files": [str(path) for path in rule_copies],
             "scrape_configs": [{
-                "job_name": self.args.job,
+                "job_name": job,
                 "static_configs": [{
-                    "targets": [f"127.0.0.1:{server_port}"],
+                    "targets": [f"127.0.0.1:{target_port}"],
                     "labels": {"environment": "livecheck"},
                 }],
-            }],
+            } for job, target_port in targets.items()],
         }
         config_path = self.tmp / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -741,6 +792,9 @@ def run(args: argparse.Namespace) -> int:
     binary = Path(args.binary)
     if not binary.is_file():
         raise CheckFailed(f"no server binary at {binary}")
+    jobs = kit_jobs(args.prometheus_config)
+    if args.job:
+        jobs["server"] = args.job
 
     stack = Stack(args)
     failures: list[str] = []
@@ -774,7 +828,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 failures.append(f"{copy.name}: promtool check rules failed:\n    "
                                 + (checked.stdout + checked.stderr).strip().replace("\n", "\n    "))
-        prometheus = Prometheus(stack.start_prometheus(server_port, copies))
+        targets = {jobs["server"]: server_port, **stack.start_exporters(jobs, database_url)}
+        prometheus = Prometheus(stack.start_prometheus(targets, copies))
         loaded = sum(len(group["rules"]) for group in
                      prometheus.get("/api/v1/rules")["data"]["groups"])
         log(f"Prometheus on {prometheus.base} with {loaded} rules from {len(copies)} files")
@@ -831,13 +886,17 @@ def run(args: argparse.Namespace) -> int:
         targets = prometheus.get("/api/v1/targets")["data"]["activeTargets"]
         healthy = [target for target in targets if target["health"] == "up"]
         if len(healthy) != len(targets) or not targets:
-            failures.append(f"scrape target not up: {[t.get('lastError') for t in targets]}")
+            failures.append("scrape targets not up: " + "; ".join(
+                f"{t['labels'].get('job')}: {t.get('lastError')}" for t in targets
+                if t["health"] != "up"))
+        summary.append("scrape jobs: " + ", ".join(
+            f"{kind}={job}" for kind, job in jobs.items()) + f" ({len(healthy)} targets up)")
 
         # -- what the server exposed: nothing undeclared, and which declared
         # metrics this load never produced (information, not a failure)
         declared = catalogue_names(binary)
         scraped = set(prometheus.get("/api/v1/label/__name__/values",
-                                     **{"match[]": f'{{job="{args.job}"}}'})["data"])
+                                     **{"match[]": f'{{job="{jobs["server"]}"}}'})["data"])
         scraped -= {"up"}
         scraped = {name for name in scraped if not name.startswith("scrape_")}
         families = {family_of(name, declared) for name in scraped}
@@ -930,8 +989,11 @@ def main() -> int:
     parser.add_argument("--rules-dir", type=Path, default=Path("deploy/monitoring/prometheus/rules"))
     parser.add_argument("--dashboards-dir", type=Path,
                         default=Path("deploy/monitoring/grafana/dashboards"))
-    parser.add_argument("--job", default="heartrule",
-                        help="scrape job name of the server (the rules may select on it)")
+    parser.add_argument("--prometheus-config", type=Path,
+                        default=Path("deploy/monitoring/prometheus/prometheus.yml"),
+                        help="the kit's Prometheus config, read only for its job names")
+    parser.add_argument("--job", help="scrape job name of the server (default: the kit's, "
+                        "else heartrule)")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres")
