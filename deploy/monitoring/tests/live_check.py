@@ -664,10 +664,15 @@ class Load:
         results = []
 
         def one():
-            results.append(call("POST", f"{self.base}/api/sessions/{session}/messages",
-                                {"content": f"at once {rng.randrange(10**6)}"}, timeout=30)[0])
+            try:
+                results.append(call("POST", f"{self.base}/api/sessions/{session}/messages",
+                                    {"content": f"at once {rng.randrange(10**6)}"},
+                                    timeout=30)[0])
+            except OSError as error:
+                with self.lock:
+                    self.errors.append(repr(error))
 
-        threads = [threading.Thread(target=one) for _ in range(2)]
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -797,6 +802,7 @@ def run(args: argparse.Namespace) -> int:
         jobs["server"] = args.job
 
     stack = Stack(args)
+    load: Load | None = None
     failures: list[str] = []
     summary: list[str] = []
     try:
@@ -968,6 +974,8 @@ def run(args: argparse.Namespace) -> int:
             summary.append(f"alert: {ALERT} reached firing after {fired_after:.0f}s of load "
                            f"(for: shortened to {SHORT_FOR})")
     finally:
+        if load is not None:
+            load.stop.set()  # no request may outlive the server (on SIGTERM, say)
         stack.stop()
 
     print("\n=== monitoring live check ===")
