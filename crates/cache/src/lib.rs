@@ -9,8 +9,8 @@
 //!   instance. Unlike the caches it reports Redis failures, so the caller
 //!   decides whether to let the request through.
 //!
-//! Call [`describe_metrics`] once at start-up so the exporter carries help
-//! texts for the metrics this crate records.
+//! [`METRICS`] declares the metrics this crate records; the server hands it
+//! to the telemetry catalogue.
 //!
 //! [`ScriptCache`]: heartrule_domain::ScriptCache
 //! [`SessionCache`]: heartrule_domain::SessionCache
@@ -25,5 +25,5 @@ mod warn_limiter;
 pub use cache::{CacheHealth, RedisCache};
 pub use config::RedisCacheConfig;
 pub use error::CacheError;
-pub use metrics::{describe_metrics, CACHE_REQUESTS_TOTAL, REDIS_ERRORS_TOTAL};
+pub use metrics::{CACHE_REQUESTS_TOTAL, METRICS, REDIS_ERRORS_TOTAL};
 pub use rate_limit::{RateDecision, RedisRateLimiter};

@@ -1,4 +1,6 @@
-//! Names and help texts of the metrics this crate records.
+//! The metrics this crate records, declared once.
+
+use heartrule_domain::{MetricDecl, MetricSet};
 
 /// Counter of Redis failures (errors and timeouts), label `operation`.
 pub const REDIS_ERRORS_TOTAL: &str = "heartrule_redis_errors_total";
@@ -6,18 +8,22 @@ pub const REDIS_ERRORS_TOTAL: &str = "heartrule_redis_errors_total";
 /// `result` (`hit` | `miss`). A lookup that failed counts as a miss.
 pub const CACHE_REQUESTS_TOTAL: &str = "heartrule_cache_requests_total";
 
-/// Registers the help texts with the installed recorder; call once after
-/// installing it.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        REDIS_ERRORS_TOTAL,
-        "Redis operations that failed or timed out (the cache failed open)"
-    );
-    metrics::describe_counter!(
-        CACHE_REQUESTS_TOTAL,
-        "Cache lookups by cache and result (hit or miss)"
-    );
-}
+/// The metrics this crate records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::counter(
+            CACHE_REQUESTS_TOTAL,
+            &["cache", "result"],
+            "Cache lookups by cache (script or session) and result (hit or miss).",
+        ),
+        MetricDecl::counter(
+            REDIS_ERRORS_TOTAL,
+            &["operation"],
+            "Redis operations that failed or timed out (the cache failed open).",
+        ),
+    ],
+};
 
 pub(crate) fn record_redis_error(operation: &'static str) {
     metrics::counter!(REDIS_ERRORS_TOTAL, "operation" => operation).increment(1);
@@ -34,35 +40,32 @@ mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     #[test]
-    fn counters_carry_their_labels_and_help_texts() {
+    fn counters_carry_their_declared_labels() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
-            describe_metrics();
             record_lookup("script", true);
             record_lookup("script", false);
             record_lookup("script", false);
             record_redis_error("session.get");
         });
-        let mut series: Vec<(String, Vec<String>, bool, u64)> = snapshotter
+        let mut series: Vec<(String, Vec<String>, u64)> = snapshotter
             .snapshot()
             .into_vec()
             .into_iter()
-            .map(|(key, _, description, value)| {
+            .map(|(key, _, _, value)| {
                 let DebugValue::Counter(count) = value else {
                     panic!("{key:?} is not a counter");
                 };
+                METRICS
+                    .check_series(key.key().name(), key.key().labels().map(|l| l.key()))
+                    .unwrap_or_else(|problem| panic!("{problem}"));
                 let labels = key
                     .key()
                     .labels()
                     .map(|l| format!("{}={}", l.key(), l.value()))
                     .collect();
-                (
-                    key.key().name().to_owned(),
-                    labels,
-                    description.is_some(),
-                    count,
-                )
+                (key.key().name().to_owned(), labels, count)
             })
             .collect();
         series.sort();
@@ -76,12 +79,11 @@ mod tests {
             (REDIS_ERRORS_TOTAL, &["operation=session.get"], 1),
         ];
         assert_eq!(series.len(), expected.len(), "{series:?}");
-        for ((name, labels, described, count), (want_name, want_labels, want_count)) in
+        for ((name, labels, count), (want_name, want_labels, want_count)) in
             series.iter().zip(expected)
         {
             assert_eq!(name, want_name);
             assert_eq!(labels, want_labels);
-            assert!(described, "{name} has a help text");
             assert_eq!(*count, want_count);
         }
     }

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod llm;
 pub mod manager;
 pub mod message;
+pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
 pub mod script;
@@ -28,9 +29,10 @@ pub use ids::{MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
     ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
-    TurnResult, TurnStart,
+    TurnResult, TurnStart, METRICS,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
+pub use metric::{MetricDecl, MetricKind, MetricSet};
 pub use ports::{
     ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache,
     RandomIds, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache,

@@ -8,6 +8,7 @@ use crate::engine::{ScriptEngine, ValidationErrorType, ValidationIssue};
 use crate::error::{DomainError, ErrorCode, ErrorKind};
 use crate::ids::{ScriptId, SessionId, TurnId};
 use crate::message::{Message, NewMessage};
+use crate::metric::{MetricDecl, MetricSet, DURATION_BUCKETS, GEN_AI_DURATION_BUCKETS};
 use crate::ports::{
     ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, ScriptCache,
     ScriptRepository, SessionCache, SessionRepository, TurnClaim, TurnContext, TurnLease,
@@ -18,12 +19,49 @@ use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
 use chrono::{DateTime, Utc};
+use metrics::Unit;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
+
+/// Counter of conversation turns, label `outcome`.
+pub const TURNS_TOTAL: &str = "heartrule_turns_total";
+/// Histogram of one turn's duration, LLM calls included.
+pub const TURN_DURATION: &str = "heartrule_turn_duration_seconds";
+/// Counter of sessions created.
+pub const SESSIONS_CREATED_TOTAL: &str = "heartrule_sessions_created_total";
+/// Histogram of the time a turn took to claim its session's lease.
+pub const SESSION_LOCK_WAIT: &str = "heartrule_session_lock_wait_seconds";
+
+/// The metrics the [`SessionManager`] records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::counter(SESSIONS_CREATED_TOTAL, &[], "Counseling sessions created."),
+        MetricDecl::counter(
+            TURNS_TOTAL,
+            &["outcome"],
+            "Conversation turns processed, by outcome (committed, replayed, failed, in_progress).",
+        ),
+        MetricDecl::histogram(
+            TURN_DURATION,
+            Unit::Seconds,
+            &[],
+            GEN_AI_DURATION_BUCKETS,
+            "Duration of one conversation turn, LLM calls included.",
+        ),
+        MetricDecl::histogram(
+            SESSION_LOCK_WAIT,
+            Unit::Seconds,
+            &[],
+            DURATION_BUCKETS,
+            "Time a turn took to claim its session's lease; a claim never waits for another turn (a busy session answers TURN_IN_PROGRESS).",
+        ),
+    ],
+};
 
 /// Tunables of the [`SessionManager`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,8 +228,8 @@ fn record_turn_outcome(
         Err(_) => "failed",
     };
     span.record("turn.outcome", turn_outcome);
-    metrics::counter!("heartrule_turns_total", "outcome" => turn_outcome).increment(1);
-    metrics::histogram!("heartrule_turn_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!(TURNS_TOTAL, "outcome" => turn_outcome).increment(1);
+    metrics::histogram!(TURN_DURATION).record(started.elapsed().as_secs_f64());
 }
 
 /// Runs conversations. Generic over the adapters of [`Ports`].
@@ -325,8 +363,8 @@ impl<P: Ports> SessionManager<P> {
                 .await
                 .map_err(|e| DomainError::from(e).with_session(session_id))?;
             a.session_cache.put(&record.session).await;
-            metrics::counter!("heartrule_sessions_created_total").increment(1);
-            metrics::counter!("heartrule_turns_total", "outcome" => "committed").increment(1);
+            metrics::counter!(SESSIONS_CREATED_TOTAL).increment(1);
+            metrics::counter!(TURNS_TOTAL, "outcome" => "committed").increment(1);
             tracing::info!(
                 event = "session_created",
                 session.id = %session_id,
@@ -408,8 +446,7 @@ impl<P: Ports> SessionManager<P> {
             .claim_turn(&claim)
             .await
             .map_err(|e| DomainError::from(e).with_session(session_id))?;
-        metrics::histogram!("heartrule_session_lock_wait_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(SESSION_LOCK_WAIT).record(started.elapsed().as_secs_f64());
         match claimed {
             ClaimOutcome::Claimed(context) => Ok(Claimed::Turn(context)),
             ClaimOutcome::Replay(stored) => {

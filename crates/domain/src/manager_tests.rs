@@ -713,3 +713,80 @@ async fn technique_script_cannot_start_a_session() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ScriptValidationError);
 }
+
+/// What the manager records matches its declarations (names and label
+/// keys), with one sample per created session and per turn outcome.
+#[tokio::test]
+async fn sessions_and_turns_are_recorded_as_declared() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Thread-local, and a current-thread test runtime polls on this thread.
+    let _recording = metrics::set_default_local_recorder(&recorder);
+
+    // A session created: its first turn commits with it ...
+    let script = script();
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let mut sessions = MockSessionRepository::new();
+    sessions.expect_create().returning(|_| Ok(()));
+    let m = manager(scripts_returning(&script), sessions, engine);
+    m.create_session(CreateSession {
+        user_id: "u1".into(),
+        script_id: script.id,
+        initial_variables: serde_json::Map::new(),
+    })
+    .await
+    .unwrap();
+    // ... and a turn on a session another turn holds.
+    let mut sessions = MockSessionRepository::new();
+    sessions.expect_claim_turn().returning(|_| {
+        Ok(ClaimOutcome::Busy {
+            lease_expires_at: None,
+        })
+    });
+    let m = manager(
+        MockScriptRepository::new(),
+        sessions,
+        MockScriptEngine::new(),
+    );
+    m.process_input(input(SessionId::new_random(), "hi"))
+        .await
+        .unwrap_err();
+
+    let mut counters = Vec::new();
+    let mut histograms = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        METRICS
+            .check_series(key.name(), key.labels().map(metrics::Label::key))
+            .unwrap_or_else(|problem| panic!("{problem}"));
+        let labels: Vec<String> = key.labels().map(|l| l.value().to_owned()).collect();
+        match value {
+            DebugValue::Counter(count) => counters.push((key.name().to_owned(), labels, count)),
+            DebugValue::Histogram(samples) => {
+                histograms.push((key.name().to_owned(), samples.len()))
+            }
+            DebugValue::Gauge(_) => panic!("the manager records no gauge"),
+        }
+    }
+    counters.sort();
+    histograms.sort();
+    assert_eq!(
+        counters,
+        vec![
+            (SESSIONS_CREATED_TOTAL.to_owned(), vec![], 1),
+            (TURNS_TOTAL.to_owned(), vec!["committed".to_owned()], 1),
+            (TURNS_TOTAL.to_owned(), vec!["in_progress".to_owned()], 1),
+        ]
+    );
+    assert_eq!(
+        histograms,
+        vec![
+            (SESSION_LOCK_WAIT.to_owned(), 1),
+            (TURN_DURATION.to_owned(), 1)
+        ]
+    );
+}

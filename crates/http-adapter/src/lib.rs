@@ -42,7 +42,7 @@ pub use hooks::{
 };
 pub use idempotency::{request_hash, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 pub use middleware::{
-    ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
+    ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, METRICS, REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
 };
 pub use openapi::{openapi_document, ApiDoc};
 pub use state::{AppState, MetricsRenderer};

@@ -14,6 +14,9 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
+use heartrule_domain::metric::DURATION_BUCKETS;
+use heartrule_domain::{MetricDecl, MetricSet};
+use metrics::Unit;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -22,6 +25,26 @@ use tracing::Instrument;
 pub const REQUEST_DURATION_METRIC: &str = "http_server_request_duration_seconds";
 /// Gauge of requests in flight, labelled `method`, `route`.
 pub const ACTIVE_REQUESTS_METRIC: &str = "http_server_active_requests";
+
+/// The metrics this crate records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::histogram(
+            REQUEST_DURATION_METRIC,
+            Unit::Seconds,
+            &["method", "route", "status"],
+            DURATION_BUCKETS,
+            "Duration of HTTP server requests, by method, route template and status code.",
+        ),
+        MetricDecl::gauge(
+            ACTIVE_REQUESTS_METRIC,
+            Some(Unit::Count),
+            &["method", "route"],
+            "HTTP server requests in flight, by method and route template.",
+        ),
+    ],
+};
 /// Target of the access log.
 pub const ACCESS_LOG_TARGET: &str = "heartrule::access";
 /// `route` label of requests no route matched.

@@ -28,6 +28,7 @@ pub use config::{
 pub use mock::MockProvider;
 pub use openai::{HeaderInjector, OpenAiProvider};
 pub use resilience::ResilientProvider;
+pub use telemetry::METRICS;
 
 use heartrule_domain::llm::LlmProvider;
 use std::sync::Arc;
@@ -120,7 +121,6 @@ pub fn build_with(config: &LlmConfig, options: &BuildOptions) -> Result<LlmStack
         }
         primary = primary.with_fallback(Arc::clone(fallback) as Arc<dyn LlmProvider>);
     }
-    telemetry::describe_metrics();
     let primary = Arc::new(primary);
     let status = StackStatus {
         primary: Arc::clone(&primary),

@@ -281,6 +281,7 @@ impl ResilientProvider {
             error.type = telemetry::error_type(error),
             "LLM provider failed; using the fallback provider"
         );
+        telemetry::record_fallback(&self.provider_name, fallback.name());
         Some(fallback)
     }
 }
@@ -524,6 +525,76 @@ mod tests {
         let stream = provider.stream(&request()).await.unwrap();
         let items: Vec<_> = stream.collect().await;
         assert!(matches!(items.last(), Some(Ok(LlmChunk::Done(done))) if done.provider == "mock"));
+    }
+
+    /// The counters a test recorded (name, labels as `key=value`, value), each
+    /// series checked against this crate's declarations.
+    fn counters(
+        snapshotter: &metrics_util::debugging::Snapshotter,
+    ) -> Vec<(String, Vec<String>, u64)> {
+        let mut counters = Vec::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            crate::METRICS
+                .check_series(key.name(), key.labels().map(metrics::Label::key))
+                .unwrap_or_else(|problem| panic!("{problem}"));
+            if let metrics_util::debugging::DebugValue::Counter(count) = value {
+                let labels = key
+                    .labels()
+                    .map(|label| format!("{}={}", label.key(), label.value()))
+                    .collect();
+                counters.push((key.name().to_owned(), labels, count));
+            }
+        }
+        counters
+    }
+
+    #[tokio::test]
+    async fn each_call_handed_to_the_fallback_is_counted_by_provider_and_fallback() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // Thread-local, and a current-thread test runtime polls on this thread.
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let failing_primary = ResilientProvider::new(
+            failing(
+                "unit-fallback-count",
+                LlmError::Unavailable("down".to_owned()),
+                Arc::new(AtomicU32::new(0)),
+            ),
+            "m",
+            &config(0, 100),
+            Duration::from_secs(5),
+        )
+        .with_fallback(Arc::new(MockProvider::new()));
+        failing_primary.complete(&request()).await.unwrap();
+        let stream = failing_primary.stream(&request()).await.unwrap();
+        let _: Vec<_> = stream.collect().await;
+
+        // A primary that answers never touches its fallback.
+        let healthy_primary = ResilientProvider::new(
+            Arc::new(MockProvider::new()),
+            "m",
+            &config(0, 100),
+            Duration::from_secs(5),
+        )
+        .with_fallback(Arc::new(MockProvider::new()));
+        healthy_primary.complete(&request()).await.unwrap();
+
+        let fallbacks: Vec<_> = counters(&snapshotter)
+            .into_iter()
+            .filter(|(name, _, _)| name == telemetry::FALLBACK_TOTAL)
+            .collect();
+        assert_eq!(
+            fallbacks,
+            vec![(
+                telemetry::FALLBACK_TOTAL.to_owned(),
+                vec![
+                    "provider=unit-fallback-count".to_owned(),
+                    "fallback=mock".to_owned()
+                ],
+                2
+            )]
+        );
     }
 
     /// Never answers, like a server that accepted the connection and went silent.

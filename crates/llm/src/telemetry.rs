@@ -4,6 +4,9 @@
 //! capture is switched on (`telemetry.capture_content`).
 
 use heartrule_domain::llm::{LlmError, LlmResponse};
+use heartrule_domain::metric::{GEN_AI_DURATION_BUCKETS, TOKEN_BUCKETS};
+use heartrule_domain::{MetricDecl, MetricSet};
+use metrics::Unit;
 use std::time::Duration;
 use tracing::Span;
 
@@ -19,6 +22,59 @@ pub const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 pub const RETRIES_TOTAL: &str = "heartrule_llm_retries_total";
 /// Gauge `{provider}`: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "heartrule_llm_breaker_state";
+/// Counter `{provider, fallback}` of logical calls the primary failed and
+/// handed to the fallback provider.
+pub const FALLBACK_TOTAL: &str = "heartrule_llm_fallback_total";
+
+const GEN_AI_LABELS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "error_type",
+];
+const GEN_AI_TOKEN_LABELS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_token_type",
+];
+
+/// The metrics this crate records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::histogram(
+            OPERATION_DURATION_SECONDS,
+            Unit::Seconds,
+            GEN_AI_LABELS,
+            GEN_AI_DURATION_BUCKETS,
+            "Duration of GenAI client operations, retries included; error_type is empty on success.",
+        ),
+        MetricDecl::histogram(
+            TOKEN_USAGE,
+            Unit::Count,
+            GEN_AI_TOKEN_LABELS,
+            TOKEN_BUCKETS,
+            "Tokens used per GenAI client operation, by token type (input or output).",
+        ),
+        MetricDecl::counter(
+            RETRIES_TOTAL,
+            &["provider"],
+            "LLM call attempts that were retried.",
+        ),
+        MetricDecl::gauge(
+            BREAKER_STATE,
+            None,
+            &["provider"],
+            "LLM circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        ),
+        MetricDecl::counter(
+            FALLBACK_TOTAL,
+            &["provider", "fallback"],
+            "LLM calls the provider failed (after its retries, or refused by its open breaker) and handed to the fallback provider.",
+        ),
+    ],
+};
 
 /// The GenAI operation all calls of this crate perform.
 pub const OPERATION_CHAT: &str = "chat";
@@ -26,26 +82,6 @@ pub const OPERATION_CHAT: &str = "chat";
 /// `error_type` label / `error.type` span field of a call that ended
 /// because its consumer dropped a stream before the end.
 pub const ERROR_TYPE_CANCELLED: &str = "cancelled";
-
-/// Registers units and help texts with the installed `metrics` recorder;
-/// call after installing it (e.g. the Prometheus exporter).
-pub fn describe_metrics() {
-    metrics::describe_histogram!(
-        OPERATION_DURATION_SECONDS,
-        metrics::Unit::Seconds,
-        "Duration of GenAI client operations, retries included."
-    );
-    metrics::describe_histogram!(
-        TOKEN_USAGE,
-        metrics::Unit::Count,
-        "Tokens used per GenAI client operation, by token type."
-    );
-    metrics::describe_counter!(RETRIES_TOTAL, "LLM call attempts that were retried.");
-    metrics::describe_gauge!(
-        BREAKER_STATE,
-        "LLM circuit breaker state: 0 closed, 1 half-open, 2 open."
-    );
-}
 
 /// The stable, low-cardinality name of an error for labels and spans.
 #[must_use]
@@ -160,6 +196,15 @@ pub(crate) fn finish_call(
 
 pub(crate) fn record_retry(provider: &str) {
     metrics::counter!(RETRIES_TOTAL, "provider" => provider.to_owned()).increment(1);
+}
+
+pub(crate) fn record_fallback(provider: &str, fallback: &str) {
+    metrics::counter!(
+        FALLBACK_TOTAL,
+        "provider" => provider.to_owned(),
+        "fallback" => fallback.to_owned(),
+    )
+    .increment(1);
 }
 
 pub(crate) fn record_breaker_state(provider: &str, gauge_value: f64) {

@@ -699,7 +699,9 @@ fn worker(cli: &Cli, runtimes: &Runtimes, profile: Profile) -> anyhow::Result<()
     // Installed from the server's runtime: exporters that need one find it.
     let telemetry = {
         let _server_runtime = runtimes.server.enter();
-        heartrule_telemetry::init_with_writer(&telemetry_config, move || {
+        let catalogue =
+            heartrule_server::metrics_catalogue().context("building the metrics catalogue")?;
+        heartrule_telemetry::init_with_writer(&telemetry_config, &catalogue, move || {
             CountingWriter(Arc::clone(&log_bytes))
         })
         .context("installing telemetry")?

@@ -37,6 +37,7 @@ mod turn_check;
 
 pub use memory::MemoryStore;
 pub use migrate::{revert_all_migrations, run_migrations, MIGRATIONS};
+pub use observe::{ERRORS_TOTAL, METRICS, POOL_ACQUIRE_DURATION, QUERY_DURATION};
 pub use pg::{PgConfig, PgStore, PoolStats};
 
 /// Failures of setting a store up (connecting, migrating). Failures of the

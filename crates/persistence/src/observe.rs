@@ -1,16 +1,44 @@
 //! Tracing spans and metrics around every PostgreSQL repository call.
 
-use heartrule_domain::RepositoryError;
+use heartrule_domain::metric::DURATION_BUCKETS;
+use heartrule_domain::{MetricDecl, MetricSet, RepositoryError};
+use metrics::Unit;
 use std::future::Future;
 use std::time::Instant;
 use tracing::Instrument;
 
 /// Histogram of one repository call's duration, by `operation` and `table`.
-pub(crate) const QUERY_DURATION: &str = "heartrule_db_query_duration_seconds";
+pub const QUERY_DURATION: &str = "heartrule_db_query_duration_seconds";
 /// Histogram of the time spent waiting for a pooled connection.
-pub(crate) const POOL_ACQUIRE_DURATION: &str = "heartrule_db_pool_acquire_duration_seconds";
+pub const POOL_ACQUIRE_DURATION: &str = "heartrule_db_pool_acquire_duration_seconds";
 /// Counter of failed repository calls, by error `kind`.
-pub(crate) const ERRORS_TOTAL: &str = "heartrule_db_errors_total";
+pub const ERRORS_TOTAL: &str = "heartrule_db_errors_total";
+
+/// The metrics this crate records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::histogram(
+            QUERY_DURATION,
+            Unit::Seconds,
+            &["operation", "table"],
+            DURATION_BUCKETS,
+            "Duration of database queries, by operation and table.",
+        ),
+        MetricDecl::histogram(
+            POOL_ACQUIRE_DURATION,
+            Unit::Seconds,
+            &[],
+            DURATION_BUCKETS,
+            "Time spent waiting for a database connection from the pool.",
+        ),
+        MetricDecl::counter(
+            ERRORS_TOTAL,
+            &["kind"],
+            "Database operations that failed, by error kind.",
+        ),
+    ],
+};
 
 /// Runs `$body` (a future yielding `Result<_, RepositoryError>`) inside the
 /// `db.<operation>` span with OpenTelemetry database attributes, and records

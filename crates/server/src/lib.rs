@@ -6,17 +6,37 @@ mod preload;
 mod readiness;
 mod wiring;
 
-pub use wiring::{build_app, App, ServerPorts};
+pub use wiring::{build_app, App, ServerPorts, METRICS};
 
 use anyhow::Context;
 use config::AppConfig;
 use std::time::Instant;
 
+/// Every metric the service emits: the set each crate declares, in the
+/// order of the README table, gathered by the telemetry crate (which adds
+/// its own).
+///
+/// # Errors
+/// A malformed declaration or a name two crates declare.
+pub fn metrics_catalogue(
+) -> Result<heartrule_telemetry::Catalogue, heartrule_telemetry::TelemetryError> {
+    heartrule_telemetry::Catalogue::new([
+        heartrule_http_adapter::METRICS,
+        heartrule_domain::METRICS,
+        heartrule_llm::METRICS,
+        heartrule_persistence::METRICS,
+        METRICS,
+        heartrule_cache::METRICS,
+    ])
+}
+
 /// Runs the server until SIGINT/SIGTERM, then drains in-flight requests
 /// within `server.shutdown_grace_period` and flushes telemetry.
 pub async fn serve(config: AppConfig) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let telemetry = heartrule_telemetry::init(&config.telemetry).context("starting telemetry")?;
+    let catalogue = metrics_catalogue().context("building the metrics catalogue")?;
+    let telemetry =
+        heartrule_telemetry::init(&config.telemetry, &catalogue).context("starting telemetry")?;
     let app = build_app(&config, telemetry.metrics_renderer(), started_at).await?;
     let server = app.http_server(&config)?;
     let address = server.addrs();
@@ -83,12 +103,48 @@ pub fn config_summary(config: &AppConfig) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::metrics_catalogue;
+
+    /// Every crate's declarations fit together (well-formed, no name twice),
+    /// and the metrics the product is known by are there.
+    #[test]
+    fn the_catalogue_gathers_every_crate() {
+        let catalogue = metrics_catalogue().unwrap();
+        let emitted_by = |name: &str| {
+            catalogue
+                .iter()
+                .find(|(_, decl)| decl.name == name)
+                .map(|(by, _)| by)
+        };
+        for (name, by) in [
+            (
+                "http_server_request_duration_seconds",
+                "heartrule-http-adapter",
+            ),
+            ("heartrule_turns_total", "heartrule-domain"),
+            ("heartrule_sessions_created_total", "heartrule-domain"),
+            ("heartrule_session_lock_wait_seconds", "heartrule-domain"),
+            ("heartrule_llm_fallback_total", "heartrule-llm"),
+            ("heartrule_db_errors_total", "heartrule-persistence"),
+            ("heartrule_db_pool_waiting", "heartrule-server"),
+            ("heartrule_sessions_waiting", "heartrule-server"),
+            ("heartrule_redis_errors_total", "heartrule-cache"),
+            (
+                "heartrule_process_memory_limit_bytes",
+                "heartrule-telemetry",
+            ),
+            ("process_resident_memory_bytes", "heartrule-telemetry"),
+        ] {
+            assert_eq!(emitted_by(name), Some(by), "{name}");
+        }
+    }
+
     /// The README's metrics table is generated from the telemetry catalogue
     /// (`heartrule metrics-doc`); this keeps the two from drifting apart.
     #[test]
     fn readme_lists_the_metrics_catalogue() {
         let readme = include_str!("../../../README.md");
-        let table = heartrule_telemetry::metrics_markdown_table();
+        let table = metrics_catalogue().unwrap().markdown_table();
         assert!(
             readme.contains(&table),
             "README.md's metrics table is stale: regenerate it with `cargo run -p heartrule-server -- metrics-doc`"

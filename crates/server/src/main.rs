@@ -48,7 +48,8 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::MetricsDoc)) {
-        print!("{}", heartrule_telemetry::metrics_markdown_table());
+        let catalogue = heartrule_server::metrics_catalogue()?;
+        print!("{}", catalogue.markdown_table());
         return Ok(());
     }
     let config = AppConfig::load(&cli.config_dir)

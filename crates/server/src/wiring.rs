@@ -10,7 +10,9 @@ use heartrule_domain::ports::{
     MessageHistory, NoCache, RandomIds, ScriptCache, ScriptRepository, SessionCache,
     SessionRepository, SystemClock,
 };
-use heartrule_domain::{Adapters, Ports, ScriptCatalog, SessionManager, SessionManagerConfig};
+use heartrule_domain::{
+    Adapters, MetricDecl, MetricSet, Ports, ScriptCatalog, SessionManager, SessionManagerConfig,
+};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
 use heartrule_llm::{BuildOptions, LlmStack};
 use heartrule_persistence::{MemoryStore, PgConfig, PgStore};
@@ -18,6 +20,7 @@ use heartrule_script_engine::runtime::templates::{
     DirectoryTemplates, EmbeddedTemplates, TemplateSource,
 };
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
+use metrics::Unit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -251,6 +254,47 @@ async fn build_store(
     })
 }
 
+/// Gauge of pool connections, label `state` (`idle` | `in_use`).
+pub const DB_POOL_CONNECTIONS: &str = "heartrule_db_pool_connections";
+/// Gauge of the pool's maximum size.
+pub const DB_POOL_MAX_CONNECTIONS: &str = "heartrule_db_pool_max_connections";
+/// Gauge of callers waiting for a pooled connection.
+pub const DB_POOL_WAITING: &str = "heartrule_db_pool_waiting";
+/// Gauge of active sessions waiting for the user's next message.
+pub const SESSIONS_WAITING: &str = "heartrule_sessions_waiting";
+
+/// The metrics this crate records: the store's gauges, published from here
+/// because only the composition root holds the pool and the store.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::gauge(
+            DB_POOL_CONNECTIONS,
+            Some(Unit::Count),
+            &["state"],
+            "Database pool connections by state (idle or in_use).",
+        ),
+        MetricDecl::gauge(
+            DB_POOL_MAX_CONNECTIONS,
+            Some(Unit::Count),
+            &[],
+            "Maximum size of the database connection pool.",
+        ),
+        MetricDecl::gauge(
+            DB_POOL_WAITING,
+            Some(Unit::Count),
+            &[],
+            "Callers waiting for a pooled database connection.",
+        ),
+        MetricDecl::gauge(
+            SESSIONS_WAITING,
+            Some(Unit::Count),
+            &[],
+            "Active sessions waiting for the user's next message.",
+        ),
+    ],
+};
+
 /// Publishes the store's gauges (pool state, waiting sessions) every few
 /// seconds; a failed count is logged and retried at the next tick.
 fn spawn_store_gauges(store: Store) -> tokio::task::JoinHandle<()> {
@@ -262,17 +306,16 @@ fn spawn_store_gauges(store: Store) -> tokio::task::JoinHandle<()> {
                 Store::Memory(memory) => Ok(memory.count_waiting_sessions()),
                 Store::Postgres(pg) => {
                     let stats = pg.pool_stats();
-                    metrics::gauge!("heartrule_db_pool_connections", "state" => "idle")
-                        .set(stats.idle as f64);
-                    metrics::gauge!("heartrule_db_pool_connections", "state" => "in_use")
+                    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(stats.idle as f64);
+                    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
                         .set(stats.in_use as f64);
-                    metrics::gauge!("heartrule_db_pool_max_connections").set(stats.max_size as f64);
-                    metrics::gauge!("heartrule_db_pool_waiting").set(stats.waiting as f64);
+                    metrics::gauge!(DB_POOL_MAX_CONNECTIONS).set(stats.max_size as f64);
+                    metrics::gauge!(DB_POOL_WAITING).set(stats.waiting as f64);
                     pg.count_waiting_sessions().await
                 }
             };
             match waiting {
-                Ok(count) => metrics::gauge!("heartrule_sessions_waiting").set(count as f64),
+                Ok(count) => metrics::gauge!(SESSIONS_WAITING).set(count as f64),
                 Err(e) => tracing::warn!(error = %e, "counting waiting sessions failed"),
             }
         }

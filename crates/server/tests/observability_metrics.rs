@@ -55,7 +55,12 @@ fn moved(before: &Exposition, after: &Exposition, name: &str, labels: &[(&str, &
 async fn known_requests_move_http_turn_token_and_cache_metrics() {
     let logs = CapturedLogs::default();
     let telemetry_config = telemetry_config();
-    let telemetry = init_with_writer(&telemetry_config, logs.clone()).unwrap();
+    let telemetry = init_with_writer(
+        &telemetry_config,
+        &heartrule_server::metrics_catalogue().unwrap(),
+        logs.clone(),
+    )
+    .unwrap();
     let database = TestDb::new().await;
     let redis = TestRedis::new().await;
     let llm = fake_llm().await;

@@ -18,6 +18,8 @@ pub enum TelemetryError {
     TraceExporter(String),
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadySet,
+    #[error("invalid metrics catalogue: {0}")]
+    Catalogue(String),
     #[error("cannot install the Prometheus recorder: {0}")]
     MetricsRecorder(String),
     #[error("cannot start the metrics upkeep thread: {0}")]

@@ -18,8 +18,11 @@
 //! - **Metrics**: the `metrics-exporter-prometheus` recorder (no listener of
 //!   its own: the server serves [`Telemetry::render_metrics`] at `/metrics`)
 //!   with the OpenTelemetry-recommended buckets, `heartrule_build_info`, and
-//!   process CPU/memory/fd metrics refreshed on every render. [`METRICS`] is
-//!   the single catalogue of names, labels, units and help texts.
+//!   process CPU/memory/fd metrics and the cgroup memory limit refreshed on
+//!   every render. Each crate declares the metrics it emits (a
+//!   [`MetricSet`] of the domain crate); [`Catalogue`] gathers the sets the
+//!   composition root hands over, plus this crate's own [`METRICS`], into
+//!   the one list of names, labels, units, help texts and buckets.
 //!
 //! # Logs
 //! The OpenTelemetry layer attaches a span's OTel context to the thread while
@@ -35,6 +38,7 @@
 //! opentelemetry 0.33), metrics-exporter-prometheus 0.18 (metrics 0.24),
 //! metrics-process 2.4, tracing-subscriber 0.3, tracing-appender 0.2.
 
+mod cgroup;
 mod config;
 mod error;
 mod logs;
@@ -50,8 +54,8 @@ pub use config::{
 };
 pub use error::TelemetryError;
 pub use prometheus::{
-    describe_metrics, metric_doc, metrics_markdown_table, MetricDoc, MetricKind, BUILD_INFO,
-    DURATION_BUCKETS, GEN_AI_DURATION_BUCKETS, METRICS, TOKEN_BUCKETS,
+    Catalogue, MetricDecl, MetricKind, MetricSet, BUILD_INFO, DURATION_BUCKETS,
+    GEN_AI_DURATION_BUCKETS, METRICS, PROCESS_MEMORY_LIMIT, TOKEN_BUCKETS,
 };
 pub use traces::{continue_trace, inject_trace_headers, trace_id};
 
@@ -83,7 +87,8 @@ impl std::fmt::Debug for Telemetry {
     }
 }
 
-/// Installs logs, traces and metrics globally as configured, logging to
+/// Installs logs, traces and metrics globally as configured (the
+/// recorder's help texts and buckets from `catalogue`), logging to
 /// stdout (non-blocking: a stalled stdout drops lines rather than stalling
 /// requests).
 ///
@@ -93,9 +98,9 @@ impl std::fmt::Debug for Telemetry {
 /// # Errors
 /// Invalid configuration, an unusable log directory or exporter endpoint, or
 /// a subscriber/recorder already installed in this process.
-pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+pub fn init(config: &TelemetryConfig, catalogue: &Catalogue) -> Result<Telemetry, TelemetryError> {
     let (stdout, guard) = tracing_appender::non_blocking(std::io::stdout());
-    install(config, stdout, vec![guard])
+    install(config, catalogue, stdout, vec![guard])
 }
 
 /// [`init`], with log lines written to `writer` instead of stdout (tests
@@ -103,15 +108,20 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 ///
 /// # Errors
 /// As [`init`].
-pub fn init_with_writer<W>(config: &TelemetryConfig, writer: W) -> Result<Telemetry, TelemetryError>
+pub fn init_with_writer<W>(
+    config: &TelemetryConfig,
+    catalogue: &Catalogue,
+    writer: W,
+) -> Result<Telemetry, TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    install(config, writer, Vec::new())
+    install(config, catalogue, writer, Vec::new())
 }
 
 fn install<W>(
     config: &TelemetryConfig,
+    catalogue: &Catalogue,
     console: W,
     log_guards: Vec<WorkerGuard>,
 ) -> Result<Telemetry, TelemetryError>
@@ -126,7 +136,7 @@ where
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
     let metrics = if config.metrics.enabled {
-        Some(MetricsRuntime::install(&config.service_version)?)
+        Some(MetricsRuntime::install(&config.service_version, catalogue)?)
     } else {
         None
     };

@@ -5,14 +5,90 @@
 
 use heartrule_telemetry::testing::{CapturedLogs, Exposition};
 use heartrule_telemetry::{
-    continue_trace, init_with_writer, inject_trace_headers, metric_doc, trace_id, MetricKind,
-    Telemetry, TelemetryConfig, DURATION_BUCKETS, GEN_AI_DURATION_BUCKETS, TOKEN_BUCKETS,
+    continue_trace, init_with_writer, inject_trace_headers, trace_id, Catalogue, MetricDecl,
+    MetricKind, MetricSet, Telemetry, TelemetryConfig, DURATION_BUCKETS, GEN_AI_DURATION_BUCKETS,
+    TOKEN_BUCKETS,
 };
+use metrics::Unit;
 use std::sync::OnceLock;
+
+/// Stand-ins for what other crates declare (this crate depends on none of
+/// them): the recorder must take help texts and buckets from any set.
+const OTHERS: MetricSet = MetricSet {
+    emitted_by: "heartrule-test",
+    metrics: &[
+        MetricDecl::histogram(
+            "http_server_request_duration_seconds",
+            Unit::Seconds,
+            &["method", "route", "status"],
+            DURATION_BUCKETS,
+            "Duration of HTTP server requests (test).",
+        ),
+        MetricDecl::histogram(
+            "gen_ai_client_operation_duration_seconds",
+            Unit::Seconds,
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "error_type",
+            ],
+            GEN_AI_DURATION_BUCKETS,
+            "Duration of GenAI client operations (test).",
+        ),
+        MetricDecl::histogram(
+            "gen_ai_client_token_usage",
+            Unit::Count,
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_provider_name",
+                "gen_ai_request_model",
+                "gen_ai_token_type",
+            ],
+            TOKEN_BUCKETS,
+            "Tokens used per GenAI client operation (test).",
+        ),
+        MetricDecl::histogram(
+            "heartrule_db_query_duration_seconds",
+            Unit::Seconds,
+            &["operation", "table"],
+            DURATION_BUCKETS,
+            "Duration of database queries (test).",
+        ),
+        MetricDecl::counter("heartrule_turns_total", &["outcome"], "Turns (test)."),
+        MetricDecl::counter(
+            "heartrule_cache_requests_total",
+            &["cache", "result"],
+            "Cache lookups (test).",
+        ),
+        MetricDecl::gauge(
+            "heartrule_sessions_waiting",
+            Some(Unit::Count),
+            &[],
+            "Waiting sessions (test).",
+        ),
+        MetricDecl::gauge(
+            "heartrule_db_pool_connections",
+            Some(Unit::Count),
+            &["state"],
+            "Pool connections (test).",
+        ),
+        MetricDecl::counter(
+            "heartrule_sessions_created_total",
+            &[],
+            "Sessions created (test).",
+        ),
+    ],
+};
 
 struct Global {
     telemetry: Telemetry,
     logs: CapturedLogs,
+    catalogue: Catalogue,
+}
+
+fn metric_doc(name: &str) -> Option<&'static MetricDecl> {
+    global().catalogue.get(name)
 }
 
 /// One global init for every test of this file.
@@ -24,8 +100,13 @@ fn global() -> &'static Global {
             ..TelemetryConfig::default()
         };
         let logs = CapturedLogs::default();
-        let telemetry = init_with_writer(&config, logs.clone()).unwrap();
-        Global { telemetry, logs }
+        let catalogue = Catalogue::new([OTHERS]).unwrap();
+        let telemetry = init_with_writer(&config, &catalogue, logs.clone()).unwrap();
+        Global {
+            telemetry,
+            logs,
+            catalogue,
+        }
     })
 }
 

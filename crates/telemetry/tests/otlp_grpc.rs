@@ -4,8 +4,8 @@
 
 use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::{
-    init_with_writer, trace_id, LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig,
-    TraceConfig,
+    init_with_writer, trace_id, Catalogue, LogConfig, LogFormat, MetricsConfig, OtlpProtocol,
+    TelemetryConfig, TraceConfig,
 };
 use heartrule_testkit::otlp::OtlpTestReceiver;
 use std::time::Duration;
@@ -31,7 +31,7 @@ async fn async_spans_reach_a_grpc_collector_as_one_trace() {
         ..TelemetryConfig::default()
     };
     let logs = CapturedLogs::default();
-    let telemetry = init_with_writer(&config, logs.clone()).unwrap();
+    let telemetry = init_with_writer(&config, &Catalogue::own(), logs.clone()).unwrap();
 
     let request = tracing::info_span!("http.request");
     let request_trace = trace_id(&request).expect("sampled at ratio 1");

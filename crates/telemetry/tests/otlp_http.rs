@@ -5,8 +5,8 @@
 
 use heartrule_telemetry::testing::CapturedLogs;
 use heartrule_telemetry::{
-    continue_trace, init_with_writer, inject_trace_headers, trace_id, LogConfig, LogFormat,
-    MetricsConfig, OtlpProtocol, TelemetryConfig, TraceConfig,
+    continue_trace, init_with_writer, inject_trace_headers, trace_id, Catalogue, LogConfig,
+    LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig, TraceConfig,
 };
 use heartrule_testkit::otlp::{OtlpTestReceiver, ReceivedSpan};
 use std::collections::HashMap;
@@ -51,7 +51,12 @@ fn only<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
 fn spans_trace_headers_and_logs_share_one_trace_over_otlp_http() {
     let receiver = OtlpTestReceiver::start().unwrap();
     let logs = CapturedLogs::default();
-    let telemetry = init_with_writer(&config(receiver.endpoint()), logs.clone()).unwrap();
+    let telemetry = init_with_writer(
+        &config(receiver.endpoint()),
+        &Catalogue::own(),
+        logs.clone(),
+    )
+    .unwrap();
 
     // A request: root span, SessionManager, engine action, LLM call.
     let (request_trace, outgoing) = {

@@ -269,8 +269,12 @@ impl TracedServer {
         let receiver = OtlpTestReceiver::start().unwrap();
         let logs = heartrule_telemetry::testing::CapturedLogs::default();
         let telemetry_config = traced_telemetry_config(receiver.endpoint(), capture_content);
-        let telemetry =
-            heartrule_telemetry::init_with_writer(&telemetry_config, logs.clone()).unwrap();
+        let telemetry = heartrule_telemetry::init_with_writer(
+            &telemetry_config,
+            &heartrule_server::metrics_catalogue().unwrap(),
+            logs.clone(),
+        )
+        .unwrap();
         let database = TestDb::new().await;
         let redis = TestRedis::new().await;
         let llm = fake_llm().await;
