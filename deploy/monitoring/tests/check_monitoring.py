@@ -15,8 +15,10 @@ amtool cannot make on their own.
              runbook_url) and one that must not
   routes     each case of the Alertmanager routes test file reaches exactly its
              receivers (`amtool config routes test --verify.receivers`)
+  inhibition a running Alertmanager with the kit's configuration suppresses
+             what the inhibit rules promise, and nothing else
 
-Usage: check_monitoring.py {alerts,metrics,slo,tests,routes} [options]
+Usage: check_monitoring.py {alerts,metrics,slo,tests,routes,inhibition} [options]
 Exits non-zero, listing every problem, when a check fails.
 """
 
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 import unicodedata
+import urllib.request
 
 import yaml
 
@@ -322,6 +327,83 @@ def check_routes(config: str, cases_file: str) -> list[str]:
     return problems
 
 
+# (labels, inhibited?) posted together to a running Alertmanager.
+INHIBITION_CASES = [
+    # The instance down ...
+    ({"alertname": "HeartRuleInstanceDown", "severity": "critical", "team": "heartrule",
+      "env": "production", "service": "heartrule", "instance": "heartrule-2"}, False),
+    # ... silences that instance's other alerts,
+    ({"alertname": "HeartRuleMemoryNearLimit", "severity": "warning", "team": "heartrule",
+      "env": "production", "service": "heartrule", "instance": "heartrule-2"}, True),
+    # not another instance's,
+    ({"alertname": "HeartRuleMemoryNearLimit", "severity": "warning", "team": "heartrule",
+      "env": "production", "service": "heartrule", "instance": "heartrule-1"}, False),
+    # nor environment-wide alerts that have no instance label.
+    ({"alertname": "LlmErrorRatioHigh", "severity": "warning", "team": "heartrule",
+      "env": "production", "service": "heartrule", "gen_ai_provider_name": "openai",
+      "gen_ai_request_model": "gpt-4o-mini"}, False),
+    # Fast burn ...
+    ({"alertname": "TurnErrorBudgetBurn1h", "severity": "critical", "team": "heartrule",
+      "env": "production", "service": "heartrule", "slo": "turn-availability",
+      "burn": "fast"}, False),
+    # ... silences slow burn of the same SLO and environment,
+    ({"alertname": "TurnErrorBudgetBurn1d", "severity": "warning", "team": "heartrule",
+      "env": "production", "service": "heartrule", "slo": "turn-availability",
+      "burn": "slow"}, True),
+    # not another environment's.
+    ({"alertname": "TurnErrorBudgetBurn1d", "severity": "warning", "team": "heartrule",
+      "env": "staging", "service": "heartrule", "slo": "turn-availability",
+      "burn": "slow"}, False),
+    # PostgreSQL down explains the database errors of its environment.
+    ({"alertname": "PostgresDown", "severity": "critical", "team": "platform",
+      "env": "staging", "service": "postgres", "instance": "staging-db"}, False),
+    ({"alertname": "DatabaseErrorsHigh", "severity": "warning", "team": "heartrule",
+      "env": "staging", "service": "heartrule", "instance": "heartrule-staging-1",
+      "kind": "unavailable"}, True),
+]
+
+
+def check_inhibition(url: str) -> list[str]:
+    url = url.rstrip("/")
+    body = json.dumps([
+        {"labels": labels, "annotations": {"summary": "inhibition check"}}
+        for labels, _ in INHIBITION_CASES
+    ]).encode()
+    request = urllib.request.Request(
+        f"{url}/api/v2/alerts", data=body, method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).read()
+
+    def key(labels: dict) -> tuple:
+        return tuple(sorted(labels.items()))
+
+    expected = {key(labels): inhibited for labels, inhibited in INHIBITION_CASES}
+    # Alertmanager marks inhibitions as it processes the alerts: poll briefly.
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=10) as response:
+            alerts = json.load(response)
+        got = {
+            key(a["labels"]): bool(a["status"].get("inhibitedBy"))
+            for a in alerts if key(a["labels"]) in expected
+        }
+        problems = []
+        for labels, inhibited in INHIBITION_CASES:
+            state = got.get(key(labels))
+            if state is None:
+                problems.append(f"{labels['alertname']} {labels}: not in Alertmanager")
+            elif state != inhibited:
+                want = "inhibited" if inhibited else "not inhibited"
+                problems.append(f"{labels['alertname']} {labels}: expected {want}")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if not problems:
+        print(f"{len(INHIBITION_CASES)} inhibition cases passed")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="check", required=True)
@@ -333,6 +415,8 @@ def main() -> int:
     routes = sub.add_parser("routes")
     routes.add_argument("--config", required=True)
     routes.add_argument("--cases", required=True)
+    inhibition = sub.add_parser("inhibition")
+    inhibition.add_argument("--url", required=True, help="a running Alertmanager")
     args = parser.parse_args()
 
     if args.check == "alerts":
@@ -343,8 +427,10 @@ def main() -> int:
         problems = check_slo()
     elif args.check == "tests":
         problems = check_tests()
-    else:
+    elif args.check == "routes":
         problems = check_routes(args.config, args.cases)
+    else:
+        problems = check_inhibition(args.url)
     for problem in problems:
         print(f"FAIL {args.check}: {problem}", file=sys.stderr)
     if problems:
