@@ -27,6 +27,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 python3 -c 'import yaml' 2>/dev/null || pip install -q pyyaml
+command -v yamllint >/dev/null || pip install -q yamllint
 
 WORK=$(mktemp -d)
 AM_PID=""
@@ -38,6 +39,10 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+log "yamllint"
+# Long lines are PromQL and test series, which read better unbroken.
+yamllint -s -d '{extends: default, rules: {line-length: disable, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}' $MON
 
 log "promtool check config"
 promtool check config $PROM/prometheus.yml
