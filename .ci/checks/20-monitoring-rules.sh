@@ -120,6 +120,9 @@ for _ in $(seq 1 50); do
 done
 python3 $HELPER inhibition --url "http://127.0.0.1:$port"
 
+log "the checker's own parsers"
+python3 -m unittest discover -s $MON/tests
+
 log "alerts: labels, annotations, runbook sections"
 python3 $HELPER alerts
 log "SLO objective"
