@@ -6,7 +6,9 @@ amtool cannot make on their own.
              description, runbook_url = RUNBOOK_BASE#<name lowercased> whose
              anchor is a heading of docs/operations/runbook.md with the
              Meaning/Impact/Diagnosis/Mitigation/Escalation parts; no absent()
-             without `for`; no runbook section without its alert
+             without `for`; no runbook section without its alert; the
+             runbook's own links resolve; LlmErrorRatioHigh keeps what the
+             live check relies on (for <= 2m, 5m windows at most)
   metrics    every metric a rule reads is in the server's catalogue (`heartrule
              metrics-doc`), with the labels its selectors name, or is an
              exporter/Prometheus series or a recording rule defined here
@@ -157,12 +159,47 @@ def check_alerts() -> list[str]:
                     problems.append(f"{where}: runbook section has no **{part}** part")
         if "absent(" in rule["expr"] and not rule.get("for"):
             problems.append(f"{where}: absent() without a `for`")
+    problems += check_live_check_contract()
+    # Links inside the runbook (the troubleshooting map, cross-references).
+    with open(RUNBOOK, encoding="utf-8") as handle:
+        text = handle.read()
+    headings = {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+    for anchor in sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - headings):
+        problems.append(f"runbook.md: link to #{anchor}, which is no heading")
     # A CamelCase section without its alert is a stale runbook entry.
     for anchor, (heading, _) in sections.items():
         if re.fullmatch(r"[A-Z][A-Za-z0-9]+", heading) and heading not in seen:
             problems.append(f"runbook.md: section {heading!r} has no alert")
     if not seen:
         problems.append("no alerts found")
+    return problems
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration ("2m", "1h30m", "90s") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def check_live_check_contract() -> list[str]:
+    """The live check (another test) drives LLM errors at about 1 call/s,
+    30% failing, and waits for LlmErrorRatioHigh to fire: keep it able to."""
+    rules = [r for _, r in alerts() if r["alert"] == "LlmErrorRatioHigh"]
+    if len(rules) != 1:
+        return ["LlmErrorRatioHigh must exist exactly once (the live check waits for it)"]
+    rule = rules[0]
+    problems = []
+    if seconds(rule.get("for", "0s")) > 120:
+        problems.append("LlmErrorRatioHigh: `for` must be at most 2m (the live check waits for it)")
+    expr = rule["expr"]
+    if "gen_ai_client_operation_duration_seconds_count" not in expr or "error_type" not in expr:
+        problems.append("LlmErrorRatioHigh: must read gen_ai_client_operation_duration_seconds_count by error_type")
+    windows = re.findall(r"\[([0-9a-z]+)\]", expr)
+    if not windows or any(seconds(w) > 300 for w in windows):
+        problems.append(f"LlmErrorRatioHigh: rate windows {windows} must be at most 5m")
     return problems
 
 

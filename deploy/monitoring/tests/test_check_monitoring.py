@@ -41,6 +41,15 @@ class MetricReferences(unittest.TestCase):
                          ["process_max_fds", "process_resident_memory_bytes"])
 
 
+class Durations(unittest.TestCase):
+    def test_seconds(self):
+        self.assertEqual(cm.seconds("2m"), 120)
+        self.assertEqual(cm.seconds("1h30m"), 5400)
+        self.assertEqual(cm.seconds("90s"), 90)
+        with self.assertRaises(ValueError):
+            cm.seconds("2 minutes")
+
+
 class Anchors(unittest.TestCase):
     def test_github_anchor(self):
         self.assertEqual(cm.github_anchor("LlmErrorRatioHigh"), "llmerrorratiohigh")
