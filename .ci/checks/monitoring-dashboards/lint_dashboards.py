@@ -70,7 +70,7 @@ FUNCTIONS = RATE_FUNCS | GAUGE_RANGE_FUNCS | {
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
             "offset", "inf", "nan"}
 GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
-SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^{}]*)\}")
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 VARIABLE = re.compile(r"\$(?:\{([a-zA-Z0-9_]+)(?::[a-z]+)?\}|([a-zA-Z0-9_]+))")
 
@@ -129,6 +129,33 @@ def datasource_uids() -> dict[str, str]:
     return uids
 
 
+@dataclass
+class Selector:
+    name: str
+    body: str  # the matchers, between the braces
+    start: int
+    end: int  # just after the closing brace
+
+
+def selectors(expr: str) -> list[Selector]:
+    """Every `metric{...}` outside string literals; braces inside a matcher's
+    string (a route template such as {id}) do not end the selector."""
+    strings = [(m.start(), m.end()) for m in STRING.finditer(expr)]
+
+    def in_string(pos: int) -> bool:
+        return any(a <= pos < b for a, b in strings)
+
+    found = []
+    for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{", expr):
+        if in_string(m.start()):
+            continue
+        pos = m.end()
+        while pos < len(expr) and (expr[pos] != "}" or in_string(pos)):
+            pos += 1
+        found.append(Selector(m.group(1), expr[m.end():pos], m.start(), pos + 1))
+    return found
+
+
 def enclosing_function(expr: str, pos: int) -> str | None:
     """Name of the function whose parentheses enclose position pos."""
     depth = 0
@@ -159,8 +186,8 @@ def substitute(expr: str, variables: dict[str, str], where: str, report: Report)
 
 def lint_promql(expr: str, where: str, title: str, catalogue: dict[str, Metric], report: Report) -> None:
     used_labels: set[str] = set()
-    for m in SELECTOR.finditer(expr):
-        name, body = m.group(1), m.group(2)
+    for m in selectors(expr):
+        name, body = m.name, m.body
         if name in FUNCTIONS or name in KEYWORDS:
             continue
         found = series_of(name, catalogue)
@@ -185,9 +212,9 @@ def lint_promql(expr: str, where: str, title: str, catalogue: dict[str, Metric],
                 report.error(where, f"{name} has no label {label!r} (labels: {sorted(metric.labels)})")
         if matchers.get("env") != ("=~", "$env") or matchers.get("instance") != ("=~", "$instance"):
             report.error(where, f'{name} must carry env=~"$env" and instance=~"$instance"')
-        after = expr[m.end():]
+        after = expr[m.end:]
         rng = re.match(r"\s*\[([^\]]+)\]", after)
-        func = enclosing_function(expr, m.start())
+        func = enclosing_function(expr, m.start)
         if kind in ("counter", "bucket"):
             if not rng or func not in RATE_FUNCS:
                 report.error(where, f"counter {name} must go through rate/irate/increase with a range")
@@ -213,9 +240,11 @@ def lint_promql(expr: str, where: str, title: str, catalogue: dict[str, Metric],
     # What is left once selectors, groupings, strings, ranges and numbers are
     # gone must be functions and keywords: a bare name is a metric without
     # the env/instance matchers, or a typo.
-    rest = SELECTOR.sub(" __sel__ ", expr)
+    rest = expr
+    for m in reversed(selectors(expr)):
+        rest = rest[:m.start] + " __sel__ " + rest[m.end:]
+    rest = STRING.sub(" ", rest)
     rest = GROUPING.sub(" ", rest)
-    rest = re.sub(r'"(?:[^"\\]|\\.)*"', " ", rest)
     rest = re.sub(r"\[[^\]]*\]", " ", rest)
     rest = re.sub(r"\$[a-zA-Z_{][a-zA-Z0-9_:}]*", " 1 ", rest)
     rest = re.sub(r"(?<![a-zA-Z_])\d+(\.\d+)?([eE][+-]?\d+)?[a-z]*", " 1 ", rest)

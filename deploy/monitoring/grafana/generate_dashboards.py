@@ -159,6 +159,7 @@ def stat(
     w: int = 6,
     h: int = 4,
     decimals: int | None = None,
+    legend: str = "",
 ) -> dict:
     defaults: dict = {
         "unit": unit,
@@ -185,7 +186,7 @@ def stat(
             "graphMode": "area",
             "textMode": "value",
         },
-        "targets": [target(expr)],
+        "targets": [target(expr, legend)],
     }
 
 
@@ -377,12 +378,25 @@ def ratio_or_zero(num: str, den: str, by: str = "") -> str:
     return f"({agg}({num}) or {agg}({den}) * 0) / {agg}({den})"
 
 
-def turn_error_ratio(window: str) -> str:
-    # Turns that failed among turns that ran (replays and busy-session
-    # rejections ran no turn, so they count neither way).
-    failed = rate("heartrule_turns_total", 'outcome="failed"', window)
-    ran = rate("heartrule_turns_total", 'outcome=~"committed|failed"', window)
-    return f"((sum({failed}) or vector(0)) / sum({ran}))"
+# The turn-availability SLI, as the SLO alerts define it: a turn is a POST
+# that runs the engine (create a session, a message, a chat turn, a streamed
+# chat turn); 4xx are the client's doing and count neither way; 5xx are bad.
+# (heartrule_turns_total{outcome="failed"} also counts client errors such as
+# an unknown session, so it is not the SLI.)
+TURN_POSTS = 'method="POST", route=~"/api/sessions|/api/sessions/\\\\{id\\\\}/messages|/api/chat|/api/chat/stream"'
+TURN_BAD = TURN_POSTS + ', status=~"5.."'
+TURN_VALID = TURN_POSTS + ', status!~"4.."'
+
+
+def turn_error_ratio(window: str, func: str = "rate") -> str:
+    """Per environment: bad turns / valid turns over the window (0 without errors)."""
+    bad = f"{func}({HTTP}_count{sel(TURN_BAD)}[{window}])"
+    valid = f"{func}({HTTP}_count{sel(TURN_VALID)}[{window}])"
+    return ratio_or_zero(bad, valid, "env")
+
+
+def burn(window: str) -> tuple[str, str]:
+    return f"({turn_error_ratio(window)}) / {BUDGET}", f"{window} {{{{env}}}}"
 
 
 # ------------------------------------------------------------ dashboards
@@ -401,32 +415,30 @@ def overview() -> dict:
         [(0.001, "orange"), (0.005, "red")]))
     p.append(stat(
         lay, f"Turn availability over the range (SLO {SLO * 100:g}%)",
-        "Turns that did not fail among turns that ran, over the dashboard's time range. "
-        f"Below {SLO * 100:g}% the objective is missed for this range.",
-        "percentunit",
-        "1 - ((sum(increase(heartrule_turns_total" + sel('outcome="failed"') + "[$__range])) or vector(0))"
-        " / sum(increase(heartrule_turns_total" + sel('outcome=~"committed|failed"') + "[$__range])))",
-        [(SLO, "green")], base="red", decimals=3))
+        "Turns (POSTs that run the engine) answered without a 5xx among those not rejected with a 4xx, "
+        f"per environment over the dashboard's time range. Below {SLO * 100:g}% the objective is missed "
+        "for this range.",
+        "percentunit", f"1 - ({turn_error_ratio('$__range', 'increase')})",
+        [(SLO, "green")], base="red", decimals=3, legend="{{env}}"))
     p.append(stat(
         lay, "Error budget left, 30d window",
-        f"Share of the 30-day error budget ({BUDGET * 100:g}% of turns may fail) not yet spent. "
-        "Negative: the SLO is already missed for the window.",
-        "percentunit",
-        f"1 - {turn_error_ratio('30d')} / {BUDGET}",
-        [(0, "orange"), (0.25, "green")], base="red", decimals=1))
+        f"Share of the 30-day error budget ({BUDGET * 100:g}% of turns may fail) not yet spent, per "
+        "environment. Negative: the SLO is already missed for the window.",
+        "percentunit", f"1 - ({turn_error_ratio('30d', 'increase')}) / {BUDGET}",
+        [(0, "orange"), (0.25, "green")], base="red", decimals=1, legend="{{env}}"))
     p.append(timeseries(
-        lay, "Error-budget burn rate (5m, 30m, 1h, 6h windows)",
-        "How fast failed turns spend the error budget: 1 spends exactly the budget over 30 days. "
-        "A fast burn (14.4 on 1h and 5m) exhausts 2% of a month's budget in an hour and pages; "
-        "6 on 6h and 30m pages too.",
-        "none",
-        targets(
-            (f"{turn_error_ratio('5m')} / {BUDGET}", "5m"),
-            (f"{turn_error_ratio('30m')} / {BUDGET}", "30m"),
-            (f"{turn_error_ratio('1h')} / {BUDGET}", "1h"),
-            (f"{turn_error_ratio('6h')} / {BUDGET}", "6h"),
-        ),
+        lay, "Error-budget burn rate, fast (5m, 30m, 1h, 6h windows)",
+        "How fast failed turns spend the error budget, per environment: 1 spends exactly the budget in "
+        "30 days. The pages: 14.4 on both 1h and 5m (2% of a month's budget in an hour), 6 on both 6h "
+        "and 30m.",
+        "none", targets(*[burn(w) for w in ("5m", "30m", "1h", "6h")]),
         thresholds=[(6, "orange"), (14.4, "red")]))
+    p.append(timeseries(
+        lay, "Error-budget burn rate, slow (2h, 1d, 3d windows)",
+        "Slow burns that open tickets: 3 on both 1d and 2h, 1 on both 3d and 6h (the budget would be "
+        "gone by the end of the 30 days).",
+        "none", targets(*[burn(w) for w in ("2h", "1d", "3d")]),
+        thresholds=[(1, "orange"), (3, "red")]))
     p.append(timeseries(
         lay, "Turn outcomes", "Conversation turns per second by outcome: committed, replayed (idempotent retry), "
         "failed (recorded in failed_turns), in_progress (busy session, 409).",
@@ -488,8 +500,12 @@ def conversations() -> dict:
                   base="blue"))
     p.append(stat(lay, "Sessions waiting for the user", "Active sessions waiting for the user's next message, now.",
                   "short", f"sum(heartrule_sessions_waiting{sel()})", [], base="blue"))
-    p.append(stat(lay, "Turn failure ratio", "Failed turns among turns that ran, over the rate interval.",
-                  "percentunit", turn_error_ratio(RI), [(0.001, "orange"), (BUDGET, "red")]))
+    p.append(stat(lay, "Turns failed", "Turns with outcome failed (recorded in failed_turns, whatever the cause: "
+                  "LLM, database, or the client's, e.g. an unknown session) among committed and failed turns.",
+                  "percentunit",
+                  ratio_or_zero(rate("heartrule_turns_total", 'outcome="failed"'),
+                                rate("heartrule_turns_total", 'outcome=~"committed|failed"')),
+                  [(0.001, "orange"), (BUDGET, "red")]))
     p.append(timeseries(lay, "Sessions created", "Sessions created per second.", "ops",
                         targets((f"sum({rate('heartrule_sessions_created_total')})", "sessions/s"))))
     p.append(timeseries(lay, "Turns by outcome",
