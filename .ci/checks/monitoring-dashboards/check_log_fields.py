@@ -10,7 +10,8 @@ shipping config relies on and checks it against real output:
    from elasticsearch/index-template.json the fields it indexes and their types.
 2. Starts the real server binary (in-memory store, mock LLM, JSON logs,
    traces exported to a stand-in OTLP receiver so that lines carry trace_id)
-   on free ports, creates a session on an example script, answers it, asks
+   on free ports, with its rolling log files in a temporary directory,
+   creates a session on an example script, answers it, asks
    for a missing session and sends an invalid request, then stops it and
    reads its stdout.
 3. Every source field the config extracts appears in those lines with the
@@ -18,7 +19,8 @@ shipping config relies on and checks it against real output:
    indexed Elasticsearch field is produced by the transform (or is a raw field
    seen in the lines, with a compatible type); session_id, script_id,
    error_code, trace_id, route and status are all among them; Loki labels
-   only use bounded fields.
+   only use bounded fields; the file source's pattern matches the files the
+   server wrote.
 
     check_log_fields.py --binary $CARGO_TARGET_DIR/debug/heartrule
 """
@@ -26,6 +28,7 @@ shipping config relies on and checks it against real output:
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import http.server
 import json
 import os
@@ -34,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -95,6 +99,16 @@ def type_ok(value, accepted: tuple[type, ...]) -> bool:
 
 
 # ------------------------------------------------------------ the config
+
+
+def file_includes() -> list[str]:
+    """The glob patterns of the Vector file source."""
+    vector = yaml.safe_load((LOGS / "vector/vector.yaml").read_text())
+    files = [s for s in vector.get("sources", {}).values() if s.get("type") == "file"]
+    if len(files) != 1 or not files[0].get("include"):
+        err("vector.yaml: expected one file source with include patterns")
+        return []
+    return files[0]["include"]
 
 
 def read_config() -> tuple[dict[str, tuple[str, str]], set[str], dict[str, str], dict[str, str], dict[str, str]]:
@@ -185,7 +199,7 @@ def request(base: str, method: str, path: str, body: dict | None = None) -> tupl
         return e.code, json.loads(e.read() or b"{}")
 
 
-def run_server(binary: Path) -> list[str]:
+def run_server(binary: Path, log_dir: Path) -> list[str]:
     otlp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
     threading.Thread(target=otlp.serve_forever, daemon=True).start()
     port = free_port()
@@ -201,6 +215,8 @@ def run_server(binary: Path) -> list[str]:
         "HEARTRULE__TELEMETRY__TRACES__ENDPOINT": f"http://127.0.0.1:{otlp.server_address[1]}",
         "HEARTRULE__TELEMETRY__TRACES__PROTOCOL": "http_protobuf",
         "HEARTRULE__SERVER__SHUTDOWN_GRACE_PERIOD": "5s",
+        # The rolling files Vector tails, beside stdout.
+        "HEARTRULE__TELEMETRY__LOG__FILE__DIRECTORY": str(log_dir),
     })
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"heartrule-log-fields-{os.getpid()}.log"
     with out.open("w") as stdout:
@@ -254,7 +270,18 @@ def main() -> int:
     args = parser.parse_args()
 
     mappings, constants, labels, metadata, es_fields = read_config()
-    lines = run_server(args.binary)
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = run_server(args.binary, Path(tmp))
+        # The file source's patterns, moved to the test's log directory, must
+        # pick up the files the server wrote, and those hold the same JSON lines.
+        written = sorted(Path(tmp).iterdir())
+        for pattern in file_includes():
+            local = str(Path(tmp) / Path(pattern).name)
+            if not [f for f in written if fnmatch.fnmatch(str(f), local)]:
+                err(f"vector.yaml include {pattern} matches none of the server's files {[f.name for f in written]}")
+        file_lines = [line for f in written for line in f.read_text().splitlines()]
+        if len(file_lines) != len(lines):
+            err(f"the log files hold {len(file_lines)} lines, stdout {len(lines)}")
     events = []
     for i, line in enumerate(lines):
         try:
