@@ -28,6 +28,9 @@ else
   compose() { docker-compose "$@"; }
 fi
 python3 -c 'import yaml' 2>/dev/null || pip install -q PyYAML
+# Vector's remap language as a Python library: the log check runs the
+# shipping transform itself on the server's lines.
+python3 -c 'import vrl_python' 2>/dev/null || pip install -q vrl-python==0.1.0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

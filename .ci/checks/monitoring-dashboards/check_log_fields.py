@@ -4,22 +4,23 @@
 Vector, Loki and Elasticsearch do not install here, so this reads what the
 shipping config relies on and checks it against real output:
 
-1. From deploy/monitoring/logs/vector/*.yaml: the fields the remap transform
-   extracts (`.flat = string(."server.name") ?? ...`, with the coercion that
-   gives their type), the Loki labels and structured metadata it sends, and
-   from elasticsearch/index-template.json the fields it indexes and their types.
+1. From deploy/monitoring/logs/: the fields the Vector remap transform
+   extracts (`.flat = string(."server.field") ?? ...`, the coercion giving
+   their type), the Loki labels and structured metadata, the fields the
+   Elasticsearch template indexes with their types, the retention settings.
 2. Starts the real server binary (in-memory store, mock LLM, JSON logs,
    traces exported to a stand-in OTLP receiver so that lines carry trace_id)
    on free ports, with its rolling log files in a temporary directory,
-   creates a session on an example script, answers it, asks
-   for a missing session and sends an invalid request, then stops it and
-   reads its stdout.
+   creates a session on an example script, answers it, asks for a missing
+   session and sends an invalid request, then stops it and reads its stdout.
 3. Every source field the config extracts appears in those lines with the
-   type its coercion expects; every Loki label / metadata field and every
-   indexed Elasticsearch field is produced by the transform (or is a raw field
-   seen in the lines, with a compatible type); session_id, script_id,
-   error_code, trace_id, route and status are all among them; Loki labels
-   only use bounded fields; the file source's pattern matches the files the
+   type its coercion expects. The remap program itself is compiled and run
+   on every line by VRL (vrl-python: Vector's remap language as a library),
+   and what it outputs is what the checks read: session_id, script_id,
+   error_code, trace_id, route and status are shipped with their types;
+   every Loki label renders on every line and stays bounded; every
+   structured-metadata and indexed Elasticsearch field is shipped, with a
+   type its mapping accepts. The file source's pattern matches the files the
    server wrote.
 
     check_log_fields.py --binary $CARGO_TARGET_DIR/debug/heartrule
@@ -45,6 +46,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from vrl_python import VRLRuntime
 
 ROOT = Path(__file__).resolve().parents[3]
 LOGS = ROOT / "deploy/monitoring/logs"
@@ -78,7 +80,6 @@ ES_TYPES = {
 
 MAPPING = re.compile(
     r'^\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(string|int|float|bool)\(\s*\.((?:"[^"]+")|[A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\?\?')
-CONSTANT = re.compile(r'^\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:"[^"]*"|get_env_var\()')
 TEMPLATE = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
 errors: list[str] = []
@@ -113,8 +114,8 @@ def file_includes() -> list[str]:
     return files[0]["include"]
 
 
-def read_config() -> tuple[dict[str, tuple[str, str]], set[str], dict[str, str], dict[str, str], dict[str, str]]:
-    """(target -> (coercion, source field), constants, loki labels, loki metadata, es field -> type)."""
+def read_config() -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, str], dict[str, str]]:
+    """(target -> (coercion, source field), loki labels, loki metadata, es field -> type)."""
     vector = yaml.safe_load((LOGS / "vector/vector.yaml").read_text())
     sinks = {}
     for name in ("sink-loki.yaml", "sink-elasticsearch.yaml"):
@@ -122,20 +123,17 @@ def read_config() -> tuple[dict[str, tuple[str, str]], set[str], dict[str, str],
     remaps = [t for t in vector.get("transforms", {}).values() if t.get("type") == "remap"]
     if len(remaps) != 1:
         err(f"vector.yaml: expected one remap transform, found {len(remaps)}")
-        return {}, set(), {}, {}, {}
+        return {}, {}, {}, {}
     mappings: dict[str, tuple[str, str]] = {}
-    constants: set[str] = set()
     for line in remaps[0]["source"].splitlines():
         m = MAPPING.match(line)
         if m:
             mappings[m.group(1)] = (m.group(2), m.group(3).strip('"'))
-        elif CONSTANT.match(line):
-            constants.add(CONSTANT.match(line).group(1))
     loki = [s for s in sinks.values() if s.get("type") == "loki"]
     es = [s for s in sinks.values() if s.get("type") == "elasticsearch"]
     if len(loki) != 1 or len(es) != 1:
         err("vector: expected one loki and one elasticsearch sink")
-        return mappings, constants, {}, {}, {}
+        return mappings, {}, {}, {}
     for sink in loki + es:
         if sink.get("inputs") != [next(k for k, t in vector["transforms"].items() if t is remaps[0])]:
             err(f"vector: sink {sink.get('type')} must read the remap transform's output")
@@ -170,7 +168,7 @@ def read_config() -> tuple[dict[str, tuple[str, str]], set[str], dict[str, str],
             "compactor.retention_enabled: true)")
     if metadata and not limits.get("allow_structured_metadata"):
         err("loki.yaml: structured metadata is sent, so limits_config.allow_structured_metadata must be true")
-    return mappings, constants, labels, metadata, es_fields
+    return mappings, labels, metadata, es_fields
 
 
 # ------------------------------------------------------------ the server
@@ -263,6 +261,29 @@ def run_server(binary: Path, log_dir: Path) -> list[str]:
     return lines
 
 
+def transform_source() -> str:
+    vector = yaml.safe_load((LOGS / "vector/vector.yaml").read_text())
+    return next(t["source"] for t in vector["transforms"].values() if t.get("type") == "remap")
+
+
+def run_transform(lines: list[str]) -> list[dict]:
+    """The remap program, compiled by VRL (type errors included) and run on
+    each line wrapped the way Vector's file source wraps it."""
+    runtime = VRLRuntime()
+    source = transform_source()
+    try:
+        runtime.compile(source)
+    except ValueError as e:
+        err(f"vector.yaml: the remap program does not compile:\n{e}")
+        return []
+    out = []
+    for line in lines:
+        event = {"message": line, "host": "ci-host", "file": "/var/log/heartrule/heartrule.log",
+                 "source_type": "file", "timestamp": "2026-01-01T00:00:00Z"}
+        out.append(runtime.execute(source, event).processed_event)
+    return out
+
+
 # ------------------------------------------------------------ the check
 
 
@@ -271,7 +292,7 @@ def main() -> int:
     parser.add_argument("--binary", type=Path, required=True, help="the heartrule server binary")
     args = parser.parse_args()
 
-    mappings, constants, labels, metadata, es_fields = read_config()
+    mappings, labels, metadata, es_fields = read_config()
     with tempfile.TemporaryDirectory() as tmp:
         lines = run_server(args.binary, Path(tmp))
         # The file source's patterns, moved to the test's log directory, must
@@ -315,46 +336,69 @@ def main() -> int:
     for name in sorted(REQUIRED - set(shipped)):
         err(f"vector.yaml does not extract {name}")
 
-    # 3. Loki labels and metadata name produced fields; labels stay bounded.
-    for what, block in (("label", labels), ("structured_metadata", metadata)):
-        for key, field in block.items():
-            if field not in shipped and field not in constants:
-                err(f"loki {what} {key} uses {field!r}, which the transform does not produce")
+    # 3. Run the real transform (Vector's VRL compiler and runtime) on every
+    # line, as the file source hands it over, and check what would be shipped.
+    shipped_events = run_transform(lines)
+    if len(shipped_events) != len(lines):
+        err(f"the transform returned {len(shipped_events)} events for {len(lines)} lines")
+    for event in shipped_events:
+        if "parse_error" in event:
+            err(f"the transform could not parse a server line: {event.get('message')!r}")
+    for dotted in ("session.id", "script.id", "error.code", "error.type"):
+        if any(dotted in event for event in shipped_events):
+            err(f"the transform ships {dotted!r} besides its flat name")
+    for name in sorted(REQUIRED):
+        values = [e[name] for e in shipped_events if name in e]
+        want = (int,) if name == "status" else (str,)
+        if not values:
+            err(f"no shipped event has {name}")
+        elif not all(type_ok(v, want) for v in values):
+            err(f"shipped {name} values are not all {want[0].__name__}: {values[:3]}")
+    if not all(re.fullmatch(r"[0-9a-f]{32}", e["trace_id"]) for e in shipped_events if "trace_id" in e):
+        err("a shipped trace_id is not 32 hex digits")
+
+    # 4. Loki: every label renders on every event and stays bounded; every
+    # structured-metadata field is shipped as a scalar.
     for key, field in labels.items():
         if field in UNBOUNDED:
             err(f"loki label {key} uses the unbounded field {field!r}: make it structured metadata")
+        values = [e.get(field) for e in shipped_events]
+        if not all(isinstance(v, str) and v for v in values):
+            err(f"loki label {key} ({field}) does not render on every line: {values[:5]}")
+        distinct = set(values) - {None}
+        if len(distinct) > (5 if field == "level" else 1):
+            err(f"loki label {key} took {len(distinct)} values in one short run: {sorted(map(str, distinct))}")
+    for key, field in metadata.items():
+        values = [e[field] for e in shipped_events if field in e]
+        if not values:
+            err(f"loki structured_metadata {key} uses {field!r}, which no shipped event has")
+        elif not all(type_ok(v, (str, int)) for v in values):
+            err(f"loki structured_metadata {key} is not a scalar: {values[0]!r}")
     for name in sorted(REQUIRED - set(labels.values()) - set(metadata.values())):
         err(f"{name} is neither a Loki label nor structured metadata")
-    levels = {e.get("level") for e in events}
-    if not levels <= {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}:
-        err(f"level (a Loki label) has unexpected values: {levels}")
 
-    # 4. Every indexed Elasticsearch field is produced with a compatible type.
+    # 5. Elasticsearch: every indexed field is shipped, with a type its
+    # mapping accepts (Vector's data_stream mode sends `timestamp` as @timestamp).
     for name, es_type in sorted(es_fields.items()):
         if es_type not in ES_TYPES:
             err(f"index template: unexpected type {es_type!r} for {name}")
             continue
-        if name == "@timestamp":
-            raw = [e.get("timestamp") for e in events]
-            if not all(isinstance(t, str) and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", t) for t in raw):
-                err("some lines have no RFC 3339 timestamp for @timestamp")
-            continue
-        if name in constants:
-            continue
-        if name in shipped:
-            accepted = shipped[name]
-            if not set(accepted) <= set(ES_TYPES[es_type]):
-                err(f"index template maps {name} as {es_type}, the transform makes it {accepted}")
-            continue
-        values = [e[name] for e in events if name in e]
+        source = "timestamp" if name == "@timestamp" else name
+        values = [e[source] for e in shipped_events if source in e]
         if not values:
-            err(f"index template indexes {name!r}, which neither the transform nor any log line produces")
+            err(f"index template indexes {name!r}, which no shipped event has")
+        elif es_type == "date":
+            # VRL renders a parsed timestamp as "YYYY-MM-DD hh:mm:ss.f UTC"; a
+            # string left unparsed would still read "...T...Z".
+            if not all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? UTC", str(v)) for v in values):
+                err(f"{name}: the transform left some timestamps unparsed: {values[0]!r}")
         elif not all(type_ok(v, ES_TYPES[es_type]) for v in values):
-            err(f"index template maps {name} as {es_type}, log lines have {values[0]!r}")
+            bad = next(v for v in values if not type_ok(v, ES_TYPES[es_type]))
+            err(f"index template maps {name} as {es_type}, a shipped event has {bad!r}")
     for name in sorted(REQUIRED - set(es_fields)):
         err(f"{name} is not indexed by the Elasticsearch template")
 
-    # 5. What the fields are for: every access line carries route, status and the request's trace.
+    # 6. What the fields are for: every access line carries route, status and the request's trace.
     access = [e for e in events if e.get("target") == "heartrule::access"]
     if len(access) < 5:
         err(f"expected an access-log line per request, got {len(access)}")
@@ -369,7 +413,8 @@ def main() -> int:
 
     for e in errors:
         print("ERROR", e)
-    print(f"log fields: {len(events)} JSON lines, {len(shipped)} extracted fields, {len(labels)} Loki labels, "
+    print(f"log fields: {len(events)} JSON lines, {len(shipped)} extracted fields, "
+          f"{len(shipped_events)} events through the VRL transform, {len(labels)} Loki labels, "
           f"{len(metadata)} structured metadata, {len(es_fields)} indexed fields, errors: {len(errors)}")
     return 1 if errors else 0
 
