@@ -92,13 +92,19 @@ class Report:
 def load_catalogue(path: Path) -> dict[str, Metric]:
     """Parses the Markdown table `heartrule metrics-doc` prints."""
     metrics: dict[str, Metric] = {}
+    columns: dict[str, int] = {}
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 3 or not cells[0].startswith("`"):
+        if not columns:
+            # The header names the columns; their order may change.
+            if {"Metric", "Type", "Labels"} <= set(cells):
+                columns = {name: i for i, name in enumerate(cells)}
             continue
-        name = cells[0].strip("`")
-        labels = set(re.findall(r"`([^`]+)`", cells[2]))
-        metrics[name] = Metric(cells[1], labels)
+        if len(cells) < len(columns) or not cells[columns["Metric"]].startswith("`"):
+            continue
+        name = cells[columns["Metric"]].strip("`")
+        labels = set(re.findall(r"`([^`]+)`", cells[columns["Labels"]]))
+        metrics[name] = Metric(cells[columns["Type"]], labels)
     if len(metrics) < 10:
         raise SystemExit(f"{path}: no metrics catalogue table found ({len(metrics)} rows)")
     for name, (kind, labels) in PENDING_METRICS.items():
