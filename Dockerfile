@@ -62,14 +62,16 @@ COPY --chown=root:root config/ /app/config/
 COPY --chown=root:root examples/scripts/ /app/examples/scripts/
 # The config folder by absolute path, so that the working directory does
 # not matter; listen on every interface, as a container must to be reached.
+# The port stays server.port's (8000) unless API_PORT or
+# HEARTRULE__SERVER__PORT is given at run time.
 ENV HEARTRULE_CONFIG_DIR=/app/config \
-    API_HOST=0.0.0.0 \
-    API_PORT=8000
+    API_HOST=0.0.0.0
 USER 10001:10001
 EXPOSE 8000
 # Liveness only (no dependency checks): /ready is for load balancers.
-# Through sh so that a port changed with API_PORT at run time is followed.
+# Through sh so that a port set at run time is followed; API_PORT wins over
+# HEARTRULE__SERVER__PORT, as in the server's configuration.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${API_PORT:-8000}/health\" || exit 1"]
+  CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${API_PORT:-${HEARTRULE__SERVER__PORT:-8000}}/health\" || exit 1"]
 ENTRYPOINT ["heartrule"]
 CMD ["serve"]

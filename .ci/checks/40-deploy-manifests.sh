@@ -20,7 +20,7 @@ K8S_VERSION=1.30.0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heartrule/target}"
 IMAGE_UID=10001
 
-log() { printf -- '--- %s\n' "$*"; }
+log() { printf -- '--- [%3ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/heartrule-deploy.XXXXXX)
@@ -110,6 +110,10 @@ names = {s["scriptName"] for s in scripts["scripts"]}
 assert "hello" in names, f"the read-only example scripts were not preloaded: {names}"
 print(f"    /health ok, /ready ok, {len(names)} scripts preloaded from a read-only folder")
 EOF
+# The image's HEALTHCHECK command, as Docker would run it in the container.
+mapfile -t healthcheck < <(python3 .ci/checks/deploy_manifests.py healthcheck)
+env -i PATH=/usr/bin:/bin API_PORT="$port" "${healthcheck[@]}" \
+  || die "the Dockerfile's HEALTHCHECK failed against a healthy server"
 kill -TERM "$server_pid"
 status=0
 wait "$server_pid" || status=$?
@@ -125,7 +129,10 @@ assert any(json.loads(l).get("event") == "server_started" for l in lines), "no s
 EOF
 written=$(find "$work" /tmp /var/tmp /dev/shm -xdev -newer "$work/started" -uid "$IMAGE_UID" 2>/dev/null | head -5)
 [ -z "$written" ] || die "the server wrote files as UID $IMAGE_UID: $written"
-echo "    ran as UID $uid, exited 0 on SIGTERM, wrote no file"
+if env -i PATH=/usr/bin:/bin API_PORT="$port" "${healthcheck[@]}" 2>/dev/null; then
+  die "the Dockerfile's HEALTHCHECK passed with the server stopped"
+fi
+echo "    ran as UID $uid, HEALTHCHECK passed, exited 0 on SIGTERM, wrote no file"
 
 # ---------------------------------------------------------------------------
 log "PrometheusRule generator"

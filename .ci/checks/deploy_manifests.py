@@ -19,6 +19,9 @@ Kubernetes manifests, for .ci/checks/40-deploy-manifests.sh.
         for kubernetes-validate; the Prometheus Operator kinds are checked
         here instead).
 
+    deploy_manifests.py healthcheck
+        Prints the runtime stage's HEALTHCHECK command, one argument a line.
+
     deploy_manifests.py checkov REPORT.json
         Every required checkov check passed at least once, on each kind it
         is required for, and none failed.
@@ -553,6 +556,17 @@ def main() -> int:
         check_manifests(Path(args[0]), Path(args[1]))
     elif command == "checkov" and len(args) == 1:
         check_checkov(Path(args[0]))
+    elif command == "healthcheck" and not args:
+        # The runtime stage's HEALTHCHECK command, one argument per line,
+        # for the shell check to run against the live server.
+        runtime = stages(dockerfile_instructions((ROOT / "Dockerfile").read_text()))[-1]
+        checks = [a for w, a in runtime if w == "HEALTHCHECK"]
+        match = re.search(r"\bCMD\s+(\[.*\])\s*$", checks[-1]) if checks else None
+        if not match:
+            print("Dockerfile: no exec-form HEALTHCHECK CMD", file=sys.stderr)
+            return 1
+        print("\n".join(json.loads(match.group(1))))
+        return 0
     else:
         print(__doc__, file=sys.stderr)
         return 2
