@@ -22,6 +22,9 @@ Kubernetes manifests, for .ci/checks/40-deploy-manifests.sh.
     deploy_manifests.py healthcheck
         Prints the runtime stage's HEALTHCHECK command, one argument a line.
 
+    deploy_manifests.py checkov-ids
+        The required checkov check ids, comma-separated (for --check).
+
     deploy_manifests.py checkov REPORT.json
         Every required checkov check passed at least once, on each kind it
         is required for, and none failed.
@@ -556,6 +559,9 @@ def main() -> int:
         check_manifests(Path(args[0]), Path(args[1]))
     elif command == "checkov" and len(args) == 1:
         check_checkov(Path(args[0]))
+    elif command == "checkov-ids" and not args:
+        print(",".join(sorted(REQUIRED_CHECKS)))
+        return 0
     elif command == "healthcheck" and not args:
         # The runtime stage's HEALTHCHECK command, one argument per line,
         # for the shell check to run against the live server.
