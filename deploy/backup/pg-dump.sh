@@ -4,6 +4,7 @@
 #
 #   pg-dump.sh --db-url postgres://postgres@127.0.0.1:5432/heartrule --out-dir /var/backups/heartrule [--keep 14]
 #
+# Without --db-url the URL comes from $DATABASE_URL (as the server's does).
 # Writes, under --out-dir, one set per run named heartrule-<UTC stamp>:
 #   .dump           pg_dump custom format (compressed; restore with pg-restore.sh)
 #   .globals.sql    roles and their memberships (pg_dumpall --globals-only,
@@ -23,9 +24,9 @@
 # read every table (the database owner or a superuser).
 set -euo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
-DB_URL="" OUT_DIR="" KEEP=14
+DB_URL="${DATABASE_URL:-}" OUT_DIR="" KEEP=14
 while [ $# -gt 0 ]; do
   case "$1" in
     --db-url) DB_URL="$2"; shift 2 ;;

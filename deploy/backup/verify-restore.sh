@@ -22,6 +22,7 @@
 #   --migrations-dir DIR  the release's migrations folder [../../migrations]
 #   --pg-user USER     OS user that runs PostgreSQL when this runs as root [postgres]
 #   --keep             leave the scratch instance running for inspection
+#   --verify-repo      also run `pgbackrest verify` (reads the whole repository)
 #
 # Checks: (1) migrations equal the manifest's and this release's migrations
 # folder; (2) row counts per table equal the manifest's exactly; (3) amcheck:
@@ -35,14 +36,14 @@
 # time (RTO) is printed.
 set -euo pipefail
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'verify-restore.sh: %s\n' "$*" >&2; exit 1; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 MODE=pgbackrest STANZA="" PGBR_CONFIG=() MANIFEST="" MANIFEST_DIR=/var/lib/pgbackrest/heartrule-manifests
 TARGET_TIME="" SET="" DUMP="" DB_URL="" SCRATCH="" PORT="" PG_BIN="" SERVER_BIN=heartrule
-CONFIG_DIR="$HERE/../../config" MIGRATIONS_DIR="$HERE/../../migrations" PG_USER=postgres KEEP=0
+CONFIG_DIR="$HERE/../../config" MIGRATIONS_DIR="$HERE/../../migrations" PG_USER=postgres KEEP=0 VERIFY_REPO=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --stanza) STANZA="$2"; shift 2 ;;
@@ -63,6 +64,7 @@ while [ $# -gt 0 ]; do
     --migrations-dir) MIGRATIONS_DIR="$2"; shift 2 ;;
     --pg-user) PG_USER="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --verify-repo) VERIFY_REPO=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "verify-restore.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -198,6 +200,19 @@ if [ "$MODE" != check ]; then
   fi
   restore_ms=$(( $(now_ms) - t0 ))
   say "restored and open for writes in $((restore_ms / 1000)).$(printf '%03d' $((restore_ms % 1000)))s (RTO of this restore)"
+fi
+
+if [ "$VERIFY_REPO" = 1 ]; then
+  [ "$MODE" = pgbackrest ] || die "--verify-repo needs a pgBackRest restore (--stanza)"
+  say "pgbackrest verify (every backup file and WAL segment against its checksum)"
+  as_pg pgbackrest "${PGBR_CONFIG[@]}" --stanza="$STANZA" verify --output=text --verbose \
+    --log-level-console=warn >"$WORK/verify.out" 2>&1 || { cat "$WORK/verify.out" >&2; die "pgbackrest verify failed"; }
+  # pgBackRest 2.45 exits 0 even when it finds invalid files: the status
+  # lines are the verdict.
+  if ! grep -qx 'status: ok' "$WORK/verify.out" || grep -Eq 'status: (error|invalid)' "$WORK/verify.out"; then
+    cat "$WORK/verify.out" >&2; die "pgbackrest verify reports an invalid repository"
+  fi
+  echo "ok: pgbackrest verify: $(grep -c 'status: valid' "$WORK/verify.out") valid backup(s), WAL archive valid"
 fi
 
 # --- checks ---------------------------------------------------------------
