@@ -65,7 +65,7 @@ ask() { # one statement on the open session; prints its single output line
   printf '%s\n' "$line"
 }
 snapshot="$(ask "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();")"
-ask "\\i $HERE/manifest.sql" >"$work/manifest.json"
+ask "\\i '$HERE/manifest.sql'" >"$work/manifest.json"
 
 "$(bin pg_dump)" --format=custom --compress=6 --snapshot="$snapshot" \
   --file="$work/dump" --dbname="$DB_URL"

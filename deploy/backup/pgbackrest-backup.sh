@@ -80,7 +80,7 @@ BEGIN
   EXECUTE 'LOCK TABLE ' || tables || ' IN SHARE MODE';
 END
 \$\$;
-\i $HERE/manifest.sql
+\i '$HERE/manifest.sql'
 SELECT json_build_object('name', :'point', 'lsn', pg_create_restore_point(:'point'));
 COMMIT;
 SQL
