@@ -31,7 +31,9 @@ PG_BIN=/usr/lib/postgresql/15/bin
 missing=()
 command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
-[ -f /usr/share/postgresql/15/extension/amcheck.control ] || missing+=(postgresql-contrib-15)
+# amcheck ships in postgresql-15 itself on Debian 12 (postgresql-contrib-15 is
+# only a name it provides).
+[ -f /usr/share/postgresql/15/extension/amcheck.control ] || missing+=(postgresql-15)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
