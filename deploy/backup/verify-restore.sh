@@ -236,7 +236,7 @@ sql -c "CREATE EXTENSION IF NOT EXISTS amcheck"
 # bt_index_check raises an error on the first inconsistency; heapallindexed
 # also proves every heap tuple is in the index. verify_heapam returns one row
 # per corruption found.
-sql <<'SQL'
+if ! sql <<'SQL'
 SELECT format('ok: bt_index_check(heapallindexed) passed on %s B-tree indexes (%s in schema public)',
               count(*), count(*) FILTER (WHERE n.nspname = 'public'))
   FROM pg_index i
@@ -246,10 +246,12 @@ SELECT format('ok: bt_index_check(heapallindexed) passed on %s B-tree indexes (%
   CROSS JOIN LATERAL bt_index_check(c.oid, true) AS checked
  WHERE i.indisvalid AND i.indisready AND c.relpersistence <> 't';
 SQL
+then
+  die "amcheck: bt_index_check failed (the error above names the index)"
+fi
 corrupt="$(sql <<'SQL'
 SELECT coalesce(string_agg(format('%s: block %s offset %s: %s', c.oid::regclass, v.blkno, v.offnum, v.msg), E'\n'), '')
   FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
   CROSS JOIN LATERAL verify_heapam(c.oid) AS v
  WHERE c.relkind IN ('r', 'm', 't') AND c.relpersistence <> 't';
 SQL
