@@ -177,7 +177,10 @@ mod tests {
     fn only_our_namespaces_under_our_prefix_are_ours() {
         assert_eq!(own_key("hr", "hr:session:abc"), Some(("session", "abc")));
         assert_eq!(own_key("hr", "hr:script:x"), Some(("script", "x")));
-        assert_eq!(own_key("hr", "hr:ratelimit:k:1"), Some(("ratelimit", "k:1")));
+        assert_eq!(
+            own_key("hr", "hr:ratelimit:k:1"),
+            Some(("ratelimit", "k:1"))
+        );
         assert_eq!(own_key("hr", "hr:other:x"), None);
         assert_eq!(own_key("hr", "hrx:session:abc"), None);
         assert_eq!(own_key("hr", "hr:session"), None);

@@ -101,7 +101,8 @@ pub trait RetentionStore: Send + Sync {
     ) -> Result<u64, RepositoryError>;
     /// What a cleanup with `ages` would delete now, deleting nothing
     /// (`cache_keys` is left at 0).
-    async fn count_expired(&self, ages: &RetentionAges) -> Result<RetentionCounts, RepositoryError>;
+    async fn count_expired(&self, ages: &RetentionAges)
+        -> Result<RetentionCounts, RepositoryError>;
     /// Which of `ids` are still stored, so cache entries of sessions that
     /// are gone can be told apart.
     async fn existing_sessions(&self, ids: &[SessionId])

@@ -193,7 +193,10 @@ impl RetentionStore for PgStore {
         .await
     }
 
-    async fn count_expired(&self, ages: &RetentionAges) -> Result<RetentionCounts, RepositoryError> {
+    async fn count_expired(
+        &self,
+        ages: &RetentionAges,
+    ) -> Result<RetentionCounts, RepositoryError> {
         observed!("count", "sessions", async {
             let mut conn = self.acquire().await?;
             let row: CountRow = diesel::sql_query(count_expired_sql())
@@ -230,10 +233,7 @@ impl RetentionStore for PgStore {
                 .load(&mut conn)
                 .await
                 .map_err(map_diesel)?;
-            Ok(rows
-                .into_iter()
-                .map(|row| SessionId(row.id))
-                .collect())
+            Ok(rows.into_iter().map(|row| SessionId(row.id)).collect())
         })
         .await
     }
