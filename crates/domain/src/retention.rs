@@ -80,8 +80,9 @@ pub struct RetentionAges {
 pub trait RetentionStore: Send + Sync {
     /// Deletes at most `limit` sessions whose last activity is older than
     /// `inactive_for`, with everything that belongs to them, in one short
-    /// statement. A session whose turn lease is live is never touched, nor
-    /// one another transaction has locked (it is left for the next run).
+    /// statement. A session whose turn lease is live, or lapsed less than
+    /// `inactive_for` ago, is never touched, nor one another transaction has
+    /// locked (it is left for the next run).
     async fn purge_inactive_sessions(
         &self,
         inactive_for: Duration,

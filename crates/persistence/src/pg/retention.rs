@@ -20,11 +20,13 @@ use heartrule_domain::{
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Sessions idle longer than `$1` seconds whose lease is free or lapsed.
-/// `lease_expires_at > now()` marks a turn in progress: that session stays.
+/// Sessions idle longer than `$1` seconds. A lease counts as activity: a
+/// live one (`lease_expires_at > now()`) is a turn in progress, and one that
+/// lapsed within the retention is a recent turn that crashed or overran, whose
+/// owner may still try to record its failure. Either way the session stays.
 const INACTIVE_SESSIONS: &str = "SELECT id FROM sessions \
      WHERE updated_at < now() - make_interval(secs => $1) \
-       AND (lease_expires_at IS NULL OR lease_expires_at <= now())";
+       AND (lease_expires_at IS NULL OR lease_expires_at < now() - make_interval(secs => $1))";
 
 /// One batch of sessions and their rows. The children are deleted by the
 /// statement itself (not left to `ON DELETE CASCADE`) so their counts can be
@@ -252,8 +254,10 @@ mod tests {
         ] {
             assert!(sql.contains("LIMIT $2 FOR UPDATE SKIP LOCKED"), "{sql}");
         }
-        // A live lease keeps its session, in the purge and in the dry run.
-        assert!(INACTIVE_SESSIONS.contains("lease_expires_at <= now()"));
+        // A lease newer than the retention (live ones included) keeps its
+        // session, in the purge and in the dry run.
+        assert!(INACTIVE_SESSIONS
+            .contains("lease_expires_at IS NULL OR lease_expires_at < now() - make_interval"));
         assert!(count_expired_sql().contains(INACTIVE_SESSIONS));
     }
 

@@ -94,6 +94,7 @@ struct World {
     old: Vec<SessionId>,
     recent: Vec<SessionId>,
     leased: SessionId,
+    crashed: SessionId,
     orphan_key: String,
     unexpiring_key: String,
     foreign_key: String,
@@ -101,7 +102,8 @@ struct World {
 
 /// Five sessions idle for 100 days, two recent ones (one with an expired
 /// idempotency key and an old failed turn), one idle session whose turn is
-/// running, their Redis snapshots, an orphaned snapshot, a cache key left
+/// running, one idle session whose turn crashed an hour ago (its lease
+/// lapsed), their Redis snapshots, an orphaned snapshot, a cache key left
 /// without an expiry and a key that is not the cache's.
 async fn world() -> World {
     require_redis().await;
@@ -120,7 +122,7 @@ async fn world() -> World {
     ScriptRepository::insert(&store, &script).await.unwrap();
 
     let mut sessions = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..9 {
         let session = conversation(&store, script.id).await;
         SessionCache::put(&cache, &session).await;
         sessions.push(session.id);
@@ -128,15 +130,24 @@ async fn world() -> World {
     let old = sessions[..5].to_vec();
     let recent = sessions[5..7].to_vec();
     let leased = sessions[7];
+    let crashed = sessions[8];
     // The leased session's turn is still running (a one-minute lease).
     let _running = claim(&store, leased).await;
     let mut idle = old.clone();
-    idle.push(leased);
+    idle.extend([leased, crashed]);
     execute(
         &db,
         &format!(
             "UPDATE sessions SET updated_at = now() - interval '100 days' WHERE id IN ({})",
             id_list(&idle)
+        ),
+    )
+    .await;
+    execute(
+        &db,
+        &format!(
+            "UPDATE sessions SET lease_owner = gen_random_uuid(), \
+             lease_expires_at = now() - interval '1 hour' WHERE id = '{crashed}'"
         ),
     )
     .await;
@@ -186,6 +197,7 @@ async fn world() -> World {
         old,
         recent,
         leased,
+        crashed,
         orphan_key,
         unexpiring_key,
         foreign_key,
@@ -250,7 +262,7 @@ async fn a_dry_run_counts_and_deletes_nothing() {
     );
     assert_eq!(report.batches, 0, "a dry run runs no delete");
     assert_eq!(table_counts(&world.db).await, rows_before);
-    assert_eq!(rows_before, [8, 24, 8, 8, 8]);
+    assert_eq!(rows_before, [9, 27, 9, 9, 9]);
     assert_eq!(world.keys(), keys_before);
 }
 
@@ -289,17 +301,17 @@ async fn cleanup_removes_old_data_in_batches_and_keeps_the_rest() {
         0
     );
     // Recent sessions keep everything but the expired key and old failure;
-    // the session whose turn runs keeps everything.
+    // the sessions whose turn runs or recently crashed keep everything.
     let mut kept = world.recent.clone();
-    kept.push(world.leased);
+    kept.extend([world.leased, world.crashed]);
     assert_eq!(
         world
             .db
             .count("sessions", &format!("id IN ({})", id_list(&kept)))
             .await,
-        3
+        4
     );
-    assert_eq!(table_counts(&world.db).await, [3, 9, 3, 2, 2]);
+    assert_eq!(table_counts(&world.db).await, [4, 12, 4, 3, 3]);
     assert_eq!(
         world
             .db
@@ -408,7 +420,7 @@ async fn the_cronjob_command_line_reports_and_writes_the_metrics_file() {
         text.contains("heartrule_maintenance_cleanup_items{kind=\"sessions\",dry_run=\"true\"} 5"),
         "{text}"
     );
-    assert_eq!(table_counts(&world.db).await, [8, 24, 8, 8, 8]);
+    assert_eq!(table_counts(&world.db).await, [9, 27, 9, 9, 9]);
 
     let real = command(false).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&real.stdout);
@@ -440,7 +452,7 @@ async fn the_cronjob_command_line_reports_and_writes_the_metrics_file() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
-    assert_eq!(table_counts(&world.db).await, [3, 9, 3, 2, 2]);
+    assert_eq!(table_counts(&world.db).await, [4, 12, 4, 3, 3]);
 
     // A database that cannot be reached fails the job and says so in the file.
     let down = heartrule()
