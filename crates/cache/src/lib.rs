@@ -8,16 +8,21 @@
 //! * [`RedisRateLimiter`] is an atomic token bucket shared by every server
 //!   instance. Unlike the caches it reports Redis failures, so the caller
 //!   decides whether to let the request through.
+//! * [`RedisCache`] also implements the domain's [`CacheJanitor`]: the cache
+//!   side of the retention cleanup (evicting snapshots of deleted sessions,
+//!   removing keys left without an expiry), which reports its failures.
 //!
 //! [`METRICS`] declares the metrics this crate records; the server hands it
 //! to the telemetry catalogue.
 //!
 //! [`ScriptCache`]: heartrule_domain::ScriptCache
 //! [`SessionCache`]: heartrule_domain::SessionCache
+//! [`CacheJanitor`]: heartrule_domain::CacheJanitor
 
 mod cache;
 mod config;
 mod error;
+mod janitor;
 mod metrics;
 mod rate_limit;
 mod warn_limiter;

@@ -14,6 +14,7 @@ pub mod message;
 pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
+pub mod retention;
 pub mod script;
 pub mod session;
 pub mod variables;
@@ -40,6 +41,10 @@ pub use ports::{
     VariableSnapshot,
 };
 pub use ports_bundle::{Adapters, Ports};
+pub use retention::{
+    CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
+    RetentionStore,
+};
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,
     SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,

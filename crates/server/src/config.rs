@@ -17,6 +17,7 @@ pub struct AppConfig {
     pub llm: heartrule_llm::LlmConfig,
     pub engine: EngineSection,
     pub scripts: ScriptsSection,
+    pub retention: RetentionSection,
     pub telemetry: heartrule_telemetry::TelemetryConfig,
 }
 
@@ -111,6 +112,44 @@ pub struct ScriptsSection {
     /// exists; technique scripts in its `techniques/` subfolder.
     pub preload_dir: PathBuf,
 }
+
+/// What `heartrule maintenance cleanup` deletes, and how gently.
+/// Conversations are sensitive: keep them no longer than needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// A session whose last activity (its last committed or failed turn) is
+    /// older than this goes, with its messages, variable snapshots,
+    /// idempotency keys, failed turns and cached snapshot.
+    #[serde(with = "humantime_serde")]
+    pub sessions: Duration,
+    /// How long a stored response replays for a retried `Idempotency-Key`.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_keys: Duration,
+    /// How long a failed turn's record (with the user's words) is kept.
+    #[serde(with = "humantime_serde")]
+    pub failed_turns: Duration,
+    /// Rows (or cache keys scanned) per delete statement.
+    pub batch_size: usize,
+    /// Pause between two batches, so the cleanup leaves room for turns.
+    #[serde(with = "humantime_serde")]
+    pub batch_pause: Duration,
+}
+
+impl RetentionSection {
+    /// The ages the store purges by.
+    #[must_use]
+    pub fn ages(&self) -> heartrule_domain::RetentionAges {
+        heartrule_domain::RetentionAges {
+            sessions: self.sessions,
+            idempotency_keys: self.idempotency_keys,
+            failed_turns: self.failed_turns,
+        }
+    }
+}
+
+/// Largest `retention.batch_size`: one statement stays short.
+pub const MAX_RETENTION_BATCH: usize = 10_000;
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +261,37 @@ impl AppConfig {
             "http.ws_client_timeout",
             "must be longer than http.ws_ping_interval",
         )?;
+        let hour = Duration::from_secs(3600);
+        check(
+            self.retention.sessions >= hour,
+            "retention.sessions",
+            "must be at least 1h",
+        )?;
+        check(
+            self.retention.sessions > self.engine.turn_lease,
+            "retention.sessions",
+            "must be longer than engine.turn_lease",
+        )?;
+        check(
+            self.retention.idempotency_keys >= Duration::from_secs(60),
+            "retention.idempotency_keys",
+            "must be at least 1m (clients retry within it)",
+        )?;
+        check(
+            self.retention.failed_turns >= hour,
+            "retention.failed_turns",
+            "must be at least 1h",
+        )?;
+        check(
+            (1..=MAX_RETENTION_BATCH).contains(&self.retention.batch_size),
+            "retention.batch_size",
+            "must be between 1 and 10000",
+        )?;
+        check(
+            self.retention.batch_pause <= Duration::from_secs(60),
+            "retention.batch_pause",
+            "must be at most 1m",
+        )?;
         let db = &self.database.url;
         check(
             db.is_empty() || db.starts_with("postgres://") || db.starts_with("postgresql://"),
@@ -319,6 +389,84 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("http.body_limit_bytes"), "{err}");
+    }
+
+    #[test]
+    fn retention_defaults_are_the_documented_ones() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(config.retention.sessions, 90 * day);
+        assert_eq!(config.retention.idempotency_keys, day);
+        assert_eq!(config.retention.failed_turns, 30 * day);
+        assert_eq!(config.retention.batch_size, 500);
+        assert_eq!(config.retention.batch_pause, Duration::from_millis(100));
+        let docs = include_str!("../../../docs/operations/retention.md");
+        for documented in ["`90d`", "`24h`", "`30d`", "`500`", "`100ms`"] {
+            assert!(docs.contains(documented), "retention.md lacks {documented}");
+        }
+        let changed = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__RETENTION__SESSIONS", "365d"),
+                ("HEARTRULE__RETENTION__BATCH_SIZE", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(changed.retention.sessions, 365 * day);
+        assert_eq!(changed.retention.batch_size, 50);
+    }
+
+    #[test]
+    fn unsafe_retention_values_are_refused() {
+        for (variable, value, key) in [
+            (
+                "HEARTRULE__RETENTION__SESSIONS",
+                "10m",
+                "retention.sessions",
+            ),
+            (
+                "HEARTRULE__RETENTION__IDEMPOTENCY_KEYS",
+                "5s",
+                "retention.idempotency_keys",
+            ),
+            (
+                "HEARTRULE__RETENTION__FAILED_TURNS",
+                "30m",
+                "retention.failed_turns",
+            ),
+            (
+                "HEARTRULE__RETENTION__BATCH_SIZE",
+                "0",
+                "retention.batch_size",
+            ),
+            (
+                "HEARTRULE__RETENTION__BATCH_SIZE",
+                "10001",
+                "retention.batch_size",
+            ),
+            (
+                "HEARTRULE__RETENTION__BATCH_PAUSE",
+                "2m",
+                "retention.batch_pause",
+            ),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&[(variable, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{variable}={value}: {err}");
+        }
+        // A session must outlive the longest turn, or a slow turn's session
+        // could go while its lease is about to lapse.
+        let err = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__RETENTION__SESSIONS", "2h"),
+                ("HEARTRULE__ENGINE__TURN_LEASE", "3h"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("engine.turn_lease"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the HTTP server. The only crate that knows all the others.
 
 pub mod config;
+pub mod maintenance;
 mod preload;
 mod readiness;
 mod wiring;

@@ -2,7 +2,8 @@
 //!
 //! `heartrule` (or `heartrule serve`) runs the HTTP API; `heartrule migrate`
 //! applies the database migrations and exits; `heartrule check-config`
-//! validates the configuration.
+//! validates the configuration; `heartrule maintenance cleanup` applies the
+//! retention policy.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,26 @@ enum Command {
     CheckConfig,
     /// Print the metrics catalogue as the Markdown table of the README.
     MetricsDoc,
+    /// Data retention jobs (run by a CronJob; see docs/operations/retention.md).
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MaintenanceCommand {
+    /// Delete sessions idle longer than `retention.sessions` (with their
+    /// messages, variable snapshots, keys and failed turns), expired
+    /// idempotency keys, old failed-turn records and stale Redis keys, in
+    /// batches of `retention.batch_size`.
+    Cleanup {
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the counts in Prometheus text format to this file
+        /// (for node-exporter's textfile collector), replacing it atomically.
+        #[arg(long, value_name = "PATH")]
+        metrics_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +83,22 @@ fn main() -> anyhow::Result<()> {
         Command::Serve => runtime.block_on(heartrule_server::serve(config)),
         Command::Migrate => runtime.block_on(heartrule_server::migrate(&config)),
         Command::MetricsDoc => Ok(()),
+        Command::Maintenance(MaintenanceCommand::Cleanup {
+            dry_run,
+            metrics_file,
+        }) => runtime.block_on(async {
+            let catalogue = heartrule_server::metrics_catalogue()?;
+            let telemetry = heartrule_telemetry::init(&config.telemetry, &catalogue)
+                .context("starting telemetry")?;
+            let result = heartrule_server::maintenance::cleanup_command(
+                &config,
+                dry_run,
+                metrics_file.as_deref(),
+            )
+            .await;
+            telemetry.shutdown();
+            result
+        }),
         Command::CheckConfig => {
             println!("{}", heartrule_server::config_summary(&config));
             Ok(())

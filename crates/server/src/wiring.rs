@@ -87,18 +87,9 @@ pub async fn build_app(
             tracing::info!("no Redis configured (redis.url): caching is off");
             (Arc::new(NoCache), Arc::new(NoCache), None)
         } else {
-            let r = &config.redis;
             let cache = Arc::new(
-                RedisCache::connect_lazy(RedisCacheConfig {
-                    url: r.url.clone(),
-                    key_prefix: r.key_prefix.clone(),
-                    script_ttl: r.script_ttl,
-                    session_ttl: r.session_ttl,
-                    op_timeout: r.op_timeout,
-                    connect_timeout: r.connect_timeout,
-                    warn_interval: r.warn_interval,
-                })
-                .context("configuring Redis (redis.url)")?,
+                RedisCache::connect_lazy(redis_cache_config(&config.redis))
+                    .context("configuring Redis (redis.url)")?,
             );
             (cache.clone(), cache.clone(), Some(cache))
         };
@@ -233,15 +224,8 @@ async fn build_store(
             .context("running database migrations (database.run_migrations)")?;
         tracing::info!(event = "migrations_applied", count = applied.len(), versions = ?applied, "database migrated");
     }
-    let db = &config.database;
-    let mut pg = PgConfig::new(db.url.clone());
-    pg.max_connections = db.max_connections;
-    pg.acquire_timeout = db.acquire_timeout;
-    pg.statement_timeout = db.statement_timeout;
-    pg.idle_in_transaction_timeout = db.idle_in_transaction_timeout;
-    pg.connect_timeout = db.connect_timeout;
     let pg = Arc::new(
-        PgStore::connect(pg)
+        PgStore::connect(pg_config(&config.database))
             .await
             .context("connecting to PostgreSQL (database.url)")?,
     );
@@ -294,6 +278,30 @@ pub const METRICS: MetricSet = MetricSet {
         ),
     ],
 };
+
+/// The PostgreSQL pool settings of the `database` section.
+pub(crate) fn pg_config(db: &crate::config::DatabaseSection) -> PgConfig {
+    let mut pg = PgConfig::new(db.url.clone());
+    pg.max_connections = db.max_connections;
+    pg.acquire_timeout = db.acquire_timeout;
+    pg.statement_timeout = db.statement_timeout;
+    pg.idle_in_transaction_timeout = db.idle_in_transaction_timeout;
+    pg.connect_timeout = db.connect_timeout;
+    pg
+}
+
+/// The Redis cache settings of the `redis` section.
+pub(crate) fn redis_cache_config(r: &crate::config::RedisSection) -> RedisCacheConfig {
+    RedisCacheConfig {
+        url: r.url.clone(),
+        key_prefix: r.key_prefix.clone(),
+        script_ttl: r.script_ttl,
+        session_ttl: r.session_ttl,
+        op_timeout: r.op_timeout,
+        connect_timeout: r.connect_timeout,
+        warn_interval: r.warn_interval,
+    }
+}
 
 /// Publishes the store's gauges (pool state, waiting sessions) every few
 /// seconds; a failed count is logged and retried at the next tick.

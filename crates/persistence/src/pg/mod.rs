@@ -3,6 +3,7 @@
 mod error;
 mod history;
 mod models;
+mod retention;
 mod scripts;
 mod sessions;
 mod turns;

@@ -11,6 +11,7 @@ mod degraded;
 mod errors;
 mod leases;
 mod llm_faults;
+mod maintenance;
 mod openapi;
 mod process;
 mod streaming;

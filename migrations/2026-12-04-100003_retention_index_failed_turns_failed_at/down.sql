@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS idx_failed_turns_failed_at;
