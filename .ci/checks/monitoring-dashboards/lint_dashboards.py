@@ -38,13 +38,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 GRAFANA = ROOT / "deploy/monitoring/grafana"
 
-# Metrics another branch adds to the catalogue; allowed here until it lands
-# (added by the metrics branch).
-PENDING_METRICS = {
-    "heartrule_llm_fallback_total": ("counter", {"provider", "fallback"}),
-    "heartrule_process_memory_limit_bytes": ("gauge", set()),
-}
-
 # Labels Prometheus attaches to every scraped series (scrape config).
 TARGET_LABELS = {"instance", "job", "env"}
 
@@ -107,8 +100,6 @@ def load_catalogue(path: Path) -> dict[str, Metric]:
         metrics[name] = Metric(cells[columns["Type"]], labels)
     if len(metrics) < 10:
         raise SystemExit(f"{path}: no metrics catalogue table found ({len(metrics)} rows)")
-    for name, (kind, labels) in PENDING_METRICS.items():
-        metrics.setdefault(name, Metric(kind, labels))
     return metrics
 
 

@@ -57,12 +57,6 @@ RUNBOOK_PARTS = ["Meaning", "Impact", "Diagnosis", "Mitigation", "Escalation"]
 # Series not emitted by the server: exporters (by prefix) and Prometheus's own.
 EXPORTER_PREFIXES = ("node_", "pg_", "redis_")
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
-# Added by the metrics branch: declared there, not yet in this branch's
-# catalogue. Remove once that branch is merged.
-PENDING_METRICS = {
-    "heartrule_llm_fallback_total": {"provider", "fallback"},
-    "heartrule_process_memory_limit_bytes": set(),
-}
 # Labels Prometheus attaches at scrape time (prometheus.yml, both variants).
 TARGET_LABELS = {"job", "instance", "env", "service", "namespace"}
 
@@ -266,7 +260,7 @@ def check_metrics(binary: str) -> list[str]:
                 continue
             if name in PROMETHEUS_SERIES or name.startswith(EXPORTER_PREFIXES):
                 continue
-            known = series.get(name, PENDING_METRICS.get(name))
+            known = series.get(name)
             if known is None:
                 problems.append(
                     f"{path}: {what}: {name} is not in the server's metric catalogue"
