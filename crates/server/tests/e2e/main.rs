@@ -13,4 +13,5 @@ mod leases;
 mod llm_faults;
 mod openapi;
 mod process;
+mod secrets;
 mod streaming;
