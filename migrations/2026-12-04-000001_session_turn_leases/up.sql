@@ -1,3 +1,9 @@
+-- compat: reviewed: the new lease columns are nullable and NULL together,
+-- which is what the previous version writes by not naming them, and the
+-- failed_turns CHECK only gains TURN_IN_PROGRESS. The previous version's
+-- turns lock the row; a lease claim waits for that lock, and either side's
+-- commit is fenced by turn_count, so mixed versions never apply a turn twice.
+-- .ci/checks/47-upgrade-compat.sh runs the previous version on this schema.
 -- A turn no longer holds a row lock (and a pooled connection) while the LLM
 -- thinks: it claims a lease on the session instead. lease_owner is the id of
 -- the running turn and lease_expires_at when a crashed owner's claim lapses;

@@ -1,9 +1,11 @@
 //! Settings of the Redis adapter.
 
+use std::fmt;
 use std::time::Duration;
 
-/// How to reach Redis and how long cached values live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach Redis and how long cached values live. `Debug` hides the
+/// URL's credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisCacheConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
@@ -44,6 +46,36 @@ impl RedisCacheConfig {
     }
 }
 
+impl fmt::Debug for RedisCacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCacheConfig")
+            .field("url", &redact_userinfo(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("script_ttl", &self.script_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("warn_interval", &self.warn_interval)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host:6379` → `redis://***@host:6379`: Redis puts
+/// the password in the user part too (`redis://:secret@host`), so the whole
+/// user information goes.
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
+        None => url.to_owned(),
+    }
+}
+
 impl Default for RedisCacheConfig {
     fn default() -> Self {
         Self {
@@ -61,6 +93,19 @@ impl Default for RedisCacheConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_credentials() {
+        let config = RedisCacheConfig::with_url("redis://app:s3cret@cache:6380/2");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://***@cache:6380/2"), "{shown}");
+        assert_eq!(redact_userinfo("rediss://:pw@c:1"), "rediss://***@c:1");
+        assert_eq!(
+            redact_userinfo("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 
     #[test]
     fn defaults_follow_the_brief() {

@@ -914,12 +914,12 @@ impl Environment {
         config.server.host = "127.0.0.1".to_owned();
         config.server.port = 0;
         config.server.shutdown_grace_period = Duration::from_secs(1);
-        config.database.url.clone_from(&self.db.url);
+        config.database.url = self.db.url.clone().into();
         config.database.run_migrations = true;
         if let Some(connections) = cli.db_max_connections {
             config.database.max_connections = connections;
         }
-        config.redis.url.clone_from(&self.redis.url);
+        config.redis.url = self.redis.url.clone().into();
         config.redis.key_prefix.clone_from(&self.redis.prefix);
         let concurrency_limit = config.llm.resilience.concurrency_limit;
         config.llm = LlmConfig::default();

@@ -2,7 +2,13 @@
 //! then environment variables `HEARTRULE__SECTION__KEY`, plus the original
 //! engine's variables (`DATABASE_URL`, `REDIS_URL`, `API_PORT`, `API_HOST`,
 //! `LLM_PROVIDER`). A `.env` file is read first when present.
+//!
+//! Every secret setting can also come from a file: `<VARIABLE>_FILE` names a
+//! file (a mounted Kubernetes or Docker secret) whose trimmed content is the
+//! value (see [`SECRET_VARIABLES`]). Secret values are [`SecretString`]s, so
+//! `Debug` output and errors never show them.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,8 +55,9 @@ pub struct HttpSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
-    /// Empty: the in-memory store (ephemeral, logged loudly).
-    pub url: String,
+    /// Empty: the in-memory store (ephemeral, logged loudly). May carry a
+    /// password, hence secret.
+    pub url: SecretString,
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
@@ -64,13 +71,20 @@ pub struct DatabaseSection {
     pub connect_timeout: Duration,
     /// Apply pending migrations at start-up.
     pub run_migrations: bool,
+    /// The server talks to PostgreSQL through a pooler in transaction
+    /// pooling mode (PgBouncer `pool_mode = transaction`): no prepared
+    /// statement outlives its transaction and no per-connection `SET` is
+    /// sent, because consecutive transactions of one client connection run
+    /// on different server connections. The timeouts must then be set on
+    /// the database role (`ALTER ROLE … SET`); start-up warns when they differ.
+    pub transaction_pooling: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// Empty: no cache.
-    pub url: String,
+    /// Empty: no cache. May carry a password (`redis://:pw@host`), hence secret.
+    pub url: SecretString,
     pub key_prefix: String,
     #[serde(with = "humantime_serde")]
     pub script_ttl: Duration,
@@ -160,6 +174,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The variables holding secrets. Each can instead be given as
+/// `<VARIABLE>_FILE`, naming a file whose trimmed content is the value;
+/// setting both is an error.
+pub const SECRET_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "REDIS_URL",
+    "HEARTRULE__DATABASE__URL",
+    "HEARTRULE__REDIS__URL",
+    "HEARTRULE__LLM__OPENAI__API_KEY",
+    "HEARTRULE__LLM__FALLBACK__OPENAI__API_KEY",
+];
+
 /// Legacy variable → config key.
 const LEGACY_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
@@ -179,6 +205,8 @@ impl AppConfig {
 
     /// As [`AppConfig::load`], with an explicit environment (for tests).
     pub fn load_from(dir: &Path, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let env = resolve_secret_files(env)?;
+        let env = env.as_slice();
         let lookup = |name: &str| {
             env.iter()
                 .rev()
@@ -292,19 +320,63 @@ impl AppConfig {
             "retention.batch_pause",
             "must be at most 1m",
         )?;
-        let db = &self.database.url;
+        let db = self.database.url.expose_secret();
         check(
             db.is_empty() || db.starts_with("postgres://") || db.starts_with("postgresql://"),
             "database.url (DATABASE_URL)",
             "must be empty or a postgres:// URL",
         )?;
-        let redis = &self.redis.url;
+        let redis = self.redis.url.expose_secret();
         check(
             redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),
             "redis.url (REDIS_URL)",
             "must be empty or a redis:// URL",
         )
     }
+}
+
+/// Replaces every `<SECRET>_FILE` variable of [`SECRET_VARIABLES`] by
+/// `<SECRET>` with the file's trimmed content. Errors name the variable and
+/// the path, never the content.
+fn resolve_secret_files(env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut resolved: Vec<(String, String)> = env.to_vec();
+    for name in SECRET_VARIABLES {
+        let file_variable = format!("{name}_FILE");
+        let Some(path) = last_value(env, &file_variable) else {
+            continue;
+        };
+        if last_value(env, name).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "both {name} and {file_variable} are set; set only one of them"
+            )));
+        }
+        if path.trim().is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{file_variable} is set but empty; it must name a file"
+            )));
+        }
+        let content = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Invalid(format!("{file_variable}: cannot read {path}: {e}"))
+        })?;
+        let value = content.trim();
+        if value.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{file_variable}: the file {path} is empty"
+            )));
+        }
+        resolved.retain(|(k, _)| *k != file_variable);
+        resolved.push(((*name).to_owned(), value.to_owned()));
+    }
+    Ok(resolved)
+}
+
+/// The value of `name` in `env`, the last one winning as in a process
+/// environment built by appending.
+fn last_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn invalid(error: impl std::fmt::Display) -> ConfigError {
@@ -329,8 +401,9 @@ mod tests {
     #[test]
     fn defaults_run_without_services() {
         let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
-        assert!(config.database.url.is_empty());
-        assert!(config.redis.url.is_empty());
+        assert!(config.database.url.expose_secret().is_empty());
+        assert!(config.redis.url.expose_secret().is_empty());
+        assert!(!config.database.transaction_pooling);
         assert_eq!(config.llm.provider, heartrule_llm::ProviderKind::Mock);
         assert_eq!(config.http.body_limit_bytes, 1024 * 1024);
         assert_eq!(config.server.port, 8000);
@@ -352,7 +425,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(config.database.url, "postgres://postgres@127.0.0.1/x");
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://postgres@127.0.0.1/x"
+        );
         assert_eq!(config.server.port, 9100);
         assert_eq!(config.server.host, "0.0.0.0");
         assert_eq!(config.llm.provider, heartrule_llm::ProviderKind::OpenAi);
@@ -478,5 +554,173 @@ mod tests {
             err.contains("default.yaml") || err.contains("nonexistent"),
             "{err}"
         );
+    }
+
+    /// A file in a fresh temporary folder, removed with the folder at drop.
+    struct SecretFile {
+        dir: PathBuf,
+        path: PathBuf,
+    }
+
+    impl SecretFile {
+        fn new(content: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "heartrule-config-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("secret");
+            std::fs::write(&path, content).unwrap();
+            Self { dir, path }
+        }
+
+        fn path(&self) -> &str {
+            self.path.to_str().unwrap()
+        }
+    }
+
+    impl Drop for SecretFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn every_secret_can_come_from_a_file_trimmed() {
+        let db = SecretFile::new("postgres://app:db-pw@127.0.0.1/x\n");
+        let redis = SecretFile::new("  redis://:redis-pw@127.0.0.1:6379\n");
+        let key = SecretFile::new("sk-from-file\n");
+        let fallback_key = SecretFile::new("sk-fallback-from-file");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("DATABASE_URL_FILE", db.path()),
+                ("REDIS_URL_FILE", redis.path()),
+                ("HEARTRULE__LLM__OPENAI__API_KEY_FILE", key.path()),
+                ("HEARTRULE__LLM__FALLBACK__PROVIDER", "openai"),
+                (
+                    "HEARTRULE__LLM__FALLBACK__OPENAI__API_KEY_FILE",
+                    fallback_key.path(),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://app:db-pw@127.0.0.1/x"
+        );
+        assert_eq!(
+            config.redis.url.expose_secret(),
+            "redis://:redis-pw@127.0.0.1:6379"
+        );
+        assert_eq!(config.llm.openai.api_key.as_deref(), Some("sk-from-file"));
+        assert_eq!(
+            config.llm.fallback.unwrap().openai.api_key.as_deref(),
+            Some("sk-fallback-from-file")
+        );
+    }
+
+    #[test]
+    fn prefixed_secret_variables_take_files_too() {
+        let db = SecretFile::new("postgres://app:pw@db/heartrule");
+        let redis = SecretFile::new("rediss://:pw@cache:6380");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__DATABASE__URL_FILE", db.path()),
+                ("HEARTRULE__REDIS__URL_FILE", redis.path()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://app:pw@db/heartrule"
+        );
+        assert_eq!(config.redis.url.expose_secret(), "rediss://:pw@cache:6380");
+    }
+
+    #[test]
+    fn a_variable_and_its_file_together_are_refused() {
+        let db = SecretFile::new("postgres://app:pw@db/heartrule");
+        let err = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("DATABASE_URL", "postgres://other@db/heartrule"),
+                ("DATABASE_URL_FILE", db.path()),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("both DATABASE_URL and DATABASE_URL_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_or_empty_file_names_the_variable_and_path_not_the_content() {
+        let missing = "/nonexistent-heartrule/db-url";
+        let err = AppConfig::load_from(&config_dir(), &env(&[("DATABASE_URL_FILE", missing)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL_FILE"), "{err}");
+        assert!(err.contains(missing), "{err}");
+
+        let blank = SecretFile::new(" \n\t\n");
+        let err = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__LLM__OPENAI__API_KEY_FILE", blank.path())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("HEARTRULE__LLM__OPENAI__API_KEY_FILE"),
+            "{err}"
+        );
+        assert!(err.contains(blank.path()), "{err}");
+        assert!(err.contains("empty"), "{err}");
+
+        let err = AppConfig::load_from(&config_dir(), &env(&[("REDIS_URL_FILE", "")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REDIS_URL_FILE"), "{err}");
+
+        // A file whose content is invalid: the error names the key, not the value.
+        let wrong = SecretFile::new("mysql://app:hunter2@db/x");
+        let err = AppConfig::load_from(&config_dir(), &env(&[("DATABASE_URL_FILE", wrong.path())]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("DATABASE_URL", "postgres://app:db-hunter2@db/heartrule"),
+                ("REDIS_URL", "redis://:redis-hunter2@cache:6379"),
+                ("HEARTRULE__LLM__OPENAI__API_KEY", "sk-hunter2"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn transaction_pooling_is_a_switch() {
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__DATABASE__TRANSACTION_POOLING", "true")]),
+        )
+        .unwrap();
+        assert!(config.database.transaction_pooling);
     }
 }

@@ -11,6 +11,7 @@ pub use wiring::{build_app, App, ServerPorts, METRICS};
 
 use anyhow::Context;
 use config::AppConfig;
+use secrecy::ExposeSecret;
 use std::time::Instant;
 
 /// Every metric the service emits: the set each crate declares, in the
@@ -59,10 +60,10 @@ pub async fn serve(config: AppConfig) -> anyhow::Result<()> {
 /// Applies pending migrations to `database.url`.
 pub async fn migrate(config: &AppConfig) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !config.database.url.is_empty(),
+        !config.database.url.expose_secret().is_empty(),
         "`database.url` (DATABASE_URL) is empty: there is no database to migrate"
     );
-    let applied = heartrule_persistence::run_migrations(&config.database.url)
+    let applied = heartrule_persistence::run_migrations(config.database.url.expose_secret())
         .await
         .context("running migrations")?;
     if applied.is_empty() {
@@ -82,12 +83,12 @@ pub fn config_summary(config: &AppConfig) -> String {
         "listen: {}:{}\nstore: {}\ncache: {}\nllm: {}\ntelemetry: logs {:?}, traces {}",
         config.server.host,
         config.server.port,
-        if config.database.url.is_empty() {
+        if config.database.url.expose_secret().is_empty() {
             "in-memory (ephemeral)"
         } else {
             "postgresql"
         },
-        if config.redis.url.is_empty() {
+        if config.redis.url.expose_secret().is_empty() {
             "none"
         } else {
             "redis"

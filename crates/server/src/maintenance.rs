@@ -14,6 +14,7 @@ use heartrule_domain::{
     CacheCleanupError, CacheJanitor, RetentionAges, RetentionCounts, RetentionStore, SessionId,
 };
 use heartrule_domain::{MetricDecl, MetricSet};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -388,7 +389,7 @@ pub async fn cleanup_command(
     metrics_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !config.database.url.is_empty(),
+        !config.database.url.expose_secret().is_empty(),
         "`database.url` (DATABASE_URL) is empty: the in-memory store keeps nothing to clean up"
     );
     let settings = CleanupSettings::from_config(&config.retention, dry_run);
@@ -439,7 +440,7 @@ async fn connect(
     let store = heartrule_persistence::PgStore::connect(crate::wiring::pg_config(&config.database))
         .await
         .context("connecting to PostgreSQL (database.url)")?;
-    let cache = if config.redis.url.is_empty() {
+    let cache = if config.redis.url.expose_secret().is_empty() {
         None
     } else {
         Some(

@@ -21,6 +21,7 @@ use heartrule_script_engine::runtime::templates::{
 };
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
 use metrics::Unit;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,7 @@ pub async fn build_app(
     } = build_store(config, &mut background).await?;
 
     let (script_cache, session_cache, cache): (Arc<dyn ScriptCache>, Arc<dyn SessionCache>, _) =
-        if config.redis.url.is_empty() {
+        if config.redis.url.expose_secret().is_empty() {
             tracing::info!("no Redis configured (redis.url): caching is off");
             (Arc::new(NoCache), Arc::new(NoCache), None)
         } else {
@@ -203,7 +204,7 @@ async fn build_store(
     config: &AppConfig,
     background: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<StoreParts> {
-    if config.database.url.is_empty() {
+    if config.database.url.expose_secret().is_empty() {
         tracing::warn!(
             event = "ephemeral_store",
             "NO DATABASE CONFIGURED: sessions, messages and scripts live in memory and are LOST on \
@@ -219,7 +220,7 @@ async fn build_store(
         });
     }
     if config.database.run_migrations {
-        let applied = heartrule_persistence::run_migrations(&config.database.url)
+        let applied = heartrule_persistence::run_migrations(config.database.url.expose_secret())
             .await
             .context("running database migrations (database.run_migrations)")?;
         tracing::info!(event = "migrations_applied", count = applied.len(), versions = ?applied, "database migrated");
@@ -281,19 +282,20 @@ pub const METRICS: MetricSet = MetricSet {
 
 /// The PostgreSQL pool settings of the `database` section.
 pub(crate) fn pg_config(db: &crate::config::DatabaseSection) -> PgConfig {
-    let mut pg = PgConfig::new(db.url.clone());
+    let mut pg = PgConfig::new(db.url.expose_secret());
     pg.max_connections = db.max_connections;
     pg.acquire_timeout = db.acquire_timeout;
     pg.statement_timeout = db.statement_timeout;
     pg.idle_in_transaction_timeout = db.idle_in_transaction_timeout;
     pg.connect_timeout = db.connect_timeout;
+    pg.transaction_pooling = db.transaction_pooling;
     pg
 }
 
 /// The Redis cache settings of the `redis` section.
 pub(crate) fn redis_cache_config(r: &crate::config::RedisSection) -> RedisCacheConfig {
     RedisCacheConfig {
-        url: r.url.clone(),
+        url: r.url.expose_secret().to_owned(),
         key_prefix: r.key_prefix.clone(),
         script_ttl: r.script_ttl,
         session_ttl: r.session_ttl,

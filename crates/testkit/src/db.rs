@@ -291,6 +291,7 @@ impl TestDb {
             statement_timeout: Duration::from_secs(60),
             idle_in_transaction_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            transaction_pooling: false,
         }
     }
 

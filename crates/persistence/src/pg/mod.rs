@@ -10,6 +10,7 @@ mod turns;
 
 use crate::observe::{observed, POOL_ACQUIRE_DURATION};
 use crate::PersistenceError;
+use diesel::connection::CacheSize;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
@@ -47,6 +48,16 @@ pub struct PgConfig {
     pub idle_in_transaction_timeout: Duration,
     /// How long opening one connection may take.
     pub connect_timeout: Duration,
+    /// PostgreSQL is reached through a pooler in transaction pooling mode
+    /// (PgBouncer `pool_mode = transaction`), where consecutive
+    /// transactions of one client connection may run on different server
+    /// connections. Then no prepared statement is cached across queries
+    /// (it would be missing on the next server connection) and the timeouts
+    /// are not `SET` per connection (the setting would stick to one server
+    /// connection and reach other clients); they must be configured on the
+    /// role or database instead, and [`PgStore::connect`] warns when the
+    /// server's values differ from the ones asked for.
+    pub transaction_pooling: bool,
 }
 
 impl PgConfig {
@@ -61,6 +72,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(30),
             idle_in_transaction_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            transaction_pooling: false,
         }
     }
 }
@@ -77,6 +89,7 @@ impl fmt::Debug for PgConfig {
                 &self.idle_in_transaction_timeout,
             )
             .field("connect_timeout", &self.connect_timeout)
+            .field("transaction_pooling", &self.transaction_pooling)
             .finish()
     }
 }
@@ -170,18 +183,14 @@ impl PgStore {
                 "max_connections must be at least 1".into(),
             ));
         }
-        let session_settings = format!(
-            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-            config.statement_timeout.as_millis(),
-            config.idle_in_transaction_timeout.as_millis()
-        );
+        let setup = ConnectionSetup::for_config(&config);
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         // A pooled connection is checked for a leftover transaction and a
         // closed socket only; a `SELECT 1` per checkout would double the round
         // trips of short calls.
         manager_config.recycling_method = RecyclingMethod::Fast;
         manager_config.custom_setup = Box::new(move |url: &str| -> BoxFuture<'_, _> {
-            Box::pin(establish(url, session_settings.clone()))
+            Box::pin(establish(url, setup.clone()))
         });
         let manager =
             AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
@@ -199,14 +208,18 @@ impl PgStore {
                 acquire: AcquireStats::default(),
             }),
         };
-        let probe = store.acquire().await.map_err(|e| {
+        let mut probe = store.acquire().await.map_err(|e| {
             PersistenceError::Connect(format!("{}: {e}", redact_password(&config.url)))
         })?;
+        if config.transaction_pooling {
+            warn_about_role_timeouts(&mut probe, &config).await;
+        }
         // Back to the pool: the first request reuses it.
         drop(probe);
         tracing::info!(
             db.system = "postgresql",
             max_connections = config.max_connections,
+            transaction_pooling = config.transaction_pooling,
             "connected to PostgreSQL"
         );
         Ok(store)
@@ -270,16 +283,102 @@ impl PgStore {
     }
 }
 
-/// Opens a connection and applies the pool's session settings to it.
+/// What every new pooled connection gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConnectionSetup {
+    /// `SET` statements for the session, if any.
+    session_settings: Option<String>,
+    /// Keep diesel-async's prepared-statement cache.
+    statement_cache: bool,
+}
+
+impl ConnectionSetup {
+    fn for_config(config: &PgConfig) -> Self {
+        if config.transaction_pooling {
+            Self {
+                session_settings: None,
+                statement_cache: false,
+            }
+        } else {
+            Self {
+                session_settings: Some(format!(
+                    "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                    config.statement_timeout.as_millis(),
+                    config.idle_in_transaction_timeout.as_millis()
+                )),
+                statement_cache: true,
+            }
+        }
+    }
+}
+
+/// Opens a connection and applies the pool's connection setup to it.
 async fn establish(
     url: &str,
-    session_settings: String,
+    setup: ConnectionSetup,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
-    conn.batch_execute(&session_settings)
-        .await
-        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    if !setup.statement_cache {
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+    }
+    if let Some(settings) = &setup.session_settings {
+        conn.batch_execute(settings)
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    }
     Ok(conn)
+}
+
+/// The timeout settings as the server reports them, in milliseconds.
+#[derive(diesel::QueryableByName)]
+struct ServerTimeouts {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    statement_timeout_ms: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    idle_in_transaction_timeout_ms: i64,
+}
+
+/// Behind a transaction pooler the timeouts come from the role or database
+/// settings; a server that does not enforce the configured ones gets a
+/// warning naming the statement that fixes it, rather than silently running
+/// statements without a limit.
+async fn warn_about_role_timeouts(conn: &mut PooledConnection, config: &PgConfig) {
+    use diesel_async::RunQueryDsl;
+    let query = diesel::sql_query(
+        "SELECT \
+           (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout') \
+             AS statement_timeout_ms, \
+           (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout') \
+             AS idle_in_transaction_timeout_ms",
+    );
+    match query.get_result::<ServerTimeouts>(&mut **conn).await {
+        Ok(server) => {
+            let wanted = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            for (name, actual, expected) in [
+                (
+                    "statement_timeout",
+                    server.statement_timeout_ms,
+                    wanted(config.statement_timeout),
+                ),
+                (
+                    "idle_in_transaction_session_timeout",
+                    server.idle_in_transaction_timeout_ms,
+                    wanted(config.idle_in_transaction_timeout),
+                ),
+            ] {
+                if actual != expected {
+                    tracing::warn!(
+                        setting = name,
+                        server_ms = actual,
+                        configured_ms = expected,
+                        "transaction pooling: the server's {name} differs from the configured \
+                         one; set it on the role: ALTER ROLE <user> SET {name} = {expected}"
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the server's timeout settings"),
+    }
 }
 
 // ------------------------------------------------------------ transactions
@@ -359,6 +458,27 @@ mod tests {
             "postgres://postgres@127.0.0.1/db"
         );
         assert_eq!(redact_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn transaction_pooling_drops_the_statement_cache_and_the_session_settings() {
+        let mut config = PgConfig::new("postgres://app@db/heartrule");
+        config.statement_timeout = Duration::from_secs(7);
+        config.idle_in_transaction_timeout = Duration::from_millis(2500);
+        let direct = ConnectionSetup::for_config(&config);
+        assert!(direct.statement_cache);
+        assert_eq!(
+            direct.session_settings.as_deref(),
+            Some("SET statement_timeout = 7000; SET idle_in_transaction_session_timeout = 2500")
+        );
+        config.transaction_pooling = true;
+        assert_eq!(
+            ConnectionSetup::for_config(&config),
+            ConnectionSetup {
+                session_settings: None,
+                statement_cache: false,
+            }
+        );
     }
 
     #[test]

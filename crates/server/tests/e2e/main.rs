@@ -14,4 +14,5 @@ mod llm_faults;
 mod maintenance;
 mod openapi;
 mod process;
+mod secrets;
 mod streaming;

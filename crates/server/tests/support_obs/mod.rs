@@ -107,10 +107,10 @@ pub fn app_config(
     config.server.port = 0;
     config.server.workers = 2;
     config.server.shutdown_grace_period = Duration::from_secs(1);
-    config.database.url = database.url.clone();
+    config.database.url = database.url.clone().into();
     config.database.run_migrations = true;
     config.database.max_connections = 4;
-    config.redis.url = redis.url.clone();
+    config.redis.url = redis.url.clone().into();
     config.redis.key_prefix = redis.prefix.clone();
     config.redis.op_timeout = Duration::from_secs(1);
     config.llm.provider = heartrule_llm::ProviderKind::OpenAi;
