@@ -1,6 +1,8 @@
-//! The memory limit the kernel enforces on the process's cgroup, for
-//! `heartrule_process_memory_limit_bytes`: resident memory alone cannot
-//! tell an operator how close the process is to being OOM-killed.
+//! The memory the process may use, for `heartrule_process_memory_limit_bytes`:
+//! resident memory alone cannot tell an operator how close the process is to
+//! being OOM-killed. That is the limit the kernel enforces on the process's
+//! cgroup, or the machine's physical memory when the cgroup sets none (or a
+//! larger one), so the gauge exists everywhere and one alert covers both.
 //!
 //! The effective limit is the smallest one on the path from the process's
 //! cgroup up to the root of the hierarchy (a parent's limit caps its
@@ -20,11 +22,33 @@ pub(crate) const SELF_CGROUP: &str = "/proc/self/cgroup";
 /// a limit a real machine enforces.
 const V1_UNLIMITED_FLOOR: u64 = 1 << 62;
 
-/// The process's effective cgroup memory limit in bytes, or `None` when it
-/// is unlimited or no cgroup memory controller is visible.
+/// Where the kernel reports the machine's memory.
+pub(crate) const MEMINFO: &str = "/proc/meminfo";
+
+/// The memory the process may use, in bytes: the smaller of its effective
+/// cgroup limit and the machine's physical memory; `None` only when neither
+/// can be read (not Linux).
 pub(crate) fn memory_limit_bytes() -> Option<u64> {
     let membership = std::fs::read_to_string(SELF_CGROUP).unwrap_or_default();
-    memory_limit_under(Path::new(CGROUP_ROOT), &membership)
+    let cgroup = memory_limit_under(Path::new(CGROUP_ROOT), &membership);
+    let physical = std::fs::read_to_string(MEMINFO)
+        .ok()
+        .and_then(|text| mem_total_bytes(&text));
+    match (cgroup, physical) {
+        (Some(cgroup), Some(physical)) => Some(cgroup.min(physical)),
+        (limit, None) | (None, limit) => limit,
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes (the file counts kB).
+pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line["MemTotal:".len()..].split_whitespace();
+    let kilobytes: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => kilobytes.checked_mul(1024),
+        _ => None,
+    }
 }
 
 /// [`memory_limit_bytes`] for a cgroup filesystem mounted at `root` and the
@@ -169,6 +193,22 @@ mod tests {
         assert_eq!(memory_limit_under(&tree.0, membership), None);
         tree.write("memory/docker/abc/memory.limit_in_bytes", "2147483648\n");
         assert_eq!(memory_limit_under(&tree.0, membership), Some(2_147_483_648));
+    }
+
+    #[test]
+    fn physical_memory_comes_from_mem_total_in_kilobytes() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24_576_000 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: lots\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: 12 MB\n"), None);
+    }
+
+    #[test]
+    fn this_machine_reports_a_limit_no_larger_than_its_memory() {
+        let physical = mem_total_bytes(&std::fs::read_to_string(MEMINFO).unwrap()).unwrap();
+        let limit = memory_limit_bytes().expect("Linux reports a limit");
+        assert!(limit > 0 && limit <= physical, "{limit} > {physical}");
     }
 
     #[test]

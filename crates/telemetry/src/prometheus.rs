@@ -65,7 +65,7 @@ pub const METRICS: MetricSet = MetricSet {
             PROCESS_MEMORY_LIMIT,
             Some(Unit::Bytes),
             &[],
-            "Memory limit of the process's cgroup (v2 memory.max, v1 memory.limit_in_bytes), read at each scrape; absent when unlimited.",
+            "Memory the process may use: its cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes) or, when smaller or unlimited, the machine's physical memory; read at each scrape.",
         ),
         MetricDecl::gauge(
             "process_open_fds",

@@ -331,6 +331,19 @@ def queries_of(dashboard: dict):
         for variable in (dashboard.get("templating") or {}).get("list") or []
         if variable.get("type") == "datasource"
     }
+    # Variables an operator types (prices, say) are plain values, not label
+    # matchers: the query takes their current value, as Grafana renders it.
+    values = {
+        variable.get("name"): str((variable.get("current") or {}).get("value") or variable.get("query"))
+        for variable in (dashboard.get("templating") or {}).get("list") or []
+        if variable.get("type") in ("textbox", "constant")
+    }
+
+    def with_values(expr):
+        for name, value in values.items():
+            expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
+        return expr
+
     skipped = []
     found = []
     for panel in panels_of(dashboard):
@@ -340,7 +353,7 @@ def queries_of(dashboard: dict):
             if source != "prometheus":
                 skipped.append(f"{title} ({source})")
                 continue
-            found.append(("panel", title, target.get("expr")))
+            found.append(("panel", title, with_values(target.get("expr"))))
     for annotation in (dashboard.get("annotations") or {}).get("list") or []:
         if "expr" not in annotation:
             continue
@@ -349,7 +362,7 @@ def queries_of(dashboard: dict):
         if source != "prometheus":
             skipped.append(f"{title} ({source})")
             continue
-        found.append(("annotation", title, annotation.get("expr")))
+        found.append(("annotation", title, with_values(annotation.get("expr"))))
     return found, skipped
 
 
@@ -903,7 +916,9 @@ def run(args: argparse.Namespace) -> int:
         declared = catalogue_names(binary)
         scraped = set(prometheus.get("/api/v1/label/__name__/values",
                                      **{"match[]": f'{{job="{jobs["server"]}"}}'})["data"])
-        scraped -= {"up"}
+        # Prometheus's own series: `up`, and the alert states it writes with
+        # the alerting rule's labels (job included).
+        scraped -= {"up", "ALERTS", "ALERTS_FOR_STATE"}
         scraped = {name for name in scraped if not name.startswith("scrape_")}
         families = {family_of(name, declared) for name in scraped}
         undeclared = sorted(families - declared)
