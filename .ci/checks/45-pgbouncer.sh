@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The server behind PgBouncer (Debian's 1.18, our own instance as an
 # unprivileged user on a free port, in front of a fresh database), the real
-# binary with database.transaction_pooling on (docs/operations/pgbouncer.md):
-#  - session pooling: the conversation happy path with concurrent turns, the
-#    timeouts coming from the database's settings instead of per-connection
-#    SETs (no warning), every turn stored;
-#  - transaction pooling: PgBouncer 1.18 keeps no prepared statement across
-#    transactions and diesel-async prepares every statement in its own round
-#    trip, so requests fail with `prepared statement "sN" does not exist`.
-#    The check asserts that failure, so the guide's statement stays true: if
-#    it ever passes, update the guide and turn this into the happy path.
+# binary (docs/operations/pgbouncer.md):
+#  - transaction pooling with database.transaction_pooling on: the
+#    conversation happy path with concurrent sessions and turns, through 3
+#    server connections shared by the server's 12 client connections; zero
+#    failed requests, no warning or error logged, every turn stored;
+#  - session pooling with the switch off (the default): the same happy path;
+#  - transaction pooling with the switch off must fail with `prepared
+#    statement "sN" does not exist` (diesel-async prepares a statement in one
+#    exchange and runs it in the next, which PgBouncer 1.18 may send to
+#    another server connection): the switch is what makes it work. Last,
+#    because it leaves stray prepared statements on PgBouncer's connections.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -49,12 +51,6 @@ HEARTRULE__DATABASE__TRANSACTION_POOLING=true "$work/heartrule" check-config >/d
 
 createdb -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$db"
 direct_url="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db"
-# The timeouts the server would SET per connection, set where every server
-# connection PgBouncer opens picks them up (in production: ALTER ROLE).
-psql -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" -v ON_ERROR_STOP=1 <<SQL
-ALTER DATABASE "$db" SET statement_timeout = '30s';
-ALTER DATABASE "$db" SET idle_in_transaction_session_timeout = '10s';
-SQL
 # Migrations hold a session-level advisory lock across several transactions,
 # which transaction pooling cannot keep: they run on a direct connection.
 DATABASE_URL="$direct_url" "$work/heartrule" migrate
@@ -76,6 +72,8 @@ pool_mode = transaction
 ; client connections, so clients share them as they would in production.
 default_pool_size = 3
 max_client_conn = 200
+; The admin console, for SHOW POOLS.
+admin_users = $PG_USER
 logfile = $work/pgbouncer.log
 pidfile = $work/pgbouncer.pid
 INI
@@ -91,27 +89,28 @@ done
 pg_isready -q -h 127.0.0.1 -p "$pgb_port" -U "$PG_USER" -d heartrule_session \
   || { echo "PgBouncer did not start" >&2; exit 1; }
 
-# Starts the server through PgBouncer's database $1; $2 = log name.
+# Starts the server through PgBouncer's database $1 with
+# database.transaction_pooling $2; $3 = log name.
 start_server() {
   local port
   port=$(free_port)
   DATABASE_URL="postgres://$PG_USER@127.0.0.1:$pgb_port/$1" \
-  HEARTRULE__DATABASE__TRANSACTION_POOLING=true \
+  HEARTRULE__DATABASE__TRANSACTION_POOLING="$2" \
   HEARTRULE__DATABASE__RUN_MIGRATIONS=false \
   HEARTRULE__DATABASE__MAX_CONNECTIONS=12 \
   HEARTRULE__SERVER__PORT="$port" \
   HEARTRULE__SERVER__WORKERS=2 \
   HEARTRULE__TELEMETRY__LOG__FORMAT=json \
   RUST_LOG=info \
-    "$work/heartrule" >"$work/server-$2.log" 2>&1 &
+    "$work/heartrule" >"$work/server-$3.log" 2>&1 &
   server_pid=$!
   base="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do
     curl -fs "$base/health" >/dev/null 2>&1 && return 0
-    kill -0 "$server_pid" 2>/dev/null || { echo "the server ($2) exited" >&2; return 1; }
+    kill -0 "$server_pid" 2>/dev/null || { echo "the server ($3) exited" >&2; return 1; }
     sleep 0.2
   done
-  echo "the server ($2) did not answer /health" >&2
+  echo "the server ($3) did not answer /health" >&2
   return 1
 }
 
@@ -121,36 +120,82 @@ stop_server() {
   server_pid=""
 }
 
-echo "== session pooling, database.transaction_pooling=true"
-start_server heartrule_session session
+# No warning or error in the server's log $1.
+clean_log() {
+  if grep -q '"level":"\(WARN\|ERROR\)"' "$work/server-$1.log"; then
+    echo "warnings or errors in the server log ($1):" >&2
+    grep '"level":"\(WARN\|ERROR\)"' "$work/server-$1.log" >&2
+    return 1
+  fi
+}
+
+user_messages() {
+  psql -At -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" \
+    -c "SELECT count(*) FROM messages WHERE role = 'user'"
+}
+
+# "<client connections> <server connections>" PgBouncer holds for database $1.
+pgbouncer_connections() {
+  local clients servers
+  clients=$(psql -At -h 127.0.0.1 -p "$pgb_port" -U "$PG_USER" -d pgbouncer -c 'SHOW CLIENTS' \
+    | awk -F'|' -v d="$1" '$3 == d' | wc -l)
+  servers=$(psql -At -h 127.0.0.1 -p "$pgb_port" -U "$PG_USER" -d pgbouncer -c 'SHOW SERVERS' \
+    | awk -F'|' -v d="$1" '$3 == d' | wc -l)
+  echo "$clients $servers"
+}
+
+echo "== transaction pooling, database.transaction_pooling=true"
+start_server heartrule_transaction true transaction
 curl -fs "$base/ready" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["status"]=="ok", r'
-# Three rounds of concurrent conversations.
+# Three rounds of concurrent conversations; any failed request fails the check.
 for _ in 1 2 3; do python3 .ci/checks/lib/conversation.py "$base" "$SESSIONS"; done
-if grep -q '"level":"\(WARN\|ERROR\)"' "$work/server-session.log"; then
-  echo "warnings or errors in the server log:" >&2
-  grep '"level":"\(WARN\|ERROR\)"' "$work/server-session.log" >&2
-  exit 1
-fi
+read -r clients servers < <(pgbouncer_connections heartrule_transaction)
+echo "PgBouncer: $clients client connections from the server over $servers server connections"
+[ "$servers" -le 3 ] && [ "$clients" -gt "$servers" ] \
+  || { echo "expected more client than server connections, at most 3 of those" >&2; exit 1; }
+clean_log transaction
 stop_server
-stored=$(psql -At -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" \
-  -c "SELECT count(*) FROM messages WHERE role = 'user'")
+stored=$(user_messages)
 [ "$stored" -eq $((3 * SESSIONS)) ] \
   || { echo "expected $((3 * SESSIONS)) user messages in the database, found $stored" >&2; exit 1; }
 echo "stored user messages: $stored"
 
-echo "== transaction pooling (PgBouncer 1.18): fails on prepared statements"
-start_server heartrule_transaction transaction
-python3 .ci/checks/lib/conversation.py "$base" "$SESSIONS" --expect-failures \
-  >"$work/transaction.out" || {
-  cat "$work/transaction.out"
-  echo "every request succeeded behind PgBouncer's transaction pooling: update" \
-       "docs/operations/pgbouncer.md and make this the happy path" >&2
-  exit 1
-}
-cat "$work/transaction.out"
-grep -q 'prepared statement \\"s[0-9]*\\" does not exist' "$work/transaction.out" || {
-  echo "the requests failed, but not on prepared statements: see above" >&2
-  exit 1
-}
-stop_server || true
+echo "== session pooling, database.transaction_pooling=false"
+start_server heartrule_session false session
+python3 .ci/checks/lib/conversation.py "$base" "$SESSIONS"
+clean_log session
+stop_server
+stored=$(user_messages)
+[ "$stored" -eq $((4 * SESSIONS)) ] \
+  || { echo "expected $((4 * SESSIONS)) user messages in the database, found $stored" >&2; exit 1; }
+echo "stored user messages: $stored"
+
+echo "== transaction pooling, database.transaction_pooling=false: must fail"
+prepared_statement_error='prepared statement [^ ]*s[0-9]+[^ ]* (does not exist|already exists)'
+if start_server heartrule_transaction false transaction-off; then
+  python3 .ci/checks/lib/conversation.py "$base" "$SESSIONS" --expect-failures \
+    >"$work/transaction-off.out" || {
+    cat "$work/transaction-off.out"
+    echo "every request succeeded through transaction pooling without" \
+         "database.transaction_pooling: PgBouncer now keeps prepared statements" \
+         "(>= 1.21?); update docs/operations/pgbouncer.md" >&2
+    exit 1
+  }
+  cat "$work/transaction-off.out"
+  grep -Eq "$prepared_statement_error" "$work/transaction-off.out" || {
+    echo "the requests failed, but not on prepared statements: see above" >&2
+    exit 1
+  }
+  stop_server || true
+else
+  # The same failure, already in the connection probe at start-up.
+  server_pid=""
+  grep -Eq "$prepared_statement_error" "$work/server-transaction-off.log" || {
+    echo "the server did not start, but not because of prepared statements:" >&2
+    tail -n 20 "$work/server-transaction-off.log" >&2
+    exit 1
+  }
+  echo "the server could not even start:" \
+       "$(grep -Eo "$prepared_statement_error" "$work/server-transaction-off.log" | head -n 1)"
+fi
 echo "pgbouncer check passed"

@@ -1,6 +1,7 @@
 //! One contract suite for both storage adapters: every test is a generic
-//! async fn over the ports, run once on `MemoryStore` and once on `PgStore`
-//! (a fresh PostgreSQL database per test).
+//! async fn over the ports, run on `MemoryStore` and on `PgStore` (a fresh
+//! PostgreSQL database per test), once direct and once in transaction
+//! pooling mode.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,6 +55,20 @@ macro_rules! contract {
                 async fn $name() {
                     let db = crate::support::TestDb::new().await;
                     let store = db.store().await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        /// As behind PgBouncer's transaction pooling: every operation in
+        /// its own explicit transaction.
+        mod postgres_transaction_pooling {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = crate::support::TestDb::new().await;
+                    let mut config = db.config();
+                    config.transaction_pooling = true;
+                    let store = db.store_with(config).await;
                     super::$name(&store).await;
                 }
             )*

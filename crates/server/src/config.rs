@@ -72,11 +72,11 @@ pub struct DatabaseSection {
     /// Apply pending migrations at start-up.
     pub run_migrations: bool,
     /// The server talks to PostgreSQL through a pooler in transaction
-    /// pooling mode (PgBouncer `pool_mode = transaction`): no prepared
-    /// statement outlives its transaction and no per-connection `SET` is
-    /// sent, because consecutive transactions of one client connection run
-    /// on different server connections. The timeouts must then be set on
-    /// the database role (`ALTER ROLE … SET`); start-up warns when they differ.
+    /// pooling mode (PgBouncer `pool_mode = transaction`), which may run
+    /// consecutive exchanges of one client connection on different server
+    /// connections: every database operation then runs in one explicit
+    /// transaction with the timeouts `SET LOCAL` in it, and no prepared
+    /// statement or session setting outlives that transaction.
     pub transaction_pooling: bool,
 }
 

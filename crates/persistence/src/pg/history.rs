@@ -19,15 +19,16 @@ impl MessageHistory for PgStore {
     ) -> Result<Vec<Message>, RepositoryError> {
         observed!("select", "messages", async {
             let mut conn = self.acquire().await?;
-            let rows: Vec<MessageRow> = messages::table
+            let rows = messages::table
                 .filter(messages::session_id.eq(session_id.as_uuid()))
                 .filter(messages::seq.gt(after_seq))
                 .order(messages::seq.asc())
                 .limit(sql_limit(limit))
                 .select(MessageRow::as_select())
-                .load(&mut conn)
+                .load(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let rows: Vec<MessageRow> = conn.finish(rows).await?;
             rows.into_iter().map(MessageRow::into_domain).collect()
         })
         .await
@@ -39,13 +40,14 @@ impl MessageHistory for PgStore {
     ) -> Result<Vec<VariableSnapshot>, RepositoryError> {
         observed!("select", "variables", async {
             let mut conn = self.acquire().await?;
-            let rows: Vec<VariableRow> = variables::table
+            let rows = variables::table
                 .filter(variables::session_id.eq(session_id.as_uuid()))
                 .order(variables::id.asc())
                 .select(VariableRow::as_select())
-                .load(&mut conn)
+                .load(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let rows: Vec<VariableRow> = conn.finish(rows).await?;
             rows.into_iter().map(VariableRow::into_domain).collect()
         })
         .await

@@ -49,14 +49,16 @@ pub struct PgConfig {
     /// How long opening one connection may take.
     pub connect_timeout: Duration,
     /// PostgreSQL is reached through a pooler in transaction pooling mode
-    /// (PgBouncer `pool_mode = transaction`), where consecutive
-    /// transactions of one client connection may run on different server
-    /// connections. Then no prepared statement is cached across queries
-    /// (it would be missing on the next server connection) and the timeouts
-    /// are not `SET` per connection (the setting would stick to one server
-    /// connection and reach other clients); they must be configured on the
-    /// role or database instead, and [`PgStore::connect`] warns when the
-    /// server's values differ from the ones asked for.
+    /// (PgBouncer `pool_mode = transaction`), which may hand each exchange
+    /// outside a transaction to a different server connection, while the
+    /// driver prepares a statement in one exchange and runs it in the next.
+    /// Then every checkout runs inside one explicit transaction
+    /// (`BEGIN; SET LOCAL` the two timeouts, … `COMMIT`), which keeps it on
+    /// one server connection; no prepared statement outlives its
+    /// transaction (no statement cache, connection set-up inside a
+    /// transaction too); and nothing is `SET` for the session, since that
+    /// would stick to one server connection and reach other clients.
+    /// Costs a `BEGIN` and a `COMMIT` round trip per checkout.
     pub transaction_pooling: bool,
 }
 
@@ -153,6 +155,9 @@ pub(crate) type PooledConnection = Object<AsyncPgConnection>;
 struct Inner {
     pool: PgPool,
     acquire: AcquireStats,
+    /// The statement batch opening every checkout's transaction, in
+    /// transaction pooling mode only.
+    checkout_begin: Option<String>,
 }
 
 /// PostgreSQL behind the domain's storage ports
@@ -184,6 +189,7 @@ impl PgStore {
             ));
         }
         let setup = ConnectionSetup::for_config(&config);
+        let checkout_begin = setup.checkout_begin.clone();
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         // A pooled connection is checked for a leftover transaction and a
         // closed socket only; a `SELECT 1` per checkout would double the round
@@ -206,16 +212,17 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pool,
                 acquire: AcquireStats::default(),
+                checkout_begin,
             }),
         };
-        let mut probe = store.acquire().await.map_err(|e| {
+        let connect_error = |e: RepositoryError| {
             PersistenceError::Connect(format!("{}: {e}", redact_password(&config.url)))
-        })?;
-        if config.transaction_pooling {
-            warn_about_role_timeouts(&mut probe, &config).await;
-        }
-        // Back to the pool: the first request reuses it.
-        drop(probe);
+        };
+        let probe = store.acquire().await.map_err(connect_error)?;
+        // Back to the pool: the first request reuses it. In transaction
+        // pooling mode this also proves that the checkout's `BEGIN` batch
+        // (with its timeouts) is accepted.
+        probe.finish(Ok(())).await.map_err(connect_error)?;
         tracing::info!(
             db.system = "postgresql",
             max_connections = config.max_connections,
@@ -248,7 +255,8 @@ impl PgStore {
     pub async fn ping(&self) -> Result<(), RepositoryError> {
         observed!("ping", "none", async {
             let mut conn = self.acquire().await?;
-            conn.batch_execute("SELECT 1").await.map_err(map_diesel)
+            let outcome = conn.batch_execute("SELECT 1").await.map_err(map_diesel);
+            conn.finish(outcome).await
         })
         .await
     }
@@ -261,52 +269,175 @@ impl PgStore {
         use diesel_async::RunQueryDsl;
         observed!("count", "sessions", async {
             let mut conn = self.acquire().await?;
-            sessions::table
+            let outcome = sessions::table
                 .filter(sessions::status.eq("active"))
                 .filter(sessions::execution_status.eq("waiting_input"))
                 .count()
-                .get_result::<i64>(&mut conn)
+                .get_result::<i64>(&mut *conn)
                 .await
-                .map_err(map_diesel)
+                .map_err(map_diesel);
+            conn.finish(outcome).await
         })
         .await
     }
 
-    /// Checks out a connection, timing the wait.
-    pub(crate) async fn acquire(&self) -> Result<PooledConnection, RepositoryError> {
+    /// Checks out a connection for one operation, timing the wait; in
+    /// transaction pooling mode the checkout's transaction is open when this
+    /// returns. End it with [`Checkout::finish`].
+    pub(crate) async fn acquire(&self) -> Result<Checkout, RepositoryError> {
         let started = Instant::now();
         let result = self.inner.pool.get().await;
         let waited = started.elapsed();
         metrics::histogram!(POOL_ACQUIRE_DURATION).record(waited.as_secs_f64());
         self.inner.acquire.record(waited);
-        result.map_err(error::map_pool)
+        let mut conn = result.map_err(error::map_pool)?;
+        let Some(begin_sql) = &self.inner.checkout_begin else {
+            return Ok(Checkout {
+                conn: Some(conn),
+                transaction: CheckoutTransaction::None,
+            });
+        };
+        // Through the transaction manager, so that diesel counts the
+        // transaction: a checkout lost with it open is never reused.
+        match AnsiTransactionManager::begin_transaction_sql(&mut *conn, begin_sql).await {
+            Ok(()) => Ok(Checkout {
+                conn: Some(conn),
+                transaction: CheckoutTransaction::Pinned,
+            }),
+            Err(e) => {
+                // Whatever failed, the connection's state is unknown.
+                drop(Object::take(conn));
+                Err(map_diesel(e))
+            }
+        }
     }
 }
 
-/// What every new pooled connection gets.
+/// The transaction a [`Checkout`] has open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckoutTransaction {
+    None,
+    /// Opened by [`PgStore::acquire`] in transaction pooling mode.
+    Pinned,
+    /// Opened by [`Checkout::begin`].
+    Begun,
+}
+
+/// A pooled connection checked out for one repository operation. Derefs to
+/// the connection; every operation ends it with [`Checkout::finish`], which
+/// commits or rolls back whatever transaction it has open (in transaction
+/// pooling mode there always is one). Dropped inside a transaction (a
+/// cancelled request, a forgotten `finish`), it closes the connection instead
+/// of pooling it, so the transaction is rolled back and no pooled
+/// connection, nor the pooler's server connection behind it, stays in it.
+pub(crate) struct Checkout {
+    /// `None` only while [`Checkout::finish`] or `drop` take it.
+    conn: Option<PooledConnection>,
+    transaction: CheckoutTransaction,
+}
+
+impl std::ops::Deref for Checkout {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a checkout is used after finish"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a checkout is used after finish"),
+        }
+    }
+}
+
+impl Checkout {
+    /// Makes the rest of the operation one transaction: a `BEGIN`, or
+    /// nothing when the checkout already runs in one (transaction pooling).
+    pub(crate) async fn begin(&mut self) -> Result<(), RepositoryError> {
+        if self.transaction != CheckoutTransaction::None {
+            return Ok(());
+        }
+        AnsiTransactionManager::begin_transaction(&mut **self)
+            .await
+            .map_err(map_diesel)?;
+        self.transaction = CheckoutTransaction::Begun;
+        Ok(())
+    }
+
+    /// Ends the operation with its `outcome`: commits the open transaction,
+    /// or rolls it back when `outcome` is an error, and returns the
+    /// connection to the pool. Without a transaction it costs no round trip.
+    /// A connection whose transaction cannot be ended cleanly is detached
+    /// from the pool.
+    pub(crate) async fn finish<T>(
+        mut self,
+        outcome: Result<T, RepositoryError>,
+    ) -> Result<T, RepositoryError> {
+        if self.transaction == CheckoutTransaction::None {
+            return outcome;
+        }
+        self.transaction = CheckoutTransaction::None;
+        let Some(conn) = self.conn.take() else {
+            return outcome;
+        };
+        end_transaction(conn, outcome).await
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if self.transaction == CheckoutTransaction::None {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            tracing::info!(
+                "a database operation ended inside its transaction (cancelled); \
+                 closing its connection, which rolls the transaction back"
+            );
+            drop(Object::take(conn));
+        }
+    }
+}
+
+/// How the pool's connections are set up and checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ConnectionSetup {
     /// `SET` statements for the session, if any.
     session_settings: Option<String>,
     /// Keep diesel-async's prepared-statement cache.
     statement_cache: bool,
+    /// The batch that opens every checkout's transaction (transaction
+    /// pooling): `BEGIN` and the timeouts for that transaction only.
+    checkout_begin: Option<String>,
 }
 
 impl ConnectionSetup {
     fn for_config(config: &PgConfig) -> Self {
+        let statement_timeout = config.statement_timeout.as_millis();
+        let idle_timeout = config.idle_in_transaction_timeout.as_millis();
         if config.transaction_pooling {
             Self {
                 session_settings: None,
                 statement_cache: false,
+                checkout_begin: Some(format!(
+                    "BEGIN; SET LOCAL statement_timeout = {statement_timeout}; \
+                     SET LOCAL idle_in_transaction_session_timeout = {idle_timeout}"
+                )),
             }
         } else {
             Self {
                 session_settings: Some(format!(
-                    "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-                    config.statement_timeout.as_millis(),
-                    config.idle_in_transaction_timeout.as_millis()
+                    "SET statement_timeout = {statement_timeout}; \
+                     SET idle_in_transaction_session_timeout = {idle_timeout}"
                 )),
                 statement_cache: true,
+                checkout_begin: None,
             }
         }
     }
@@ -317,7 +448,11 @@ async fn establish(
     url: &str,
     setup: ConnectionSetup,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(url).await?;
+    let mut conn = if setup.checkout_begin.is_some() {
+        establish_in_transaction(url).await?
+    } else {
+        AsyncPgConnection::establish(url).await?
+    };
     if !setup.statement_cache {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
@@ -329,69 +464,47 @@ async fn establish(
     Ok(conn)
 }
 
-/// The timeout settings as the server reports them, in milliseconds.
-#[derive(diesel::QueryableByName)]
-struct ServerTimeouts {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    statement_timeout_ms: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    idle_in_transaction_timeout_ms: i64,
-}
-
-/// Behind a transaction pooler the timeouts come from the role or database
-/// settings; a server that does not enforce the configured ones gets a
-/// warning naming the statement that fixes it, rather than silently running
-/// statements without a limit.
-async fn warn_about_role_timeouts(conn: &mut PooledConnection, config: &PgConfig) {
-    use diesel_async::RunQueryDsl;
-    let query = diesel::sql_query(
-        "SELECT \
-           (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout') \
-             AS statement_timeout_ms, \
-           (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout') \
-             AS idle_in_transaction_timeout_ms",
-    );
-    match query.get_result::<ServerTimeouts>(&mut **conn).await {
-        Ok(server) => {
-            let wanted = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            for (name, actual, expected) in [
-                (
-                    "statement_timeout",
-                    server.statement_timeout_ms,
-                    wanted(config.statement_timeout),
-                ),
-                (
-                    "idle_in_transaction_session_timeout",
-                    server.idle_in_transaction_timeout_ms,
-                    wanted(config.idle_in_transaction_timeout),
-                ),
-            ] {
-                if actual != expected {
-                    tracing::warn!(
-                        setting = name,
-                        server_ms = actual,
-                        configured_ms = expected,
-                        "transaction pooling: the server's {name} differs from the configured \
-                         one; set it on the role: ALTER ROLE <user> SET {name} = {expected}"
-                    );
-                }
-            }
+/// Opens a connection for transaction pooling: diesel-async's own set-up
+/// (`SET TIME ZONE`, `SET CLIENT_ENCODING`, each prepared in one exchange and
+/// run in the next) runs inside a transaction, so a pooler keeps both
+/// exchanges on one server connection, and the statement cache is emptied
+/// (its statements closed) before that transaction commits, so no prepared
+/// statement stays behind on a server connection that another client gets
+/// next. PgBouncer tracks both parameters per client and sets them on
+/// whichever server connection it hands out.
+async fn establish_in_transaction(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    use futures::future::{select, Either};
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    // The connection must be driven while BEGIN is in flight; diesel-async
+    // takes it over afterwards.
+    let begun = {
+        let begin = client.batch_execute("BEGIN");
+        futures::pin_mut!(begin);
+        match select(begin, &mut connection).await {
+            Either::Left((result, _)) => result.map_err(|e| e.to_string()),
+            Either::Right((result, _)) => Err(match result {
+                Ok(()) => "the server closed the connection".to_owned(),
+                Err(e) => e.to_string(),
+            }),
         }
-        Err(e) => tracing::warn!(error = %e, "could not read the server's timeout settings"),
-    }
+    };
+    begun
+        .map_err(|e| ConnectionError::BadConnection(format!("BEGIN at connection set-up: {e}")))?;
+    let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection).await?;
+    conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+    conn.batch_execute("COMMIT")
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 
 // ------------------------------------------------------------ transactions
 
-pub(crate) async fn begin(conn: &mut PooledConnection) -> Result<(), RepositoryError> {
-    AnsiTransactionManager::begin_transaction(&mut **conn)
-        .await
-        .map_err(map_diesel)
-}
-
 /// Commits, or rolls back when `outcome` is an error. A connection whose
 /// transaction cannot be ended cleanly is detached from the pool.
-pub(crate) async fn finish<T>(
+async fn end_transaction<T>(
     mut conn: PooledConnection,
     outcome: Result<T, RepositoryError>,
 ) -> Result<T, RepositoryError> {
@@ -418,7 +531,7 @@ pub(crate) async fn finish<T>(
 /// when that fails the connection is detached and closed (PostgreSQL then
 /// aborts the transaction), so no pooled connection is ever left inside a
 /// transaction. Returns whether the rollback succeeded.
-pub(crate) async fn abort(mut conn: PooledConnection) -> bool {
+async fn abort(mut conn: PooledConnection) -> bool {
     match AnsiTransactionManager::rollback_transaction(&mut *conn).await {
         Ok(()) => true,
         Err(e) => {
@@ -431,7 +544,7 @@ pub(crate) async fn abort(mut conn: PooledConnection) -> bool {
 
 /// An error seen on a connection that then could not even roll back: the
 /// connection is gone, whatever the first error looked like.
-pub(crate) fn lost_connection(error: RepositoryError) -> RepositoryError {
+fn lost_connection(error: RepositoryError) -> RepositoryError {
     match error {
         RepositoryError::Unavailable(_) | RepositoryError::Timeout(_) => error,
         other => {
@@ -461,15 +574,21 @@ mod tests {
     }
 
     #[test]
-    fn transaction_pooling_drops_the_statement_cache_and_the_session_settings() {
+    fn transaction_pooling_moves_the_timeouts_into_each_checkouts_transaction() {
         let mut config = PgConfig::new("postgres://app@db/heartrule");
         config.statement_timeout = Duration::from_secs(7);
         config.idle_in_transaction_timeout = Duration::from_millis(2500);
-        let direct = ConnectionSetup::for_config(&config);
-        assert!(direct.statement_cache);
         assert_eq!(
-            direct.session_settings.as_deref(),
-            Some("SET statement_timeout = 7000; SET idle_in_transaction_session_timeout = 2500")
+            ConnectionSetup::for_config(&config),
+            ConnectionSetup {
+                session_settings: Some(
+                    "SET statement_timeout = 7000; \
+                     SET idle_in_transaction_session_timeout = 2500"
+                        .into()
+                ),
+                statement_cache: true,
+                checkout_begin: None,
+            }
         );
         config.transaction_pooling = true;
         assert_eq!(
@@ -477,8 +596,172 @@ mod tests {
             ConnectionSetup {
                 session_settings: None,
                 statement_cache: false,
+                checkout_begin: Some(
+                    "BEGIN; SET LOCAL statement_timeout = 7000; \
+                     SET LOCAL idle_in_transaction_session_timeout = 2500"
+                        .into()
+                ),
             }
         );
+    }
+
+    /// What a connection reports about its transaction, timeouts and
+    /// prepared statements.
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Probe {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        xid: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        statement_timeout_ms: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        idle_timeout_ms: i64,
+        /// Prepared statements on the server connection, besides this one.
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        prepared: i64,
+    }
+
+    async fn probe(conn: &mut AsyncPgConnection) -> Probe {
+        use diesel_async::RunQueryDsl;
+        // txid_current() is the same for two statements only inside one
+        // transaction.
+        diesel::sql_query(
+            "SELECT txid_current() AS xid, \
+               (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout') \
+                 AS statement_timeout_ms, \
+               (SELECT setting::bigint FROM pg_settings \
+                 WHERE name = 'idle_in_transaction_session_timeout') AS idle_timeout_ms, \
+               (SELECT count(*) FROM pg_prepared_statements \
+                 WHERE statement NOT LIKE '%txid_current%') AS prepared",
+        )
+        .get_result(conn)
+        .await
+        .unwrap()
+    }
+
+    async fn store_on(db: &heartrule_testkit::db::TestDb, transaction_pooling: bool) -> PgStore {
+        let mut config = PgConfig::new(db.url.clone());
+        config.max_connections = 2;
+        config.statement_timeout = Duration::from_millis(4321);
+        config.idle_in_transaction_timeout = Duration::from_millis(1234);
+        config.transaction_pooling = transaction_pooling;
+        PgStore::connect(config).await.unwrap()
+    }
+
+    async fn table_exists(store: &PgStore, name: &str) -> bool {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Exists {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            exists: bool,
+        }
+        let mut conn = store.acquire().await.unwrap();
+        let found = diesel::sql_query(format!(
+            "SELECT to_regclass('{name}') IS NOT NULL AS exists"
+        ))
+        .get_result::<Exists>(&mut *conn)
+        .await
+        .map_err(map_diesel);
+        conn.finish(found).await.unwrap().exists
+    }
+
+    #[tokio::test]
+    async fn transaction_pooling_runs_each_checkout_in_one_transaction_and_leaves_nothing_behind() {
+        let db = heartrule_testkit::db::TestDb::new().await;
+        let store = store_on(&db, true).await;
+        let mut conn = store.acquire().await.unwrap();
+        let first = probe(&mut conn).await;
+        let second = probe(&mut conn).await;
+        assert_eq!(first.xid, second.xid, "one transaction per checkout");
+        assert_eq!(first.statement_timeout_ms, 4321);
+        assert_eq!(first.idle_timeout_ms, 1234);
+        assert_eq!(first.prepared, 0, "the set-up left prepared statements");
+        assert_eq!(second.prepared, 0, "the first probe left its statement");
+        conn.finish(Ok(())).await.unwrap();
+
+        // The same server connection between checkouts, as the next client
+        // of a transaction pooler would get it: no transaction, no session
+        // setting, no prepared statement.
+        assert_eq!(store.pool_stats().size, 1);
+        let mut raw = store.inner.pool.get().await.unwrap();
+        let after = probe(&mut raw).await;
+        let again = probe(&mut raw).await;
+        assert_ne!(after.xid, again.xid, "a transaction outlived its checkout");
+        assert_ne!(after.statement_timeout_ms, 4321);
+        assert_ne!(after.idle_timeout_ms, 1234);
+        assert_eq!(after.prepared, 0);
+    }
+
+    #[tokio::test]
+    async fn without_transaction_pooling_a_checkout_opens_no_transaction() {
+        let db = heartrule_testkit::db::TestDb::new().await;
+        let store = store_on(&db, false).await;
+        let mut conn = store.acquire().await.unwrap();
+        let first = probe(&mut conn).await;
+        let second = probe(&mut conn).await;
+        assert_ne!(first.xid, second.xid);
+        // Set once per connection instead.
+        assert_eq!(first.statement_timeout_ms, 4321);
+        assert_eq!(first.idle_timeout_ms, 1234);
+        conn.begin().await.unwrap();
+        let third = probe(&mut conn).await;
+        assert_eq!(third.xid, probe(&mut conn).await.xid);
+        conn.finish(Ok(())).await.unwrap();
+        assert_eq!(store.pool_stats().size, 1);
+    }
+
+    #[tokio::test]
+    async fn begin_inside_the_pooling_transaction_adds_no_savepoint() {
+        let db = heartrule_testkit::db::TestDb::new().await;
+        let store = store_on(&db, true).await;
+        let mut conn = store.acquire().await.unwrap();
+        conn.begin().await.unwrap();
+        let depth = AnsiTransactionManager::transaction_manager_status_mut(&mut *conn)
+            .transaction_depth()
+            .unwrap();
+        assert_eq!(depth.map(std::num::NonZeroU32::get), Some(1));
+        conn.finish(Ok(())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_operation_is_rolled_back_and_its_connection_reused() {
+        let db = heartrule_testkit::db::TestDb::new().await;
+        for pooling in [true, false] {
+            let store = store_on(&db, pooling).await;
+            let mut conn = store.acquire().await.unwrap();
+            conn.begin().await.unwrap();
+            conn.batch_execute("CREATE TABLE failed_probe (x int)")
+                .await
+                .unwrap();
+            let outcome: Result<(), _> = conn
+                .finish(Err(RepositoryError::Query("boom".into())))
+                .await;
+            assert!(matches!(outcome, Err(RepositoryError::Query(_))));
+            assert_eq!(store.pool_stats().size, 1, "pooling: {pooling}");
+            assert!(
+                !table_exists(&store, "failed_probe").await,
+                "pooling: {pooling}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkout_dropped_inside_its_transaction_is_closed_and_rolled_back() {
+        let db = heartrule_testkit::db::TestDb::new().await;
+        for pooling in [true, false] {
+            let store = store_on(&db, pooling).await;
+            let mut conn = store.acquire().await.unwrap();
+            conn.begin().await.unwrap();
+            conn.batch_execute("CREATE TABLE dropped_probe (x int)")
+                .await
+                .unwrap();
+            // A cancelled request: the operation's future is dropped.
+            drop(conn);
+            assert_eq!(store.pool_stats().size, 0, "pooling: {pooling}");
+            assert!(
+                !table_exists(&store, "dropped_probe").await,
+                "pooling: {pooling}"
+            );
+        }
     }
 
     #[test]

@@ -135,12 +135,13 @@ impl RetentionStore for PgStore {
         observed!("purge", "sessions", async {
             let limit = batch_limit(limit)?;
             let mut conn = self.acquire().await?;
-            let row: PurgedRow = diesel::sql_query(purge_sessions_sql())
+            let row = diesel::sql_query(purge_sessions_sql())
                 .bind::<Double, _>(inactive_for.as_secs_f64())
                 .bind::<BigInt, _>(limit)
-                .get_result(&mut conn)
+                .get_result(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let row: PurgedRow = conn.finish(row).await?;
             Ok(PurgedSessions {
                 sessions: row
                     .sessions
@@ -168,9 +169,10 @@ impl RetentionStore for PgStore {
             let deleted = diesel::sql_query(PURGE_IDEMPOTENCY_KEYS)
                 .bind::<Double, _>(older_than.as_secs_f64())
                 .bind::<BigInt, _>(limit)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let deleted = conn.finish(deleted).await?;
             Ok(deleted as u64)
         })
         .await
@@ -187,9 +189,10 @@ impl RetentionStore for PgStore {
             let deleted = diesel::sql_query(PURGE_FAILED_TURNS)
                 .bind::<Double, _>(older_than.as_secs_f64())
                 .bind::<BigInt, _>(limit)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let deleted = conn.finish(deleted).await?;
             Ok(deleted as u64)
         })
         .await
@@ -201,13 +204,14 @@ impl RetentionStore for PgStore {
     ) -> Result<RetentionCounts, RepositoryError> {
         observed!("count", "sessions", async {
             let mut conn = self.acquire().await?;
-            let row: CountRow = diesel::sql_query(count_expired_sql())
+            let row = diesel::sql_query(count_expired_sql())
                 .bind::<Double, _>(ages.sessions.as_secs_f64())
                 .bind::<Double, _>(ages.idempotency_keys.as_secs_f64())
                 .bind::<Double, _>(ages.failed_turns.as_secs_f64())
-                .get_result(&mut conn)
+                .get_result(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let row: CountRow = conn.finish(row).await?;
             Ok(RetentionCounts {
                 sessions: count(row.sessions),
                 messages: count(row.messages),
@@ -230,11 +234,12 @@ impl RetentionStore for PgStore {
         observed!("select", "sessions", async {
             let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
             let mut conn = self.acquire().await?;
-            let rows: Vec<IdRow> = diesel::sql_query("SELECT id FROM sessions WHERE id = ANY($1)")
+            let rows = diesel::sql_query("SELECT id FROM sessions WHERE id = ANY($1)")
                 .bind::<Array<SqlUuid>, _>(&uuids)
-                .load(&mut conn)
+                .load(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let rows: Vec<IdRow> = conn.finish(rows).await?;
             Ok(rows.into_iter().map(|row| SessionId(row.id)).collect())
         })
         .await

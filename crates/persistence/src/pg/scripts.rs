@@ -15,11 +15,12 @@ impl ScriptRepository for PgStore {
         observed!("insert", "scripts", async {
             let row = ScriptWrite::new(script)?;
             let mut conn = self.acquire().await?;
-            diesel::insert_into(scripts::table)
+            let inserted = diesel::insert_into(scripts::table)
                 .values(&row)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            conn.finish(inserted).await?;
             Ok(())
         })
         .await
@@ -31,9 +32,10 @@ impl ScriptRepository for PgStore {
             let mut conn = self.acquire().await?;
             let updated = diesel::update(scripts::table.find(script.id.as_uuid()))
                 .set(&row)
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let updated = conn.finish(updated).await?;
             if updated == 0 {
                 return Err(RepositoryError::NotFound(format!("script {}", script.id)));
             }
@@ -84,7 +86,8 @@ impl ScriptRepository for PgStore {
                 query = query.offset(sql_limit(offset));
             }
             let mut conn = self.acquire().await?;
-            let rows: Vec<ScriptRow> = query.load(&mut conn).await.map_err(map_diesel)?;
+            let rows = query.load(&mut *conn).await.map_err(map_diesel);
+            let rows: Vec<ScriptRow> = conn.finish(rows).await?;
             rows.into_iter().map(ScriptRow::into_domain).collect()
         })
         .await
@@ -100,12 +103,14 @@ impl PgStore {
     ) -> Result<Option<Script>, RepositoryError> {
         observed!("select", "scripts", async {
             let mut conn = self.acquire().await?;
-            query
+            let row = query
                 .select(ScriptRow::as_select())
-                .first(&mut conn)
+                .first(&mut *conn)
                 .await
                 .optional()
-                .map_err(map_diesel)?
+                .map_err(map_diesel);
+            conn.finish(row)
+                .await?
                 .map(ScriptRow::into_domain)
                 .transpose()
         })

@@ -7,7 +7,7 @@ use super::models::{
     NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
 };
 use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
-use super::{begin, finish, map_diesel, PgStore};
+use super::{map_diesel, PgStore};
 use crate::observe::observed;
 use crate::schema::{failed_turns, idempotency_keys, messages, sessions, variables};
 use crate::turn_check::{check_failure_lease, check_turn_record, lease_lost};
@@ -32,7 +32,7 @@ impl SessionRepository for PgStore {
             check_turn_record(session.id, 0, first_turn)?;
             let row = NewSessionRow::new(session)?;
             let mut conn = self.acquire().await?;
-            begin(&mut conn).await?;
+            conn.begin().await?;
             let outcome = async {
                 diesel::insert_into(sessions::table)
                     .values(&row)
@@ -47,7 +47,7 @@ impl SessionRepository for PgStore {
                 insert_turn_rows(&mut conn, first_turn).await
             }
             .await;
-            finish(conn, outcome).await
+            conn.finish(outcome).await
         })
         .await
     }
@@ -55,13 +55,15 @@ impl SessionRepository for PgStore {
     async fn get(&self, id: SessionId) -> Result<Option<Session>, RepositoryError> {
         observed!("select", "sessions", async {
             let mut conn = self.acquire().await?;
-            sessions::table
+            let row = sessions::table
                 .find(id.as_uuid())
                 .select(SessionRow::as_select())
-                .first(&mut conn)
+                .first(&mut *conn)
                 .await
                 .optional()
-                .map_err(map_diesel)?
+                .map_err(map_diesel);
+            conn.finish(row)
+                .await?
                 .map(SessionRow::into_domain)
                 .transpose()
         })
@@ -75,14 +77,15 @@ impl SessionRepository for PgStore {
     ) -> Result<Vec<Session>, RepositoryError> {
         observed!("select", "sessions", async {
             let mut conn = self.acquire().await?;
-            let rows: Vec<SessionRow> = sessions::table
+            let rows = sessions::table
                 .filter(sessions::user_id.eq(user_id))
                 .order((sessions::created_at.desc(), sessions::id.desc()))
                 .limit(sql_limit(limit))
                 .select(SessionRow::as_select())
-                .load(&mut conn)
+                .load(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let rows: Vec<SessionRow> = conn.finish(rows).await?;
             rows.into_iter().map(SessionRow::into_domain).collect()
         })
         .await
@@ -90,70 +93,74 @@ impl SessionRepository for PgStore {
 
     async fn claim_turn(&self, claim: &TurnClaim) -> Result<ClaimOutcome, RepositoryError> {
         observed!("claim_turn", "sessions", async {
-            let conn = self.acquire().await?;
             let session_id = claim.session_id.as_uuid();
             let claim_query = ClaimTurn::new(claim)?;
-            // One round trip: the claim, the history and the idempotency
-            // lookup are pipelined on the connection and run in this order.
-            let claimed = claim_query.get_result::<ClaimedRow>(&mut &*conn);
-            let history = messages::table
-                .filter(messages::session_id.eq(session_id))
-                .order(messages::seq.desc())
-                .limit(sql_limit(claim.history_window))
-                .select((
-                    messages::role,
-                    messages::content,
-                    messages::action_id,
-                    // NULL where the key is missing, whatever diesel's type says.
-                    messages::metadata
-                        .retrieve_as_object(LLM_RAW_OUTPUT)
-                        .nullable(),
-                ))
-                .load::<HistoryRow>(&mut &*conn);
-            let stored_response = async {
-                match &claim.idempotency_key {
-                    Some(key) => idempotency_keys::table
-                        .find((session_id, key))
-                        .select(IdempotencyRow::as_select())
-                        .first::<IdempotencyRow>(&mut &*conn)
+            let conn = self.acquire().await?;
+            let outcome = async {
+                // One round trip: the claim, the history and the idempotency
+                // lookup are pipelined on the connection and run in this order.
+                let claimed = claim_query.get_result::<ClaimedRow>(&mut &*conn);
+                let history = messages::table
+                    .filter(messages::session_id.eq(session_id))
+                    .order(messages::seq.desc())
+                    .limit(sql_limit(claim.history_window))
+                    .select((
+                        messages::role,
+                        messages::content,
+                        messages::action_id,
+                        // NULL where the key is missing, whatever diesel's type says.
+                        messages::metadata
+                            .retrieve_as_object(LLM_RAW_OUTPUT)
+                            .nullable(),
+                    ))
+                    .load::<HistoryRow>(&mut &*conn);
+                let stored_response = async {
+                    match &claim.idempotency_key {
+                        Some(key) => idempotency_keys::table
+                            .find((session_id, key))
+                            .select(IdempotencyRow::as_select())
+                            .first::<IdempotencyRow>(&mut &*conn)
+                            .await
+                            .optional(),
+                        None => Ok(None),
+                    }
+                };
+                let (claimed, history, stored_response) =
+                    futures::join!(claimed, history, stored_response);
+                let claimed = claimed.optional().map_err(map_diesel)?;
+                let stored_response = stored_response.map_err(map_diesel)?;
+                let Some(claimed) = claimed else {
+                    if let Some(row) = stored_response {
+                        return Ok(ClaimOutcome::Replay(row.into_domain()));
+                    }
+                    // Not claimed: held by another turn, or no such session.
+                    let lease: Option<Option<DateTime<Utc>>> = sessions::table
+                        .find(session_id)
+                        .select(sessions::lease_expires_at)
+                        .first(&mut &*conn)
                         .await
-                        .optional(),
-                    None => Ok(None),
-                }
-            };
-            let (claimed, history, stored_response) =
-                futures::join!(claimed, history, stored_response);
-            let claimed = claimed.optional().map_err(map_diesel)?;
-            let stored_response = stored_response.map_err(map_diesel)?;
-            let Some(claimed) = claimed else {
-                if let Some(row) = stored_response {
-                    return Ok(ClaimOutcome::Replay(row.into_domain()));
-                }
-                // Not claimed: held by another turn, or no such session.
-                let lease: Option<Option<DateTime<Utc>>> = sessions::table
-                    .find(session_id)
-                    .select(sessions::lease_expires_at)
-                    .first(&mut &*conn)
-                    .await
-                    .optional()
-                    .map_err(map_diesel)?;
-                return Ok(match lease {
-                    Some(lease_expires_at) => ClaimOutcome::Busy { lease_expires_at },
-                    None => ClaimOutcome::NotFound,
-                });
-            };
-            let mut history = history.map_err(map_diesel)?;
-            history.reverse();
-            let history = history
-                .into_iter()
-                .map(HistoryRow::into_domain)
-                .collect::<Result<Vec<_>, _>>()?;
-            let session = claimed.session.into_domain()?;
-            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
-                lease: TurnLease::claimed(claim, &session, claimed.lease_expires_at),
-                session,
-                history,
-            })))
+                        .optional()
+                        .map_err(map_diesel)?;
+                    return Ok(match lease {
+                        Some(lease_expires_at) => ClaimOutcome::Busy { lease_expires_at },
+                        None => ClaimOutcome::NotFound,
+                    });
+                };
+                let mut history = history.map_err(map_diesel)?;
+                history.reverse();
+                let history = history
+                    .into_iter()
+                    .map(HistoryRow::into_domain)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let session = claimed.session.into_domain()?;
+                Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                    lease: TurnLease::claimed(claim, &session, claimed.lease_expires_at),
+                    session,
+                    history,
+                })))
+            }
+            .await;
+            conn.finish(outcome).await
         })
         .await
     }
@@ -171,7 +178,8 @@ impl SessionRepository for PgStore {
             let mut conn = self.acquire().await?;
             // One statement: the fenced session update and the inserts that
             // depend on it, atomic without an explicit transaction.
-            let applied: i64 = query.get_result(&mut *conn).await.map_err(map_diesel)?;
+            let applied = query.get_result(&mut *conn).await.map_err(map_diesel);
+            let applied: i64 = conn.finish(applied).await?;
             if applied == 1 {
                 Ok(())
             } else {
@@ -193,20 +201,21 @@ impl SessionRepository for PgStore {
                 .filter(sessions::lease_owner.eq(lease.turn_id.as_uuid()));
             let Some(failure) = failure else {
                 let mut conn = self.acquire().await?;
-                diesel::update(owned)
+                let released = diesel::update(owned)
                     .set((
                         sessions::lease_owner.eq(None::<uuid::Uuid>),
                         sessions::lease_expires_at.eq(None::<DateTime<Utc>>),
                     ))
                     .execute(&mut *conn)
                     .await
-                    .map_err(map_diesel)?;
+                    .map_err(map_diesel);
+                conn.finish(released).await?;
                 return Ok(());
             };
             check_failure_lease(lease, failure)?;
             let row = NewFailedTurnRow::new(failure)?;
             let mut conn = self.acquire().await?;
-            begin(&mut conn).await?;
+            conn.begin().await?;
             let outcome = async {
                 diesel::insert_into(failed_turns::table)
                     .values(&row)
@@ -234,7 +243,7 @@ impl SessionRepository for PgStore {
                 Ok(())
             }
             .await;
-            finish(conn, outcome).await
+            conn.finish(outcome).await
         })
         .await
     }
@@ -249,13 +258,14 @@ impl PgStore {
     ) -> Result<Vec<FailedTurn>, RepositoryError> {
         observed!("select", "failed_turns", async {
             let mut conn = self.acquire().await?;
-            let rows: Vec<FailedTurnRow> = failed_turns::table
+            let rows = failed_turns::table
                 .filter(failed_turns::session_id.eq(session_id.as_uuid()))
                 .order((failed_turns::failed_at.asc(), failed_turns::id.asc()))
                 .select(FailedTurnRow::as_select())
-                .load(&mut conn)
+                .load(&mut *conn)
                 .await
-                .map_err(map_diesel)?;
+                .map_err(map_diesel);
+            let rows: Vec<FailedTurnRow> = conn.finish(rows).await?;
             rows.into_iter().map(FailedTurnRow::into_domain).collect()
         })
         .await
