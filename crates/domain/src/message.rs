@@ -59,12 +59,7 @@ impl Message {
     /// The engine's view of this message.
     #[must_use]
     pub fn to_history(&self) -> HistoryEntry {
-        HistoryEntry {
-            role: self.role,
-            content: self.content.clone(),
-            action_id: self.action_id.clone(),
-            llm_raw_output: self.metadata.get(LLM_RAW_OUTPUT).cloned(),
-        }
+        HistoryEntry::of(self.role, &self.content, &self.action_id, &self.metadata)
     }
 }
 
@@ -86,11 +81,19 @@ impl NewMessage {
     /// The engine's view of this message once it is stored.
     #[must_use]
     pub fn to_history(&self) -> HistoryEntry {
-        HistoryEntry {
-            role: self.role,
-            content: self.content.clone(),
-            action_id: self.action_id.clone(),
-            llm_raw_output: self.metadata.get(LLM_RAW_OUTPUT).cloned(),
+        HistoryEntry::of(self.role, &self.content, &self.action_id, &self.metadata)
+    }
+}
+
+impl HistoryEntry {
+    /// The entry of a message with this role, content, action and metadata
+    /// (of which only [`LLM_RAW_OUTPUT`] is kept).
+    fn of(role: MessageRole, content: &str, action_id: &Option<String>, metadata: &Value) -> Self {
+        Self {
+            role,
+            content: content.to_owned(),
+            action_id: action_id.clone(),
+            llm_raw_output: metadata.get(LLM_RAW_OUTPUT).cloned(),
         }
     }
 }

@@ -125,6 +125,28 @@ fn batch_limit(limit: usize) -> Result<i64, RepositoryError> {
     Ok(sql_limit(limit))
 }
 
+impl PgStore {
+    /// One batch of `purge` (a `DELETE` of rows older than `$1` seconds,
+    /// at most `$2` of them); how many rows went.
+    async fn purge_older_than(
+        &self,
+        purge: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64, RepositoryError> {
+        let limit = batch_limit(limit)?;
+        let mut conn = self.acquire().await?;
+        let deleted = diesel::sql_query(purge)
+            .bind::<Double, _>(older_than.as_secs_f64())
+            .bind::<BigInt, _>(limit)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_diesel);
+        let deleted = conn.finish(deleted).await?;
+        Ok(deleted as u64)
+    }
+}
+
 #[async_trait]
 impl RetentionStore for PgStore {
     async fn purge_inactive_sessions(
@@ -164,16 +186,8 @@ impl RetentionStore for PgStore {
         limit: usize,
     ) -> Result<u64, RepositoryError> {
         observed!("purge", "idempotency_keys", async {
-            let limit = batch_limit(limit)?;
-            let mut conn = self.acquire().await?;
-            let deleted = diesel::sql_query(PURGE_IDEMPOTENCY_KEYS)
-                .bind::<Double, _>(older_than.as_secs_f64())
-                .bind::<BigInt, _>(limit)
-                .execute(&mut *conn)
+            self.purge_older_than(PURGE_IDEMPOTENCY_KEYS, older_than, limit)
                 .await
-                .map_err(map_diesel);
-            let deleted = conn.finish(deleted).await?;
-            Ok(deleted as u64)
         })
         .await
     }
@@ -184,16 +198,8 @@ impl RetentionStore for PgStore {
         limit: usize,
     ) -> Result<u64, RepositoryError> {
         observed!("purge", "failed_turns", async {
-            let limit = batch_limit(limit)?;
-            let mut conn = self.acquire().await?;
-            let deleted = diesel::sql_query(PURGE_FAILED_TURNS)
-                .bind::<Double, _>(older_than.as_secs_f64())
-                .bind::<BigInt, _>(limit)
-                .execute(&mut *conn)
+            self.purge_older_than(PURGE_FAILED_TURNS, older_than, limit)
                 .await
-                .map_err(map_diesel);
-            let deleted = conn.finish(deleted).await?;
-            Ok(deleted as u64)
         })
         .await
     }
