@@ -31,7 +31,9 @@ use std::time::Duration;
 /// The capacity report's settings.
 #[derive(Debug, Args)]
 pub(crate) struct CapacityArgs {
-    /// Print the capacity guide's measured inputs (same as `--mode capacity`).
+    /// Print the capacity guide's measured inputs (same as `--mode capacity`);
+    /// its points come from the `--capacity-*` flags, not from
+    /// `--concurrency` or `--llm-latency-ms`.
     #[arg(long)]
     pub(crate) capacity_report: bool,
     /// LLM latencies of the capacity report, in milliseconds (each gets a
