@@ -24,6 +24,12 @@
 //!    counterbalanced pairs (off-on, on-off, …); printed are the median of
 //!    the per-pair on/off throughput ratios (goal ≥ 0.95), the pooled ratio,
 //!    and the CPU time per turn.
+//! 3. **Capacity report** (`--capacity-report`, or `--mode capacity`; only
+//!    this): the measured inputs of the capacity guide, as Markdown: turns/s
+//!    by LLM latency and concurrency, CPU per turn, the database pool's use,
+//!    bytes stored per session, message and snapshot, Redis memory per
+//!    cached session, and LLM tokens and cost per session (see
+//!    `capacity.rs`).
 //!
 //! The server runs on threads of its own (a runtime named `load-server` and
 //! actix's workers), the clients and the fake OpenAI server on `load-client`
@@ -34,6 +40,8 @@
 //! ```
 
 /// The same allocator as the `heartrule` binary, so the figures are the server's.
+mod capacity;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -45,7 +53,7 @@ use heartrule_telemetry::{
     LogConfig, LogFormat, MetricsConfig, OtlpProtocol, TelemetryConfig, TraceConfig,
 };
 use heartrule_testkit::db::{TestDb, WorkerPids};
-use heartrule_testkit::fake_openai::FakeServer;
+use heartrule_testkit::fake_openai::{FakeServer, TokenUsage};
 use heartrule_testkit::otlp::OtlpTestReceiver;
 use heartrule_testkit::redis::TestRedis;
 use heartrule_testkit::server::RunningServer;
@@ -138,6 +146,8 @@ struct Cli {
     /// Which phases to run.
     #[arg(long, value_enum, default_value_t = Mode::All)]
     mode: Mode,
+    #[command(flatten)]
+    capacity: capacity::CapacityArgs,
     /// Internal: run one telemetry run in this process and print its result.
     #[arg(long, value_enum, hide = true)]
     worker: Option<Profile>,
@@ -154,6 +164,8 @@ enum Mode {
     All,
     Scale,
     Telemetry,
+    /// The capacity guide's measured inputs, as Markdown (`--capacity-report`).
+    Capacity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -192,6 +204,9 @@ fn main() -> anyhow::Result<()> {
         return worker(&cli, &runtimes, profile);
     }
     let started = Instant::now();
+    if cli.mode == Mode::Capacity || cli.capacity.capacity_report {
+        return capacity::capacity_phase(&cli, &runtimes);
+    }
     if matches!(cli.mode, Mode::All | Mode::Scale) {
         scale_phase(&cli, &runtimes)?;
     }
@@ -892,13 +907,22 @@ struct Environment {
 
 impl Environment {
     fn create(cli: &Cli, runtimes: &Runtimes) -> anyhow::Result<Self> {
+        Self::create_with(cli, runtimes, cli.llm_latency())
+    }
+
+    /// Like [`Environment::create`], with this LLM latency (`None`: the mock).
+    fn create_with(
+        cli: &Cli,
+        runtimes: &Runtimes,
+        llm_latency: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let db = runtimes
             .server
             .block_on(TestDb::try_new_on(&cli.database_url))
             .context("creating the scratch database")?;
         let redis = TestRedis::try_on(&cli.redis_url)?;
         // On the clients' side: it stands for a provider elsewhere.
-        let llm = cli.llm_latency().map(|latency| {
+        let llm = llm_latency.map(|latency| {
             runtimes
                 .clients
                 .block_on(FakeServer::with_latency(latency, FAKE_REPLY))
@@ -934,6 +958,13 @@ impl Environment {
         config.scripts.preload_dir = PathBuf::from("heartrule-load-preloads-nothing");
         config.telemetry = telemetry;
         Ok(config)
+    }
+
+    /// Tokens the fake OpenAI server reported so far (zero with the mock).
+    fn token_usage(&self) -> TokenUsage {
+        self.llm
+            .as_ref()
+            .map_or_else(TokenUsage::default, FakeServer::token_usage)
     }
 
     /// Calls the fake OpenAI server answered so far (`None` with the mock).
@@ -1187,6 +1218,8 @@ struct Load {
     base_url: String,
     script_id: String,
     max_requests: u64,
+    /// Sessions created so far.
+    created: AtomicU64,
 }
 
 impl Load {
@@ -1200,6 +1233,7 @@ impl Load {
             base_url: base_url.to_owned(),
             script_id: String::new(),
             max_requests,
+            created: AtomicU64::new(0),
         };
         let script = load
             .post(
@@ -1248,10 +1282,16 @@ impl Load {
 
     async fn new_session_id(&self, user: usize) -> anyhow::Result<String> {
         let reply = self.create_session(user).await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
         reply["sessionId"]
             .as_str()
             .map(str::to_owned)
             .context("the session reply has no sessionId")
+    }
+
+    /// Sessions [`Load::new_session_id`] created so far.
+    fn sessions_created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
     }
 
     /// `concurrency` clients creating sessions for `time` (or until

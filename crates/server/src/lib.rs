@@ -7,7 +7,8 @@ mod preload;
 mod readiness;
 mod wiring;
 
-pub use wiring::{build_app, App, ServerPorts, METRICS};
+pub use heartrule_persistence::PoolStats;
+pub use wiring::{build_app, App, PoolProbe, ServerPorts, METRICS};
 
 use anyhow::Context;
 use config::AppConfig;

@@ -350,6 +350,18 @@ impl App {
         }
     }
 
+    /// A handle that reads the PostgreSQL pool's state and acquisition
+    /// counters (what the pool gauges publish) at any moment, from any
+    /// thread; `None` on the in-memory store. For benchmarks that size the
+    /// pool from measured use.
+    #[must_use]
+    pub fn pool_probe(&self) -> Option<PoolProbe> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Postgres(pg) => Some(PoolProbe(Arc::clone(pg))),
+        }
+    }
+
     /// Binds the configured address; SIGINT/SIGTERM stop accepting and give
     /// in-flight requests `server.shutdown_grace_period` to finish.
     pub fn http_server(&self, config: &AppConfig) -> anyhow::Result<BoundServer> {
@@ -380,6 +392,18 @@ impl App {
         for task in self.background {
             task.abort();
         }
+    }
+}
+
+/// Reads the PostgreSQL pool's state; see [`App::pool_probe`].
+#[derive(Clone)]
+pub struct PoolProbe(Arc<PgStore>);
+
+impl PoolProbe {
+    /// The pool's current state and its acquisition counters so far.
+    #[must_use]
+    pub fn stats(&self) -> heartrule_persistence::PoolStats {
+        self.0.pool_stats()
     }
 }
 

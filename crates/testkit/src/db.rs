@@ -326,19 +326,40 @@ impl TestDb {
 
     /// The rows of `sql`, as JSON (one object per row).
     pub async fn rows(&self, sql: &str) -> Vec<Value> {
+        self.try_rows(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:#}"))
+    }
+
+    /// The rows of `sql`, as JSON (one object per row), or what failed.
+    pub async fn try_rows(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
         #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = Jsonb)]
             row: Value,
         }
-        let mut conn = self.connection().await;
-        diesel::sql_query(format!("SELECT to_jsonb(t) AS row FROM ({sql}) t"))
-            .load::<Row>(&mut conn)
+        let mut conn = AsyncPgConnection::establish(&self.url)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .into_iter()
-            .map(|r| r.row)
-            .collect()
+            .context("connecting to the test database")?;
+        Ok(
+            diesel::sql_query(format!("SELECT to_jsonb(t) AS row FROM ({sql}) t"))
+                .load::<Row>(&mut conn)
+                .await
+                .with_context(|| sql.to_owned())?
+                .into_iter()
+                .map(|r| r.row)
+                .collect(),
+        )
+    }
+
+    /// Runs `sql` (statements without results, e.g. `VACUUM`) on this database.
+    pub async fn try_execute(&self, sql: &str) -> anyhow::Result<()> {
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .context("connecting to the test database")?;
+        conn.batch_execute(sql)
+            .await
+            .with_context(|| sql.to_owned())
     }
 
     /// Backend pids connected to this database in the given state.

@@ -13,7 +13,7 @@
 //! for the next request unless the client asked to close it.
 
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -251,6 +251,67 @@ pub struct FakeServer {
     state: Arc<State>,
     /// Owns the connection tasks: aborting it (on drop) ends them all.
     accept_loop: JoinHandle<()>,
+    /// Tokens reported so far (only [`FakeServer::with_latency`] counts).
+    usage: Arc<TokenCounters>,
+}
+
+/// Tokens a fake reported in its `usage`, summed over its replies.
+#[derive(Debug, Default)]
+struct TokenCounters {
+    prompt: AtomicU64,
+    completion: AtomicU64,
+}
+
+/// Tokens billed so far: prompt (input) and completion (output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl std::ops::Add for TokenUsage {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            prompt: self.prompt + other.prompt,
+            completion: self.completion + other.completion,
+        }
+    }
+}
+
+/// The tokens between two readings (counters only grow; saturating anyway).
+impl std::ops::Sub for TokenUsage {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            prompt: self.prompt.saturating_sub(earlier.prompt),
+            completion: self.completion.saturating_sub(earlier.completion),
+        }
+    }
+}
+
+/// The token estimate the fake bills with (the mock provider's rule too):
+/// one token per four characters, rounded up. Real tokenizers give about
+/// that for English prose; other languages and code run higher.
+pub fn estimate_tokens(text: &str) -> u32 {
+    u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// The prompt tokens of a chat completion request: [`estimate_tokens`] of
+/// every message's text content together (0 for a body that is not one).
+pub fn prompt_tokens(body: &[u8]) -> u32 {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let text: String = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message["content"].as_str())
+        .collect();
+    estimate_tokens(&text)
 }
 
 impl FakeServer {
@@ -270,23 +331,37 @@ impl FakeServer {
     /// A stand-in for a real provider under load: every chat completion is
     /// answered with `text` after `latency` (a streamed request gets the
     /// text as server-sent events, all sent once the latency has passed).
-    /// Requests are counted, not kept.
+    /// Requests are counted, not kept. The reported `usage` is what a
+    /// provider would bill, estimated at [`estimate_tokens`]: the prompt's
+    /// tokens from the request's messages, the completion's from `text`;
+    /// [`FakeServer::token_usage`] sums them.
     pub async fn with_latency(latency: Duration, text: &str) -> Self {
-        // Usage as a provider would report it: about four characters a token.
-        let completion_tokens = u32::try_from(text.chars().count().div_ceil(4)).unwrap_or(u32::MAX);
-        let full = completion(text, 100, completion_tokens).to_string();
+        let completion_tokens = estimate_tokens(text);
         let pieces = split_chars(text, 8);
-        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
-        let events = stream_events(&pieces, 100, completion_tokens);
+        let text = text.to_owned();
+        let usage = Arc::new(TokenCounters::default());
+        let counters = Arc::clone(&usage);
         let handler = move |_: usize, request: &RecordedRequest| {
+            let prompt_tokens = prompt_tokens(&request.body);
+            counters
+                .prompt
+                .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
+            counters
+                .completion
+                .fetch_add(u64::from(completion_tokens), Ordering::Relaxed);
             let reply = if request.wants_stream() {
-                Reply::sse(&events).piece_gap(Duration::ZERO)
+                let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+                Reply::sse(&stream_events(&pieces, prompt_tokens, completion_tokens))
+                    .piece_gap(Duration::ZERO)
             } else {
+                let full = completion(&text, prompt_tokens, completion_tokens).to_string();
                 Reply::text(200, &full).header("content-type", "application/json")
             };
             reply.delayed(latency)
         };
-        Self::spawn(Box::new(handler), false).await
+        let mut server = Self::spawn(Box::new(handler), false).await;
+        server.usage = usage;
+        server
     }
 
     async fn spawn(handler: Box<Handler>, record: bool) -> Self {
@@ -324,11 +399,21 @@ impl FakeServer {
             base_url: format!("http://{address}/v1"),
             state,
             accept_loop,
+            usage: Arc::new(TokenCounters::default()),
         }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Tokens the replies reported so far (zero unless made by
+    /// [`FakeServer::with_latency`]).
+    pub fn token_usage(&self) -> TokenUsage {
+        TokenUsage {
+            prompt: self.usage.prompt.load(Ordering::Relaxed),
+            completion: self.usage.completion.load(Ordering::Relaxed),
+        }
     }
 
     pub fn request_count(&self) -> usize {
@@ -485,7 +570,25 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
 
 #[cfg(test)]
 mod tests {
-    use super::split_chars;
+    use super::{estimate_tokens, prompt_tokens, split_chars};
+    use serde_json::json;
+
+    #[test]
+    fn prompt_tokens_are_a_quarter_of_the_messages_characters() {
+        // 4 + 6 characters together: 10 / 4 rounded up.
+        let body = json!({"model": "m", "messages": [
+            {"role": "system", "content": "abcd"},
+            {"role": "user", "content": "你好世界ef"},
+        ]});
+        assert_eq!(prompt_tokens(body.to_string().as_bytes()), 3);
+        assert_eq!(prompt_tokens(b"not json"), 0);
+        assert_eq!(
+            prompt_tokens(json!({"messages": []}).to_string().as_bytes()),
+            0
+        );
+        assert_eq!(estimate_tokens("abcde"), 2);
+        assert_eq!(estimate_tokens(""), 0);
+    }
 
     #[test]
     fn text_is_split_by_characters() {

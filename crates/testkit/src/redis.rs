@@ -87,6 +87,28 @@ fn scan(connection: &mut ::redis::Connection, prefix: &str) -> anyhow::Result<Ve
     }
 }
 
+/// Every key under `prefix` with the bytes Redis holds for it (`MEMORY
+/// USAGE <key> SAMPLES 0`: the value, the key and their overhead, every
+/// element counted). A key that expired meanwhile is left out.
+pub fn memory_usage_under(url: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut connection = connect(url)?;
+    let keys = scan(&mut connection, prefix)?;
+    let mut usage = Vec::with_capacity(keys.len());
+    for key in keys {
+        let bytes: Option<u64> = ::redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(&mut connection)
+            .with_context(|| format!("MEMORY USAGE {key}"))?;
+        if let Some(bytes) = bytes {
+            usage.push((key, bytes));
+        }
+    }
+    Ok(usage)
+}
+
 /// Deletes the keys under `prefix`; returns how many there were.
 pub fn delete_keys_under(url: &str, prefix: &str) -> anyhow::Result<usize> {
     let mut connection = connect(url)?;

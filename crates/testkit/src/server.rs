@@ -52,6 +52,11 @@ impl RunningServer {
         format!("{}{path}", self.base_url)
     }
 
+    /// Reads the server's PostgreSQL pool (`None` on the in-memory store).
+    pub fn pool_probe(&self) -> Option<heartrule_server::PoolProbe> {
+        self.app.pool_probe()
+    }
+
     /// Stops accepting, lets in-flight requests finish, then stops the
     /// app's background tasks.
     pub async fn stop(self) {

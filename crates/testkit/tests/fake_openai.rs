@@ -2,7 +2,7 @@
 //! concurrent requests, plain and streamed, over kept-alive connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use heartrule_testkit::fake_openai::{FakeServer, Reply};
+use heartrule_testkit::fake_openai::{estimate_tokens, FakeServer, Reply, TokenUsage};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,10 @@ const TEXT: &str = r#"{"content": "好的，再多说一点？", "EXIT": "false"
 fn body(stream: bool) -> Value {
     json!({
         "model": "fake",
-        "messages": [{"role": "user", "content": "hi"}],
+        "messages": [
+            {"role": "system", "content": "You are a counselor."},
+            {"role": "user", "content": "hi"},
+        ],
         "stream": stream,
     })
 }
@@ -48,9 +51,22 @@ async fn the_latency_server_answers_hundreds_of_concurrent_calls_plain_and_strea
             if stream {
                 assert_eq!(streamed_text(&text), TEXT, "{text}");
                 assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+                let usage: Value = text
+                    .split("\n\n")
+                    .filter_map(|event| event.strip_prefix("data: "))
+                    .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+                    .find_map(|event| event.get("usage").cloned())
+                    .unwrap();
+                assert_eq!(usage["prompt_tokens"], 6, "{text}");
             } else {
                 let completion: Value = serde_json::from_str(&text).unwrap();
                 assert_eq!(completion["choices"][0]["message"]["content"], TEXT);
+                // "You are a counselor." + "hi": 22 characters, 6 tokens.
+                assert_eq!(completion["usage"]["prompt_tokens"], 6);
+                assert_eq!(
+                    completion["usage"]["completion_tokens"],
+                    estimate_tokens(TEXT)
+                );
             }
         });
     }
@@ -59,6 +75,13 @@ async fn the_latency_server_answers_hundreds_of_concurrent_calls_plain_and_strea
     }
     let elapsed = started.elapsed();
     assert_eq!(server.request_count(), 300);
+    assert_eq!(
+        server.token_usage(),
+        TokenUsage {
+            prompt: 300 * 6,
+            completion: 300 * u64::from(estimate_tokens(TEXT)),
+        }
+    );
     assert!(server.requests().is_empty(), "load requests are not kept");
     assert!(elapsed >= latency, "{elapsed:?}");
     assert!(
