@@ -150,6 +150,13 @@ struct Run<'a> {
     batches_run: u64,
 }
 
+/// The rows purged by age alone, apart from whole sessions.
+#[derive(Debug, Clone, Copy)]
+enum AgedRows {
+    IdempotencyKeys,
+    FailedTurns,
+}
+
 impl Run<'_> {
     /// Sleeps between batches, not before the first one.
     async fn pace(&mut self) {
@@ -197,31 +204,41 @@ impl Run<'_> {
                 break;
             }
         }
+        self.purge_aged(AgedRows::IdempotencyKeys).await?;
+        self.purge_aged(AgedRows::FailedTurns).await
+    }
+
+    /// Batches of one age-based purge until a batch comes back short; the
+    /// report counts each batch as it lands, so an error keeps what went.
+    async fn purge_aged(
+        &mut self,
+        rows: AgedRows,
+    ) -> Result<(), heartrule_domain::RepositoryError> {
+        let limit = self.settings.batch_size;
+        let ages = self.settings.ages;
         loop {
             self.pace().await;
-            let deleted = self
-                .store
-                .purge_idempotency_keys(ages.idempotency_keys, limit)
-                .await?;
+            let deleted = match rows {
+                AgedRows::IdempotencyKeys => {
+                    self.store
+                        .purge_idempotency_keys(ages.idempotency_keys, limit)
+                        .await?
+                }
+                AgedRows::FailedTurns => {
+                    self.store
+                        .purge_failed_turns(ages.failed_turns, limit)
+                        .await?
+                }
+            };
             self.report.batches += 1;
-            self.report.counts.idempotency_keys += deleted;
+            match rows {
+                AgedRows::IdempotencyKeys => self.report.counts.idempotency_keys += deleted,
+                AgedRows::FailedTurns => self.report.counts.failed_turns += deleted,
+            }
             if deleted < limit as u64 {
-                break;
+                return Ok(());
             }
         }
-        loop {
-            self.pace().await;
-            let deleted = self
-                .store
-                .purge_failed_turns(ages.failed_turns, limit)
-                .await?;
-            self.report.batches += 1;
-            self.report.counts.failed_turns += deleted;
-            if deleted < limit as u64 {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Drops the cached snapshots of sessions just deleted, at once rather
