@@ -31,6 +31,10 @@ pub enum ErrorCode {
     /// Addition to the original codes: another turn of the same session is
     /// running; this message was not taken and can be sent again shortly.
     TurnInProgress,
+    /// Addition to the original codes: the actor is known but lacks the role
+    /// the operation needs. (Another user's session answers `SESSION_NOT_FOUND`
+    /// instead, so ids cannot be probed.)
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -49,6 +53,7 @@ impl ErrorCode {
             Self::InternalServerError => "INTERNAL_SERVER_ERROR",
             Self::Conflict => "CONFLICT",
             Self::TurnInProgress => "TURN_IN_PROGRESS",
+            Self::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -62,6 +67,8 @@ pub enum ErrorType {
     Runtime,
     Session,
     System,
+    /// Authentication and authorisation failures.
+    Security,
 }
 
 impl ErrorType {
@@ -73,6 +80,7 @@ impl ErrorType {
             Self::Runtime => "runtime",
             Self::Session => "session",
             Self::System => "system",
+            Self::Security => "security",
         }
     }
 }
@@ -140,6 +148,9 @@ pub enum ErrorKind {
         /// When the other turn's lease lapses at the latest, when known.
         lease_expires_at: Option<DateTime<Utc>>,
     },
+    /// The actor lacks the role the operation needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -197,6 +208,7 @@ impl DomainError {
             ErrorKind::Repository(_) => ErrorCode::DatabaseError,
             ErrorKind::Conflict(_) => ErrorCode::Conflict,
             ErrorKind::TurnInProgress { .. } => ErrorCode::TurnInProgress,
+            ErrorKind::Forbidden(_) => ErrorCode::Forbidden,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -214,6 +226,7 @@ impl DomainError {
             | ErrorCode::LlmServiceError
             | ErrorCode::VariableExtractionError => ErrorType::Runtime,
             ErrorCode::DatabaseError | ErrorCode::InternalServerError => ErrorType::System,
+            ErrorCode::Forbidden => ErrorType::Security,
         }
     }
 
@@ -233,6 +246,7 @@ impl DomainError {
             ErrorCode::InternalServerError => "An internal server error occurred",
             ErrorCode::Conflict => "The request conflicts with the current state",
             ErrorCode::TurnInProgress => "Another message of this session is being processed",
+            ErrorCode::Forbidden => "You are not allowed to do this",
         }
     }
 
@@ -273,6 +287,11 @@ impl DomainError {
                 true,
                 Some("Wait for the reply to the previous message, then send again"),
                 "One session takes one message at a time; retry after the Retry-After delay (an Idempotency-Key makes the retry safe)",
+            ),
+            ErrorCode::Forbidden => Recovery::new(
+                false,
+                None,
+                "Ask an administrator for a token with the role this operation needs",
             ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,

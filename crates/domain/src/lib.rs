@@ -4,6 +4,7 @@
 //!
 //! This crate performs no I/O and depends on no crate of the workspace.
 
+pub mod actor;
 pub mod catalog;
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod script;
 pub mod session;
 pub mod variables;
 
+pub use actor::{Actor, Role, UnknownRole, LOCAL_OPERATOR_SUBJECT};
 pub use catalog::{content_hash, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript};
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,

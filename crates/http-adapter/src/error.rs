@@ -30,6 +30,10 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// A WebSocket message arrived while the socket's previous turn was running.
     pub const TURN_IN_PROGRESS: &str = "TURN_IN_PROGRESS";
+    /// No bearer token, or one that failed validation.
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    /// Too many requests for the subject's or client's rate limit.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
 
 /// Error type of failures in the request itself.
@@ -356,6 +360,7 @@ impl From<DomainError> for ApiError {
             }
             ErrorCode::LlmServiceError => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::TurnInProgress => StatusCode::CONFLICT,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::DatabaseError => match &error.kind {
                 ErrorKind::Repository(
                     RepositoryError::Unavailable(_) | RepositoryError::Timeout(_),
