@@ -12,8 +12,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use heartrule_domain::{
-    DomainError, ErrorCode, ErrorContext, ErrorKind, LlmError, Recovery, RepositoryError,
-    ValidationIssue,
+    DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, LlmError, Recovery,
+    RepositoryError, ValidationIssue,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -210,6 +210,21 @@ impl ApiError {
         )
     }
 
+    /// 401 `UNAUTHORIZED`: no bearer token, or one that failed validation
+    /// (`details` says which check failed; it never echoes the token).
+    #[must_use]
+    pub fn unauthorized(details: impl Into<String>) -> Self {
+        let mut error = Self::request(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "Authentication required".into(),
+            "Send a valid bearer token in the `Authorization` header",
+        );
+        error.0.error_type = ErrorType::Security.as_str();
+        error.0.details = Some(details.into());
+        error
+    }
+
     /// 500 `INTERNAL_SERVER_ERROR`; `detail` is logged, never sent.
     #[must_use]
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -305,6 +320,10 @@ impl ApiError {
             // Whole seconds, rounded up so a client never retries too early.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.0.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme the client should use.
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(self.body(request))
     }

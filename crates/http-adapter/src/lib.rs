@@ -9,8 +9,7 @@
 //! ```
 //!
 //! and tests `actix_web::test::init_service(App::new().configure(configure(state)))` — the
-//! same app. Middleware the server wraps around the `App` (CORS, auth) runs
-//! outside this stack. The scope matches every path (unknown ones get the
+//! same app. Authentication runs inside this stack (see [`auth`]). The scope matches every path (unknown ones get the
 //! JSON 404), so a server that adds routes of its own registers them
 //! *before* `configure`.
 //!
@@ -22,6 +21,7 @@
 //! disconnects never cancels a turn halfway; it commits whole and can be read
 //! back with `GET /api/sessions/{id}/messages`.
 
+pub mod auth;
 mod config;
 mod context;
 pub mod dto;
@@ -57,8 +57,12 @@ pub fn configure<P: Ports>(state: AppState<P>) -> impl FnOnce(&mut ServiceConfig
     move |cfg: &mut ServiceConfig| {
         let body_limit = state.config.body_limit_bytes;
         let tracing_hooks = Arc::clone(&state.tracing);
+        let authenticator = Arc::clone(&state.authenticator);
         cfg.service(
             web::scope("")
+                .wrap(from_fn(move |request, next| {
+                    auth::authenticate(Arc::clone(&authenticator), request, next)
+                }))
                 .wrap(from_fn(move |request, next| {
                     middleware::observe(Arc::clone(&tracing_hooks), request, next)
                 }))

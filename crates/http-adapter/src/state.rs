@@ -1,5 +1,6 @@
 //! What the handlers share.
 
+use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
 use heartrule_domain::{Ports, ScriptCatalog, SessionManager};
@@ -15,6 +16,8 @@ pub struct AppState<P: Ports> {
     pub catalog: ScriptCatalog<P>,
     pub readiness: Arc<dyn ReadinessProbe>,
     pub tracing: Arc<dyn RequestTracing>,
+    /// Proves who a request is; [`AuthenticationOff`] unless the server sets one.
+    pub authenticator: Arc<dyn Authenticator>,
     /// `GET /metrics` answers 404 when there is no renderer.
     pub metrics_renderer: Option<MetricsRenderer>,
     pub config: HttpConfig,
@@ -23,8 +26,8 @@ pub struct AppState<P: Ports> {
 }
 
 impl<P: Ports> AppState<P> {
-    /// A state with no dependency checks, no trace propagation and no
-    /// metrics renderer; the `with_*` methods add them.
+    /// A state with no dependency checks, no trace propagation, no
+    /// authentication and no metrics renderer; the `with_*` methods add them.
     #[must_use]
     pub fn new(manager: SessionManager<P>, catalog: ScriptCatalog<P>, config: HttpConfig) -> Self {
         Self {
@@ -32,6 +35,7 @@ impl<P: Ports> AppState<P> {
             catalog,
             readiness: Arc::new(StaticReadiness::default()),
             tracing: Arc::new(NoTracing),
+            authenticator: Arc::new(AuthenticationOff),
             metrics_renderer: None,
             config,
             started_at: Instant::now(),
@@ -47,6 +51,12 @@ impl<P: Ports> AppState<P> {
     #[must_use]
     pub fn with_tracing(mut self, tracing: Arc<dyn RequestTracing>) -> Self {
         self.tracing = tracing;
+        self
+    }
+
+    #[must_use]
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
         self
     }
 
@@ -70,6 +80,7 @@ impl<P: Ports> Clone for AppState<P> {
             catalog: self.catalog.clone(),
             readiness: Arc::clone(&self.readiness),
             tracing: Arc::clone(&self.tracing),
+            authenticator: Arc::clone(&self.authenticator),
             metrics_renderer: self.metrics_renderer.clone(),
             config: self.config.clone(),
             started_at: self.started_at,
