@@ -3,7 +3,7 @@
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{chat, scripts, sessions, system, ws};
+use crate::routes::{admin, chat, scripts, sessions, system, ws};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -36,6 +36,9 @@ use utoipa::OpenApi;
         scripts::list_scripts,
         scripts::import_script,
         scripts::validate_script,
+        admin::audit_events,
+        admin::export_user,
+        admin::erase_user,
     ),
     components(schemas(
         dto::CreateSessionRequest,
@@ -67,6 +70,14 @@ use utoipa::OpenApi;
         dto::HealthBody,
         dto::ReadyBody,
         scripts::InvalidBody,
+        admin::AuditEventBody,
+        admin::AuditEventsBody,
+        admin::VariableSnapshotBody,
+        admin::FailedTurnBody,
+        admin::ExportedSessionBody,
+        admin::UserExportBody,
+        admin::ErasedCountsBody,
+        admin::UserErasureBody,
         hooks::ComponentStatus,
         hooks::ComponentState,
         hooks::ReadinessLevel,
@@ -80,6 +91,7 @@ use utoipa::OpenApi;
         (name = "sessions", description = "Conversation sessions"),
         (name = "chat", description = "Chat, streaming (SSE) and WebSocket"),
         (name = "scripts", description = "Script catalog"),
+        (name = "admin", description = "Audit log and privacy operations (admin role)"),
     )
 )]
 pub struct ApiDoc;

@@ -3,7 +3,7 @@
 use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
-use heartrule_domain::{Ports, ScriptCatalog, SessionManager};
+use heartrule_domain::{Administration, Ports, ScriptCatalog, SessionManager};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,8 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AppState<P: Ports> {
     pub manager: SessionManager<P>,
     pub catalog: ScriptCatalog<P>,
+    /// The audit log and the privacy operations (admin routes).
+    pub admin: Arc<dyn Administration>,
     pub readiness: Arc<dyn ReadinessProbe>,
     pub tracing: Arc<dyn RequestTracing>,
     /// Proves who a request is; [`AuthenticationOff`] unless the server sets one.
@@ -29,10 +31,16 @@ impl<P: Ports> AppState<P> {
     /// A state with no dependency checks, no trace propagation, no
     /// authentication and no metrics renderer; the `with_*` methods add them.
     #[must_use]
-    pub fn new(manager: SessionManager<P>, catalog: ScriptCatalog<P>, config: HttpConfig) -> Self {
+    pub fn new(
+        manager: SessionManager<P>,
+        catalog: ScriptCatalog<P>,
+        admin: Arc<dyn Administration>,
+        config: HttpConfig,
+    ) -> Self {
         Self {
             manager,
             catalog,
+            admin,
             readiness: Arc::new(StaticReadiness::default()),
             tracing: Arc::new(NoTracing),
             authenticator: Arc::new(AuthenticationOff),
@@ -78,6 +86,7 @@ impl<P: Ports> Clone for AppState<P> {
         Self {
             manager: self.manager.clone(),
             catalog: self.catalog.clone(),
+            admin: Arc::clone(&self.admin),
             readiness: Arc::clone(&self.readiness),
             tracing: Arc::clone(&self.tracing),
             authenticator: Arc::clone(&self.authenticator),

@@ -31,6 +31,7 @@ fn request() -> LlmRequest {
         temperature: 0.25,
         max_tokens: 300,
         purpose: "ai_ask".to_owned(),
+        sensitive: heartrule_domain::SensitiveValues::none(),
     }
 }
 

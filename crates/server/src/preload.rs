@@ -1,13 +1,15 @@
 //! Imports the example scripts at start-up so a newcomer can chat at once.
 
 use anyhow::Context;
-use heartrule_domain::{LoadMode, Ports, ScriptCatalog, ScriptImport};
+use heartrule_domain::{Actor, LoadMode, Ports, ScriptCatalog, ScriptImport};
 use std::path::{Path, PathBuf};
 
 /// Imports every `*.yaml` in `dir/techniques/` and `dir/` (upsert by file
-/// stem). A missing folder is not an error; a script that fails to load is.
+/// stem) as `actor` (the audit log names it). A missing folder is not an
+/// error; a script that fails to load is.
 pub(crate) async fn import_dir<P: Ports>(
     catalog: &ScriptCatalog<P>,
+    actor: &Actor,
     dir: &Path,
 ) -> anyhow::Result<usize> {
     if !dir.is_dir() {
@@ -25,13 +27,16 @@ pub(crate) async fn import_dir<P: Ports>(
         let content =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let stored = catalog
-            .import(ScriptImport {
-                name: name.clone(),
-                content,
-                description: None,
-                tags: vec!["example".into()],
-                mode: LoadMode::Compatible,
-            })
+            .import(
+                actor,
+                ScriptImport {
+                    name: name.clone(),
+                    content,
+                    description: None,
+                    tags: vec!["example".into()],
+                    mode: LoadMode::Compatible,
+                },
+            )
             .await
             .with_context(|| format!("importing {}", path.display()))?;
         tracing::info!(

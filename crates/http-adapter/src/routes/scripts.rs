@@ -1,6 +1,7 @@
 //! Script routes: compatible and strict load modes, and filters that work.
 
 use super::parse_id;
+use crate::auth::CurrentActor;
 use crate::context::RequestContext;
 use crate::dto::{
     CreateScriptRequest, ImportBody, ImportDataBody, ImportScriptRequest, ListScriptsQuery,
@@ -61,6 +62,7 @@ fn not_empty(value: &str, field: &str) -> Result<(), ApiError> {
 )]
 pub async fn create_script<P: Ports>(
     state: web::Data<AppState<P>>,
+    CurrentActor(actor): CurrentActor,
     query: web::Query<ModeQuery>,
     body: web::Json<CreateScriptRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -75,7 +77,7 @@ pub async fn create_script<P: Ports>(
         tags: body.tags.unwrap_or_default(),
         mode: load_mode(&query, LoadMode::Compatible)?,
     };
-    let stored = state.catalog.create(draft).await?;
+    let stored = state.catalog.create(&actor, draft).await?;
     Ok(HttpResponse::Ok().json(ScriptBody::new(&stored.script, Some(&stored.warnings))))
 }
 
@@ -161,6 +163,7 @@ pub async fn list_scripts<P: Ports>(
 )]
 pub async fn import_script<P: Ports>(
     state: web::Data<AppState<P>>,
+    CurrentActor(actor): CurrentActor,
     query: web::Query<ModeQuery>,
     body: web::Json<ImportScriptRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -173,13 +176,16 @@ pub async fn import_script<P: Ports>(
         .unwrap_or_default();
     let stored = state
         .catalog
-        .import(ScriptImport {
-            name: body.script_name,
-            content: body.yaml_content,
-            description: body.description,
-            tags,
-            mode: load_mode(&query, LoadMode::Compatible)?,
-        })
+        .import(
+            &actor,
+            ScriptImport {
+                name: body.script_name,
+                content: body.yaml_content,
+                description: body.description,
+                tags,
+                mode: load_mode(&query, LoadMode::Compatible)?,
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(ImportBody {
         success: true,
