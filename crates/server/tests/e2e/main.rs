@@ -13,6 +13,7 @@ mod leases;
 mod llm_faults;
 mod maintenance;
 mod openapi;
+mod privacy;
 mod process;
 mod secrets;
 mod streaming;
