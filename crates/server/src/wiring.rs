@@ -49,7 +49,7 @@ pub(crate) enum Store {
 
 /// Everything built from the configuration.
 pub struct App {
-    pub state: AppState<ServerPorts>,
+    pub state: AppState,
     pub(crate) store: Store,
     pub(crate) cache: Option<Arc<RedisCache>>,
     pub llm: LlmStack,
@@ -165,8 +165,8 @@ pub async fn build_app(
     let readiness = ServerReadiness::new(store.clone(), cache.clone(), Arc::clone(&llm.status));
     let h = &config.http;
     let mut state = AppState::new(
-        manager,
-        catalog,
+        Arc::new(manager),
+        Arc::new(catalog),
         HttpConfig {
             body_limit_bytes: h.body_limit_bytes,
             ws_ping_interval: h.ws_ping_interval,
