@@ -1,5 +1,6 @@
 //! The `ScriptCatalog`: creating, importing, validating and listing scripts.
 
+use crate::actor::Actor;
 use crate::engine::{LoadMode, LoadWarning, ScriptEngine, ValidationErrorType, ValidationIssue};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
@@ -8,6 +9,8 @@ use crate::ports::{
 };
 use crate::ports_bundle::{Adapters, Ports};
 use crate::script::{Script, ScriptStatus, ScriptType};
+use crate::usecases::ScriptLibrary;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -68,8 +71,14 @@ impl<P: Ports> ScriptCatalog<P> {
         Self { adapters }
     }
 
-    /// Parses, validates and stores a new script. A taken name is a conflict.
-    pub async fn create(&self, draft: ScriptDraft) -> Result<StoredScript, DomainError> {
+    /// Parses, validates and stores a new script. A taken name is a conflict;
+    /// an actor without the editor or admin role is `FORBIDDEN`.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        draft: ScriptDraft,
+    ) -> Result<StoredScript, DomainError> {
+        actor.require_script_manager()?;
         let a = &self.adapters;
         let parsed = a.engine.load(&draft.content, draft.mode)?;
         let script_type = parsed.document.script_type();
@@ -110,8 +119,14 @@ impl<P: Ports> ScriptCatalog<P> {
     }
 
     /// Creates the script, or replaces content, description and tags of the
-    /// script with the same name.
-    pub async fn import(&self, import: ScriptImport) -> Result<StoredScript, DomainError> {
+    /// script with the same name; an actor without the editor or admin role
+    /// is `FORBIDDEN`.
+    pub async fn import(
+        &self,
+        actor: &Actor,
+        import: ScriptImport,
+    ) -> Result<StoredScript, DomainError> {
+        actor.require_script_manager()?;
         let a = &self.adapters;
         let parsed = a.engine.load(&import.content, import.mode)?;
         let now = a.clock.now();
@@ -206,6 +221,42 @@ impl<P: Ports> ScriptCatalog<P> {
 
     pub async fn list(&self, filter: &ScriptFilter) -> Result<Vec<Script>, DomainError> {
         Ok(self.adapters.scripts.list(filter).await?)
+    }
+}
+
+#[async_trait]
+impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
+    async fn list(
+        &self,
+        _actor: &Actor,
+        filter: &ScriptFilter,
+    ) -> Result<Vec<Script>, DomainError> {
+        ScriptCatalog::list(self, filter).await
+    }
+
+    async fn get(&self, _actor: &Actor, id: ScriptId) -> Result<Script, DomainError> {
+        ScriptCatalog::get(self, id).await
+    }
+
+    async fn create(&self, actor: &Actor, draft: ScriptDraft) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::create(self, actor, draft).await
+    }
+
+    async fn import(
+        &self,
+        actor: &Actor,
+        import: ScriptImport,
+    ) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::import(self, actor, import).await
+    }
+
+    async fn validate(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        mode: LoadMode,
+    ) -> Result<Vec<LoadWarning>, DomainError> {
+        ScriptCatalog::validate(self, id, mode).await
     }
 }
 

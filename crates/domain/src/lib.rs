@@ -1,6 +1,8 @@
 //! HeartRule's domain: the entities a counseling session is made of, the typed
 //! errors every layer speaks, the port traits adapters implement, and the
-//! [`SessionManager`] / [`ScriptCatalog`] services that drive a conversation.
+//! [`SessionManager`] / [`ScriptCatalog`] services that drive a conversation,
+//! offered to adapters as the use-case traits of [`usecases`] (inbound
+//! ports), which take the [`Actor`] asking and decide what it may do.
 //!
 //! This crate performs no I/O and depends on no crate of the workspace.
 
@@ -18,6 +20,7 @@ pub mod ports_bundle;
 pub mod retention;
 pub mod script;
 pub mod session;
+pub mod usecases;
 pub mod variables;
 
 pub use actor::{Actor, Role, UnknownRole, LOCAL_OPERATOR_SUBJECT};
@@ -53,4 +56,5 @@ pub use script::{
     SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
 };
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};
+pub use usecases::{Conversations, PendingTurn, ScriptLibrary, StartedTurn};
 pub use variables::{ValueType, VariableScope, VariableStore, VariableValue};

@@ -3,17 +3,23 @@
 use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
-use heartrule_domain::{Ports, ScriptCatalog, SessionManager};
+use heartrule_domain::{Conversations, ScriptLibrary};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Renders the metrics registry in the Prometheus text format.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The services and hooks behind the routes. Cloned once per worker.
-pub struct AppState<P: Ports> {
-    pub manager: SessionManager<P>,
-    pub catalog: ScriptCatalog<P>,
+/// The use cases and hooks behind the routes. Cloned once per worker.
+///
+/// The routes see the domain only through its inbound ports, so the adapter's
+/// tests can run them against mocks.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sessions and turns (the domain's `SessionManager`).
+    pub conversations: Arc<dyn Conversations>,
+    /// Scripts (the domain's `ScriptCatalog`).
+    pub scripts: Arc<dyn ScriptLibrary>,
     pub readiness: Arc<dyn ReadinessProbe>,
     pub tracing: Arc<dyn RequestTracing>,
     /// Proves who a request is; [`AuthenticationOff`] unless the server sets one.
@@ -25,14 +31,18 @@ pub struct AppState<P: Ports> {
     pub started_at: Instant,
 }
 
-impl<P: Ports> AppState<P> {
+impl AppState {
     /// A state with no dependency checks, no trace propagation, no
     /// authentication and no metrics renderer; the `with_*` methods add them.
     #[must_use]
-    pub fn new(manager: SessionManager<P>, catalog: ScriptCatalog<P>, config: HttpConfig) -> Self {
+    pub fn new(
+        conversations: Arc<dyn Conversations>,
+        scripts: Arc<dyn ScriptLibrary>,
+        config: HttpConfig,
+    ) -> Self {
         Self {
-            manager,
-            catalog,
+            conversations,
+            scripts,
             readiness: Arc::new(StaticReadiness::default()),
             tracing: Arc::new(NoTracing),
             authenticator: Arc::new(AuthenticationOff),
@@ -70,20 +80,5 @@ impl<P: Ports> AppState<P> {
     pub fn with_started_at(mut self, started_at: Instant) -> Self {
         self.started_at = started_at;
         self
-    }
-}
-
-impl<P: Ports> Clone for AppState<P> {
-    fn clone(&self) -> Self {
-        Self {
-            manager: self.manager.clone(),
-            catalog: self.catalog.clone(),
-            readiness: Arc::clone(&self.readiness),
-            tracing: Arc::clone(&self.tracing),
-            authenticator: Arc::clone(&self.authenticator),
-            metrics_renderer: self.metrics_renderer.clone(),
-            config: self.config.clone(),
-            started_at: self.started_at,
-        }
     }
 }

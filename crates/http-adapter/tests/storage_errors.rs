@@ -31,7 +31,7 @@ impl Ports for MockedScripts {
     type Ids = RandomIds;
 }
 
-fn state(scripts: MockScriptRepository) -> AppState<MockedScripts> {
+fn state(scripts: MockScriptRepository) -> AppState {
     let store = Arc::new(MemoryStore::new());
     let engine = HeartRuleEngine::new(
         FakeLlm::failing_when_empty() as Arc<dyn LlmProvider>,
@@ -49,8 +49,11 @@ fn state(scripts: MockScriptRepository) -> AppState<MockedScripts> {
         ids: Arc::new(RandomIds),
     };
     AppState::new(
-        SessionManager::new(adapters.clone(), SessionManagerConfig::default()),
-        ScriptCatalog::new(adapters),
+        Arc::new(SessionManager::new(
+            adapters.clone(),
+            SessionManagerConfig::default(),
+        )),
+        Arc::new(ScriptCatalog::new(adapters)),
         HttpConfig::default(),
     )
 }

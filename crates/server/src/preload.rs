@@ -1,7 +1,7 @@
 //! Imports the example scripts at start-up so a newcomer can chat at once.
 
 use anyhow::Context;
-use heartrule_domain::{LoadMode, Ports, ScriptCatalog, ScriptImport};
+use heartrule_domain::{Actor, LoadMode, Ports, ScriptCatalog, ScriptImport};
 use std::path::{Path, PathBuf};
 
 /// Imports every `*.yaml` in `dir/techniques/` and `dir/` (upsert by file
@@ -24,14 +24,18 @@ pub(crate) async fn import_dir<P: Ports>(
             .to_owned();
         let content =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // The server itself imports them, with every role.
         let stored = catalog
-            .import(ScriptImport {
-                name: name.clone(),
-                content,
-                description: None,
-                tags: vec!["example".into()],
-                mode: LoadMode::Compatible,
-            })
+            .import(
+                &Actor::local_operator(),
+                ScriptImport {
+                    name: name.clone(),
+                    content,
+                    description: None,
+                    tags: vec!["example".into()],
+                    mode: LoadMode::Compatible,
+                },
+            )
             .await
             .with_context(|| format!("importing {}", path.display()))?;
         tracing::info!(

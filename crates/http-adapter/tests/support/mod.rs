@@ -39,7 +39,7 @@ impl Ports for TestPorts {
 
 /// The app's state and the fakes behind it.
 pub struct Harness {
-    pub state: AppState<TestPorts>,
+    pub state: AppState,
     pub store: MemoryStore,
     pub llm: Arc<FakeLlm>,
 }
@@ -65,8 +65,11 @@ impl Harness {
             ids: Arc::new(RandomIds),
         };
         let state = AppState::new(
-            SessionManager::new(adapters.clone(), SessionManagerConfig::default()),
-            ScriptCatalog::new(adapters),
+            Arc::new(SessionManager::new(
+                adapters.clone(),
+                SessionManagerConfig::default(),
+            )),
+            Arc::new(ScriptCatalog::new(adapters)),
             config,
         );
         Self { state, store, llm }
