@@ -74,12 +74,20 @@ setpriv --reuid="$IMAGE_UID" --regid="$IMAGE_UID" --clear-groups \
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 touch "$work/started"
+# production.yaml requires bearer tokens: a key the pod would get from its
+# Secret, and a token for the API calls below.
+auth_secret="ci-stand-in-not-a-secret-but-long-enough"
+token=$(cd "$work/app" && env -i PATH=/usr/bin:/bin HOME=/nonexistent APP_ENV=production \
+  HEARTRULE_CONFIG_DIR="$work/app/config" HEARTRULE__AUTH__HS256_SECRET="$auth_secret" \
+  "$work/bin/heartrule" token --subject ci --role client --ttl 10m) \
+  || die "heartrule token did not issue a token"
 # A clean environment: only what the pod would set (production config file,
 # in-memory store, mock LLM, no trace export here).
 (
   cd "$work/app"
   exec env -i PATH=/usr/bin:/bin HOME=/nonexistent \
     APP_ENV=production HEARTRULE_CONFIG_DIR="$work/app/config" \
+    HEARTRULE__AUTH__HS256_SECRET="$auth_secret" \
     API_HOST=127.0.0.1 API_PORT="$port" LLM_PROVIDER=mock \
     HEARTRULE__TELEMETRY__TRACES__ENABLED=false \
     HEARTRULE__SCRIPTS__PRELOAD_DIR="$work/app/examples/scripts" \
@@ -100,7 +108,9 @@ uid=$(awk '/^Uid:/ {print $2}' "/proc/$server_pid/status")
 [ "$uid" = "$IMAGE_UID" ] || die "the server runs as UID $uid, not $IMAGE_UID"
 health=$(curl -fsS "http://127.0.0.1:$port/health")
 ready=$(curl -fsS "http://127.0.0.1:$port/ready")
-scripts=$(curl -fsS "http://127.0.0.1:$port/api/scripts")
+unauthenticated=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/scripts")
+[ "$unauthenticated" = 401 ] || die "production answered /api/scripts without a token with $unauthenticated, expected 401"
+scripts=$(curl -fsS -H "authorization: Bearer $token" "http://127.0.0.1:$port/api/scripts")
 python3 - "$health" "$ready" "$scripts" <<'EOF'
 import json, sys
 health, ready, scripts = (json.loads(a) for a in sys.argv[1:])

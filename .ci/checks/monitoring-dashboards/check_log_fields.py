@@ -188,10 +188,13 @@ class OtlpSink(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def request(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+def request(base: str, method: str, path: str, body: dict | None = None,
+            token: str | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -215,6 +218,8 @@ def run_server(binary: Path, log_dir: Path) -> list[str]:
         "HEARTRULE__TELEMETRY__TRACES__ENDPOINT": f"http://127.0.0.1:{otlp.server_address[1]}",
         "HEARTRULE__TELEMETRY__TRACES__PROTOCOL": "http_protobuf",
         "HEARTRULE__SERVER__SHUTDOWN_GRACE_PERIOD": "5s",
+        # production.yaml requires bearer tokens.
+        "HEARTRULE__AUTH__HS256_SECRET": "ci-stand-in-not-a-secret-but-long-enough",
         # The rolling files Vector tails, beside stdout.
         "HEARTRULE__TELEMETRY__LOG__FILE__DIRECTORY": str(log_dir),
     })
@@ -222,6 +227,8 @@ def run_server(binary: Path, log_dir: Path) -> list[str]:
     with out.open("w") as stdout:
         proc = subprocess.Popen([str(binary)], cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    token = subprocess.run([str(binary), "token", "--subject", "log-fields", "--role", "client"],
+                           cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip()
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -233,19 +240,23 @@ def run_server(binary: Path, log_dir: Path) -> list[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the server did not start:\n{out.read_text()}")
             time.sleep(0.2)
-        status, scripts = request(base, "GET", "/api/scripts")
+        status, scripts = request(base, "GET", "/api/scripts", token=token)
         hello = next(s["id"] for s in scripts["scripts"] if s["scriptName"] == "hello")
-        status, created = request(base, "POST", "/api/sessions", {"userId": "log-fields", "scriptId": hello})
+        status, created = request(base, "POST", "/api/sessions", {"userId": "log-fields", "scriptId": hello},
+                                  token=token)
         if status != 200:
             raise SystemExit(f"creating a session answered {status}: {created}")
-        status, turn = request(base, "POST", f"/api/sessions/{created['sessionId']}/messages", {"content": "Ming"})
+        status, turn = request(base, "POST", f"/api/sessions/{created['sessionId']}/messages",
+                               {"content": "Ming"}, token=token)
         if status != 200:
             raise SystemExit(f"the turn answered {status}: {turn}")
         # Errors: a missing session (error.code + session.id) and an invalid body.
-        status, _ = request(base, "GET", "/api/sessions/00000000-0000-0000-0000-000000000000")
+        status, _ = request(base, "GET", "/api/sessions/00000000-0000-0000-0000-000000000000",
+                            token=token)
         if status != 404:
             raise SystemExit(f"a missing session answered {status}, expected 404")
-        status, _ = request(base, "POST", "/api/sessions", {"userId": "log-fields", "scriptId": "not-a-uuid"})
+        status, _ = request(base, "POST", "/api/sessions", {"userId": "log-fields", "scriptId": "not-a-uuid"},
+                            token=token)
         if status != 400:
             raise SystemExit(f"an invalid body answered {status}, expected 400")
     finally:

@@ -10,6 +10,8 @@ use crate::ports::{
 };
 use crate::ports_bundle::{Adapters, Ports};
 use crate::script::{Script, ScriptStatus, ScriptType};
+use crate::usecases::ScriptLibrary;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -70,13 +72,15 @@ impl<P: Ports> ScriptCatalog<P> {
         Self { adapters }
     }
 
-    /// Parses, validates and stores a new script. A taken name is a conflict.
-    /// Audited as `script.create` by `actor`.
+    /// Parses, validates and stores a new script. A taken name is a conflict;
+    /// an actor without the editor or admin role is `FORBIDDEN`. Audited as
+    /// `script.create` by `actor`.
     pub async fn create(
         &self,
         actor: &Actor,
         draft: ScriptDraft,
     ) -> Result<StoredScript, DomainError> {
+        actor.require_script_manager()?;
         let a = &self.adapters;
         let parsed = a.engine.load(&draft.content, draft.mode)?;
         let script_type = parsed.document.script_type();
@@ -119,13 +123,15 @@ impl<P: Ports> ScriptCatalog<P> {
     }
 
     /// Creates the script, or replaces content, description and tags of the
-    /// script with the same name. Audited by `actor` as `script.import`
-    /// (created) or `script.update` (replaced, with both content hashes).
+    /// script with the same name; an actor without the editor or admin role
+    /// is `FORBIDDEN`. Audited by `actor` as `script.import` (created) or
+    /// `script.update` (replaced, with both content hashes).
     pub async fn import(
         &self,
         actor: &Actor,
         import: ScriptImport,
     ) -> Result<StoredScript, DomainError> {
+        actor.require_script_manager()?;
         let a = &self.adapters;
         let parsed = a.engine.load(&import.content, import.mode)?;
         let now = a.clock.now();
@@ -259,6 +265,42 @@ impl<P: Ports> ScriptCatalog<P> {
 
     pub async fn list(&self, filter: &ScriptFilter) -> Result<Vec<Script>, DomainError> {
         Ok(self.adapters.scripts.list(filter).await?)
+    }
+}
+
+#[async_trait]
+impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
+    async fn list(
+        &self,
+        _actor: &Actor,
+        filter: &ScriptFilter,
+    ) -> Result<Vec<Script>, DomainError> {
+        ScriptCatalog::list(self, filter).await
+    }
+
+    async fn get(&self, _actor: &Actor, id: ScriptId) -> Result<Script, DomainError> {
+        ScriptCatalog::get(self, id).await
+    }
+
+    async fn create(&self, actor: &Actor, draft: ScriptDraft) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::create(self, actor, draft).await
+    }
+
+    async fn import(
+        &self,
+        actor: &Actor,
+        import: ScriptImport,
+    ) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::import(self, actor, import).await
+    }
+
+    async fn validate(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        mode: LoadMode,
+    ) -> Result<Vec<LoadWarning>, DomainError> {
+        ScriptCatalog::validate(self, id, mode).await
     }
 }
 

@@ -1,6 +1,8 @@
 //! HeartRule's domain: the entities a counseling session is made of, the typed
 //! errors every layer speaks, the port traits adapters implement, and the
-//! [`SessionManager`] / [`ScriptCatalog`] services that drive a conversation.
+//! [`SessionManager`] / [`ScriptCatalog`] services that drive a conversation,
+//! offered to adapters as the use-case traits of [`usecases`] (inbound
+//! ports), which take the [`Actor`] asking and decide what it may do.
 //!
 //! This crate performs no I/O and depends on no crate of the workspace.
 
@@ -63,5 +65,8 @@ pub use script::{
 };
 pub use sensitive::{SensitiveValues, SENSITIVE_MASK};
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};
-pub use usecases::{AdminService, Administration, UserErasure};
+pub use usecases::{
+    AdminService, Administration, Conversations, PendingTurn, ScriptLibrary, StartedTurn,
+    UserErasure,
+};
 pub use variables::{ValueType, VariableScope, VariableStore, VariableValue};

@@ -3,6 +3,7 @@
 //! runs on a locked session and its whole outcome is committed at once, or
 //! nothing is and the failure is recorded.
 
+use crate::actor::Actor;
 use crate::engine::{ContentSink, EngineState, LlmCallRecord, TurnOutcome, TurnRequest};
 use crate::engine::{ScriptEngine, ValidationErrorType, ValidationIssue};
 use crate::error::{DomainError, ErrorCode, ErrorKind};
@@ -17,7 +18,9 @@ use crate::ports::{
 use crate::ports_bundle::{Adapters, Ports};
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
+use crate::usecases::{Conversations, PendingTurn, StartedTurn};
 use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use metrics::Unit;
 use serde::{Deserialize, Serialize};
@@ -233,6 +236,10 @@ fn record_turn_outcome(
 }
 
 /// Runs conversations. Generic over the adapters of [`Ports`].
+///
+/// Its inherent methods act for the system and check no actor; adapters go
+/// through the [`Conversations`] port, which decides what the actor asking
+/// may reach.
 pub struct SessionManager<P: Ports> {
     adapters: Adapters<P>,
     config: SessionManagerConfig,
@@ -842,6 +849,104 @@ impl<P: Ports> SessionManager<P> {
             .sessions
             .list_for_user(user_id, self.config.user_sessions_limit)
             .await?)
+    }
+}
+
+impl<P: Ports> SessionManager<P> {
+    /// The session when `actor` may reach it. Anyone else is told it does
+    /// not exist, exactly as for an unknown id, so ids cannot be probed.
+    async fn reachable_session(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+    ) -> Result<Session, DomainError> {
+        let session = self.get_session(id).await?;
+        if actor.may_access_user(&session.user_id) {
+            Ok(session)
+        } else {
+            Err(DomainError::new(ErrorKind::SessionNotFound(id)).with_session(id))
+        }
+    }
+
+    /// Checked before a turn claims anything, so a refused turn takes no
+    /// lease and records no failure. Administrators reach every session and
+    /// skip the read.
+    async fn authorize_turn(&self, actor: &Actor, id: SessionId) -> Result<(), DomainError> {
+        if actor.is_admin() {
+            return Ok(());
+        }
+        self.reachable_session(actor, id).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl<P: Ports> Conversations for SessionManager<P> {
+    async fn create_session(
+        &self,
+        actor: &Actor,
+        request: CreateSession,
+    ) -> Result<TurnResult, DomainError> {
+        if !actor.may_access_user(&request.user_id) {
+            return Err(DomainError::new(ErrorKind::Forbidden(
+                "only administrators may create sessions for another user".into(),
+            )));
+        }
+        SessionManager::create_session(self, request).await
+    }
+
+    async fn get_session(&self, actor: &Actor, id: SessionId) -> Result<Session, DomainError> {
+        self.reachable_session(actor, id).await
+    }
+
+    async fn messages(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Message>, DomainError> {
+        self.reachable_session(actor, id).await?;
+        self.adapters
+            .history
+            .list_messages(id, after_seq, limit)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(id))
+    }
+
+    async fn variables(&self, actor: &Actor, id: SessionId) -> Result<VariableStore, DomainError> {
+        Ok(self.reachable_session(actor, id).await?.state.variables)
+    }
+
+    async fn list_user_sessions(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+    ) -> Result<Vec<Session>, DomainError> {
+        if !actor.may_access_user(user_id) {
+            return Ok(Vec::new());
+        }
+        SessionManager::list_user_sessions(self, user_id).await
+    }
+
+    async fn process_input(
+        &self,
+        actor: &Actor,
+        input: ProcessInput,
+    ) -> Result<TurnResult, DomainError> {
+        self.authorize_turn(actor, input.session_id).await?;
+        SessionManager::process_input(self, input).await
+    }
+
+    async fn start_turn(
+        &self,
+        actor: &Actor,
+        input: ProcessInput,
+    ) -> Result<StartedTurn, DomainError> {
+        self.authorize_turn(actor, input.session_id).await?;
+        Ok(match SessionManager::start_turn(self, input).await? {
+            TurnStart::Claimed(turn) => StartedTurn::Claimed(PendingTurn::new(turn.run())),
+            TurnStart::Replayed(result) => StartedTurn::Replayed(result),
+        })
     }
 }
 

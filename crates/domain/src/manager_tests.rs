@@ -796,3 +796,255 @@ async fn sessions_and_turns_are_recorded_as_declared() {
         ]
     );
 }
+
+// Authorisation through the inbound ports: the domain decides.
+
+mod authorisation {
+    use super::*;
+    use crate::actor::Actor;
+    use crate::catalog::{ScriptCatalog, ScriptDraft, ScriptImport};
+    use crate::engine::LoadMode;
+    use crate::ports::ScriptFilter;
+    use crate::usecases::{Conversations, ScriptLibrary, StartedTurn};
+
+    /// A store holding `session` (of user `u1`) that must not be claimed,
+    /// released (a failed turn recorded) or listed.
+    fn store_of(session: &Session) -> MockSessionRepository {
+        let mut sessions = MockSessionRepository::new();
+        let stored = session.clone();
+        sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        sessions.expect_claim_turn().times(0);
+        sessions.expect_release_turn().times(0);
+        sessions.expect_list_for_user().times(0);
+        sessions
+    }
+
+    fn engine_never_runs() -> MockScriptEngine {
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(0);
+        engine
+    }
+
+    #[tokio::test]
+    async fn another_users_session_is_not_found_and_nothing_is_claimed() {
+        let session = stored_session(&script(), 2);
+        let id = session.id;
+        let m = manager(
+            MockScriptRepository::new(),
+            store_of(&session),
+            engine_never_runs(),
+        );
+        // The history mock has no expectations: reading it would panic.
+        for actor in [Actor::client("u2"), Actor::editor("u2")] {
+            let errors = [
+                Conversations::get_session(&m, &actor, id)
+                    .await
+                    .unwrap_err(),
+                Conversations::messages(&m, &actor, id, 0, 10)
+                    .await
+                    .unwrap_err(),
+                Conversations::variables(&m, &actor, id).await.unwrap_err(),
+                Conversations::process_input(&m, &actor, input(id, "hi"))
+                    .await
+                    .unwrap_err(),
+                Conversations::start_turn(&m, &actor, input(id, "hi"))
+                    .await
+                    .unwrap_err(),
+            ];
+            for error in errors {
+                // Exactly what an unknown id answers.
+                assert_eq!(error.code(), ErrorCode::SessionNotFound);
+                assert_eq!(error.context.session_id, Some(id));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_owner_reads_its_session_and_its_turn_goes_on_to_the_claim() {
+        let session = stored_session(&script(), 2);
+        let id = session.id;
+        let mut sessions = MockSessionRepository::new();
+        let stored = session.clone();
+        sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        sessions.expect_claim_turn().times(2).returning(|_| {
+            Ok(ClaimOutcome::Busy {
+                lease_expires_at: Some(FixedClock.now()),
+            })
+        });
+        let m = manager(MockScriptRepository::new(), sessions, engine_never_runs());
+        let owner = Actor::client("u1");
+        assert_eq!(
+            Conversations::get_session(&m, &owner, id)
+                .await
+                .unwrap()
+                .user_id,
+            "u1"
+        );
+        let error = Conversations::process_input(&m, &owner, input(id, "hi"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::TurnInProgress);
+        let error = Conversations::start_turn(&m, &owner, input(id, "hi"))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::TurnInProgress);
+    }
+
+    #[tokio::test]
+    async fn administrators_reach_every_session_without_an_extra_read() {
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_get().times(0);
+        sessions
+            .expect_claim_turn()
+            .times(1)
+            .returning(|_| Ok(ClaimOutcome::NotFound));
+        let m = manager(MockScriptRepository::new(), sessions, engine_never_runs());
+        let id = SessionId::new_random();
+        let error = Conversations::start_turn(&m, &Actor::admin("root"), input(id, "hi"))
+            .await
+            .map(|started| matches!(started, StartedTurn::Replayed(_)))
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::SessionNotFound);
+    }
+
+    #[tokio::test]
+    async fn a_session_for_another_user_is_forbidden_to_non_admins() {
+        let mut scripts = MockScriptRepository::new();
+        // The owner (and the admin) get past the check to the script lookup.
+        scripts.expect_get().times(2).returning(|_| Ok(None));
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_create().times(0);
+        let m = manager(scripts, sessions, engine_never_runs());
+        let request = |user: &str| CreateSession {
+            user_id: user.into(),
+            script_id: ScriptId::new_random(),
+            initial_variables: serde_json::Map::new(),
+        };
+        for actor in [Actor::client("u2"), Actor::editor("ed")] {
+            let error = Conversations::create_session(&m, &actor, request("u1"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Forbidden);
+        }
+        for actor in [Actor::client("u1"), Actor::admin("root")] {
+            let error = Conversations::create_session(&m, &actor, request("u1"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), ErrorCode::ScriptNotFound);
+        }
+    }
+
+    #[tokio::test]
+    async fn another_users_session_list_is_empty_and_the_store_is_not_asked() {
+        let session = stored_session(&script(), 2);
+        let mut sessions = MockSessionRepository::new();
+        let listed = session.clone();
+        sessions
+            .expect_list_for_user()
+            .withf(|user, _| user == "u1")
+            .times(2)
+            .returning(move |_, _| Ok(vec![listed.clone()]));
+        let m = manager(MockScriptRepository::new(), sessions, engine_never_runs());
+        let others = Conversations::list_user_sessions(&m, &Actor::client("u2"), "u1")
+            .await
+            .unwrap();
+        assert!(others.is_empty());
+        for actor in [Actor::client("u1"), Actor::admin("root")] {
+            let own = Conversations::list_user_sessions(&m, &actor, "u1")
+                .await
+                .unwrap();
+            assert_eq!(own.len(), 1);
+        }
+    }
+
+    fn catalog(
+        scripts: MockScriptRepository,
+        engine: MockScriptEngine,
+    ) -> ScriptCatalog<MockPorts> {
+        let mut cache = MockSessionCache::new();
+        cache.expect_get().returning(|_| None);
+        ScriptCatalog::new(Adapters {
+            scripts: Arc::new(scripts),
+            sessions: Arc::new(MockSessionRepository::new()),
+            history: Arc::new(MockMessageHistory::new()),
+            script_cache: Arc::new(NoCache),
+            session_cache: Arc::new(cache),
+            engine: Arc::new(engine),
+            clock: Arc::new(FixedClock),
+            ids: Arc::new(RandomIds),
+            // A refused or unparsable write records nothing: no expectation.
+            audit: Arc::new(crate::audit::MockAuditLog::new()),
+            user_data: Arc::new(crate::privacy::MockUserDataStore::new()),
+            cache_janitor: Arc::new(NoCache),
+        })
+    }
+
+    #[tokio::test]
+    async fn only_editors_and_admins_write_scripts_everyone_reads_them() {
+        let mut scripts = MockScriptRepository::new();
+        scripts.expect_insert().times(0);
+        scripts.expect_find_by_name().times(0);
+        scripts.expect_list().times(3).returning(|_| Ok(Vec::new()));
+        let mut engine = MockScriptEngine::new();
+        // Writers get past the check to the parse, which fails here.
+        engine.expect_load().times(4).returning(|_, _| {
+            Err(crate::engine::ScriptLoadError::Syntax {
+                message: "not yaml".into(),
+                line: 1,
+                column: 1,
+            })
+        });
+        let library = catalog(scripts, engine);
+        let draft = ScriptDraft {
+            name: "s".into(),
+            script_type: None,
+            content: "x".into(),
+            author: "a".into(),
+            description: String::new(),
+            tags: vec![],
+            mode: LoadMode::Compatible,
+        };
+        let import = ScriptImport {
+            name: "s".into(),
+            content: "x".into(),
+            description: None,
+            tags: vec![],
+            mode: LoadMode::Compatible,
+        };
+        let client = Actor::client("u1");
+        let refused = [
+            ScriptLibrary::create(&library, &client, draft.clone())
+                .await
+                .unwrap_err(),
+            ScriptLibrary::import(&library, &client, import.clone())
+                .await
+                .unwrap_err(),
+        ];
+        for error in refused {
+            assert_eq!(error.code(), ErrorCode::Forbidden);
+        }
+        for writer in [Actor::editor("ed"), Actor::admin("root")] {
+            let parsed = [
+                ScriptLibrary::create(&library, &writer, draft.clone())
+                    .await
+                    .unwrap_err(),
+                ScriptLibrary::import(&library, &writer, import.clone())
+                    .await
+                    .unwrap_err(),
+            ];
+            for error in parsed {
+                assert_eq!(error.code(), ErrorCode::ScriptParseError);
+            }
+        }
+        for reader in [client, Actor::editor("ed"), Actor::admin("root")] {
+            ScriptLibrary::list(&library, &reader, &ScriptFilter::default())
+                .await
+                .unwrap();
+        }
+    }
+}

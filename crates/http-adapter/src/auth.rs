@@ -5,6 +5,11 @@
 //! stay public without a list of exceptions to keep in step.
 //!
 //! What an actor may do is decided by the domain services, not here.
+//! [`jwt::JwtAuthenticator`] is the authenticator of `auth.mode: jwt`.
+
+pub mod jwt;
+
+pub use jwt::{issue_hs256, JwtAuthenticator, JwtSettings, JwtSetupError, TokenRequest};
 
 use crate::error::ApiError;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};

@@ -49,11 +49,10 @@ pub use state::{AppState, MetricsRenderer};
 
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
-use heartrule_domain::Ports;
 use std::sync::Arc;
 
 /// Registers the whole API, wrapped in the adapter's middleware stack.
-pub fn configure<P: Ports>(state: AppState<P>) -> impl FnOnce(&mut ServiceConfig) + Clone {
+pub fn configure(state: AppState) -> impl FnOnce(&mut ServiceConfig) + Clone {
     move |cfg: &mut ServiceConfig| {
         let body_limit = state.config.body_limit_bytes;
         let tracing_hooks = Arc::clone(&state.tracing);
@@ -75,7 +74,7 @@ pub fn configure<P: Ports>(state: AppState<P>) -> impl FnOnce(&mut ServiceConfig
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
-                .configure(routes::register::<P>)
+                .configure(routes::register)
                 .default_service(web::to(routes::system::unmatched)),
         );
     }

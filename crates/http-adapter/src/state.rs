@@ -3,18 +3,24 @@
 use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
-use heartrule_domain::{Administration, Ports, ScriptCatalog, SessionManager};
+use heartrule_domain::{Administration, Conversations, ScriptLibrary};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Renders the metrics registry in the Prometheus text format.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The services and hooks behind the routes. Cloned once per worker.
-pub struct AppState<P: Ports> {
-    pub manager: SessionManager<P>,
-    pub catalog: ScriptCatalog<P>,
-    /// The audit log and the privacy operations (admin routes).
+/// The use cases and hooks behind the routes. Cloned once per worker.
+///
+/// The routes see the domain only through its inbound ports, so the adapter's
+/// tests can run them against mocks.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sessions and turns (the domain's `SessionManager`).
+    pub conversations: Arc<dyn Conversations>,
+    /// Scripts (the domain's `ScriptCatalog`).
+    pub scripts: Arc<dyn ScriptLibrary>,
+    /// The audit log and the privacy operations (the domain's `AdminService`).
     pub admin: Arc<dyn Administration>,
     pub readiness: Arc<dyn ReadinessProbe>,
     pub tracing: Arc<dyn RequestTracing>,
@@ -27,19 +33,19 @@ pub struct AppState<P: Ports> {
     pub started_at: Instant,
 }
 
-impl<P: Ports> AppState<P> {
+impl AppState {
     /// A state with no dependency checks, no trace propagation, no
     /// authentication and no metrics renderer; the `with_*` methods add them.
     #[must_use]
     pub fn new(
-        manager: SessionManager<P>,
-        catalog: ScriptCatalog<P>,
+        conversations: Arc<dyn Conversations>,
+        scripts: Arc<dyn ScriptLibrary>,
         admin: Arc<dyn Administration>,
         config: HttpConfig,
     ) -> Self {
         Self {
-            manager,
-            catalog,
+            conversations,
+            scripts,
             admin,
             readiness: Arc::new(StaticReadiness::default()),
             tracing: Arc::new(NoTracing),
@@ -78,21 +84,5 @@ impl<P: Ports> AppState<P> {
     pub fn with_started_at(mut self, started_at: Instant) -> Self {
         self.started_at = started_at;
         self
-    }
-}
-
-impl<P: Ports> Clone for AppState<P> {
-    fn clone(&self) -> Self {
-        Self {
-            manager: self.manager.clone(),
-            catalog: self.catalog.clone(),
-            admin: Arc::clone(&self.admin),
-            readiness: Arc::clone(&self.readiness),
-            tracing: Arc::clone(&self.tracing),
-            authenticator: Arc::clone(&self.authenticator),
-            metrics_renderer: self.metrics_renderer.clone(),
-            config: self.config.clone(),
-            started_at: self.started_at,
-        }
     }
 }

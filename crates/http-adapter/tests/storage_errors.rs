@@ -34,7 +34,7 @@ impl Ports for MockedScripts {
     type CacheJanitor = NoCache;
 }
 
-fn state(scripts: MockScriptRepository) -> AppState<MockedScripts> {
+fn state(scripts: MockScriptRepository) -> AppState {
     let store = Arc::new(MemoryStore::new());
     let engine = HeartRuleEngine::new(
         FakeLlm::failing_when_empty() as Arc<dyn LlmProvider>,
@@ -55,8 +55,11 @@ fn state(scripts: MockScriptRepository) -> AppState<MockedScripts> {
         cache_janitor: Arc::new(NoCache),
     };
     AppState::new(
-        SessionManager::new(adapters.clone(), SessionManagerConfig::default()),
-        ScriptCatalog::new(adapters.clone()),
+        Arc::new(SessionManager::new(
+            adapters.clone(),
+            SessionManagerConfig::default(),
+        )),
+        Arc::new(ScriptCatalog::new(adapters.clone())),
         Arc::new(AdminService::new(adapters)),
         HttpConfig::default(),
     )

@@ -94,6 +94,7 @@ diesel::table! {
         completed_at -> Nullable<Timestamptz>,
         lease_owner -> Nullable<Uuid>,
         lease_expires_at -> Nullable<Timestamptz>,
+        active_on -> Nullable<Date>,
     }
 }
 

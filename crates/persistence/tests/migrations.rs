@@ -198,6 +198,7 @@ fn diesel_schema_columns() -> BTreeSet<String> {
                 "Jsonb" => "jsonb",
                 "Int8" => "bigint",
                 "Timestamptz" => "timestamp with time zone",
+                "Date" => "date",
                 other => panic!("unexpected diesel type {other}"),
             };
             columns.insert(format!("{table}.{column} {sql} {nullable}"));

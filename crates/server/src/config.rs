@@ -8,6 +8,7 @@
 //! value (see [`SECRET_VARIABLES`]). Secret values are [`SecretString`]s, so
 //! `Debug` output and errors never show them.
 
+use heartrule_http_adapter::auth::JwtSettings;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub struct AppConfig {
     pub engine: EngineSection,
     pub scripts: ScriptsSection,
     pub retention: RetentionSection,
+    pub auth: AuthSection,
     pub telemetry: heartrule_telemetry::TelemetryConfig,
 }
 
@@ -162,6 +164,89 @@ impl RetentionSection {
     }
 }
 
+/// Whether requests must prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request is the local operator, holding every role: local use
+    /// and trusted networks only (logged loudly at start-up).
+    Off,
+    /// Every `/api` request needs a valid bearer JWT.
+    Jwt,
+}
+
+impl AuthMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
+/// Authentication of the API (`auth.mode: jwt`): which tokens are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// Verifies (and `heartrule token` signs) HS256 tokens; empty: none.
+    /// At least 32 bytes.
+    pub hs256_secret: SecretString,
+    /// PEM file of an RS256 public key; empty: none.
+    pub rs256_public_key_file: String,
+    /// JWKS file whose RSA keys verify RS256 tokens by `kid`; empty: none.
+    pub jwks_file: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The claim holding the roles (an array of strings); dots reach into
+    /// objects (`realm_access.roles`).
+    pub roles_claim: String,
+}
+
+impl AuthSection {
+    /// The verifier's settings, with the key files read. Errors name the
+    /// key and the path, never a key.
+    pub fn jwt_settings(&self) -> Result<JwtSettings, ConfigError> {
+        let read = |key: &str, path: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+            if path.trim().is_empty() {
+                return Ok(None);
+            }
+            std::fs::read(path)
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid(format!("`{key}`: cannot read {path}: {e}")))
+        };
+        let jwks = read("auth.jwks_file", &self.jwks_file)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "`auth.jwks_file`: {} is not UTF-8 JSON",
+                        self.jwks_file
+                    ))
+                })
+            })
+            .transpose()?;
+        let secret = self.hs256_secret.expose_secret();
+        Ok(JwtSettings {
+            hs256_secret: (!secret.is_empty()).then(|| secret.as_bytes().to_vec()),
+            rs256_public_key_pem: read("auth.rs256_public_key_file", &self.rs256_public_key_file)?,
+            jwks_json: jwks,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway: self.leeway,
+            roles_claim: self.roles_claim.clone(),
+        })
+    }
+}
+
+/// Largest `auth.leeway`: a token expired longer ago than this is expired.
+pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
+
 /// Largest `retention.batch_size`: one statement stays short.
 pub const MAX_RETENTION_BATCH: usize = 10_000;
 
@@ -184,6 +269,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "HEARTRULE__REDIS__URL",
     "HEARTRULE__LLM__OPENAI__API_KEY",
     "HEARTRULE__LLM__FALLBACK__OPENAI__API_KEY",
+    "HEARTRULE__AUTH__HS256_SECRET",
 ];
 
 /// Legacy variable → config key.
@@ -319,6 +405,16 @@ impl AppConfig {
             self.retention.batch_pause <= Duration::from_secs(60),
             "retention.batch_pause",
             "must be at most 1m",
+        )?;
+        check(
+            self.auth.leeway <= MAX_AUTH_LEEWAY,
+            "auth.leeway",
+            "must be at most 5m",
+        )?;
+        check(
+            !self.auth.roles_claim.trim().is_empty(),
+            "auth.roles_claim",
+            "must not be empty",
         )?;
         let db = self.database.url.expose_secret();
         check(
@@ -722,5 +818,98 @@ mod tests {
         )
         .unwrap();
         assert!(config.database.transaction_pooling);
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_on_in_production() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        assert_eq!(config.auth.mode, AuthMode::Off);
+        assert_eq!(config.auth.issuer, "heartrule");
+        assert_eq!(config.auth.audience, "heartrule-api");
+        assert_eq!(config.auth.leeway, Duration::from_secs(30));
+        assert_eq!(config.auth.roles_claim, "roles");
+        let production =
+            AppConfig::load_from(&config_dir(), &env(&[("APP_ENV", "production")])).unwrap();
+        assert_eq!(production.auth.mode, AuthMode::Jwt);
+        let off = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("APP_ENV", "production"), ("HEARTRULE__AUTH__MODE", "off")]),
+        )
+        .unwrap();
+        assert_eq!(off.auth.mode, AuthMode::Off);
+    }
+
+    #[test]
+    fn the_hs256_secret_comes_from_the_environment_or_a_file_and_never_shows() {
+        let file = SecretFile::new("a-secret-from-a-file-hunter2-0123456789\n");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__AUTH__HS256_SECRET_FILE", file.path())]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.auth.hs256_secret.expose_secret(),
+            "a-secret-from-a-file-hunter2-0123456789"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let settings = config.auth.jwt_settings().unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(
+            settings.hs256_secret.as_deref(),
+            Some(&b"a-secret-from-a-file-hunter2-0123456789"[..])
+        );
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__AUTH__HS256_SECRET", "from-the-environment")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.auth.hs256_secret.expose_secret(),
+            "from-the-environment"
+        );
+    }
+
+    #[test]
+    fn key_files_are_read_and_unreadable_ones_named() {
+        let pem = SecretFile::new("-----BEGIN PUBLIC KEY-----\n");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__AUTH__RS256_PUBLIC_KEY_FILE", pem.path()),
+                (
+                    "HEARTRULE__AUTH__JWKS_FILE",
+                    "/nonexistent-heartrule/jwks.json",
+                ),
+            ]),
+        )
+        .unwrap();
+        let err = config.auth.jwt_settings().unwrap_err().to_string();
+        assert!(err.contains("auth.jwks_file"), "{err}");
+        assert!(err.contains("/nonexistent-heartrule/jwks.json"), "{err}");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__AUTH__RS256_PUBLIC_KEY_FILE", pem.path())]),
+        )
+        .unwrap();
+        let settings = config.auth.jwt_settings().unwrap();
+        assert_eq!(
+            settings.rs256_public_key_pem.as_deref(),
+            Some(&b"-----BEGIN PUBLIC KEY-----\n"[..])
+        );
+        assert!(settings.hs256_secret.is_none() && settings.jwks_json.is_none());
+    }
+
+    #[test]
+    fn unsafe_auth_values_are_refused() {
+        for (variable, value, key) in [
+            ("HEARTRULE__AUTH__LEEWAY", "10m", "auth.leeway"),
+            ("HEARTRULE__AUTH__ROLES_CLAIM", " ", "auth.roles_claim"),
+            ("HEARTRULE__AUTH__MODE", "basic", "basic"),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&[(variable, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{variable}={value}: {err}");
+        }
     }
 }

@@ -58,6 +58,35 @@ pub async fn serve(config: AppConfig) -> anyhow::Result<()> {
     result
 }
 
+/// `heartrule token`: a development token signed with `auth.hs256_secret`,
+/// carrying the configured issuer and audience.
+pub fn issue_token(
+    config: &AppConfig,
+    subject: &str,
+    roles: &[heartrule_domain::Role],
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let auth = &config.auth;
+    let secret = auth.hs256_secret.expose_secret();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "`auth.hs256_secret` (HEARTRULE__AUTH__HS256_SECRET or its _FILE) is not set: \
+         development tokens are signed with it"
+    );
+    anyhow::ensure!(!roles.is_empty(), "give at least one --role");
+    Ok(heartrule_http_adapter::auth::issue_hs256(
+        secret.as_bytes(),
+        &heartrule_http_adapter::auth::TokenRequest {
+            subject,
+            roles,
+            issuer: &auth.issuer,
+            audience: &auth.audience,
+            roles_claim: &auth.roles_claim,
+            ttl,
+        },
+    )?)
+}
+
 /// Applies pending migrations to `database.url`.
 pub async fn migrate(config: &AppConfig) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -81,7 +110,7 @@ pub async fn migrate(config: &AppConfig) -> anyhow::Result<()> {
 #[must_use]
 pub fn config_summary(config: &AppConfig) -> String {
     format!(
-        "listen: {}:{}\nstore: {}\ncache: {}\nllm: {}\ntelemetry: logs {:?}, traces {}",
+        "listen: {}:{}\nstore: {}\ncache: {}\nllm: {}\nauth: {}\ntelemetry: logs {:?}, traces {}",
         config.server.host,
         config.server.port,
         if config.database.url.expose_secret().is_empty() {
@@ -95,6 +124,7 @@ pub fn config_summary(config: &AppConfig) -> String {
             "redis"
         },
         config.llm.provider.as_str(),
+        config.auth.mode.as_str(),
         config.telemetry.log.format,
         if config.telemetry.traces.enabled {
             "on"

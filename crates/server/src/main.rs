@@ -3,7 +3,7 @@
 //! `heartrule` (or `heartrule serve`) runs the HTTP API; `heartrule migrate`
 //! applies the database migrations and exits; `heartrule check-config`
 //! validates the configuration; `heartrule maintenance cleanup` applies the
-//! retention policy.
+//! retention policy; `heartrule token` prints a development token.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +39,18 @@ enum Command {
     CheckConfig,
     /// Print the metrics catalogue as the Markdown table of the README.
     MetricsDoc,
+    /// Print a bearer token signed with `auth.hs256_secret` (development and tests).
+    Token {
+        /// The token's subject (`sub`): a client's user id.
+        #[arg(long)]
+        subject: String,
+        /// A role (client, editor, admin); repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<heartrule_domain::Role>,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Data retention jobs (run by a CronJob; see docs/operations/retention.md).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
@@ -79,10 +91,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Some(Command::Token {
+        subject,
+        roles,
+        ttl,
+    }) = &cli.command
+    {
+        println!(
+            "{}",
+            heartrule_server::issue_token(&config, subject, roles, *ttl)?
+        );
+        return Ok(());
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(heartrule_server::serve(config)),
         Command::Migrate => runtime.block_on(heartrule_server::migrate(&config)),
-        Command::MetricsDoc => Ok(()),
+        Command::MetricsDoc | Command::Token { .. } => Ok(()),
         Command::Maintenance(MaintenanceCommand::Cleanup {
             dry_run,
             metrics_file,

@@ -5,11 +5,9 @@ use heartrule_domain::{Actor, LoadMode, Ports, ScriptCatalog, ScriptImport};
 use std::path::{Path, PathBuf};
 
 /// Imports every `*.yaml` in `dir/techniques/` and `dir/` (upsert by file
-/// stem) as `actor` (the audit log names it). A missing folder is not an
-/// error; a script that fails to load is.
+/// stem). A missing folder is not an error; a script that fails to load is.
 pub(crate) async fn import_dir<P: Ports>(
     catalog: &ScriptCatalog<P>,
-    actor: &Actor,
     dir: &Path,
 ) -> anyhow::Result<usize> {
     if !dir.is_dir() {
@@ -26,9 +24,10 @@ pub(crate) async fn import_dir<P: Ports>(
             .to_owned();
         let content =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // The server itself imports them, with every role.
         let stored = catalog
             .import(
-                actor,
+                &Actor::local_operator(),
                 ScriptImport {
                     name: name.clone(),
                     content,

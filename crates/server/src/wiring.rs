@@ -2,6 +2,7 @@
 //! domain services and the HTTP adapter.
 
 use crate::config::AppConfig;
+use crate::config::{AuthMode, AuthSection};
 use crate::preload;
 use crate::readiness::ServerReadiness;
 use anyhow::Context;
@@ -11,9 +12,10 @@ use heartrule_domain::ports::{
     SessionRepository, SystemClock,
 };
 use heartrule_domain::{
-    Actor, Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports,
-    ScriptCatalog, SessionManager, SessionManagerConfig, UserDataStore,
+    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports, ScriptCatalog,
+    SessionManager, SessionManagerConfig, UserDataStore,
 };
+use heartrule_http_adapter::auth::{AuthenticationOff, Authenticator, JwtAuthenticator};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
 use heartrule_llm::{BuildOptions, LlmStack};
 use heartrule_persistence::{MemoryStore, PgConfig, PgStore};
@@ -53,7 +55,7 @@ pub(crate) enum Store {
 
 /// Everything built from the configuration.
 pub struct App {
-    pub state: AppState<ServerPorts>,
+    pub state: AppState,
     pub(crate) store: Store,
     pub(crate) cache: Option<Arc<RedisCache>>,
     pub llm: LlmStack,
@@ -79,6 +81,8 @@ pub async fn build_app(
     metrics_renderer: Option<MetricsRenderer>,
     started_at: Instant,
 ) -> anyhow::Result<App> {
+    // First: a server that cannot check tokens must not start at all.
+    let authenticator = build_authenticator(&config.auth)?;
     let mut background = Vec::new();
     let StoreParts {
         scripts,
@@ -182,18 +186,13 @@ pub async fn build_app(
     );
     let admin = Arc::new(AdminService::new(adapters.clone()));
     let catalog = ScriptCatalog::new(adapters);
-    preload::import_dir(
-        &catalog,
-        &Actor::local_operator(),
-        &config.scripts.preload_dir,
-    )
-    .await?;
+    preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
     let readiness = ServerReadiness::new(store.clone(), cache.clone(), Arc::clone(&llm.status));
     let h = &config.http;
     let mut state = AppState::new(
-        manager,
-        catalog,
+        Arc::new(manager),
+        Arc::new(catalog),
         admin,
         HttpConfig {
             body_limit_bytes: h.body_limit_bytes,
@@ -203,6 +202,7 @@ pub async fn build_app(
             history_page_limit: h.history_page_limit,
         },
     )
+    .with_authenticator(authenticator)
     .with_readiness(Arc::new(readiness))
     .with_tracing(Arc::new(TelemetryTracing))
     .with_started_at(started_at);
@@ -216,6 +216,39 @@ pub async fn build_app(
         llm,
         background,
     })
+}
+
+/// The authenticator of `auth.mode`. Off says so loudly, like the
+/// in-memory store; jwt without a usable key refuses to start.
+fn build_authenticator(auth: &AuthSection) -> anyhow::Result<Arc<dyn Authenticator>> {
+    match auth.mode {
+        AuthMode::Off => {
+            tracing::warn!(
+                event = "authentication_off",
+                "AUTHENTICATION IS OFF (auth.mode: off): every request acts as the local operator \
+                 with every role. Only for local use: set auth.mode: jwt (APP_ENV=production does) \
+                 and a key (auth.hs256_secret, auth.rs256_public_key_file or auth.jwks_file)."
+            );
+            Ok(Arc::new(AuthenticationOff))
+        }
+        AuthMode::Jwt => {
+            let settings = auth.jwt_settings()?;
+            let authenticator = JwtAuthenticator::new(&settings).context(
+                "auth.mode is jwt: set auth.hs256_secret (HEARTRULE__AUTH__HS256_SECRET or its \
+                 _FILE), auth.rs256_public_key_file or auth.jwks_file",
+            )?;
+            tracing::info!(
+                event = "authentication_on",
+                issuer = %auth.issuer,
+                audience = %auth.audience,
+                hs256 = settings.hs256_secret.is_some(),
+                rs256_key_file = settings.rs256_public_key_pem.is_some(),
+                jwks_file = settings.jwks_json.is_some(),
+                "bearer JWTs required on /api"
+            );
+            Ok(Arc::new(authenticator))
+        }
+    }
 }
 
 /// The repositories of the configured store.

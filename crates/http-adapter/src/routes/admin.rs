@@ -9,8 +9,8 @@ use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use heartrule_domain::{
-    AuditAction, AuditEvent, AuditFilter, AuditTargetType, ErasedCounts, FailedTurn, Ports,
-    SessionData, UserErasure, UserExport, VariableSnapshot,
+    AuditAction, AuditEvent, AuditFilter, AuditTargetType, ErasedCounts, FailedTurn, SessionData,
+    UserErasure, UserExport, VariableSnapshot,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -332,8 +332,8 @@ fn user_id(raw: &str) -> Result<&str, ApiError> {
         (status = 403, description = "`FORBIDDEN`: the admin role is needed", body = ErrorBody)
     )
 )]
-pub async fn audit_events<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn audit_events(
+    state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     query: web::Query<AuditEventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -362,8 +362,8 @@ pub async fn audit_events<P: Ports>(
         (status = 503, description = "`DATABASE_ERROR`: the store is unavailable", body = ErrorBody)
     )
 )]
-pub async fn export_user<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn export_user(
+    state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     path: web::Path<String>,
     query: web::Query<ExportQuery>,
@@ -392,8 +392,8 @@ pub async fn export_user<P: Ports>(
         (status = 503, description = "`DATABASE_ERROR`: the store or the cache is unavailable; safe to repeat", body = ErrorBody)
     )
 )]
-pub async fn erase_user<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn erase_user(
+    state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

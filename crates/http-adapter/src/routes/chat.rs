@@ -2,6 +2,7 @@
 
 use super::run_turn;
 use super::sessions::turn_response;
+use crate::auth::CurrentActor;
 use crate::context::RequestContext;
 use crate::dto::{ChatBody, ChatRequest, TurnBody};
 use crate::error::{ApiError, ErrorBody};
@@ -10,7 +11,7 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use heartrule_domain::{ContentSink, Ports, ProcessInput, SessionId, TurnStart};
+use heartrule_domain::{ContentSink, ProcessInput, SessionId, StartedTurn};
 use serde::Serialize;
 use serde_json::json;
 use std::convert::Infallible;
@@ -43,8 +44,9 @@ fn validate(body: &ChatRequest) -> Result<SessionId, ApiError> {
         (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
     )
 )]
-pub async fn chat<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn chat(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     body: web::Json<ChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -52,7 +54,8 @@ pub async fn chat<P: Ports>(
     let session_id = validate(&body)?;
     let idempotency = idempotency_key(&request, CHAT_ROUTE, &body)?;
     let result = run_turn(
-        &state.manager,
+        &state.conversations,
+        actor,
         ProcessInput {
             session_id,
             content: body.message,
@@ -114,8 +117,9 @@ impl ContentSink for SseSink {
         (status = 409, description = "`TURN_IN_PROGRESS` (before the stream starts): another message of this session is being processed; `Retry-After` says when to retry", body = ErrorBody)
     )
 )]
-pub async fn chat_stream<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn chat_stream(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     body: web::Json<ChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -132,7 +136,7 @@ pub async fn chat_stream<P: Ports>(
             events: events.clone(),
         })),
     };
-    let manager = state.manager.clone();
+    let conversations = Arc::clone(&state.conversations);
     let include_debug_info = state.config.include_debug_info;
     // The claim decides the response: an unknown or busy session is a
     // plain JSON error, before any event is sent.
@@ -142,17 +146,17 @@ pub async fn chat_stream<P: Ports>(
     // lease.
     actix_web::rt::spawn(
         async move {
-            let outcome = match manager.start_turn(input).await {
+            let outcome = match conversations.start_turn(&actor, input).await {
                 Err(error) => {
                     // The handler answers with it, unless it is gone too.
                     let _ = started.send(Err(ApiError::from(error)));
                     return;
                 }
-                Ok(TurnStart::Replayed(result)) => {
+                Ok(StartedTurn::Replayed(result)) => {
                     let _ = started.send(Ok(()));
                     Ok(*result)
                 }
-                Ok(TurnStart::Claimed(turn)) => {
+                Ok(StartedTurn::Claimed(turn)) => {
                     let _ = started.send(Ok(()));
                     turn.run().await
                 }

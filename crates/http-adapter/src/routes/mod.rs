@@ -9,8 +9,9 @@ pub mod ws;
 
 use crate::error::ApiError;
 use actix_web::web::{self, ServiceConfig};
-use heartrule_domain::{Ports, ProcessInput, SessionManager, TurnResult};
+use heartrule_domain::{Actor, Conversations, ProcessInput, TurnResult};
 use std::str::FromStr;
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// Parses a UUID path parameter, naming it in the error.
@@ -21,13 +22,15 @@ pub(crate) fn parse_id<T: FromStr>(parameter: &str, raw: &str) -> Result<T, ApiE
 /// Runs a turn in its own task: actix drops a handler whose client
 /// disconnects, and a turn cancelled halfway would leave its session's lease
 /// held until it lapses. In a task it commits whole whatever the client does.
-pub(crate) async fn run_turn<P: Ports>(
-    manager: &SessionManager<P>,
+pub(crate) async fn run_turn(
+    conversations: &Arc<dyn Conversations>,
+    actor: Actor,
     input: ProcessInput,
 ) -> Result<TurnResult, ApiError> {
-    let manager = manager.clone();
+    let conversations = Arc::clone(conversations);
     actix_web::rt::spawn(
-        async move { manager.process_input(input).await }.instrument(tracing::Span::current()),
+        async move { conversations.process_input(&actor, input).await }
+            .instrument(tracing::Span::current()),
     )
     .await
     .map_err(|e| ApiError::internal(format!("the turn's task ended abnormally: {e}")))?
@@ -36,61 +39,50 @@ pub(crate) async fn run_turn<P: Ports>(
 
 /// Registers every route. One `resource` per path, so a wrong method on a
 /// known path is a 405, not a 404.
-pub(crate) fn register<P: Ports>(cfg: &mut ServiceConfig) {
+pub(crate) fn register(cfg: &mut ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(system::info)))
-        .service(web::resource("/health").route(web::get().to(system::health::<P>)))
-        .service(web::resource("/ready").route(web::get().to(system::ready::<P>)))
-        .service(web::resource("/metrics").route(web::get().to(system::metrics::<P>)))
+        .service(web::resource("/health").route(web::get().to(system::health)))
+        .service(web::resource("/ready").route(web::get().to(system::ready)))
+        .service(web::resource("/metrics").route(web::get().to(system::metrics)))
         .service(web::resource("/openapi.json").route(web::get().to(system::openapi)))
         .service(web::resource("/docs").route(web::get().to(system::docs)))
         .service(system::swagger_ui())
-        .service(
-            web::resource("/api/sessions").route(web::post().to(sessions::create_session::<P>)),
-        )
-        .service(
-            web::resource("/api/sessions/{id}").route(web::get().to(sessions::get_session::<P>)),
-        )
+        .service(web::resource("/api/sessions").route(web::post().to(sessions::create_session)))
+        .service(web::resource("/api/sessions/{id}").route(web::get().to(sessions::get_session)))
         .service(
             web::resource("/api/sessions/{id}/messages")
-                .route(web::get().to(sessions::list_messages::<P>))
-                .route(web::post().to(sessions::post_message::<P>)),
+                .route(web::get().to(sessions::list_messages))
+                .route(web::post().to(sessions::post_message)),
         )
         .service(
             web::resource("/api/sessions/{id}/variables")
-                .route(web::get().to(sessions::get_variables::<P>)),
+                .route(web::get().to(sessions::get_variables)),
         )
-        .service(
-            web::resource("/api/sessions/{id}/ws").route(web::get().to(ws::session_socket::<P>)),
-        )
+        .service(web::resource("/api/sessions/{id}/ws").route(web::get().to(ws::session_socket)))
         .service(
             web::resource("/api/users/{userId}/sessions")
-                .route(web::get().to(sessions::list_user_sessions::<P>)),
+                .route(web::get().to(sessions::list_user_sessions)),
         )
-        .service(web::resource("/api/chat").route(web::post().to(chat::chat::<P>)))
-        .service(web::resource("/api/chat/stream").route(web::post().to(chat::chat_stream::<P>)))
+        .service(web::resource("/api/chat").route(web::post().to(chat::chat)))
+        .service(web::resource("/api/chat/stream").route(web::post().to(chat::chat_stream)))
         .service(
             web::resource("/api/scripts")
-                .route(web::get().to(scripts::list_scripts::<P>))
-                .route(web::post().to(scripts::create_script::<P>)),
+                .route(web::get().to(scripts::list_scripts))
+                .route(web::post().to(scripts::create_script)),
         )
         // Before `/api/scripts/{id}`, which would otherwise take `import` as an id.
-        .service(
-            web::resource("/api/scripts/import").route(web::post().to(scripts::import_script::<P>)),
-        )
-        .service(web::resource("/api/scripts/{id}").route(web::get().to(scripts::get_script::<P>)))
+        .service(web::resource("/api/scripts/import").route(web::post().to(scripts::import_script)))
+        .service(web::resource("/api/scripts/{id}").route(web::get().to(scripts::get_script)))
         .service(
             web::resource("/api/scripts/{id}/validate")
-                .route(web::post().to(scripts::validate_script::<P>)),
+                .route(web::post().to(scripts::validate_script)),
         )
-        .service(
-            web::resource("/api/admin/audit-events").route(web::get().to(admin::audit_events::<P>)),
-        )
+        .service(web::resource("/api/admin/audit-events").route(web::get().to(admin::audit_events)))
         .service(
             web::resource("/api/admin/users/{userId}/export")
-                .route(web::get().to(admin::export_user::<P>)),
+                .route(web::get().to(admin::export_user)),
         )
         .service(
-            web::resource("/api/admin/users/{userId}")
-                .route(web::delete().to(admin::erase_user::<P>)),
+            web::resource("/api/admin/users/{userId}").route(web::delete().to(admin::erase_user)),
         );
 }

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use heartrule_domain::{
-    ErrorCode, LoadMode, Ports, ScriptDraft, ScriptFilter, ScriptId, ScriptImport, ScriptStatus,
+    ErrorCode, LoadMode, ScriptDraft, ScriptFilter, ScriptId, ScriptImport, ScriptStatus,
     ScriptType,
 };
 use serde::Serialize;
@@ -60,8 +60,8 @@ fn not_empty(value: &str, field: &str) -> Result<(), ApiError> {
         (status = 409, description = "`CONFLICT`: the name is taken", body = ErrorBody)
     )
 )]
-pub async fn create_script<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn create_script(
+    state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     query: web::Query<ModeQuery>,
     body: web::Json<CreateScriptRequest>,
@@ -77,7 +77,7 @@ pub async fn create_script<P: Ports>(
         tags: body.tags.unwrap_or_default(),
         mode: load_mode(&query, LoadMode::Compatible)?,
     };
-    let stored = state.catalog.create(&actor, draft).await?;
+    let stored = state.scripts.create(&actor, draft).await?;
     Ok(HttpResponse::Ok().json(ScriptBody::new(&stored.script, Some(&stored.warnings))))
 }
 
@@ -93,12 +93,13 @@ pub async fn create_script<P: Ports>(
         (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn get_script<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn get_script(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ScriptId = parse_id("id", &id)?;
-    let script = state.catalog.get(id).await?;
+    let script = state.scripts.get(&actor, id).await?;
     Ok(HttpResponse::Ok().json(ScriptBody::new(&script, None)))
 }
 
@@ -113,8 +114,9 @@ pub async fn get_script<P: Ports>(
         (status = 400, description = "Unknown type or status", body = ErrorBody)
     )
 )]
-pub async fn list_scripts<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn list_scripts(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     query: web::Query<ListScriptsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -134,7 +136,7 @@ pub async fn list_scripts<P: Ports>(
         limit: None,
         offset: None,
     };
-    let scripts = state.catalog.list(&filter).await?;
+    let scripts = state.scripts.list(&actor, &filter).await?;
     let total = scripts.len();
     let page = scripts
         .iter()
@@ -161,8 +163,8 @@ pub async fn list_scripts<P: Ports>(
         (status = 400, description = "`SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` (with `errors[]`) or an invalid request", body = ErrorBody)
     )
 )]
-pub async fn import_script<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn import_script(
+    state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     query: web::Query<ModeQuery>,
     body: web::Json<ImportScriptRequest>,
@@ -175,7 +177,7 @@ pub async fn import_script<P: Ports>(
         .map(|project| vec!["debug".to_owned(), format!("project:{project}")])
         .unwrap_or_default();
     let stored = state
-        .catalog
+        .scripts
         .import(
             &actor,
             ScriptImport {
@@ -220,15 +222,16 @@ pub struct InvalidBody {
         (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn validate_script<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn validate_script(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     id: web::Path<String>,
     query: web::Query<ModeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ScriptId = parse_id("id", &id)?;
     let mode = load_mode(&query, LoadMode::Strict)?;
-    match state.catalog.validate(id, mode).await {
+    match state.scripts.validate(&actor, id, mode).await {
         Ok(warnings) => Ok(HttpResponse::Ok().json(ValidBody {
             valid: true,
             message: "Script is valid".into(),

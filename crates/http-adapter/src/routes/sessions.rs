@@ -2,6 +2,7 @@
 
 use super::parse_id;
 use super::run_turn;
+use crate::auth::CurrentActor;
 use crate::context::name_user;
 use crate::dto::{
     CreateSessionBody, CreateSessionRequest, MessageBody, MessagesBody, MessagesQuery,
@@ -11,7 +12,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{idempotency_key, REPLAYED_HEADER};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use heartrule_domain::{CreateSession, Ports, ProcessInput, ScriptId, SessionId, TurnResult};
+use heartrule_domain::{CreateSession, ProcessInput, ScriptId, SessionId, TurnResult};
 
 /// Route of `POST /api/sessions/{id}/messages`, part of the idempotency hash.
 const POST_MESSAGE_ROUTE: &str = "POST /api/sessions/{id}/messages";
@@ -38,8 +39,9 @@ pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -
         (status = 503, description = "`LLM_SERVICE_ERROR` or `DATABASE_ERROR`; nothing was stored", body = ErrorBody)
     )
 )]
-pub async fn create_session<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn create_session(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     body: web::Json<CreateSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -49,12 +51,15 @@ pub async fn create_session<P: Ports>(
     }
     name_user(&request, &body.user_id);
     let result = state
-        .manager
-        .create_session(CreateSession {
-            user_id: body.user_id,
-            script_id: ScriptId::from(body.script_id),
-            initial_variables: body.initial_variables.unwrap_or_default(),
-        })
+        .conversations
+        .create_session(
+            &actor,
+            CreateSession {
+                user_id: body.user_id,
+                script_id: ScriptId::from(body.script_id),
+                initial_variables: body.initial_variables.unwrap_or_default(),
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(CreateSessionBody {
         session_id: result.session_id.as_uuid(),
@@ -76,12 +81,13 @@ pub async fn create_session<P: Ports>(
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn get_session<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn get_session(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: SessionId = parse_id("id", &id)?;
-    let session = state.manager.get_session(id).await?;
+    let session = state.conversations.get_session(&actor, id).await?;
     Ok(HttpResponse::Ok().json(SessionBody::from(&session)))
 }
 
@@ -97,8 +103,9 @@ pub async fn get_session<P: Ports>(
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn list_messages<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn list_messages(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
     query: web::Query<MessagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -113,7 +120,10 @@ pub async fn list_messages<P: Ports>(
         Some(0) => return Err(ApiError::invalid_request("`limit` must be at least 1")),
         Some(n) => n.min(page_limit),
     };
-    let messages = state.manager.messages(id, after_seq, limit).await?;
+    let messages = state
+        .conversations
+        .messages(&actor, id, after_seq, limit)
+        .await?;
     Ok(HttpResponse::Ok().json(MessagesBody {
         success: true,
         data: messages.iter().map(MessageBody::from).collect(),
@@ -138,8 +148,9 @@ pub async fn list_messages<P: Ports>(
         (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
     )
 )]
-pub async fn post_message<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn post_message(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     id: web::Path<String>,
     body: web::Json<PostMessageRequest>,
@@ -148,7 +159,8 @@ pub async fn post_message<P: Ports>(
     let body = body.into_inner();
     let idempotency = idempotency_key(&request, POST_MESSAGE_ROUTE, &body)?;
     let result = run_turn(
-        &state.manager,
+        &state.conversations,
+        actor,
         ProcessInput {
             session_id,
             content: body.content,
@@ -175,13 +187,14 @@ pub async fn post_message<P: Ports>(
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn get_variables<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn get_variables(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
     query: web::Query<VariablesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id: SessionId = parse_id("id", &id)?;
-    let store = state.manager.variables(id).await?;
+    let store = state.conversations.variables(&actor, id).await?;
     Ok(if query.scoped.unwrap_or(false) {
         HttpResponse::Ok().json(ScopedStoreBody::from(&store))
     } else {
@@ -197,12 +210,16 @@ pub async fn get_variables<P: Ports>(
     params(("userId" = String, Path, description = "User id")),
     responses((status = 200, description = "Sessions, newest first", body = Vec<SessionBody>))
 )]
-pub async fn list_user_sessions<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn list_user_sessions(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     name_user(&request, &user_id);
-    let sessions = state.manager.list_user_sessions(&user_id).await?;
+    let sessions = state
+        .conversations
+        .list_user_sessions(&actor, &user_id)
+        .await?;
     Ok(HttpResponse::Ok().json(sessions.iter().map(SessionBody::from).collect::<Vec<_>>()))
 }

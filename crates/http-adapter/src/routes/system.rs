@@ -8,7 +8,6 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
-use heartrule_domain::Ports;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 /// Content type of the Prometheus text exposition format.
@@ -38,7 +37,7 @@ pub async fn info() -> HttpResponse {
     tag = "system",
     responses((status = 200, description = "The process is alive", body = HealthBody))
 )]
-pub async fn health<P: Ports>(state: web::Data<AppState<P>>) -> HttpResponse {
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(HealthBody {
         status: "ok".into(),
         timestamp: Utc::now(),
@@ -56,7 +55,7 @@ pub async fn health<P: Ports>(state: web::Data<AppState<P>>) -> HttpResponse {
         (status = 503, description = "Not ready: a critical component is down", body = ReadyBody)
     )
 )]
-pub async fn ready<P: Ports>(state: web::Data<AppState<P>>) -> HttpResponse {
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let readiness = state.readiness.check().await;
     let level = readiness.level();
     let body = ReadyBody {
@@ -80,7 +79,7 @@ pub async fn ready<P: Ports>(state: web::Data<AppState<P>>) -> HttpResponse {
         (status = 404, description = "This server exposes no metrics", body = ErrorBody)
     )
 )]
-pub async fn metrics<P: Ports>(state: web::Data<AppState<P>>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let renderer = state
         .metrics_renderer
         .as_ref()

@@ -7,13 +7,14 @@
 //! turn at a time; a turn is not cancelled by a disconnect.
 
 use super::parse_id;
+use crate::auth::CurrentActor;
 use crate::context::RequestContext;
 use crate::dto::TurnBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session as Socket};
-use heartrule_domain::{ContentSink, Ports, ProcessInput, SessionId, SessionManager};
+use heartrule_domain::{Actor, ContentSink, Conversations, ProcessInput, SessionId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,14 +81,16 @@ impl ContentSink for SocketSink {
         (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
     )
 )]
-pub async fn session_socket<P: Ports>(
-    state: web::Data<AppState<P>>,
+pub async fn session_socket(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let session_id: SessionId = parse_id("id", &id)?;
-    state.manager.get_session(session_id).await?;
+    // Before the handshake: someone else's session is a plain 404.
+    state.conversations.get_session(&actor, session_id).await?;
     let (response, socket, frames) = actix_ws::handle(&request, payload).map_err(|error| {
         ApiError::from_status(
             error.as_response_error().status_code(),
@@ -95,7 +98,8 @@ pub async fn session_socket<P: Ports>(
         )
     })?;
     let connection = Connection {
-        manager: state.manager.clone(),
+        conversations: Arc::clone(&state.conversations),
+        actor,
         session_id,
         include_debug_info: state.config.include_debug_info,
         ping_interval: state.config.ws_ping_interval,
@@ -110,8 +114,10 @@ pub async fn session_socket<P: Ports>(
     Ok(response)
 }
 
-struct Connection<P: Ports> {
-    manager: SessionManager<P>,
+struct Connection {
+    conversations: Arc<dyn Conversations>,
+    /// Every turn of the socket is this actor's.
+    actor: Actor,
     session_id: SessionId,
     include_debug_info: bool,
     ping_interval: Duration,
@@ -119,7 +125,7 @@ struct Connection<P: Ports> {
     context: RequestContext,
 }
 
-impl<P: Ports> Connection<P> {
+impl Connection {
     async fn run(self, mut socket: Socket, mut frames: MessageStream) {
         let (events, mut turn_events) = unbounded_channel::<TurnEvent>();
         let mut ping = tokio::time::interval_at(
@@ -218,7 +224,8 @@ impl<P: Ports> Connection<P> {
 
     /// Runs the turn in its own task so a closing socket cannot cut it short.
     fn start_turn(&self, content: String, events: UnboundedSender<TurnEvent>) {
-        let manager = self.manager.clone();
+        let conversations = Arc::clone(&self.conversations);
+        let actor = self.actor.clone();
         let context = self.context.clone();
         let include_debug_info = self.include_debug_info;
         let input = ProcessInput {
@@ -231,7 +238,7 @@ impl<P: Ports> Connection<P> {
         };
         actix_web::rt::spawn(
             async move {
-                let frame = match manager.process_input(input).await {
+                let frame = match conversations.process_input(&actor, input).await {
                     Ok(result) => {
                         ServerFrame::Turn(Box::new(TurnBody::new(&result, include_debug_info)))
                     }

@@ -42,7 +42,7 @@ impl Ports for TestPorts {
 
 /// The app's state and the fakes behind it.
 pub struct Harness {
-    pub state: AppState<TestPorts>,
+    pub state: AppState,
     pub store: MemoryStore,
     pub llm: Arc<FakeLlm>,
 }
@@ -71,8 +71,11 @@ impl Harness {
             cache_janitor: Arc::new(NoCache),
         };
         let state = AppState::new(
-            SessionManager::new(adapters.clone(), SessionManagerConfig::default()),
-            ScriptCatalog::new(adapters.clone()),
+            Arc::new(SessionManager::new(
+                adapters.clone(),
+                SessionManagerConfig::default(),
+            )),
+            Arc::new(ScriptCatalog::new(adapters.clone())),
             Arc::new(AdminService::new(adapters)),
             config,
         );

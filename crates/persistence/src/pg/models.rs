@@ -3,7 +3,7 @@
 //! the wrong shape, is [`RepositoryError::Corrupt`], never a panic.
 
 use crate::schema::{failed_turns, idempotency_keys, messages, scripts, sessions, variables};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
@@ -334,6 +334,7 @@ pub(crate) struct NewSessionRow<'a> {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    active_on: NaiveDate,
 }
 
 impl<'a> NewSessionRow<'a> {
@@ -355,8 +356,14 @@ impl<'a> NewSessionRow<'a> {
             created_at: session.created_at,
             updated_at: session.updated_at,
             completed_at: session.completed_at,
+            active_on: active_on(session.updated_at),
         })
     }
+}
+
+/// The `active_on` of a row last changed at `updated_at`: its UTC day.
+pub(crate) fn active_on(updated_at: DateTime<Utc>) -> NaiveDate {
+    updated_at.date_naive()
 }
 
 /// What a committed turn changes on the session row. `last_error` is always
@@ -375,6 +382,7 @@ pub(crate) struct SessionTurnUpdate<'a> {
     pub(crate) last_error: Option<&'a str>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) active_on: NaiveDate,
 }
 
 impl<'a> SessionTurnUpdate<'a> {
@@ -392,6 +400,7 @@ impl<'a> SessionTurnUpdate<'a> {
             last_error: None,
             updated_at: session.updated_at,
             completed_at: session.completed_at,
+            active_on: active_on(session.updated_at),
         })
     }
 }

@@ -24,8 +24,15 @@ use uuid::Uuid;
 /// live one (`lease_expires_at > now()`) is a turn in progress, and one that
 /// lapsed within the retention is a recent turn that crashed or overran, whose
 /// owner may still try to record its failure. Either way the session stays.
+///
+/// `active_on` (indexed, the UTC day of the last change) narrows the
+/// candidates without a table scan; `updated_at` decides. A row written by
+/// an older version has no or an older `active_on`, never a newer one, so
+/// the narrowing never hides an idle session.
 const INACTIVE_SESSIONS: &str = "SELECT id FROM sessions \
-     WHERE updated_at < now() - make_interval(secs => $1) \
+     WHERE (active_on IS NULL \
+            OR active_on <= ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date) \
+       AND updated_at < now() - make_interval(secs => $1) \
        AND (lease_expires_at IS NULL OR lease_expires_at < now() - make_interval(secs => $1))";
 
 /// One batch of sessions and their rows. The children are deleted by the

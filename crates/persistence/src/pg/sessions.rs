@@ -3,8 +3,8 @@
 //! no connection, transaction or row lock is held while the engine works.
 
 use super::models::{
-    sql_limit, FailedTurnRow, HistoryRow, IdempotencyRow, NewFailedTurnRow, NewIdempotencyRow,
-    NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
+    active_on, sql_limit, FailedTurnRow, HistoryRow, IdempotencyRow, NewFailedTurnRow,
+    NewIdempotencyRow, NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
 };
 use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
 use super::{map_diesel, PgStore};
@@ -234,6 +234,7 @@ impl SessionRepository for PgStore {
                     .set((
                         sessions::last_error.eq(failure.error_code.as_str()),
                         sessions::updated_at.eq(failure.failed_at),
+                        sessions::active_on.eq(active_on(failure.failed_at)),
                         sessions::lease_owner.eq(None::<uuid::Uuid>),
                         sessions::lease_expires_at.eq(None::<DateTime<Utc>>),
                     ))

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{
-    Array, BigInt, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Date, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{QueryResult, QueryableByName};
 use heartrule_domain::{ActionType, RepositoryError, TurnClaim, TurnLease, TurnRecord};
@@ -227,6 +227,8 @@ impl QueryFragment<Pg> for CommitTurn<'_> {
         out.push_bind_param::<Timestamptz, _>(&u.updated_at)?;
         out.push_sql(", completed_at = ");
         out.push_bind_param::<Nullable<Timestamptz>, _>(&u.completed_at)?;
+        out.push_sql(", active_on = ");
+        out.push_bind_param::<Date, _>(&u.active_on)?;
         out.push_sql(", lease_owner = NULL, lease_expires_at = NULL WHERE id = ");
         out.push_bind_param::<SqlUuid, _>(&self.session_id)?;
         out.push_sql(" AND lease_owner = ");

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod auth;
 mod conversation;
 mod degraded;
 mod errors;

@@ -135,11 +135,23 @@ async fn world() -> World {
     let _running = claim(&store, leased).await;
     let mut idle = old.clone();
     idle.extend([leased, crashed]);
+    // Aged as this version writes them (`active_on` the day of `updated_at`),
+    // except two rows as the previous version left them (no `active_on`).
     execute(
         &db,
         &format!(
-            "UPDATE sessions SET updated_at = now() - interval '100 days' WHERE id IN ({})",
+            "UPDATE sessions SET updated_at = now() - interval '100 days', \
+             active_on = ((now() - interval '100 days') AT TIME ZONE 'UTC')::date \
+             WHERE id IN ({})",
             id_list(&idle)
+        ),
+    )
+    .await;
+    execute(
+        &db,
+        &format!(
+            "UPDATE sessions SET active_on = NULL WHERE id IN ({})",
+            id_list(&old[..2])
         ),
     )
     .await;
