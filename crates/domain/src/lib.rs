@@ -15,6 +15,7 @@ pub mod message;
 pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
+pub mod rate_limit;
 pub mod retention;
 pub mod script;
 pub mod session;
@@ -43,6 +44,7 @@ pub use ports::{
     VariableSnapshot,
 };
 pub use ports_bundle::{Adapters, Ports};
+pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
