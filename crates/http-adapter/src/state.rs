@@ -3,7 +3,8 @@
 use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
-use heartrule_domain::{Ports, ScriptCatalog, SessionManager};
+use crate::rate_limit::{RateLimitPolicy, RateLimiting};
+use heartrule_domain::{Ports, RateLimiter, ScriptCatalog, SessionManager};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +21,8 @@ pub struct AppState<P: Ports> {
     pub authenticator: Arc<dyn Authenticator>,
     /// `GET /metrics` answers 404 when there is no renderer.
     pub metrics_renderer: Option<MetricsRenderer>,
+    /// Request rate limits; none unless the server sets them.
+    pub(crate) rate_limiting: Option<RateLimiting>,
     pub config: HttpConfig,
     /// Start of the process, for `uptime`.
     pub started_at: Instant,
@@ -37,6 +40,7 @@ impl<P: Ports> AppState<P> {
             tracing: Arc::new(NoTracing),
             authenticator: Arc::new(AuthenticationOff),
             metrics_renderer: None,
+            rate_limiting: None,
             config,
             started_at: Instant::now(),
         }
@@ -66,6 +70,21 @@ impl<P: Ports> AppState<P> {
         self
     }
 
+    /// Limits `/api` requests with `limiter`'s buckets, shaped and keyed by
+    /// `policy` (see [`crate::rate_limit`]).
+    #[must_use]
+    pub fn with_rate_limiter(
+        mut self,
+        limiter: Arc<dyn RateLimiter>,
+        policy: RateLimitPolicy,
+    ) -> Self {
+        self.rate_limiting = Some(RateLimiting {
+            limiter,
+            policy: Arc::new(policy),
+        });
+        self
+    }
+
     #[must_use]
     pub fn with_started_at(mut self, started_at: Instant) -> Self {
         self.started_at = started_at;
@@ -82,6 +101,7 @@ impl<P: Ports> Clone for AppState<P> {
             tracing: Arc::clone(&self.tracing),
             authenticator: Arc::clone(&self.authenticator),
             metrics_renderer: self.metrics_renderer.clone(),
+            rate_limiting: self.rate_limiting.clone(),
             config: self.config.clone(),
             started_at: self.started_at,
         }
