@@ -8,6 +8,7 @@ mod support;
 
 mod conversation;
 mod degraded;
+mod edge;
 mod errors;
 mod leases;
 mod llm_faults;
