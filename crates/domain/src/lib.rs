@@ -17,6 +17,7 @@ pub mod message;
 pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
+pub mod rate_limit;
 pub mod retention;
 pub mod script;
 pub mod session;
@@ -46,6 +47,7 @@ pub use ports::{
     VariableSnapshot,
 };
 pub use ports_bundle::{Adapters, Ports};
+pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
