@@ -20,7 +20,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// At least one character.
+    #[schema(min_length = 1)]
     pub user_id: String,
     pub script_id: Uuid,
     /// Written to the session scope before the first turn.
@@ -41,7 +41,7 @@ pub struct PostMessageRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ChatRequest {
     pub session_id: Uuid,
-    /// At least one character.
+    #[schema(min_length = 1)]
     pub message: String,
 }
 
@@ -49,9 +49,13 @@ pub struct ChatRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateScriptRequest {
+    #[schema(min_length = 1)]
     pub script_name: String,
-    /// `session`, `technique` or `awareness`; must match the YAML root.
+    /// Must match the YAML root.
+    #[schema(value_type = ScriptTypeName)]
     pub script_type: String,
+    /// The YAML source.
+    #[schema(min_length = 1)]
     pub script_content: String,
     pub author: String,
     #[serde(default)]
@@ -64,7 +68,9 @@ pub struct CreateScriptRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportScriptRequest {
+    #[schema(min_length = 1)]
     pub yaml_content: String,
+    #[schema(min_length = 1)]
     pub script_name: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -77,8 +83,20 @@ pub struct ImportScriptRequest {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ModeQuery {
-    /// `strict` or `compatible`.
+    #[param(value_type = Option<LoadModeName>)]
     pub mode: Option<String>,
+}
+
+/// The `Idempotency-Key` header of the turn routes, as the document
+/// declares it (the adapter's idempotency module enforces it).
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// Retrying with the same key and body returns the first result (with
+    /// `Idempotent-Replayed: true`); the same key with another body is a
+    /// `409 CONFLICT`. 1–255 visible ASCII characters.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Paging of `GET /api/sessions/{id}/messages`.
@@ -87,8 +105,10 @@ pub struct ModeQuery {
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
     /// Only messages with a greater `seq` (default 0: from the start).
+    #[param(minimum = 0)]
     pub after_seq: Option<i64>,
-    /// Page size, at most the configured `history_page_limit` (the default).
+    /// Page size; larger values are cut to the configured `history_page_limit` (the default).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
 }
 
@@ -104,14 +124,42 @@ pub struct VariablesQuery {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListScriptsQuery {
-    /// `session`, `technique` or `awareness`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<ScriptTypeName>)]
     pub script_type: Option<String>,
-    /// `draft`, `published` or `archived`.
+    #[param(value_type = Option<ScriptStatusName>)]
     pub status: Option<String>,
     pub limit: Option<usize>,
     pub offset: Option<usize>,
+}
+
+/// The words the handlers accept for a script type (the schema of
+/// `scriptType` and `?type=`; the handlers parse them with the domain's
+/// `ScriptType::parse`, a test keeps both in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptTypeName {
+    Session,
+    Technique,
+    Awareness,
+}
+
+/// The words the handlers accept for a script status (`?status=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptStatusName {
+    Draft,
+    Published,
+    Archived,
+}
+
+/// `?mode=`: `strict` applies the schema; `compatible` also accepts
+/// deprecated fields and reports them as warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadModeName {
+    Strict,
+    Compatible,
 }
 
 // --------------------------------------------------------------- responses

@@ -44,7 +44,7 @@ pub use idempotency::{request_hash, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 pub use middleware::{
     ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, METRICS, REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
 };
-pub use openapi::{openapi_document, ApiDoc};
+pub use openapi::{openapi_document, openapi_json, ApiDoc};
 pub use state::{AppState, MetricsRenderer};
 
 use actix_web::middleware::from_fn;

@@ -10,7 +10,7 @@ use crate::hooks::RequestTracing;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
@@ -244,8 +244,13 @@ where
     match api {
         Some(api) => {
             span.in_scope(|| api.log(context));
-            let (request, _) = response.into_parts();
-            ServiceResponse::new(request, api.render(context)).map_into_right_body()
+            let (request, original) = response.into_parts();
+            let mut rendered = api.render(context);
+            // The router's 405 names the methods the resource accepts.
+            if let Some(allow) = original.headers().get(ALLOW) {
+                rendered.headers_mut().insert(ALLOW, allow.clone());
+            }
+            ServiceResponse::new(request, rendered).map_into_right_body()
         }
         None => response.map_into_left_body(),
     }

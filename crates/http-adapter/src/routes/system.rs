@@ -3,7 +3,7 @@
 use crate::dto::{HealthBody, InfoBody, ReadyBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::hooks::ReadinessLevel;
-use crate::openapi::openapi_document;
+use crate::openapi::openapi_json;
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -98,7 +98,7 @@ pub async fn metrics<P: Ports>(state: web::Data<AppState<P>>) -> Result<HttpResp
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object))
 )]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(openapi_document())
+    HttpResponse::Ok().json(openapi_json())
 }
 
 /// Swagger UI (assets served from the binary; works offline). Redirects to `/docs/`.

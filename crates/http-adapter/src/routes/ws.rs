@@ -10,6 +10,7 @@ use super::parse_id;
 use crate::context::RequestContext;
 use crate::dto::TurnBody;
 use crate::error::{ApiError, ErrorBody};
+use crate::openapi::responses::{Protected, SessionNotFound};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session as Socket};
@@ -77,7 +78,7 @@ impl ContentSink for SocketSink {
     responses(
         (status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket handshake, or `id` is not a UUID", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+        SessionNotFound, Protected
     )
 )]
 pub async fn session_socket<P: Ports>(
