@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heartrule/target}"
 SCHEMATHESIS_VERSION=4.32.5
 CONTRACT_AUTH="${CONTRACT_AUTH:-jwt}"
-CONTRACT_MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-30}"
+CONTRACT_MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-100}"
 CONTRACT_SEED="${CONTRACT_SEED:-1204}"
 PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres
 REDIS_URL="${HEARTRULE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
@@ -65,8 +65,8 @@ cleanup() {
   redis-cli -u "$REDIS_URL" --scan --pattern "$prefix:*" 2>/dev/null \
     | xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
   if [ "$status" -ne 0 ] && [ -e "$work/server.log" ]; then
-    echo "--- server log (last 40 lines)"
-    tail -n 40 "$work/server.log"
+    echo "--- server log: the last warnings and errors"
+    grep '"level":"\(WARN\|ERROR\)"' "$work/server.log" | tail -n 20 || true
   fi
   rm -rf "$work"
   exit "$status"
@@ -118,7 +118,9 @@ PY
 )
   auth_args=(-H "Authorization: Bearer $token")
 else
-  exclude_checks=(--exclude-checks ignored_auth)
+  # Nothing enforces the declared bearerAuth: no token is generated, and
+  # requests without one are not expected to fail.
+  exclude_checks=(--exclude-checks ignored_auth --generation-with-security-parameters false)
 fi
 
 port=$(free_port)
@@ -157,7 +159,7 @@ set +e
   --checks all ${exclude_checks[@]+"${exclude_checks[@]}"} \
   --max-examples "$CONTRACT_MAX_EXAMPLES" \
   --seed "$CONTRACT_SEED" \
-  --workers 2 \
+  --workers 1 \
   --request-timeout 30 \
   --generation-database none \
   --no-color \
@@ -170,10 +172,11 @@ if [ "$status" -ne 0 ]; then
   echo "schemathesis found disagreements between /openapi.json and the server (exit $status)" >&2
   exit "$status"
 fi
-# The server must not have logged an internal error while being probed.
-if grep -q '"level":"ERROR"' "$work/server.log"; then
+# None of our code may have logged an error while being probed (actix's
+# own parser logs the malformed requests schemathesis sends on purpose).
+if grep '"level":"ERROR"' "$work/server.log" | grep -q '"target":"heartrule'; then
   echo "errors in the server log:" >&2
-  grep '"level":"ERROR"' "$work/server.log" | head -n 20 >&2
+  grep '"level":"ERROR"' "$work/server.log" | grep '"target":"heartrule' | head -n 20 >&2
   exit 1
 fi
 echo "api contract check passed"

@@ -53,6 +53,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
     ),
     components(schemas(
         dto::CreateSessionRequest,
+        dto::storable::StorableJson,
         dto::ScriptTypeName,
         dto::ScriptStatusName,
         dto::LoadModeName,
@@ -70,6 +71,8 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         dto::TurnBody,
         dto::CreateSessionBody,
         dto::ChatBody,
+        dto::StreamEventBody,
+        dto::StreamEventName,
         dto::SessionBody,
         dto::MessageBody,
         dto::MessagesBody,

@@ -460,3 +460,83 @@ async fn documented_bounds_are_exactly_what_the_server_accepts() {
         assert_eq!(reply.status, 400, "{bad:?}: {}", reply.text);
     }
 }
+
+/// A valid body for every JSON route, by route.
+fn valid_bodies() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "/api/sessions",
+            json!({"userId": "u", "scriptId": ID, "initialVariables": {"k": "v"}}),
+        ),
+        ("/api/sessions/{id}/messages", json!({"content": "hi"})),
+        ("/api/chat", json!({"sessionId": ID, "message": "m"})),
+        ("/api/chat/stream", json!({"sessionId": ID, "message": "m"})),
+        (
+            "/api/scripts",
+            json!({"scriptName": "n", "scriptType": "session", "scriptContent": "x: [",
+                   "author": "a", "description": "d", "tags": ["t"]}),
+        ),
+        (
+            "/api/scripts/import",
+            json!({"scriptName": "n", "yamlContent": "x: [", "description": "d"}),
+        ),
+    ]
+}
+
+#[actix_web::test]
+async fn text_with_nul_is_refused_where_the_document_says_so() {
+    let doc = document();
+    let h = Harness::default_config();
+    let app = h.service().await;
+    let schemas = &doc["components"]["schemas"];
+    let bodies = valid_bodies();
+    let mut refused = 0;
+    for (path, method, operation) in operations(&doc) {
+        let Some(reference) =
+            operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+        else {
+            continue;
+        };
+        let (_, valid) = bodies
+            .iter()
+            .find(|(p, _)| *p == path)
+            .unwrap_or_else(|| panic!("no valid body for {method} {path}"));
+        let schema = &schemas[reference.trim_start_matches("#/components/schemas/")];
+        for (field, property) in schema["properties"].as_object().unwrap() {
+            let text = property.to_string();
+            let bad = if property["pattern"].is_string() {
+                json!("a\u{0}b")
+            } else if property["items"]["pattern"].is_string() {
+                json!(["a\u{0}b"])
+            } else if text.contains("StorableJson") {
+                json!({"k": [{"deep": "a\u{0}b"}]})
+            } else {
+                continue;
+            };
+            assert!(
+                text.contains(r"^[^\\u0000]*$") || text.contains("StorableJson"),
+                "{path} {field}: {text}"
+            );
+            let mut body = valid.clone();
+            body[field] = bad;
+            let reply = post(&app, &concrete(&path), body).await;
+            let error = reply.error(400, "INVALID_REQUEST");
+            assert!(
+                error["details"].as_str().unwrap().contains("U+0000"),
+                "{path} {field}: {}",
+                reply.text
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 11, "{refused} text fields checked");
+
+    // The user id of a path is text too.
+    let user = &doc["paths"]["/api/users/{userId}/sessions"]["get"]["parameters"][0];
+    assert_eq!(user["schema"]["pattern"], r"^[^\u0000]*$");
+    get(&app, "/api/users/a%00b/sessions")
+        .await
+        .error(400, "INVALID_REQUEST");
+    let fine = get(&app, "/api/users/a%20b/sessions").await;
+    assert_eq!(fine.status, 200, "{}", fine.text);
+}

@@ -3,7 +3,7 @@
 use super::run_turn;
 use super::sessions::turn_response;
 use crate::context::RequestContext;
-use crate::dto::{ChatBody, ChatRequest, IdempotencyKeyHeader, TurnBody};
+use crate::dto::{ChatBody, ChatRequest, IdempotencyKeyHeader, StreamEventBody, TurnBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::idempotency_key;
 use crate::openapi::responses::{JsonBody, Protected, SessionNotFound, TurnConflict};
@@ -107,7 +107,7 @@ impl ContentSink for SseSink {
     params(IdempotencyKeyHeader),
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "`text/event-stream`: chunk* → state → done, or error; a replayed key sends no chunks. Errors before the stream starts are plain JSON.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: chunk* → state → done, or error; a replayed key sends no chunks. Errors before the stream starts are plain JSON.", content_type = "text/event-stream", body = StreamEventBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
         SessionNotFound, TurnConflict, JsonBody, Protected
     )

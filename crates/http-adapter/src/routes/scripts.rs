@@ -158,8 +158,8 @@ pub async fn list_scripts<P: Ports>(
     let total = scripts.len();
     let page = scripts
         .iter()
-        .skip(query.offset.unwrap_or(0))
-        .take(query.limit.unwrap_or(usize::MAX))
+        .skip(query.offset.map_or(0, |n| n as usize))
+        .take(query.limit.map_or(usize::MAX, |n| n as usize))
         .map(|s| ScriptBody::new(s, None))
         .collect();
     Ok(HttpResponse::Ok().json(ScriptListBody {

@@ -3,6 +3,7 @@
 use super::parse_id;
 use super::run_turn;
 use crate::context::name_user;
+use crate::dto::storable::StorableText;
 use crate::dto::{
     CreateSessionBody, CreateSessionRequest, IdempotencyKeyHeader, MessageBody, MessagesBody,
     MessagesQuery, PostMessageRequest, ScopedStoreBody, SessionBody, TurnBody, VariablesQuery,
@@ -39,6 +40,7 @@ pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -
                 ("ListMessages" = (operation_id = "list_messages", parameters(("id" = "$response.body#/sessionId")))),
                 ("PostMessage" = (operation_id = "post_message", parameters(("id" = "$response.body#/sessionId")))),
                 ("GetVariables" = (operation_id = "get_variables", parameters(("id" = "$response.body#/sessionId")))),
+                ("SessionSocket" = (operation_id = "session_socket", parameters(("id" = "$response.body#/sessionId")))),
                 ("Chat" = (operation_id = "chat", request_body = json!({"sessionId": "$response.body#/sessionId"}))),
                 ("ChatStream" = (operation_id = "chat_stream", request_body = json!({"sessionId": "$response.body#/sessionId"}))),
                 ("ListUserSessions" = (operation_id = "list_user_sessions", parameters(("userId" = "$request.body#/userId"))))
@@ -122,7 +124,7 @@ pub async fn list_messages<P: Ports>(
     let limit = match query.limit {
         None => page_limit,
         Some(0) => return Err(ApiError::invalid_request("`limit` must be at least 1")),
-        Some(n) => n.min(page_limit),
+        Some(n) => (n as usize).min(page_limit),
     };
     let messages = state.manager.messages(id, after_seq, limit).await?;
     Ok(HttpResponse::Ok().json(MessagesBody {
@@ -200,7 +202,7 @@ pub async fn get_variables<P: Ports>(
     get,
     path = "/api/users/{userId}/sessions",
     tag = "sessions",
-    params(("userId" = String, Path, min_length = 1, description = "User id")),
+    params(("userId" = String, Path, min_length = 1, pattern = "^[^\\u0000]*$", description = "User id")),
     responses(
         (status = 200, description = "Sessions, newest first", body = Vec<SessionBody>),
         UserAccess, Protected
@@ -209,7 +211,7 @@ pub async fn get_variables<P: Ports>(
 pub async fn list_user_sessions<P: Ports>(
     state: web::Data<AppState<P>>,
     request: HttpRequest,
-    user_id: web::Path<String>,
+    user_id: web::Path<StorableText>,
 ) -> Result<HttpResponse, ApiError> {
     name_user(&request, &user_id);
     let sessions = state.manager.list_user_sessions(&user_id).await?;

@@ -90,8 +90,10 @@ pub async fn session_socket<P: Ports>(
     let session_id: SessionId = parse_id("id", &id)?;
     state.manager.get_session(session_id).await?;
     let (response, socket, frames) = actix_ws::handle(&request, payload).map_err(|error| {
+        // The handshake error knows its status only through its response
+        // (its `status_code()` is the default 500).
         ApiError::from_status(
-            error.as_response_error().status_code(),
+            error.error_response().status(),
             Some(format!("WebSocket handshake failed: {error}")),
         )
     })?;
