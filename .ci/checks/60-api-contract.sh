@@ -133,14 +133,19 @@ env \
   HEARTRULE__SERVER__PORT="$port" \
   HEARTRULE__SERVER__WORKERS=2 \
   HEARTRULE__TELEMETRY__LOG__FORMAT=json \
-  RUST_LOG=info \
+  RUST_LOG=info RUST_BACKTRACE=0 \
   ${auth_env[@]+"${auth_env[@]}"} \
   ${SERVER_ENV[@]+"${SERVER_ENV[@]}"} \
   "$work/heartrule" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 150); do
   curl -fs "$base/ready" >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited" >&2; exit 1; }
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "the server exited:" >&2
+    tail -n 20 "$work/server.log" >&2
+    server_pid=""
+    exit 1
+  fi
   sleep 0.2
 done
 curl -fs "$base/ready" >/dev/null || { echo "the server did not become ready" >&2; exit 1; }
