@@ -25,7 +25,8 @@ pub mod storable {
     use serde::{Deserialize, Deserializer};
     use serde_json::{Map, Value};
     use utoipa::openapi::schema::{
-        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Ref, Schema, Type,
+        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Ref, Schema, SchemaType,
+        Type,
     };
     use utoipa::openapi::RefOr;
     use utoipa::{PartialSchema, ToSchema};
@@ -95,6 +96,11 @@ pub mod storable {
             .min_length(min_length)
     }
 
+    /// `ty`, or `null` for the optional fields (`Option` with `#[serde(default)]`).
+    fn or_null(ty: Type) -> SchemaType {
+        SchemaType::from_iter([ty, Type::Null])
+    }
+
     /// Text without NUL.
     #[must_use]
     pub fn text_schema_any() -> Schema {
@@ -107,10 +113,19 @@ pub mod storable {
         text_schema(Some(1)).into()
     }
 
-    /// A list of texts without NUL.
+    /// Text without NUL, or `null`.
     #[must_use]
-    pub fn texts_schema() -> Schema {
-        ArrayBuilder::new().items(text_schema(None)).into()
+    pub fn optional_text_schema() -> Schema {
+        text_schema(None).schema_type(or_null(Type::String)).into()
+    }
+
+    /// A list of texts without NUL, or `null`.
+    #[must_use]
+    pub fn optional_texts_schema() -> Schema {
+        ArrayBuilder::new()
+            .schema_type(or_null(Type::Array))
+            .items(text_schema(None))
+            .into()
     }
 
     fn object_of_json() -> ObjectBuilder {
@@ -122,10 +137,10 @@ pub mod storable {
             ))))
     }
 
-    /// An object of any JSON values, with no NUL in any key or string.
+    /// An object of any JSON values, with no NUL in any key or string, or `null`.
     #[must_use]
-    pub fn object_schema() -> Schema {
-        object_of_json().into()
+    pub fn optional_object_schema() -> Schema {
+        object_of_json().schema_type(or_null(Type::Object)).into()
     }
 
     /// A path parameter stored or looked up as text (`{userId}`), refused
@@ -230,7 +245,7 @@ pub struct CreateSessionRequest {
     pub script_id: Uuid,
     /// Written to the session scope before the first turn.
     #[serde(default, deserialize_with = "storable::optional_object")]
-    #[schema(schema_with = storable::object_schema, nullable)]
+    #[schema(schema_with = storable::optional_object_schema)]
     pub initial_variables: Option<Map<String, Value>>,
 }
 
@@ -253,9 +268,19 @@ pub struct ChatRequest {
     pub message: String,
 }
 
+/// The YAML of the request examples: the smallest script strict mode takes.
+const EXAMPLE_SCRIPT: &str = "session:\n  session_id: example\n  session_name: Example\n  phases:\n    - phase_id: p\n      topics:\n        - topic_id: t\n          actions:\n            - action_id: ask\n              action_type: ai_ask\n              config:\n                content: How are you today?\n";
+
 /// `POST /api/scripts`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "scriptName": "example",
+    "scriptType": "session",
+    "scriptContent": EXAMPLE_SCRIPT,
+    "author": "docs",
+    "tags": ["example"]
+}))]
 pub struct CreateScriptRequest {
     #[serde(deserialize_with = "storable::text")]
     #[schema(schema_with = storable::text_schema_nonempty)]
@@ -271,16 +296,17 @@ pub struct CreateScriptRequest {
     #[schema(schema_with = storable::text_schema_any)]
     pub author: String,
     #[serde(default, deserialize_with = "storable::optional_text")]
-    #[schema(schema_with = storable::text_schema_any, nullable)]
+    #[schema(schema_with = storable::optional_text_schema)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "storable::optional_texts")]
-    #[schema(schema_with = storable::texts_schema, nullable)]
+    #[schema(schema_with = storable::optional_texts_schema)]
     pub tags: Option<Vec<String>>,
 }
 
 /// `POST /api/scripts/import`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"scriptName": "example_import", "yamlContent": EXAMPLE_SCRIPT}))]
 pub struct ImportScriptRequest {
     #[serde(deserialize_with = "storable::text")]
     #[schema(schema_with = storable::text_schema_nonempty)]
@@ -289,7 +315,7 @@ pub struct ImportScriptRequest {
     #[schema(schema_with = storable::text_schema_nonempty)]
     pub script_name: String,
     #[serde(default, deserialize_with = "storable::optional_text")]
-    #[schema(schema_with = storable::text_schema_any, nullable)]
+    #[schema(schema_with = storable::optional_text_schema)]
     pub description: Option<String>,
     /// Tags the script `project:<id>`.
     #[serde(default)]

@@ -540,3 +540,19 @@ async fn text_with_nul_is_refused_where_the_document_says_so() {
     let fine = get(&app, "/api/users/a%20b/sessions").await;
     assert_eq!(fine.status, 200, "{}", fine.text);
 }
+
+#[actix_web::test]
+async fn the_request_examples_of_the_document_are_accepted() {
+    let doc = document();
+    let h = Harness::default_config();
+    let app = h.service().await;
+    for (path, schema) in [
+        ("/api/scripts", "CreateScriptRequest"),
+        ("/api/scripts/import", "ImportScriptRequest"),
+    ] {
+        let example = doc["components"]["schemas"][schema]["example"].clone();
+        assert!(example.is_object(), "{schema} has an example");
+        let strict = post(&app, &format!("{path}?mode=strict"), example).await;
+        assert_eq!(strict.status, 200, "{path}: {}", strict.text);
+    }
+}
