@@ -228,6 +228,8 @@ pub mod storable {
             }))
             .unwrap();
             assert_eq!(ok.tags.unwrap(), ["a"]);
+            assert!(ok.name.ends_with("is only text"));
+            assert_eq!(ok.variables.unwrap()["k"][3], "s");
             assert!(probe(json!({"name": "", "variables": null})).is_ok());
         }
     }
