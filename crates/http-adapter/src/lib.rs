@@ -48,7 +48,7 @@ pub use middleware::{
     ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, METRICS, RATE_LIMITED_METRIC,
     REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
 };
-pub use openapi::{openapi_document, ApiDoc};
+pub use openapi::{openapi_document, openapi_json, ApiDoc};
 pub use rate_limit::{RateLimitKey, RateLimitPolicy};
 pub use state::{AppState, MetricsRenderer};
 
