@@ -7,6 +7,9 @@ pub const REDIS_ERRORS_TOTAL: &str = "heartrule_redis_errors_total";
 /// Counter of cache lookups, labels `cache` (`script` | `session`) and
 /// `result` (`hit` | `miss`). A lookup that failed counts as a miss.
 pub const CACHE_REQUESTS_TOTAL: &str = "heartrule_cache_requests_total";
+/// Counter of rate-limit decisions taken by the in-process buckets because
+/// Redis failed (or was being skipped after a failure).
+pub const RATE_LIMIT_FALLBACK_TOTAL: &str = "heartrule_rate_limit_fallback_total";
 
 /// The metrics this crate records.
 pub const METRICS: MetricSet = MetricSet {
@@ -22,11 +25,20 @@ pub const METRICS: MetricSet = MetricSet {
             &["operation"],
             "Redis operations that failed or timed out (the cache failed open).",
         ),
+        MetricDecl::counter(
+            RATE_LIMIT_FALLBACK_TOTAL,
+            &[],
+            "Rate-limit decisions taken by this instance's own buckets because Redis failed.",
+        ),
     ],
 };
 
 pub(crate) fn record_redis_error(operation: &'static str) {
     metrics::counter!(REDIS_ERRORS_TOTAL, "operation" => operation).increment(1);
+}
+
+pub(crate) fn record_rate_limit_fallback() {
+    metrics::counter!(RATE_LIMIT_FALLBACK_TOTAL).increment(1);
 }
 
 pub(crate) fn record_lookup(cache: &'static str, hit: bool) {

@@ -3,6 +3,8 @@
 use crate::cache::{Inner, RedisCache};
 use crate::error::CacheError;
 use crate::metrics::record_redis_error;
+use async_trait::async_trait;
+use heartrule_domain::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tracing::field::Empty;
@@ -55,16 +57,6 @@ return {allowed, string.format('%.17g', tokens), retry_after_us}
 ",
     )
 });
-
-/// The verdict of [`RedisRateLimiter::try_acquire`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateDecision {
-    pub allowed: bool,
-    /// Whole tokens left in the bucket after this request.
-    pub remaining: u32,
-    /// When a refused request would succeed (`None` when allowed).
-    pub retry_after: Option<Duration>,
-}
 
 /// Atomic token buckets in Redis, shared by every server instance. Cheap to
 /// clone; shares the connection of the [`RedisCache`] it came from.
@@ -154,6 +146,26 @@ impl RedisRateLimiter {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The domain port on the shared Redis bucket. Redis failures come back as
+/// [`RateLimitError::Unavailable`]: whether an unchecked request passes is
+/// the caller's choice (see [`crate::FailoverRateLimiter`]).
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        cost: u32,
+        limit: RateLimit,
+    ) -> Result<RateDecision, RateLimitError> {
+        RedisRateLimiter::try_acquire(self, key, limit.burst, limit.per_second, cost)
+            .await
+            .map_err(|error| match error {
+                CacheError::InvalidArgument { reason, .. } => RateLimitError::InvalidLimit(reason),
+                other => RateLimitError::Unavailable(other.to_string()),
+            })
     }
 }
 

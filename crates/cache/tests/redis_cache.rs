@@ -5,11 +5,13 @@
 
 use chrono::Utc;
 use heartrule_cache::{
-    CacheError, RedisCache, RedisCacheConfig, CACHE_REQUESTS_TOTAL, REDIS_ERRORS_TOTAL,
+    CacheError, FailoverRateLimiter, LocalRateLimiter, RedisCache, RedisCacheConfig,
+    CACHE_REQUESTS_TOTAL, RATE_LIMIT_FALLBACK_TOTAL, REDIS_ERRORS_TOTAL,
 };
 use heartrule_domain::{
-    Action, ActionKind, EngineState, Phase, SayConfig, ScriptCache, ScriptDocument, ScriptId,
-    Session, SessionCache, SessionId, SessionScript, SessionStatus, Topic, VariableStore,
+    Action, ActionKind, EngineState, Phase, RateLimit, RateLimitError, RateLimiter, SayConfig,
+    ScriptCache, ScriptDocument, ScriptId, Session, SessionCache, SessionId, SessionScript,
+    SessionStatus, Topic, VariableStore,
 };
 use heartrule_testkit::redis::{keys_under, redis_url, unique_prefix};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -808,5 +810,164 @@ async fn impossible_requests_are_rejected_before_reaching_redis() {
         "{error:?}"
     );
     assert!(!error.is_redis_failure());
+    redis.clean_up().await;
+}
+
+// ------------------------------------------------- the rate-limiter port
+
+/// Three requests, then refusals for about 100 s.
+const THREE_SLOW: RateLimit = RateLimit {
+    per_second: 0.01,
+    burst: 3,
+};
+
+#[tokio::test]
+async fn the_port_on_redis_shares_one_bucket_between_instances() {
+    let redis = TestRedis::start().await;
+    // Two limiters on two connections, as two server instances would be.
+    let other = RedisCache::connect(redis.cache.config().clone())
+        .await
+        .unwrap();
+    let first: Arc<dyn RateLimiter> = Arc::new(redis.cache.rate_limiter());
+    let second: Arc<dyn RateLimiter> = Arc::new(other.rate_limiter());
+    for limiter in [&first, &second, &first] {
+        assert!(
+            limiter
+                .try_acquire("ip:1", 1, THREE_SLOW)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    let refused = second.try_acquire("ip:1", 1, THREE_SLOW).await.unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.retry_after.unwrap() > Duration::from_secs(90));
+    let error = first.try_acquire("ip:1", 4, THREE_SLOW).await.unwrap_err();
+    assert!(
+        matches!(error, RateLimitError::InvalidLimit(_)),
+        "{error:?}"
+    );
+    redis.clean_up().await;
+}
+
+#[tokio::test]
+async fn with_redis_down_the_local_buckets_still_limit() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let down = RedisCache::connect_lazy(RedisCacheConfig {
+        url: closed_port_url(),
+        op_timeout: Duration::from_millis(50),
+        ..RedisCacheConfig::default()
+    })
+    .unwrap();
+    let limiter = FailoverRateLimiter::new(
+        down.rate_limiter(),
+        LocalRateLimiter::default(),
+        Duration::from_secs(30),
+    )
+    .with_redis_pause(Duration::ZERO);
+    for _ in 0..3 {
+        let decision = limiter.try_acquire("ip:1", 1, THREE_SLOW).await.unwrap();
+        assert!(decision.allowed, "fail open on Redis");
+    }
+    let refused = limiter.try_acquire("ip:1", 1, THREE_SLOW).await.unwrap();
+    assert!(!refused.allowed, "but the local bucket still limits");
+    assert!(refused.retry_after.unwrap() > Duration::from_secs(90));
+    assert!(
+        limiter
+            .try_acquire("ip:2", 1, THREE_SLOW)
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let counters = Counters::read(&snapshotter);
+    assert_eq!(counters.get(RATE_LIMIT_FALLBACK_TOTAL, &[]), 5);
+    assert_eq!(
+        counters.get(REDIS_ERRORS_TOTAL, &[("operation", "rate_limit")]),
+        5,
+        "Redis was asked every time (no pause)"
+    );
+}
+
+#[tokio::test]
+async fn after_a_redis_failure_redis_is_skipped_for_a_while() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Accepts connections and never answers: each Redis call costs its timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let op_timeout = Duration::from_millis(100);
+    let hung = RedisCache::connect_lazy(RedisCacheConfig {
+        url: format!("redis://{}", silent.local_addr().unwrap()),
+        op_timeout,
+        ..RedisCacheConfig::default()
+    })
+    .unwrap();
+    let limiter = FailoverRateLimiter::new(
+        hung.rate_limiter(),
+        LocalRateLimiter::default(),
+        Duration::from_secs(30),
+    )
+    .with_redis_pause(Duration::from_secs(60));
+    let timer = Instant::now();
+    for _ in 0..3 {
+        assert!(
+            limiter
+                .try_acquire("sub:a", 1, THREE_SLOW)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    assert!(
+        !limiter
+            .try_acquire("sub:a", 1, THREE_SLOW)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let elapsed = timer.elapsed();
+    assert!(
+        elapsed < op_timeout * 2 + Duration::from_millis(300),
+        "only the first call waited for Redis: {elapsed:?}"
+    );
+    let counters = Counters::read(&snapshotter);
+    assert_eq!(counters.get(RATE_LIMIT_FALLBACK_TOTAL, &[]), 4);
+    assert_eq!(
+        counters.get(REDIS_ERRORS_TOTAL, &[("operation", "rate_limit")]),
+        1
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn with_redis_up_the_failover_limiter_uses_the_shared_bucket() {
+    let redis = TestRedis::start().await;
+    let limiter = FailoverRateLimiter::new(
+        redis.cache.rate_limiter(),
+        LocalRateLimiter::default(),
+        Duration::from_secs(30),
+    );
+    for _ in 0..3 {
+        assert!(
+            limiter
+                .try_acquire("sub:b", 1, THREE_SLOW)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    assert!(
+        !limiter
+            .try_acquire("sub:b", 1, THREE_SLOW)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // The shared bucket is in Redis, under the prefix.
+    let keys = keys_under(&redis_url(), &redis.prefix).unwrap();
+    assert_eq!(keys, [format!("{}:ratelimit:sub:b", redis.prefix)]);
     redis.clean_up().await;
 }

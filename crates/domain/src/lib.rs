@@ -19,6 +19,7 @@ pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
 pub mod privacy;
+pub mod rate_limit;
 pub mod retention;
 pub mod script;
 pub mod sensitive;
@@ -54,6 +55,7 @@ pub use ports::{
 };
 pub use ports_bundle::{Adapters, Ports};
 pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
+pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,

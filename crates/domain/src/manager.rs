@@ -408,13 +408,27 @@ impl<P: Ports> SessionManager<P> {
     /// Run the returned [`ClaimedTurn`] to completion: dropping it leaves
     /// the session's lease to lapse after [`SessionManagerConfig::turn_lease`].
     pub async fn start_turn(&self, input: ProcessInput) -> Result<TurnStart<P>, DomainError> {
+        self.start_turn_of(input, None).await
+    }
+
+    /// [`Self::start_turn`] on a session of `owner` only (any session when
+    /// `None`): another user's session fails as `SESSION_NOT_FOUND`, decided
+    /// by the claim itself, so the check costs no extra read.
+    async fn start_turn_of(
+        &self,
+        input: ProcessInput,
+        owner: Option<String>,
+    ) -> Result<TurnStart<P>, DomainError> {
         let span = tracing::info_span!(
             "session_manager.process_input",
             session.id = %input.session_id,
             turn.outcome = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        let claimed = self.claim(&input, started).instrument(span.clone()).await;
+        let claimed = self
+            .claim(&input, owner, started)
+            .instrument(span.clone())
+            .await;
         match claimed {
             Ok(Claimed::Turn(context)) => Ok(TurnStart::Claimed(Box::new(ClaimedTurn {
                 manager: self.clone(),
@@ -437,6 +451,7 @@ impl<P: Ports> SessionManager<P> {
     async fn claim(
         &self,
         input: &ProcessInput,
+        owner: Option<String>,
         started: std::time::Instant,
     ) -> Result<Claimed, DomainError> {
         let session_id = input.session_id;
@@ -446,6 +461,7 @@ impl<P: Ports> SessionManager<P> {
             lease_duration: self.config.turn_lease,
             history_window: self.config.history_window,
             idempotency_key: input.idempotency.as_ref().map(|k| k.key.clone()),
+            owner,
         };
         let claimed = self
             .adapters
@@ -867,16 +883,13 @@ impl<P: Ports> SessionManager<P> {
             Err(DomainError::new(ErrorKind::SessionNotFound(id)).with_session(id))
         }
     }
+}
 
-    /// Checked before a turn claims anything, so a refused turn takes no
-    /// lease and records no failure. Administrators reach every session and
-    /// skip the read.
-    async fn authorize_turn(&self, actor: &Actor, id: SessionId) -> Result<(), DomainError> {
-        if actor.is_admin() {
-            return Ok(());
-        }
-        self.reachable_session(actor, id).await.map(drop)
-    }
+/// The owner a turn of `actor` may claim: administrators claim any session,
+/// anyone else only their own (the claim refuses the rest as not found, so
+/// a refused turn takes no lease and records no failure).
+fn claim_owner(actor: &Actor) -> Option<String> {
+    (!actor.is_admin()).then(|| actor.subject().to_owned())
 }
 
 #[async_trait]
@@ -933,8 +946,10 @@ impl<P: Ports> Conversations for SessionManager<P> {
         actor: &Actor,
         input: ProcessInput,
     ) -> Result<TurnResult, DomainError> {
-        self.authorize_turn(actor, input.session_id).await?;
-        SessionManager::process_input(self, input).await
+        match self.start_turn_of(input, claim_owner(actor)).await? {
+            TurnStart::Replayed(result) => Ok(*result),
+            TurnStart::Claimed(turn) => turn.run().await,
+        }
     }
 
     async fn start_turn(
@@ -942,8 +957,7 @@ impl<P: Ports> Conversations for SessionManager<P> {
         actor: &Actor,
         input: ProcessInput,
     ) -> Result<StartedTurn, DomainError> {
-        self.authorize_turn(actor, input.session_id).await?;
-        Ok(match SessionManager::start_turn(self, input).await? {
+        Ok(match self.start_turn_of(input, claim_owner(actor)).await? {
             TurnStart::Claimed(turn) => StartedTurn::Claimed(PendingTurn::new(turn.run())),
             TurnStart::Replayed(result) => StartedTurn::Replayed(result),
         })

@@ -809,13 +809,18 @@ mod authorisation {
 
     /// A store holding `session` (of user `u1`) that must not be claimed,
     /// released (a failed turn recorded) or listed.
+    /// A store holding `session`, whose turns only its owner can claim.
     fn store_of(session: &Session) -> MockSessionRepository {
         let mut sessions = MockSessionRepository::new();
         let stored = session.clone();
         sessions
             .expect_get()
             .returning(move |_| Ok(Some(stored.clone())));
-        sessions.expect_claim_turn().times(0);
+        let owner = session.user_id.clone();
+        sessions
+            .expect_claim_turn()
+            .withf(move |claim| claim.owner.as_deref() != Some(owner.as_str()))
+            .returning(|_| Ok(ClaimOutcome::NotFound));
         sessions.expect_release_turn().times(0);
         sessions.expect_list_for_user().times(0);
         sessions
@@ -828,7 +833,7 @@ mod authorisation {
     }
 
     #[tokio::test]
-    async fn another_users_session_is_not_found_and_nothing_is_claimed() {
+    async fn another_users_session_is_not_found_and_its_claim_names_the_actor_as_owner() {
         let session = stored_session(&script(), 2);
         let id = session.id;
         let m = manager(
@@ -836,7 +841,9 @@ mod authorisation {
             store_of(&session),
             engine_never_runs(),
         );
-        // The history mock has no expectations: reading it would panic.
+        // The history mock has no expectations: reading it would panic. The
+        // claim carries the actor as owner, which the store refuses as not
+        // found: no lease is taken.
         for actor in [Actor::client("u2"), Actor::editor("u2")] {
             let errors = [
                 Conversations::get_session(&m, &actor, id)
@@ -869,12 +876,17 @@ mod authorisation {
         let stored = session.clone();
         sessions
             .expect_get()
+            .times(1)
             .returning(move |_| Ok(Some(stored.clone())));
-        sessions.expect_claim_turn().times(2).returning(|_| {
-            Ok(ClaimOutcome::Busy {
-                lease_expires_at: Some(FixedClock.now()),
-            })
-        });
+        sessions
+            .expect_claim_turn()
+            .withf(|claim| claim.owner.as_deref() == Some("u1"))
+            .times(2)
+            .returning(|_| {
+                Ok(ClaimOutcome::Busy {
+                    lease_expires_at: Some(FixedClock.now()),
+                })
+            });
         let m = manager(MockScriptRepository::new(), sessions, engine_never_runs());
         let owner = Actor::client("u1");
         assert_eq!(
@@ -901,6 +913,7 @@ mod authorisation {
         sessions.expect_get().times(0);
         sessions
             .expect_claim_turn()
+            .withf(|claim| claim.owner.is_none())
             .times(1)
             .returning(|_| Ok(ClaimOutcome::NotFound));
         let m = manager(MockScriptRepository::new(), sessions, engine_never_runs());

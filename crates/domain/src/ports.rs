@@ -133,6 +133,11 @@ pub struct TurnClaim {
     /// The request's `Idempotency-Key`: when a committed turn stored a
     /// response for it, the claim returns that response instead.
     pub idempotency_key: Option<String>,
+    /// Claim only a session of this user: another user's session is
+    /// [`ClaimOutcome::NotFound`], exactly like an unknown id, and none of
+    /// its stored responses is replayed. `None` claims any session (an
+    /// administrator, or an embedding service that checked access itself).
+    pub owner: Option<String>,
 }
 
 /// The lease a claimed turn holds on its session.

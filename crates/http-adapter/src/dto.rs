@@ -14,18 +14,240 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+// ------------------------------------------------------------ stored text
+
+/// Request text is stored in PostgreSQL, which cannot hold U+0000 in `text`
+/// or `jsonb`: a NUL is refused when the body is read (400
+/// `INVALID_REQUEST`), not by the database after the work is done. The
+/// schemas say so with [`STORABLE_TEXT`].
+pub mod storable {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::{Map, Value};
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Ref, Schema, SchemaType,
+        Type,
+    };
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+
+    /// The pattern of text without NUL characters.
+    pub const STORABLE_TEXT: &str = "^[^\\u0000]*$";
+
+    const REFUSED: &str = "text must not contain the NUL character (U+0000)";
+
+    fn check<E: Error>(text: &str) -> Result<(), E> {
+        if text.contains('\0') {
+            Err(E::custom(REFUSED))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_value<E: Error>(value: &Value) -> Result<(), E> {
+        match value {
+            Value::String(text) => check(text),
+            Value::Array(items) => items.iter().try_for_each(check_value),
+            Value::Object(map) => map.iter().try_for_each(|(key, value)| {
+                check(key)?;
+                check_value(value)
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+        }
+    }
+
+    pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        check(&text)?;
+        Ok(text)
+    }
+
+    pub fn optional_text<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?;
+        text.as_deref().map(check).transpose()?;
+        Ok(text)
+    }
+
+    pub fn optional_texts<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<String>>, D::Error> {
+        let texts = Option::<Vec<String>>::deserialize(deserializer)?;
+        texts.iter().flatten().try_for_each(|text| check(text))?;
+        Ok(texts)
+    }
+
+    pub fn optional_object<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Map<String, Value>>, D::Error> {
+        let map = Option::<Map<String, Value>>::deserialize(deserializer)?;
+        map.iter().flatten().try_for_each(|(key, value)| {
+            check(key)?;
+            check_value(value)
+        })?;
+        Ok(map)
+    }
+
+    fn text_schema(min_length: Option<usize>) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(STORABLE_TEXT))
+            .min_length(min_length)
+    }
+
+    /// `ty`, or `null` for the optional fields (`Option` with `#[serde(default)]`).
+    fn or_null(ty: Type) -> SchemaType {
+        SchemaType::from_iter([ty, Type::Null])
+    }
+
+    /// Text without NUL.
+    #[must_use]
+    pub fn text_schema_any() -> Schema {
+        text_schema(None).into()
+    }
+
+    /// At least one character, without NUL.
+    #[must_use]
+    pub fn text_schema_nonempty() -> Schema {
+        text_schema(Some(1)).into()
+    }
+
+    /// Text without NUL, or `null`.
+    #[must_use]
+    pub fn optional_text_schema() -> Schema {
+        text_schema(None).schema_type(or_null(Type::String)).into()
+    }
+
+    /// A list of texts without NUL, or `null`.
+    #[must_use]
+    pub fn optional_texts_schema() -> Schema {
+        ArrayBuilder::new()
+            .schema_type(or_null(Type::Array))
+            .items(text_schema(None))
+            .into()
+    }
+
+    fn object_of_json() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(text_schema(None)))
+            .additional_properties(Some(AdditionalProperties::from(RefOr::Ref(
+                Ref::from_schema_name(StorableJson::name()),
+            ))))
+    }
+
+    /// An object of any JSON values, with no NUL in any key or string, or `null`.
+    #[must_use]
+    pub fn optional_object_schema() -> Schema {
+        object_of_json().schema_type(or_null(Type::Object)).into()
+    }
+
+    /// A path parameter stored or looked up as text (`{userId}`), refused
+    /// when it holds a NUL; reads as the `str` it wraps.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct StorableText(String);
+
+    impl<'de> Deserialize<'de> for StorableText {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            text(deserializer).map(Self)
+        }
+    }
+
+    impl std::ops::Deref for StorableText {
+        type Target = str;
+
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    /// Any JSON value whose strings and keys contain no NUL character.
+    pub struct StorableJson;
+
+    impl PartialSchema for StorableJson {
+        fn schema() -> RefOr<Schema> {
+            AnyOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .item(ObjectBuilder::new().schema_type(Type::Boolean))
+                .item(ObjectBuilder::new().schema_type(Type::Number))
+                .item(text_schema(None))
+                .item(ArrayBuilder::new().items(Ref::from_schema_name(Self::name())))
+                .item(object_of_json())
+                .description(Some(
+                    "Any JSON value; no string or key contains the NUL character",
+                ))
+                .into()
+        }
+    }
+
+    impl ToSchema for StorableJson {}
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[derive(Debug, Deserialize)]
+        struct Probe {
+            #[serde(default, deserialize_with = "optional_object")]
+            variables: Option<Map<String, Value>>,
+            #[serde(default, deserialize_with = "optional_texts")]
+            tags: Option<Vec<String>>,
+            #[serde(deserialize_with = "text")]
+            name: String,
+        }
+
+        fn probe(value: Value) -> Result<Probe, serde_json::Error> {
+            serde_json::from_value(value)
+        }
+
+        #[test]
+        fn nul_is_refused_wherever_it_hides() {
+            assert!(probe(json!({"name": "a\u{0}b"})).is_err());
+            assert!(probe(json!({"name": "a", "tags": ["x", "\u{0}"]})).is_err());
+            assert!(probe(json!({"name": "a", "variables": {"k\u{0}": 1}})).is_err());
+            let nested = json!({"name": "a", "variables": {"k": [{"deep": ["\u{0}"]}]}});
+            let error = probe(nested).unwrap_err().to_string();
+            assert!(error.contains("U+0000"), "{error}");
+        }
+
+        #[test]
+        fn a_path_text_reads_as_its_str() {
+            let text: StorableText = serde_json::from_value(json!("user-1")).unwrap();
+            assert_eq!(&*text, "user-1");
+            assert!(serde_json::from_value::<StorableText>(json!("a\u{0}")).is_err());
+        }
+
+        #[test]
+        fn everything_else_passes() {
+            let ok = probe(json!({
+                "name": "名前 \\u0000 is only text",
+                "tags": ["a"],
+                "variables": {"k": [null, true, 1.5, "s", {"x": {}}]}
+            }))
+            .unwrap();
+            assert_eq!(ok.tags.unwrap(), ["a"]);
+            assert!(ok.name.ends_with("is only text"));
+            assert_eq!(ok.variables.unwrap()["k"][3], "s");
+            assert!(probe(json!({"name": "", "variables": null})).is_ok());
+        }
+    }
+}
+
 // ---------------------------------------------------------------- requests
 
 /// `POST /api/sessions`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// At least one character.
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub user_id: String,
     pub script_id: Uuid,
     /// Written to the session scope before the first turn.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "storable::optional_object")]
+    #[schema(schema_with = storable::optional_object_schema)]
     pub initial_variables: Option<Map<String, Value>>,
 }
 
@@ -33,6 +255,8 @@ pub struct CreateSessionRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct PostMessageRequest {
     /// The user's words; `""` acknowledges an `ai_say`.
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_any)]
     pub content: String,
 }
 
@@ -41,32 +265,59 @@ pub struct PostMessageRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ChatRequest {
     pub session_id: Uuid,
-    /// At least one character.
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub message: String,
 }
+
+/// The YAML of the request examples: the smallest script strict mode takes.
+const EXAMPLE_SCRIPT: &str = "session:\n  session_id: example\n  session_name: Example\n  phases:\n    - phase_id: p\n      topics:\n        - topic_id: t\n          actions:\n            - action_id: ask\n              action_type: ai_ask\n              config:\n                content: How are you today?\n";
 
 /// `POST /api/scripts`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "scriptName": "example",
+    "scriptType": "session",
+    "scriptContent": EXAMPLE_SCRIPT,
+    "author": "docs",
+    "tags": ["example"]
+}))]
 pub struct CreateScriptRequest {
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub script_name: String,
-    /// `session`, `technique` or `awareness`; must match the YAML root.
+    /// Must match the YAML root.
+    #[schema(value_type = ScriptTypeName)]
     pub script_type: String,
+    /// The YAML source.
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub script_content: String,
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_any)]
     pub author: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[schema(schema_with = storable::optional_text_schema)]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable::optional_texts")]
+    #[schema(schema_with = storable::optional_texts_schema)]
     pub tags: Option<Vec<String>>,
 }
 
 /// `POST /api/scripts/import`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"scriptName": "example_import", "yamlContent": EXAMPLE_SCRIPT}))]
 pub struct ImportScriptRequest {
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub yaml_content: String,
+    #[serde(deserialize_with = "storable::text")]
+    #[schema(schema_with = storable::text_schema_nonempty)]
     pub script_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[schema(schema_with = storable::optional_text_schema)]
     pub description: Option<String>,
     /// Tags the script `project:<id>`.
     #[serde(default)]
@@ -77,8 +328,20 @@ pub struct ImportScriptRequest {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ModeQuery {
-    /// `strict` or `compatible`.
+    #[param(value_type = Option<LoadModeName>)]
     pub mode: Option<String>,
+}
+
+/// The `Idempotency-Key` header of the turn routes, as the document
+/// declares it (the adapter's idempotency module enforces it).
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// Retrying with the same key and body returns the first result (with
+    /// `Idempotent-Replayed: true`); the same key with another body is a
+    /// `409 CONFLICT`. 1–255 visible ASCII characters.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Paging of `GET /api/sessions/{id}/messages`.
@@ -87,9 +350,11 @@ pub struct ModeQuery {
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
     /// Only messages with a greater `seq` (default 0: from the start).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub after_seq: Option<i64>,
-    /// Page size, at most the configured `history_page_limit` (the default).
-    pub limit: Option<usize>,
+    /// Page size; larger values are cut to the configured `history_page_limit` (the default).
+    #[param(minimum = 1, maximum = 4294967295_u32, format = Int64)]
+    pub limit: Option<u32>,
 }
 
 /// `GET /api/sessions/{id}/variables`.
@@ -104,14 +369,67 @@ pub struct VariablesQuery {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListScriptsQuery {
-    /// `session`, `technique` or `awareness`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<ScriptTypeName>)]
     pub script_type: Option<String>,
-    /// `draft`, `published` or `archived`.
+    #[param(value_type = Option<ScriptStatusName>)]
     pub status: Option<String>,
-    pub limit: Option<usize>,
-    pub offset: Option<usize>,
+    /// Page size (default: every match).
+    #[param(maximum = 4294967295_u32, format = Int64)]
+    pub limit: Option<u32>,
+    /// Matches to skip.
+    #[param(maximum = 4294967295_u32, format = Int64)]
+    pub offset: Option<u32>,
+}
+
+/// The words the handlers accept for a script type (the schema of
+/// `scriptType` and `?type=`; the handlers parse them with the domain's
+/// `ScriptType::parse`, a test keeps both in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptTypeName {
+    Session,
+    Technique,
+    Awareness,
+}
+
+/// The words the handlers accept for a script status (`?status=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptStatusName {
+    Draft,
+    Published,
+    Archived,
+}
+
+/// `?mode=`: `strict` applies the schema; `compatible` also accepts
+/// deprecated fields and reports them as warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadModeName {
+    Strict,
+    Compatible,
+}
+
+/// One event of `POST /api/chat/stream`, as an SSE parser reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamEventBody {
+    pub event: StreamEventName,
+    /// JSON: `chunk` → `{"chunk","actionId"}`, `state` → the body of
+    /// `POST /api/sessions/{id}/messages`, `done` → `{"done":true}`,
+    /// `error` → `{"error":{…}}`.
+    pub data: String,
+}
+
+/// The events of `POST /api/chat/stream`, in order: `chunk`* → `state` →
+/// `done`, or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamEventName {
+    Chunk,
+    State,
+    Done,
+    Error,
 }
 
 // --------------------------------------------------------------- responses
@@ -152,7 +470,7 @@ impl From<&Position> for PositionBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VariableBody {
-    #[schema(value_type = Object)]
+    /// Any JSON value.
     pub value: Value,
     /// JSON type: `null`, `string`, `number`, `boolean`, `array`, `object`.
     #[serde(rename = "type")]

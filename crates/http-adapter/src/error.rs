@@ -225,6 +225,22 @@ impl ApiError {
         error
     }
 
+    /// 429 `RATE_LIMITED`: the caller's bucket is empty; `Retry-After` says
+    /// (in whole seconds, rounded up) when the next request would pass.
+    #[must_use]
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut error = Self::request(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            "Too many requests".into(),
+            "Slow down: wait the Retry-After delay before the next request",
+        );
+        error.0.recovery.can_retry = true;
+        error.0.recovery.retry_action = Some("Retry after the Retry-After delay".to_owned());
+        error.0.retry_after = Some(retry_after);
+        error
+    }
+
     /// 500 `INTERNAL_SERVER_ERROR`; `detail` is logged, never sent.
     #[must_use]
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -611,6 +627,24 @@ mod tests {
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "2");
         let no_hint = ApiError::from(DomainError::from(LlmError::CircuitOpen)).render(&ctx());
         assert!(no_hint.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after_rounded_up_and_retry_advice() {
+        let api = ApiError::rate_limited(Duration::from_millis(2_100));
+        let response = api.render(&ctx());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "3");
+        let json = serde_json::to_value(api.body(&ctx())).unwrap();
+        assert_eq!(json["error"]["code"], "RATE_LIMITED");
+        assert_eq!(json["error"]["type"], "request");
+        assert_eq!(json["error"]["recovery"]["canRetry"], true);
+        assert!(json["error"]["recovery"]["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("Retry-After"));
+        let whole = ApiError::rate_limited(Duration::from_secs(4)).render(&ctx());
+        assert_eq!(whole.headers().get(header::RETRY_AFTER).unwrap(), "4");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! HeartRule's HTTP API on actix-web, with its traces, metrics and logs.
 //!
 //! [`configure`] registers every route **inside one scope that carries the
-//! middleware stack** (request id, root span continuing the caller's trace,
-//! HTTP metrics, access log, JSON error rendering), so the server only does
+//! middleware stack** (outermost first: security headers; request id, root
+//! span continuing the caller's trace, HTTP metrics, access log and JSON
+//! error rendering; CORS; authentication; rate limits), so the server only does
 //!
 //! ```text
 //! HttpServer::new(move || App::new().configure(heartrule_http_adapter::configure(state.clone())))
@@ -26,14 +27,16 @@ mod config;
 mod context;
 pub mod dto;
 pub mod error;
+pub mod headers;
 mod hooks;
 mod idempotency;
 mod middleware;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 mod state;
 
-pub use config::HttpConfig;
+pub use config::{CorsConfig, HttpConfig};
 pub use context::{RequestContext, REQUEST_ID_HEADER};
 pub use error::{ApiError, ErrorBody};
 pub use hooks::{
@@ -42,12 +45,14 @@ pub use hooks::{
 };
 pub use idempotency::{request_hash, IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER};
 pub use middleware::{
-    ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, METRICS, REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
+    ACCESS_LOG_TARGET, ACTIVE_REQUESTS_METRIC, METRICS, RATE_LIMITED_METRIC,
+    REQUEST_DURATION_METRIC, UNMATCHED_ROUTE,
 };
-pub use openapi::{openapi_document, ApiDoc};
+pub use openapi::{openapi_document, openapi_json, ApiDoc};
+pub use rate_limit::{RateLimitKey, RateLimitPolicy};
 pub use state::{AppState, MetricsRenderer};
 
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::web::{self, ServiceConfig};
 use std::sync::Arc;
 
@@ -57,13 +62,27 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut ServiceConfig) + Clone {
         let body_limit = state.config.body_limit_bytes;
         let tracing_hooks = Arc::clone(&state.tracing);
         let authenticator = Arc::clone(&state.authenticator);
+        let rate_limiting = state.rate_limiting.clone();
+        let cors = &state.config.cors;
+        let security_headers = headers::SecurityHeaders::new(state.config.hsts_max_age);
+        // The last `wrap` is the outermost layer. Authentication runs before
+        // the rate limits (they key by its subject); CORS outside both, so a
+        // preflight is neither authenticated nor counted and a 429 still
+        // carries the CORS headers a page needs to read it.
         cfg.service(
             web::scope("")
                 .wrap(from_fn(move |request, next| {
-                    auth::authenticate(Arc::clone(&authenticator), request, next)
+                    rate_limit::limit(rate_limiting.clone(), request, next)
                 }))
                 .wrap(from_fn(move |request, next| {
+                    auth::authenticate(Arc::clone(&authenticator), request, next)
+                }))
+                .wrap(Condition::new(cors.enabled(), cors.middleware()))
+                .wrap(from_fn(move |request, next| {
                     middleware::observe(Arc::clone(&tracing_hooks), request, next)
+                }))
+                .wrap(from_fn(move |request, next| {
+                    headers::secure(security_headers.clone(), request, next)
                 }))
                 .app_data(web::Data::new(state))
                 .app_data(

@@ -10,7 +10,7 @@ use crate::hooks::RequestTracing;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
@@ -25,6 +25,9 @@ use tracing::Instrument;
 pub const REQUEST_DURATION_METRIC: &str = "http_server_request_duration_seconds";
 /// Gauge of requests in flight, labelled `method`, `route`.
 pub const ACTIVE_REQUESTS_METRIC: &str = "http_server_active_requests";
+/// Counter of requests refused by a rate limit, labelled `bucket` (`api` |
+/// `llm`) and `key` (`sub` | `ip`).
+pub const RATE_LIMITED_METRIC: &str = "heartrule_http_rate_limited_total";
 
 /// The metrics this crate records.
 pub const METRICS: MetricSet = MetricSet {
@@ -42,6 +45,11 @@ pub const METRICS: MetricSet = MetricSet {
             Some(Unit::Count),
             &["method", "route"],
             "HTTP server requests in flight, by method and route template.",
+        ),
+        MetricDecl::counter(
+            RATE_LIMITED_METRIC,
+            &["bucket", "key"],
+            "Requests refused with 429 by a rate limit, by bucket (api or llm) and key kind (sub or ip).",
         ),
     ],
 };
@@ -244,10 +252,26 @@ where
     match api {
         Some(api) => {
             span.in_scope(|| api.log(context));
-            let (request, _) = response.into_parts();
-            ServiceResponse::new(request, api.render(context)).map_into_right_body()
+            let (request, original) = response.into_parts();
+            let mut rendered = api.render(context);
+            keep_headers(original.headers(), rendered.headers_mut());
+            ServiceResponse::new(request, rendered).map_into_right_body()
         }
         None => response.map_into_left_body(),
+    }
+}
+
+/// Carries the headers the inner layers set on an error response (CORS,
+/// `Allow`, …) over to its re-rendered form; the body's own headers and
+/// those the rendering set itself win.
+fn keep_headers(original: &HeaderMap, rendered: &mut HeaderMap) {
+    for name in original.keys() {
+        if *name == CONTENT_TYPE || *name == CONTENT_LENGTH || rendered.contains_key(name) {
+            continue;
+        }
+        for value in original.get_all(name) {
+            rendered.append(name.clone(), value.clone());
+        }
     }
 }
 

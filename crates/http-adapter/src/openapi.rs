@@ -1,11 +1,22 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+pub mod responses;
+
 use crate::dto;
 use crate::error;
 use crate::hooks;
 use crate::routes::{admin, chat, scripts, sessions, system, ws};
+use serde_json::Value;
 use std::sync::OnceLock;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Name of the security scheme every `/api` operation requires.
+pub const BEARER_AUTH: &str = "bearerAuth";
+
+/// Paths under this prefix need a bearer token; the others (info, health,
+/// readiness, metrics, this document, Swagger UI) are public.
+pub const PROTECTED_PREFIX: &str = "/api/";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,8 +24,11 @@ use utoipa::OpenApi;
         title = "HeartRule Engine API",
         description = "Runs AI counseling conversations from YAML scripts. Every error is \
             `{success:false, error:{code, type, message, details, context, recovery}}`; every \
-            response carries `X-Request-Id`.",
+            response carries `X-Request-Id`. Every `/api` operation needs a bearer JWT \
+            (`Authorization: Bearer <token>`, scheme `bearerAuth`) unless the server runs with \
+            authentication off.",
     ),
+    modifiers(&BearerAuth),
     paths(
         system::info,
         system::health,
@@ -42,6 +56,10 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         dto::CreateSessionRequest,
+        dto::storable::StorableJson,
+        dto::ScriptTypeName,
+        dto::ScriptStatusName,
+        dto::LoadModeName,
         dto::PostMessageRequest,
         dto::ChatRequest,
         dto::CreateScriptRequest,
@@ -56,6 +74,8 @@ use utoipa::OpenApi;
         dto::TurnBody,
         dto::CreateSessionBody,
         dto::ChatBody,
+        dto::StreamEventBody,
+        dto::StreamEventName,
         dto::SessionBody,
         dto::MessageBody,
         dto::MessagesBody,
@@ -70,6 +90,7 @@ use utoipa::OpenApi;
         dto::HealthBody,
         dto::ReadyBody,
         scripts::InvalidBody,
+        scripts::ValidationFailure,
         admin::AuditEventBody,
         admin::AuditEventsBody,
         admin::VariableSnapshotBody,
@@ -96,8 +117,120 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
+/// Declares the `bearerAuth` scheme (HTTP bearer, JWT) and requires it on
+/// every operation under [`PROTECTED_PREFIX`], so a route added there is
+/// protected in the document as it is in the server.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                BEARER_AUTH,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some(
+                            "A JWT naming the subject (`sub`) and its roles (`client`, `editor`, \
+                             `admin`), signed with the server's key for its issuer and audience",
+                        ))
+                        .build(),
+                ),
+            );
+        for (path, item) in &mut openapi.paths.paths {
+            if !path.starts_with(PROTECTED_PREFIX) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    BEARER_AUTH,
+                    Vec::<String>::new(),
+                )]);
+            }
+        }
+    }
+}
+
 /// The document, built once.
 pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
     DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// The document as `GET /openapi.json` serves it, built once. utoipa 5.5
+/// writes the fields of a link object in snake_case (juhaku/utoipa#1326);
+/// OpenAPI spells them `operationId`, `operationRef` and `requestBody`, the
+/// only names clients that follow links (schemathesis) read.
+pub fn openapi_json() -> &'static Value {
+    static JSON: OnceLock<Value> = OnceLock::new();
+    JSON.get_or_init(|| {
+        // Only a non-string map key could fail, and the document has none.
+        let mut json = serde_json::to_value(openapi_document()).unwrap_or_else(|error| {
+            tracing::error!(%error, "the OpenAPI document could not be serialized");
+            Value::Null
+        });
+        camel_case_links(&mut json);
+        json
+    })
+}
+
+fn camel_case_links(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(Value::as_object_mut);
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.to_owned(), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_served_with_the_openapi_field_names() {
+        let served = openapi_json().to_string();
+        for snake in ["operation_id", "operation_ref", "request_body"] {
+            assert!(!served.contains(&format!("\"{snake}\"")), "{snake}");
+        }
+        let link =
+            &openapi_json()["paths"]["/api/sessions"]["post"]["responses"]["200"]["links"]["Chat"];
+        assert_eq!(link["operationId"], "chat");
+        assert_eq!(
+            link["requestBody"]["sessionId"],
+            "$response.body#/sessionId"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
-use heartrule_domain::{Administration, Conversations, ScriptLibrary};
+use crate::rate_limit::{RateLimitPolicy, RateLimiting};
+use heartrule_domain::{Administration, Conversations, RateLimiter, ScriptLibrary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub authenticator: Arc<dyn Authenticator>,
     /// `GET /metrics` answers 404 when there is no renderer.
     pub metrics_renderer: Option<MetricsRenderer>,
+    /// Request rate limits; none unless the server sets them.
+    pub(crate) rate_limiting: Option<RateLimiting>,
     pub config: HttpConfig,
     /// Start of the process, for `uptime`.
     pub started_at: Instant,
@@ -51,6 +54,7 @@ impl AppState {
             tracing: Arc::new(NoTracing),
             authenticator: Arc::new(AuthenticationOff),
             metrics_renderer: None,
+            rate_limiting: None,
             config,
             started_at: Instant::now(),
         }
@@ -77,6 +81,21 @@ impl AppState {
     #[must_use]
     pub fn with_metrics_renderer(mut self, renderer: MetricsRenderer) -> Self {
         self.metrics_renderer = Some(renderer);
+        self
+    }
+
+    /// Limits `/api` requests with `limiter`'s buckets, shaped and keyed by
+    /// `policy` (see [`crate::rate_limit`]).
+    #[must_use]
+    pub fn with_rate_limiter(
+        mut self,
+        limiter: Arc<dyn RateLimiter>,
+        policy: RateLimitPolicy,
+    ) -> Self {
+        self.rate_limiting = Some(RateLimiting {
+            limiter,
+            policy: Arc::new(policy),
+        });
         self
     }
 

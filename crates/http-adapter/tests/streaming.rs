@@ -55,6 +55,15 @@ async fn sse_streams_chunks_then_state_then_done() {
     let chunks = names.iter().take_while(|n| **n == "chunk").count();
     assert!(chunks >= 2, "the message arrives in pieces: {names:?}");
     assert_eq!(names[chunks..], ["state", "done"], "{names:?}");
+    // Every event is one the document declares.
+    let documented =
+        &heartrule_http_adapter::openapi_json()["components"]["schemas"]["StreamEventName"]["enum"];
+    for name in &names {
+        assert!(
+            documented.as_array().unwrap().contains(&json!(name)),
+            "{name} is not in {documented}"
+        );
+    }
 
     let streamed: String = events[..chunks]
         .iter()
@@ -396,4 +405,23 @@ async fn websocket_to_an_unknown_session_is_a_json_404() {
     assert_eq!(plain.status(), 404, "the session is checked first");
     let body: Value = plain.json().await.unwrap();
     assert_eq!(body["success"], false);
+}
+
+#[actix_web::test]
+async fn a_plain_get_of_a_session_socket_is_a_400_not_a_server_error() {
+    let h = Harness::new(ws_config());
+    let srv = start_server(&h).await;
+    let session_id = server_session(&h, &srv).await;
+    let mut plain = srv
+        .get(format!("/api/sessions/{session_id}/ws"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+    assert!(body["error"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("WebSocket handshake failed"));
 }

@@ -956,6 +956,9 @@ impl Environment {
             config.llm.openai.model = "fake-model".to_owned();
         }
         config.scripts.preload_dir = PathBuf::from("heartrule-load-preloads-nothing");
+        // Every client of a run is one address: the run measures the
+        // server's capacity, not its rate limits.
+        config.rate_limits.enabled = false;
         config.telemetry = telemetry;
         Ok(config)
     }

@@ -361,6 +361,13 @@ impl SessionRepository for MemoryStore {
         let Some(stored) = data.sessions.get_mut(&claim.session_id) else {
             return Ok(ClaimOutcome::NotFound);
         };
+        if claim
+            .owner
+            .as_ref()
+            .is_some_and(|owner| *owner != stored.session.user_id)
+        {
+            return Ok(ClaimOutcome::NotFound);
+        }
         if let Some(stored_response) = claim
             .idempotency_key
             .as_ref()
@@ -578,6 +585,7 @@ mod tests {
             lease_duration: std::time::Duration::from_secs(60),
             history_window: 10,
             idempotency_key: None,
+            owner: None,
         };
         assert_eq!(
             store.claim_turn(&claim).await.unwrap(),

@@ -110,6 +110,7 @@ contract!(
     audit_events_are_kept_and_listed_newest_first_by_filter_and_page,
     a_users_data_is_exported_whole_then_erased_without_touching_others,
     erasing_a_user_without_data_removes_nothing,
+    a_claim_with_an_owner_reaches_only_that_users_session,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -670,6 +671,50 @@ async fn missing_sessions_have_no_turn<S: Store>(store: &S) {
     assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
     assert!(store.list_messages(id, 0, 10).await.unwrap().is_empty());
     assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+}
+
+async fn a_claim_with_an_owner_reaches_only_that_users_session<S: Store>(store: &S) {
+    let session = create_session(store, "user-1").await;
+    let mut keyed = turn_claim(session.id, 20);
+    keyed.idempotency_key = Some("key-1".into());
+    keyed.owner = Some("user-1".into());
+    let turn = claim_with(store, &keyed).await;
+    let record = with_idempotency(next_turn(&turn.session, "hello", &["hi"]), "key-1");
+    store.commit_turn(&turn.lease, &record).await.unwrap();
+
+    // Another user: exactly what an unknown id answers, whether the session
+    // is free, holds a stored response for the key, or is leased.
+    let mut stranger = turn_claim(session.id, 20);
+    stranger.owner = Some("user-2".into());
+    assert_eq!(
+        store.claim_turn(&stranger).await.unwrap(),
+        ClaimOutcome::NotFound
+    );
+    stranger.idempotency_key = Some("key-1".into());
+    assert_eq!(
+        store.claim_turn(&stranger).await.unwrap(),
+        ClaimOutcome::NotFound,
+        "another user's stored response is never replayed"
+    );
+    let running = claim(store, session.id).await;
+    stranger.idempotency_key = None;
+    assert_eq!(
+        store.claim_turn(&stranger).await.unwrap(),
+        ClaimOutcome::NotFound,
+        "a busy session of another user is not found either"
+    );
+    store.release_turn(&running.lease, None).await.unwrap();
+
+    // The owner's key replays; the owner's next turn claims.
+    assert_eq!(
+        store.claim_turn(&keyed).await.unwrap(),
+        ClaimOutcome::Replay(record.idempotency.clone().unwrap())
+    );
+    let mut owner = turn_claim(session.id, 20);
+    owner.owner = Some("user-1".into());
+    let turn = claim_with(store, &owner).await;
+    assert_eq!(turn.session, record.session);
+    store.release_turn(&turn.lease, None).await.unwrap();
 }
 
 async fn a_held_lease_makes_other_claims_busy_at_once<S: Store>(store: &S) {

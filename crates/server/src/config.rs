@@ -21,6 +21,7 @@ pub struct AppConfig {
     pub http: HttpSection,
     pub database: DatabaseSection,
     pub redis: RedisSection,
+    pub rate_limits: RateLimitsSection,
     pub llm: heartrule_llm::LlmConfig,
     pub engine: EngineSection,
     pub scripts: ScriptsSection,
@@ -52,6 +53,125 @@ pub struct HttpSection {
     /// Return every LLM call of a turn (prompts included) as `debugInfo`.
     pub include_debug_info: bool,
     pub history_page_limit: usize,
+    /// `Strict-Transport-Security` max-age on every response; `0s` sends
+    /// none. Set it only when clients reach the server over TLS.
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    pub cors: CorsSection,
+}
+
+/// Which browser origins may call the API (none listed: same origin only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Exact origins; `*` alone allows any origin, never with credentials.
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read (`X-Request-Id`, `Retry-After`, …).
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl CorsSection {
+    /// The HTTP adapter's form of this section.
+    #[must_use]
+    pub fn to_adapter(&self) -> heartrule_http_adapter::CorsConfig {
+        heartrule_http_adapter::CorsConfig {
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_methods: self.allowed_methods.clone(),
+            allowed_headers: self.allowed_headers.clone(),
+            expose_headers: self.expose_headers.clone(),
+            allow_credentials: self.allow_credentials,
+            max_age: (!self.max_age.is_zero()).then_some(self.max_age),
+        }
+    }
+}
+
+/// Request rate limits (token buckets; in Redis when it is configured,
+/// shared by every instance, else per instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSection {
+    pub enabled: bool,
+    /// `subject`: the token's subject, the client address when there is
+    /// none; `ip`: always the client address.
+    pub key: RateLimitKeySetting,
+    /// General bucket of an authenticated subject.
+    pub per_subject: BucketSection,
+    /// General bucket of a client address.
+    pub per_ip: BucketSection,
+    /// Bucket of the LLM-calling routes, per subject or address.
+    pub llm: BucketSection,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is
+    /// believed; empty: the peer address is the client's.
+    pub trusted_proxies: Vec<String>,
+    /// Most buckets the in-process limiter keeps (it decides without Redis
+    /// and while Redis fails).
+    pub local_max_keys: usize,
+}
+
+/// `rate_limits.key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKeySetting {
+    Subject,
+    Ip,
+}
+
+/// One token bucket: `rate` requests per second sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSection {
+    pub rate: f64,
+    pub burst: u32,
+}
+
+impl BucketSection {
+    /// The domain's form of this bucket.
+    #[must_use]
+    pub fn limit(&self) -> heartrule_domain::RateLimit {
+        heartrule_domain::RateLimit {
+            per_second: self.rate,
+            burst: self.burst,
+        }
+    }
+}
+
+impl RateLimitsSection {
+    /// The trusted proxies as networks (a plain address is its own /32 or /128).
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "`rate_limits.trusted_proxies` entry `{entry}` is neither an IP address nor a CIDR network"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// The HTTP adapter's policy of this section.
+    pub fn policy(&self) -> Result<heartrule_http_adapter::RateLimitPolicy, ConfigError> {
+        Ok(heartrule_http_adapter::RateLimitPolicy {
+            per_subject: self.per_subject.limit(),
+            per_ip: self.per_ip.limit(),
+            llm: self.llm.limit(),
+            key: match self.key {
+                RateLimitKeySetting::Subject => heartrule_http_adapter::RateLimitKey::Subject,
+                RateLimitKeySetting::Ip => heartrule_http_adapter::RateLimitKey::Ip,
+            },
+            trusted_proxies: self.trusted_networks()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +392,16 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "HEARTRULE__AUTH__HS256_SECRET",
 ];
 
+/// Keys whose environment variable is a comma-separated list
+/// (`HEARTRULE__HTTP__CORS__ALLOWED_ORIGINS=https://a.example,https://b.example`).
+const LIST_KEYS: &[&str] = &[
+    "http.cors.allowed_origins",
+    "http.cors.allowed_methods",
+    "http.cors.allowed_headers",
+    "http.cors.expose_headers",
+    "rate_limits.trusted_proxies",
+];
+
 /// Legacy variable → config key.
 const LEGACY_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
@@ -315,10 +445,16 @@ impl AppConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         builder = builder.add_source(
-            config::Environment::with_prefix("HEARTRULE")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
+            LIST_KEYS
+                .iter()
+                .fold(
+                    config::Environment::with_prefix("HEARTRULE")
+                        .prefix_separator("__")
+                        .separator("__")
+                        .try_parsing(true)
+                        .list_separator(","),
+                    |environment, key| environment.with_list_parse_key(key),
+                )
                 .source(Some(prefixed)),
         );
         let raw = builder.build().map_err(|e| match e {
@@ -369,6 +505,27 @@ impl AppConfig {
             self.engine.turn_lease >= Duration::from_secs(1),
             "engine.turn_lease",
             "must be at least 1s",
+        )?;
+        self.http
+            .cors
+            .to_adapter()
+            .validate()
+            .map_err(|why| ConfigError::Invalid(format!("`http.cors`: {why}")))?;
+        for (key, bucket) in [
+            ("rate_limits.per_subject", &self.rate_limits.per_subject),
+            ("rate_limits.per_ip", &self.rate_limits.per_ip),
+            ("rate_limits.llm", &self.rate_limits.llm),
+        ] {
+            bucket
+                .limit()
+                .validate()
+                .map_err(|why| ConfigError::Invalid(format!("`{key}`: {why}")))?;
+        }
+        self.rate_limits.trusted_networks()?;
+        check(
+            self.rate_limits.local_max_keys > 0,
+            "rate_limits.local_max_keys",
+            "must be greater than 0",
         )?;
         check(
             self.http.ws_client_timeout > self.http.ws_ping_interval,
@@ -808,6 +965,108 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn edge_defaults_are_same_origin_and_limited() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        assert!(config.http.cors.allowed_origins.is_empty());
+        assert!(!config.http.cors.to_adapter().enabled());
+        assert!(config.http.hsts_max_age.is_zero());
+        assert!(config.rate_limits.enabled);
+        assert_eq!(config.rate_limits.key, RateLimitKeySetting::Subject);
+        assert!(config.rate_limits.trusted_proxies.is_empty());
+        let production =
+            AppConfig::load_from(&config_dir(), &env(&[("APP_ENV", "production")])).unwrap();
+        let llm = production.rate_limits.llm.limit();
+        assert_eq!((llm.per_second, llm.burst), (1.0, 10));
+        assert!(
+            production.rate_limits.per_subject.burst < config.rate_limits.per_subject.burst,
+            "production is stricter than development"
+        );
+    }
+
+    #[test]
+    fn cors_and_proxies_take_comma_separated_lists_from_the_environment() {
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                (
+                    "HEARTRULE__HTTP__CORS__ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example:8443",
+                ),
+                ("HEARTRULE__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+                (
+                    "HEARTRULE__RATE_LIMITS__TRUSTED_PROXIES",
+                    "10.0.0.0/8,192.168.1.1",
+                ),
+                ("HEARTRULE__RATE_LIMITS__LLM__RATE", "0.5"),
+                ("HEARTRULE__RATE_LIMITS__KEY", "ip"),
+                ("HEARTRULE__HTTP__HSTS_MAX_AGE", "365d"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.cors.allowed_origins,
+            ["https://a.example", "https://b.example:8443"]
+        );
+        assert!(config.http.cors.allow_credentials);
+        let policy = config.rate_limits.policy().unwrap();
+        assert_eq!(
+            policy.trusted_proxies,
+            [
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "192.168.1.1/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(policy.llm.per_second, 0.5);
+        assert_eq!(policy.key, heartrule_http_adapter::RateLimitKey::Ip);
+        assert_eq!(config.http.hsts_max_age, Duration::from_secs(365 * 86_400));
+    }
+
+    #[test]
+    fn unsafe_edge_settings_are_refused_naming_the_key() {
+        for (pairs, key) in [
+            (
+                vec![
+                    ("HEARTRULE__HTTP__CORS__ALLOWED_ORIGINS", "*"),
+                    ("HEARTRULE__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+                ],
+                "http.cors",
+            ),
+            (
+                vec![("HEARTRULE__HTTP__CORS__ALLOWED_ORIGINS", "app.example.com")],
+                "http.cors",
+            ),
+            (
+                vec![("HEARTRULE__RATE_LIMITS__PER_IP__BURST", "0")],
+                "rate_limits.per_ip",
+            ),
+            (
+                vec![("HEARTRULE__RATE_LIMITS__LLM__RATE", "0")],
+                "rate_limits.llm",
+            ),
+            (
+                vec![("HEARTRULE__RATE_LIMITS__TRUSTED_PROXIES", "the-ingress")],
+                "rate_limits.trusted_proxies",
+            ),
+            (vec![("HEARTRULE__RATE_LIMITS__KEY", "cookie")], "key"),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+        let wildcard = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__HTTP__CORS__ALLOWED_ORIGINS", "*"),
+                ("HEARTRULE__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(wildcard.contains("allow_credentials"), "{wildcard}");
     }
 
     #[test]

@@ -6,14 +6,14 @@ use crate::config::{AuthMode, AuthSection};
 use crate::preload;
 use crate::readiness::ServerReadiness;
 use anyhow::Context;
-use heartrule_cache::{RedisCache, RedisCacheConfig};
+use heartrule_cache::{FailoverRateLimiter, LocalRateLimiter, RedisCache, RedisCacheConfig};
 use heartrule_domain::ports::{
     MessageHistory, NoCache, RandomIds, ScriptCache, ScriptRepository, SessionCache,
     SessionRepository, SystemClock,
 };
 use heartrule_domain::{
-    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports, ScriptCatalog,
-    SessionManager, SessionManagerConfig, UserDataStore,
+    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports, RateLimiter,
+    ScriptCatalog, SessionManager, SessionManagerConfig, UserDataStore,
 };
 use heartrule_http_adapter::auth::{AuthenticationOff, Authenticator, JwtAuthenticator};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
@@ -200,12 +200,17 @@ pub async fn build_app(
             ws_client_timeout: h.ws_client_timeout,
             include_debug_info: h.include_debug_info,
             history_page_limit: h.history_page_limit,
+            cors: h.cors.to_adapter(),
+            hsts_max_age: (!h.hsts_max_age.is_zero()).then_some(h.hsts_max_age),
         },
     )
     .with_authenticator(authenticator)
     .with_readiness(Arc::new(readiness))
     .with_tracing(Arc::new(TelemetryTracing))
     .with_started_at(started_at);
+    if let Some(limiter) = rate_limiter(config, cache.as_deref()) {
+        state = state.with_rate_limiter(limiter, config.rate_limits.policy()?);
+    }
     if let Some(renderer) = metrics_renderer {
         state = state.with_metrics_renderer(renderer);
     }
@@ -249,6 +254,31 @@ fn build_authenticator(auth: &AuthSection) -> anyhow::Result<Arc<dyn Authenticat
             Ok(Arc::new(authenticator))
         }
     }
+}
+
+/// The buckets of `rate_limits`: in Redis (falling back to this instance's
+/// own while Redis fails) when Redis is configured, else this instance's.
+fn rate_limiter(config: &AppConfig, cache: Option<&RedisCache>) -> Option<Arc<dyn RateLimiter>> {
+    let limits = &config.rate_limits;
+    if !limits.enabled {
+        tracing::warn!(
+            event = "rate_limits_off",
+            "rate limits are off (rate_limits.enabled): nothing stops one client from flooding the API"
+        );
+        return None;
+    }
+    let local = LocalRateLimiter::new(limits.local_max_keys);
+    Some(match cache {
+        Some(cache) => Arc::new(FailoverRateLimiter::new(
+            cache.rate_limiter(),
+            local,
+            config.redis.warn_interval,
+        )),
+        None => {
+            tracing::info!("no Redis configured (redis.url): rate limits are counted per instance");
+            Arc::new(local)
+        }
+    })
 }
 
 /// The repositories of the configured store.

@@ -275,6 +275,7 @@ pub fn turn_claim(session_id: SessionId, history_window: usize) -> TurnClaim {
         lease_duration: std::time::Duration::from_secs(60),
         history_window,
         idempotency_key: None,
+        owner: None,
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::auth::CurrentActor;
 use crate::dto::{MessageBody, SessionBody};
 use crate::error::{ApiError, ErrorBody};
+use crate::openapi::responses::{AdminOnly, Protected};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -327,9 +328,8 @@ fn user_id(raw: &str) -> Result<&str, ApiError> {
     params(AuditEventsQuery),
     responses(
         (status = 200, description = "One page of events, newest first", body = AuditEventsBody),
-        (status = 400, description = "An unknown action or target type, a bad time or limit", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the admin role is needed", body = ErrorBody)
+        (status = 400, description = "`INVALID_REQUEST`: an unknown action or target type, a bad time or limit", body = ErrorBody),
+        AdminOnly, Protected
     )
 )]
 pub async fn audit_events(
@@ -357,9 +357,8 @@ pub async fn audit_events(
     params(("userId" = String, Path, description = "User id"), ExportQuery),
     responses(
         (status = 200, description = "The user's data (no sessions when none is stored)", body = UserExportBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the admin role is needed", body = ErrorBody),
-        (status = 503, description = "`DATABASE_ERROR`: the store is unavailable", body = ErrorBody)
+        (status = 400, description = "`INVALID_REQUEST`: `userId` is blank or longer than 255 characters, or `includeSensitive` is not a boolean", body = ErrorBody),
+        AdminOnly, Protected
     )
 )]
 pub async fn export_user(
@@ -387,9 +386,8 @@ pub async fn export_user(
     params(("userId" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "What was erased (all zero when nothing was stored)", body = UserErasureBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
-        (status = 403, description = "`FORBIDDEN`: the admin role is needed", body = ErrorBody),
-        (status = 503, description = "`DATABASE_ERROR`: the store or the cache is unavailable; safe to repeat", body = ErrorBody)
+        (status = 400, description = "`INVALID_REQUEST`: `userId` is blank or longer than 255 characters", body = ErrorBody),
+        AdminOnly, Protected
     )
 )]
 pub async fn erase_user(

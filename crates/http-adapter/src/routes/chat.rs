@@ -4,9 +4,10 @@ use super::run_turn;
 use super::sessions::turn_response;
 use crate::auth::CurrentActor;
 use crate::context::RequestContext;
-use crate::dto::{ChatBody, ChatRequest, TurnBody};
+use crate::dto::{ChatBody, ChatRequest, IdempotencyKeyHeader, StreamEventBody, TurnBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::idempotency_key;
+use crate::openapi::responses::{JsonBody, Protected, SessionNotFound, TurnConflict};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -34,14 +35,12 @@ fn validate(body: &ChatRequest) -> Result<SessionId, ApiError> {
     post,
     path = "/api/chat",
     tag = "chat",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first result")),
+    params(IdempotencyKeyHeader),
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The turn's result", body = ChatBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`TURN_IN_PROGRESS`: another message of this session is being processed (nothing was taken; `Retry-After` says when to retry; a retry with the same `Idempotency-Key` gets the first message's result once it is committed); or `CONFLICT`: the key was used with another body, or the turn outlived its lease and was superseded", body = ErrorBody),
-        (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
+        SessionNotFound, TurnConflict, JsonBody, Protected
     )
 )]
 pub async fn chat(
@@ -108,13 +107,12 @@ impl ContentSink for SseSink {
         The turn runs in its own task and is NOT cancelled when the client disconnects: \
         it commits whole, and the client can read the result with \
         `GET /api/sessions/{id}/messages`.",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body replays the first result (no chunks)")),
+    params(IdempotencyKeyHeader),
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "`text/event-stream`: chunk* → state → done, or error", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: chunk* → state → done, or error; a replayed key sends no chunks. Errors before the stream starts are plain JSON.", content_type = "text/event-stream", body = StreamEventBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND` (before the stream starts)", body = ErrorBody),
-        (status = 409, description = "`TURN_IN_PROGRESS` (before the stream starts): another message of this session is being processed; `Retry-After` says when to retry", body = ErrorBody)
+        SessionNotFound, TurnConflict, JsonBody, Protected
     )
 )]
 pub async fn chat_stream(

@@ -8,6 +8,7 @@ use crate::dto::{
     ModeQuery, ScriptBody, ScriptListBody, ValidBody, WarningBody,
 };
 use crate::error::{ApiError, ErrorBody};
+use crate::openapi::responses::{JsonBody, Protected, ScriptManager};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use heartrule_domain::{
@@ -15,6 +16,8 @@ use heartrule_domain::{
     ScriptType,
 };
 use serde::Serialize;
+use utoipa::openapi::schema::{AnyOfBuilder, Ref, Schema};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 /// `?mode=`; `default` when absent.
@@ -55,9 +58,15 @@ fn not_empty(value: &str, field: &str) -> Result<(), ApiError> {
     params(ModeQuery),
     request_body = CreateScriptRequest,
     responses(
-        (status = 200, description = "The stored script with the warnings of compatible mode", body = ScriptBody),
+        (status = 200, description = "The stored script with the warnings of compatible mode", body = ScriptBody,
+            links(
+                ("GetScript" = (operation_id = "get_script", parameters(("id" = "$response.body#/id")))),
+                ("CreateSession" = (operation_id = "create_session", request_body = json!({"scriptId": "$response.body#/id"})))
+            )
+        ),
         (status = 400, description = "`SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` (with `errors[]`) or an invalid request", body = ErrorBody),
-        (status = 409, description = "`CONFLICT`: the name is taken", body = ErrorBody)
+        (status = 409, description = "`CONFLICT`: the name is taken", body = ErrorBody),
+        ScriptManager, JsonBody, Protected
     )
 )]
 pub async fn create_script(
@@ -88,9 +97,15 @@ pub async fn create_script(
     tag = "scripts",
     params(("id" = Uuid, Path, description = "Script id")),
     responses(
-        (status = 200, description = "The script", body = ScriptBody),
+        (status = 200, description = "The script", body = ScriptBody,
+            links(
+                ("ValidateScript" = (operation_id = "validate_script", parameters(("id" = "$response.body#/id")))),
+                ("CreateSession" = (operation_id = "create_session", request_body = json!({"scriptId": "$response.body#/id"})))
+            )
+        ),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
-        (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody)
+        (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
+        Protected
     )
 )]
 pub async fn get_script(
@@ -110,8 +125,15 @@ pub async fn get_script(
     tag = "scripts",
     params(ListScriptsQuery),
     responses(
-        (status = 200, description = "The page and the number of matching scripts", body = ScriptListBody),
-        (status = 400, description = "Unknown type or status", body = ErrorBody)
+        (status = 200, description = "The page and the number of matching scripts", body = ScriptListBody,
+            links(
+                ("GetScript" = (operation_id = "get_script", parameters(("id" = "$response.body#/scripts/0/id")))),
+                ("ValidateScript" = (operation_id = "validate_script", parameters(("id" = "$response.body#/scripts/0/id")))),
+                ("CreateSession" = (operation_id = "create_session", request_body = json!({"scriptId": "$response.body#/scripts/0/id"})))
+            )
+        ),
+        (status = 400, description = "Unknown type or status, or bad paging", body = ErrorBody),
+        Protected
     )
 )]
 pub async fn list_scripts(
@@ -140,8 +162,8 @@ pub async fn list_scripts(
     let total = scripts.len();
     let page = scripts
         .iter()
-        .skip(query.offset.unwrap_or(0))
-        .take(query.limit.unwrap_or(usize::MAX))
+        .skip(query.offset.map_or(0, |n| n as usize))
+        .take(query.limit.map_or(usize::MAX, |n| n as usize))
         .map(|s| ScriptBody::new(s, None))
         .collect();
     Ok(HttpResponse::Ok().json(ScriptListBody {
@@ -159,8 +181,14 @@ pub async fn list_scripts(
     params(ModeQuery),
     request_body = ImportScriptRequest,
     responses(
-        (status = 200, description = "The script id, the warnings and whether it replaced one", body = ImportBody),
-        (status = 400, description = "`SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` (with `errors[]`) or an invalid request", body = ErrorBody)
+        (status = 200, description = "The script id, the warnings and whether it replaced one", body = ImportBody,
+            links(
+                ("GetScript" = (operation_id = "get_script", parameters(("id" = "$response.body#/data/scriptId")))),
+                ("CreateSession" = (operation_id = "create_session", request_body = json!({"scriptId": "$response.body#/data/scriptId"})))
+            )
+        ),
+        (status = 400, description = "`SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` (with `errors[]`) or an invalid request", body = ErrorBody),
+        ScriptManager, JsonBody, Protected
     )
 )]
 pub async fn import_script(
@@ -210,6 +238,22 @@ pub struct InvalidBody {
     pub error: ErrorBody,
 }
 
+/// The 400 of `POST /api/scripts/{id}/validate`: an [`InvalidBody`] when
+/// the script fails validation, a plain [`ErrorBody`] when the request
+/// itself is wrong (the id or the mode).
+pub struct ValidationFailure;
+
+impl utoipa::PartialSchema for ValidationFailure {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(InvalidBody::name()))
+            .item(Ref::from_schema_name(ErrorBody::name()))
+            .into()
+    }
+}
+
+impl ToSchema for ValidationFailure {}
+
 /// Validates a stored script (strict unless `?mode=compatible`).
 #[utoipa::path(
     post,
@@ -218,8 +262,9 @@ pub struct InvalidBody {
     params(("id" = Uuid, Path, description = "Script id"), ModeQuery),
     responses(
         (status = 200, description = "Valid", body = ValidBody),
-        (status = 400, description = "Invalid, with `errors[]`", body = InvalidBody),
-        (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody)
+        (status = 400, description = "Invalid: `SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` with `valid:false`, `message` and `errors[]`; or `INVALID_REQUEST` (bad `id` or `mode`) without them", body = ValidationFailure),
+        (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
+        ScriptManager, Protected
     )
 )]
 pub async fn validate_script(

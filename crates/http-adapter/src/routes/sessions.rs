@@ -4,12 +4,14 @@ use super::parse_id;
 use super::run_turn;
 use crate::auth::CurrentActor;
 use crate::context::name_user;
+use crate::dto::storable::StorableText;
 use crate::dto::{
-    CreateSessionBody, CreateSessionRequest, MessageBody, MessagesBody, MessagesQuery,
-    PostMessageRequest, ScopedStoreBody, SessionBody, TurnBody, VariablesQuery,
+    CreateSessionBody, CreateSessionRequest, IdempotencyKeyHeader, MessageBody, MessagesBody,
+    MessagesQuery, PostMessageRequest, ScopedStoreBody, SessionBody, TurnBody, VariablesQuery,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{idempotency_key, REPLAYED_HEADER};
+use crate::openapi::responses::{JsonBody, Protected, SessionNotFound, TurnConflict, UserAccess};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use heartrule_domain::{CreateSession, ProcessInput, ScriptId, SessionId, TurnResult};
@@ -33,10 +35,21 @@ pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -
     tag = "sessions",
     request_body = CreateSessionRequest,
     responses(
-        (status = 200, description = "The session and its first turn", body = CreateSessionBody),
+        (status = 200, description = "The session and its first turn", body = CreateSessionBody,
+            links(
+                ("GetSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/sessionId")))),
+                ("ListMessages" = (operation_id = "list_messages", parameters(("id" = "$response.body#/sessionId")))),
+                ("PostMessage" = (operation_id = "post_message", parameters(("id" = "$response.body#/sessionId")))),
+                ("GetVariables" = (operation_id = "get_variables", parameters(("id" = "$response.body#/sessionId")))),
+                ("SessionSocket" = (operation_id = "session_socket", parameters(("id" = "$response.body#/sessionId")))),
+                ("Chat" = (operation_id = "chat", request_body = json!({"sessionId": "$response.body#/sessionId"}))),
+                ("ChatStream" = (operation_id = "chat_stream", request_body = json!({"sessionId": "$response.body#/sessionId"}))),
+                ("ListUserSessions" = (operation_id = "list_user_sessions", parameters(("userId" = "$request.body#/userId"))))
+            )
+        ),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
-        (status = 503, description = "`LLM_SERVICE_ERROR` or `DATABASE_ERROR`; nothing was stored", body = ErrorBody)
+        UserAccess, JsonBody, Protected
     )
 )]
 pub async fn create_session(
@@ -78,7 +91,7 @@ pub async fn create_session(
     responses(
         (status = 200, description = "The session", body = SessionBody),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+        SessionNotFound, Protected
     )
 )]
 pub async fn get_session(
@@ -100,7 +113,7 @@ pub async fn get_session(
     responses(
         (status = 200, description = "Messages (`role` is `user`, `ai` or `system`)", body = MessagesBody),
         (status = 400, description = "Invalid id or paging", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+        SessionNotFound, Protected
     )
 )]
 pub async fn list_messages(
@@ -118,7 +131,7 @@ pub async fn list_messages(
     let limit = match query.limit {
         None => page_limit,
         Some(0) => return Err(ApiError::invalid_request("`limit` must be at least 1")),
-        Some(n) => n.min(page_limit),
+        Some(n) => (n as usize).min(page_limit),
     };
     let messages = state
         .conversations
@@ -135,17 +148,12 @@ pub async fn list_messages(
     post,
     path = "/api/sessions/{id}/messages",
     tag = "sessions",
-    params(
-        ("id" = Uuid, Path, description = "Session id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first result (with `Idempotent-Replayed: true`); the same key with another body is a 409")
-    ),
+    params(("id" = Uuid, Path, description = "Session id"), IdempotencyKeyHeader),
     request_body = PostMessageRequest,
     responses(
         (status = 200, description = "The turn's result", body = TurnBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`TURN_IN_PROGRESS`: another message of this session is being processed (nothing was taken; `Retry-After` says when to retry; a retry with the same `Idempotency-Key` gets the first message's result once it is committed); or `CONFLICT`: the key was used with another body, or the turn outlived its lease and was superseded", body = ErrorBody),
-        (status = 503, description = "`LLM_SERVICE_ERROR`; nothing was applied, retry", body = ErrorBody)
+        SessionNotFound, TurnConflict, JsonBody, Protected
     )
 )]
 pub async fn post_message(
@@ -184,7 +192,7 @@ pub async fn post_message(
     responses(
         (status = 200, description = "The flat map (inner scopes win), or the whole store (`ScopedStoreBody`) with `?scoped=true`", body = Object),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+        SessionNotFound, Protected
     )
 )]
 pub async fn get_variables(
@@ -207,14 +215,17 @@ pub async fn get_variables(
     get,
     path = "/api/users/{userId}/sessions",
     tag = "sessions",
-    params(("userId" = String, Path, description = "User id")),
-    responses((status = 200, description = "Sessions, newest first", body = Vec<SessionBody>))
+    params(("userId" = String, Path, min_length = 1, pattern = "^[^\\u0000]*$", description = "User id")),
+    responses(
+        (status = 200, description = "Sessions, newest first", body = Vec<SessionBody>),
+        UserAccess, Protected
+    )
 )]
 pub async fn list_user_sessions(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     request: HttpRequest,
-    user_id: web::Path<String>,
+    user_id: web::Path<StorableText>,
 ) -> Result<HttpResponse, ApiError> {
     name_user(&request, &user_id);
     let sessions = state

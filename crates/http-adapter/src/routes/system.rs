@@ -3,7 +3,7 @@
 use crate::dto::{HealthBody, InfoBody, ReadyBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::hooks::ReadinessLevel;
-use crate::openapi::openapi_document;
+use crate::openapi::openapi_json;
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -97,7 +97,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object))
 )]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(openapi_document())
+    HttpResponse::Ok().json(openapi_json())
 }
 
 /// Swagger UI (assets served from the binary; works offline). Redirects to `/docs/`.

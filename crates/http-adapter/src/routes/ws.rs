@@ -11,6 +11,7 @@ use crate::auth::CurrentActor;
 use crate::context::RequestContext;
 use crate::dto::TurnBody;
 use crate::error::{ApiError, ErrorBody};
+use crate::openapi::responses::{Protected, SessionNotFound};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session as Socket};
@@ -78,7 +79,7 @@ impl ContentSink for SocketSink {
     responses(
         (status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket handshake, or `id` is not a UUID", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody)
+        SessionNotFound, Protected
     )
 )]
 pub async fn session_socket(
@@ -92,8 +93,10 @@ pub async fn session_socket(
     // Before the handshake: someone else's session is a plain 404.
     state.conversations.get_session(&actor, session_id).await?;
     let (response, socket, frames) = actix_ws::handle(&request, payload).map_err(|error| {
+        // The handshake error knows its status only through its response
+        // (its `status_code()` is the default 500).
         ApiError::from_status(
-            error.as_response_error().status_code(),
+            error.error_response().status(),
             Some(format!("WebSocket handshake failed: {error}")),
         )
     })?;

@@ -116,12 +116,20 @@ impl SessionRepository for PgStore {
                     .load::<HistoryRow>(&mut &*conn);
                 let stored_response = async {
                     match &claim.idempotency_key {
-                        Some(key) => idempotency_keys::table
-                            .find((session_id, key))
-                            .select(IdempotencyRow::as_select())
-                            .first::<IdempotencyRow>(&mut &*conn)
-                            .await
-                            .optional(),
+                        Some(key) => {
+                            let mut stored = idempotency_keys::table
+                                .find((session_id, key))
+                                .select(IdempotencyRow::as_select())
+                                .into_boxed();
+                            if let Some(owner) = &claim.owner {
+                                stored = stored.filter(diesel::dsl::exists(
+                                    sessions::table
+                                        .find(session_id)
+                                        .filter(sessions::user_id.eq(owner)),
+                                ));
+                            }
+                            stored.first::<IdempotencyRow>(&mut &*conn).await.optional()
+                        }
                         None => Ok(None),
                     }
                 };
@@ -133,10 +141,16 @@ impl SessionRepository for PgStore {
                     if let Some(row) = stored_response {
                         return Ok(ClaimOutcome::Replay(row.into_domain()));
                     }
-                    // Not claimed: held by another turn, or no such session.
-                    let lease: Option<Option<DateTime<Utc>>> = sessions::table
+                    // Not claimed: held by another turn, or no such session
+                    // (for this owner).
+                    let mut lease_query = sessions::table
                         .find(session_id)
                         .select(sessions::lease_expires_at)
+                        .into_boxed();
+                    if let Some(owner) = &claim.owner {
+                        lease_query = lease_query.filter(sessions::user_id.eq(owner));
+                    }
+                    let lease: Option<Option<DateTime<Utc>>> = lease_query
                         .first(&mut &*conn)
                         .await
                         .optional()

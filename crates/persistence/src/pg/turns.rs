@@ -31,7 +31,8 @@ pub(crate) struct ClaimedRow {
 
 /// `UPDATE sessions SET lease … RETURNING …`: takes the lease when it is
 /// free or lapsed and no committed turn answered the request's
-/// `Idempotency-Key`; returns no row otherwise. The database's clock times
+/// `Idempotency-Key`, and, for a claim with an owner, when the session is
+/// that user's; returns no row otherwise. The database's clock times
 /// the lease, so instances with skewed clocks agree on it.
 #[derive(Debug)]
 pub(crate) struct ClaimTurn<'a> {
@@ -39,6 +40,7 @@ pub(crate) struct ClaimTurn<'a> {
     turn_id: Uuid,
     lease_seconds: f64,
     idempotency_key: Option<&'a str>,
+    owner: Option<&'a str>,
 }
 
 impl<'a> ClaimTurn<'a> {
@@ -50,6 +52,7 @@ impl<'a> ClaimTurn<'a> {
             turn_id: claim.turn_id.as_uuid(),
             lease_seconds: claim.lease_duration.as_secs_f64(),
             idempotency_key: claim.idempotency_key.as_deref(),
+            owner: claim.owner.as_deref(),
         })
     }
 }
@@ -73,6 +76,10 @@ impl QueryFragment<Pg> for ClaimTurn<'_> {
         out.push_sql(") WHERE id = ");
         out.push_bind_param::<SqlUuid, _>(&self.session_id)?;
         out.push_sql(" AND (lease_owner IS NULL OR lease_expires_at <= now())");
+        if let Some(owner) = self.owner {
+            out.push_sql(" AND user_id = ");
+            out.push_bind_param::<Text, _>(owner)?;
+        }
         if let Some(key) = &self.idempotency_key {
             out.push_sql(" AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.session_id = ");
             out.push_bind_param::<SqlUuid, _>(&self.session_id)?;

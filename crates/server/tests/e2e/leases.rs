@@ -136,7 +136,10 @@ async fn a_pool_of_four_serves_64_sessions_whose_llm_takes_300ms() {
             .set("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s")
             .set("HEARTRULE__LLM__RESILIENCE__CONCURRENCY_LIMIT", "256")
             .set("HEARTRULE__DATABASE__MAX_CONNECTIONS", "4")
-            .set("HEARTRULE__DATABASE__ACQUIRE_TIMEOUT", "2s"),
+            .set("HEARTRULE__DATABASE__ACQUIRE_TIMEOUT", "2s")
+            // 256 LLM-calling requests at once from one address: this
+            // measures the pool, not the rate limits.
+            .set("HEARTRULE__RATE_LIMITS__ENABLED", "false"),
     )
     .await;
     let script = store_question_script(&app.http, &app.url, 10).await;
@@ -269,6 +272,9 @@ impl Instance {
             .env("HEARTRULE__ENGINE__TURN_LEASE", "2s")
             .env("HEARTRULE__LLM__OPENAI__TIMEOUT", "10s")
             .env("HEARTRULE__LLM__RESILIENCE__MAX_RETRIES", "0")
+            // Clients retry each 409 within milliseconds, from one address:
+            // limits would answer 429 and say nothing about leases.
+            .env("HEARTRULE__RATE_LIMITS__ENABLED", "false")
             .spawn()
             .expect("the heartrule binary starts");
         let pid = child.id().expect("a running child");

@@ -9,6 +9,7 @@ mod support;
 mod auth;
 mod conversation;
 mod degraded;
+mod edge;
 mod errors;
 mod leases;
 mod llm_faults;

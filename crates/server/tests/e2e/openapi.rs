@@ -1,6 +1,7 @@
 //! `GET /openapi.json` documents every route the server serves.
 
 use crate::support::{Services, TestApp};
+use serde_json::json;
 
 /// Every path and method the HTTP adapter registers.
 const ROUTES: &[(&str, &str)] = &[
@@ -72,5 +73,41 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
     // The docs page is served.
     let docs = app.http.get(app.at("/docs")).send().await.unwrap();
     assert!(docs.status().is_success() || docs.status().is_redirection());
+    app.stop().await;
+}
+
+/// What the contract run found on PostgreSQL: numbers at the edges of f64
+/// read back from `jsonb` (printed there in full, 309 digits for f64::MAX),
+/// and text with NUL, which PostgreSQL cannot store, refused up front.
+#[actix_web::test]
+async fn postgres_keeps_extreme_numbers_and_never_sees_nul() {
+    let services = Services::new().await;
+    let app = TestApp::start(&services.env()).await;
+    let script_id = app.script_id("hello").await;
+    let extremes = json!({"max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": 9.3e-96});
+    let created = app
+        .post(
+            "/api/sessions",
+            &json!({"userId": "edges", "scriptId": script_id, "initialVariables": extremes}),
+        )
+        .await
+        .ok();
+    let session_id = created["sessionId"].as_str().unwrap();
+    let session = app.get(&format!("/api/sessions/{session_id}")).await.ok();
+    for (name, value) in extremes.as_object().unwrap() {
+        assert_eq!(&session["variables"][name], value, "{name}");
+    }
+    let listed = app.get("/api/users/edges/sessions").await.ok();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    app.post(
+        "/api/sessions",
+        &json!({"userId": "a\u{0}b", "scriptId": script_id}),
+    )
+    .await
+    .error(400, "INVALID_REQUEST");
+    app.get("/api/users/a%00b/sessions")
+        .await
+        .error(400, "INVALID_REQUEST");
     app.stop().await;
 }
