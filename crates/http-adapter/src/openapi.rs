@@ -91,6 +91,8 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         dto::ReadyBody,
         scripts::InvalidBody,
         scripts::ValidationFailure,
+        admin::AuditActionName,
+        admin::AuditTargetTypeName,
         admin::AuditEventBody,
         admin::AuditEventsBody,
         admin::VariableSnapshotBody,

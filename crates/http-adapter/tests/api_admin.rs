@@ -292,3 +292,29 @@ async fn the_admin_routes_refuse_anyone_but_an_admin() {
         call(&app, request).await.error(403, "FORBIDDEN");
     }
 }
+
+#[actix_web::test]
+async fn what_the_document_refuses_the_admin_routes_refuse() {
+    let h = Harness::default_config();
+    let app = h.service().await;
+    for uri in [
+        "/api/admin/users/a%00b/export",
+        "/api/admin/audit-events?actor=a%00b",
+        "/api/admin/audit-events?targetId=a%00b",
+        "/api/admin/audit-events?limit=0",
+        "/api/admin/audit-events?limit=501",
+        "/api/admin/audit-events?targetType=session",
+        "/api/admin/users/alice/export?includeSensitive=maybe",
+    ] {
+        get(&app, uri).await.error(400, "INVALID_REQUEST");
+    }
+    let long = "x".repeat(256);
+    call(
+        &app,
+        TestRequest::delete().uri(&format!("/api/admin/users/{long}")),
+    )
+    .await
+    .error(400, "INVALID_REQUEST");
+    let fine = get(&app, "/api/admin/audit-events?limit=500&offset=4294967295").await;
+    assert_eq!(fine.status, 200, "{}", fine.text);
+}

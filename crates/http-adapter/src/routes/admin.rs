@@ -3,6 +3,7 @@
 //! audit events; these handlers only parse, call and shape the answer.
 
 use crate::auth::CurrentActor;
+use crate::dto::storable::{self, StorableText};
 use crate::dto::{MessageBody, SessionBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::responses::{AdminOnly, Protected};
@@ -30,23 +31,56 @@ const MAX_USER_ID_LEN: usize = 255;
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AuditEventsQuery {
-    /// `script.create`, `script.import`, `script.update`, `script.delete`,
-    /// `user.export` or `user.erase`.
+    /// Only this action.
+    #[param(value_type = Option<AuditActionName>)]
     pub action: Option<String>,
-    /// The actor's subject.
+    /// Only events of this actor subject.
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[param(pattern = "^[^\\u0000]*$")]
     pub actor: Option<String>,
-    /// `script` or `user`.
+    /// Only targets of this type.
+    #[param(value_type = Option<AuditTargetTypeName>)]
     pub target_type: Option<String>,
-    /// A script id or user id.
+    /// Only this script id or user id.
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[param(pattern = "^[^\\u0000]*$")]
     pub target_id: Option<String>,
     /// Events at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Events before this time (RFC 3339).
     pub until: Option<DateTime<Utc>>,
-    /// Events per page, 1–500 (default 100).
-    pub limit: Option<usize>,
+    /// Events per page (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
     /// Matching events to skip (default 0).
-    pub offset: Option<usize>,
+    #[param(minimum = 0, maximum = 4294967295_u32, format = Int64)]
+    pub offset: Option<u32>,
+}
+
+/// The audit actions (`?action=`; the handler parses them with the
+/// domain's `AuditAction`, a test keeps both in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum AuditActionName {
+    #[serde(rename = "script.create")]
+    ScriptCreate,
+    #[serde(rename = "script.import")]
+    ScriptImport,
+    #[serde(rename = "script.update")]
+    ScriptUpdate,
+    #[serde(rename = "script.delete")]
+    ScriptDelete,
+    #[serde(rename = "user.export")]
+    UserExport,
+    #[serde(rename = "user.erase")]
+    UserErase,
+}
+
+/// The audit target types (`?targetType=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditTargetTypeName {
+    Script,
+    User,
 }
 
 /// One audit event.
@@ -285,7 +319,7 @@ where
 }
 
 fn audit_filter(query: AuditEventsQuery) -> Result<AuditFilter, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_AUDIT_PAGE);
+    let limit = query.limit.map_or(DEFAULT_AUDIT_PAGE, |l| l as usize);
     if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
         return Err(ApiError::invalid_request(format!(
             "`limit` must be 1–{MAX_AUDIT_PAGE}"
@@ -306,12 +340,12 @@ fn audit_filter(query: AuditEventsQuery) -> Result<AuditFilter, ApiError> {
         since: query.since,
         until: query.until,
         limit,
-        offset: query.offset.unwrap_or(0),
+        offset: query.offset.unwrap_or(0) as usize,
     })
 }
 
 fn user_id(raw: &str) -> Result<&str, ApiError> {
-    if raw.trim().is_empty() || raw.len() > MAX_USER_ID_LEN {
+    if raw.is_empty() || raw.chars().count() > MAX_USER_ID_LEN {
         return Err(ApiError::invalid_request(format!(
             "`userId` must be 1–{MAX_USER_ID_LEN} characters"
         )));
@@ -354,17 +388,17 @@ pub async fn audit_events(
     get,
     path = "/api/admin/users/{userId}/export",
     tag = "admin",
-    params(("userId" = String, Path, description = "User id"), ExportQuery),
+    params(("userId" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$", description = "User id"), ExportQuery),
     responses(
         (status = 200, description = "The user's data (no sessions when none is stored)", body = UserExportBody),
-        (status = 400, description = "`INVALID_REQUEST`: `userId` is blank or longer than 255 characters, or `includeSensitive` is not a boolean", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: `userId` is empty, longer than 255 characters or holds a NUL, or `includeSensitive` is not a boolean", body = ErrorBody),
         AdminOnly, Protected
     )
 )]
 pub async fn export_user(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
-    path: web::Path<String>,
+    path: web::Path<StorableText>,
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&path)?;
@@ -383,17 +417,17 @@ pub async fn export_user(
     delete,
     path = "/api/admin/users/{userId}",
     tag = "admin",
-    params(("userId" = String, Path, description = "User id")),
+    params(("userId" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$", description = "User id")),
     responses(
         (status = 200, description = "What was erased (all zero when nothing was stored)", body = UserErasureBody),
-        (status = 400, description = "`INVALID_REQUEST`: `userId` is blank or longer than 255 characters", body = ErrorBody),
+        (status = 400, description = "`INVALID_REQUEST`: `userId` is empty, longer than 255 characters or holds a NUL", body = ErrorBody),
         AdminOnly, Protected
     )
 )]
 pub async fn erase_user(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
-    path: web::Path<String>,
+    path: web::Path<StorableText>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&path)?;
     let erasure = state.admin.erase_user(&actor, user).await?;
@@ -435,7 +469,7 @@ mod tests {
                 ..AuditEventsQuery::default()
             },
             AuditEventsQuery {
-                limit: Some(MAX_AUDIT_PAGE + 1),
+                limit: Some(MAX_AUDIT_PAGE as u32 + 1),
                 ..AuditEventsQuery::default()
             },
             AuditEventsQuery {
@@ -451,7 +485,32 @@ mod tests {
     #[test]
     fn user_ids_are_bounded() {
         assert!(user_id("alice").is_ok());
-        assert!(user_id(" ").is_err());
+        assert!(user_id("").is_err());
         assert!(user_id(&"x".repeat(MAX_USER_ID_LEN + 1)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    #[test]
+    fn the_documented_names_are_the_domains() {
+        for action in AuditAction::ALL {
+            let name: AuditActionName =
+                serde_json::from_value(serde_json::json!(action.as_str())).unwrap();
+            assert_eq!(
+                serde_json::to_value(name).unwrap(),
+                serde_json::json!(action.as_str())
+            );
+        }
+        for target in [AuditTargetType::Script, AuditTargetType::User] {
+            let name: AuditTargetTypeName =
+                serde_json::from_value(serde_json::json!(target.as_str())).unwrap();
+            assert_eq!(
+                serde_json::to_value(name).unwrap(),
+                serde_json::json!(target.as_str())
+            );
+        }
     }
 }
