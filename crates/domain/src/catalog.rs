@@ -1,6 +1,7 @@
 //! The `ScriptCatalog`: creating, importing, validating and listing scripts.
 
 use crate::actor::Actor;
+use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::engine::{LoadMode, LoadWarning, ScriptEngine, ValidationErrorType, ValidationIssue};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
@@ -72,7 +73,8 @@ impl<P: Ports> ScriptCatalog<P> {
     }
 
     /// Parses, validates and stores a new script. A taken name is a conflict;
-    /// an actor without the editor or admin role is `FORBIDDEN`.
+    /// an actor without the editor or admin role is `FORBIDDEN`. Audited as
+    /// `script.create` by `actor`.
     pub async fn create(
         &self,
         actor: &Actor,
@@ -111,6 +113,8 @@ impl<P: Ports> ScriptCatalog<P> {
             audit = true,
             "script created"
         );
+        self.audit(actor, AuditAction::ScriptCreate, &script, None)
+            .await;
         Ok(StoredScript {
             script,
             warnings: parsed.warnings,
@@ -120,7 +124,8 @@ impl<P: Ports> ScriptCatalog<P> {
 
     /// Creates the script, or replaces content, description and tags of the
     /// script with the same name; an actor without the editor or admin role
-    /// is `FORBIDDEN`.
+    /// is `FORBIDDEN`. Audited by `actor` as `script.import` (created) or
+    /// `script.update` (replaced, with both content hashes).
     pub async fn import(
         &self,
         actor: &Actor,
@@ -135,6 +140,7 @@ impl<P: Ports> ScriptCatalog<P> {
         // of the same name, which the second attempt turns into an update.
         for _ in 0..2 {
             if let Some(mut script) = a.scripts.find_by_name(&import.name).await? {
+                let before_hash = script.content_hash.clone();
                 script.script_type = parsed.document.script_type();
                 script.content.clone_from(&import.content);
                 script.content_hash.clone_from(&hash);
@@ -149,6 +155,8 @@ impl<P: Ports> ScriptCatalog<P> {
                 a.scripts.update(&script).await?;
                 a.script_cache.invalidate(script.id).await;
                 tracing::info!(event = "script_updated", script.id = %script.id, script.name = %script.name, audit = true, "script imported over an existing one");
+                self.audit(actor, AuditAction::ScriptUpdate, &script, Some(before_hash))
+                    .await;
                 return Ok(StoredScript {
                     script,
                     warnings: parsed.warnings,
@@ -180,6 +188,8 @@ impl<P: Ports> ScriptCatalog<P> {
             match a.scripts.insert(&script).await {
                 Ok(()) => {
                     tracing::info!(event = "script_created", script.id = %script.id, script.name = %script.name, audit = true, "script imported");
+                    self.audit(actor, AuditAction::ScriptImport, &script, None)
+                        .await;
                     return Ok(StoredScript {
                         script,
                         warnings: parsed.warnings,
@@ -194,6 +204,40 @@ impl<P: Ports> ScriptCatalog<P> {
             "script `{}` is being imported concurrently; retry",
             import.name
         ))))
+    }
+
+    /// Records a script write in the audit log. The write has happened by
+    /// then, so a failing audit store does not undo or fail it: the event
+    /// still reaches the audit log lines, and the failure is logged as an
+    /// error beside it for the operator to act on.
+    async fn audit(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        script: &Script,
+        before_hash: Option<String>,
+    ) {
+        let a = &self.adapters;
+        let event = AuditEvent::new(
+            a.ids.audit_event_id(),
+            a.clock.now(),
+            actor,
+            action,
+            script.id.to_string(),
+        )
+        .with_hashes(before_hash, Some(script.content_hash.clone()))
+        .with_details(serde_json::json!({ "scriptName": script.name }));
+        event.log();
+        if let Err(error) = a.audit.record(&event).await {
+            tracing::error!(
+                target: crate::audit::AUDIT_LOG_TARGET,
+                event = "audit_record_failed",
+                audit.id = %event.id,
+                audit.action = event.action.as_str(),
+                error = %error,
+                "the audit event of a script write could not be stored; it is only in this log"
+            );
+        }
     }
 
     /// Validates a stored script against the given mode.
@@ -291,6 +335,186 @@ fn type_mismatch(expected: ScriptType, actual: ScriptType) -> DomainError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditTargetType, MockAuditLog};
+    use crate::engine::{MockScriptEngine, ParsedScript};
+    use crate::ports::{
+        MockMessageHistory, MockScriptRepository, MockSessionRepository, NoCache, RandomIds,
+        SystemClock,
+    };
+    use crate::privacy::MockUserDataStore;
+    use crate::script::{ScriptDocument, TechniqueScript, Topic};
+    use std::sync::{Arc, Mutex};
+
+    struct CatalogPorts;
+    impl Ports for CatalogPorts {
+        type Scripts = MockScriptRepository;
+        type Sessions = MockSessionRepository;
+        type History = MockMessageHistory;
+        type ScriptCache = NoCache;
+        type SessionCache = NoCache;
+        type Engine = MockScriptEngine;
+        type Clock = SystemClock;
+        type Ids = RandomIds;
+        type Audit = MockAuditLog;
+        type UserData = MockUserDataStore;
+        type CacheJanitor = NoCache;
+    }
+
+    fn document() -> ScriptDocument {
+        ScriptDocument::Technique(TechniqueScript {
+            technique_id: "t".into(),
+            name: None,
+            input_parameters: vec![],
+            output_variables: vec![],
+            topic: Topic {
+                topic_id: "t".into(),
+                topic_name: None,
+                topic_goal: None,
+                description: None,
+                strategy: None,
+                actions: vec![],
+            },
+        })
+    }
+
+    /// A catalog whose audit log collects what it is asked to record.
+    fn catalog_with(
+        scripts: MockScriptRepository,
+    ) -> (ScriptCatalog<CatalogPorts>, Arc<Mutex<Vec<AuditEvent>>>) {
+        let mut engine = MockScriptEngine::new();
+        engine.expect_load().returning(|_, _| {
+            Ok(ParsedScript {
+                document: document(),
+                warnings: vec![],
+            })
+        });
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let mut audit = MockAuditLog::new();
+        audit.expect_record().returning(move |event| {
+            sink.lock().unwrap().push(event.clone());
+            Ok(())
+        });
+        let catalog = ScriptCatalog::new(Adapters {
+            scripts: Arc::new(scripts),
+            sessions: Arc::new(MockSessionRepository::new()),
+            history: Arc::new(MockMessageHistory::new()),
+            script_cache: Arc::new(NoCache),
+            session_cache: Arc::new(NoCache),
+            engine: Arc::new(engine),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            audit: Arc::new(audit),
+            user_data: Arc::new(MockUserDataStore::new()),
+            cache_janitor: Arc::new(NoCache),
+        });
+        (catalog, events)
+    }
+
+    fn import(content: &str) -> ScriptImport {
+        ScriptImport {
+            name: "t".into(),
+            content: content.into(),
+            description: None,
+            tags: vec![],
+            mode: LoadMode::Compatible,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_script_is_audited_with_its_actor_and_hash() {
+        let mut scripts = MockScriptRepository::new();
+        scripts.expect_insert().returning(|_| Ok(()));
+        let (catalog, events) = catalog_with(scripts);
+        let stored = catalog
+            .create(
+                &Actor::editor("ed"),
+                ScriptDraft {
+                    name: "t".into(),
+                    script_type: None,
+                    content: "topic: {}".into(),
+                    author: "ed".into(),
+                    description: String::new(),
+                    tags: vec![],
+                    mode: LoadMode::Strict,
+                },
+            )
+            .await
+            .unwrap();
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event.action, AuditAction::ScriptCreate);
+        assert_eq!(event.target_type, AuditTargetType::Script);
+        assert_eq!(event.target_id, stored.script.id.to_string());
+        assert_eq!(event.actor_subject, "ed");
+        assert_eq!(event.before_hash, None);
+        assert_eq!(
+            event.after_hash.as_deref(),
+            Some(content_hash("topic: {}").as_str())
+        );
+        assert_eq!(event.details["scriptName"], "t");
+    }
+
+    #[tokio::test]
+    async fn imports_are_audited_as_import_when_new_and_update_with_both_hashes() {
+        let mut scripts = MockScriptRepository::new();
+        scripts
+            .expect_find_by_name()
+            .times(1)
+            .returning(|_| Ok(None));
+        scripts.expect_insert().returning(|_| Ok(()));
+        let (catalog, events) = catalog_with(scripts);
+        catalog
+            .import(&Actor::admin("root"), import("v1"))
+            .await
+            .unwrap();
+        assert_eq!(events.lock().unwrap()[0].action, AuditAction::ScriptImport);
+
+        let mut scripts = MockScriptRepository::new();
+        let previous = catalog_script_with("v1");
+        scripts
+            .expect_find_by_name()
+            .returning(move |_| Ok(Some(previous.clone())));
+        scripts.expect_update().returning(|_| Ok(()));
+        let (catalog, events) = catalog_with(scripts);
+        let stored = catalog
+            .import(&Actor::admin("root"), import("v2"))
+            .await
+            .unwrap();
+        assert!(stored.updated);
+        let events = events.lock().unwrap();
+        let event = &events[0];
+        assert_eq!(event.action, AuditAction::ScriptUpdate);
+        assert_eq!(
+            event.before_hash.as_deref(),
+            Some(content_hash("v1").as_str())
+        );
+        assert_eq!(
+            event.after_hash.as_deref(),
+            Some(content_hash("v2").as_str())
+        );
+        assert_eq!(event.actor_roles, vec![crate::Role::Admin]);
+    }
+
+    fn catalog_script_with(content: &str) -> Script {
+        let now = chrono::Utc::now();
+        Script {
+            id: ScriptId::new_random(),
+            name: "t".into(),
+            script_type: ScriptType::Technique,
+            status: ScriptStatus::Draft,
+            content: content.into(),
+            content_hash: content_hash(content),
+            document: document(),
+            version: "1.0.0".into(),
+            author: "a".into(),
+            description: String::new(),
+            tags: vec![],
+            created_at: now,
+            updated_at: now,
+        }
+    }
 
     #[test]
     fn content_hash_is_stable_hex_sha256() {

@@ -62,6 +62,10 @@ uuid_id!(
     /// Identifies one committed turn; variable snapshots and messages carry it.
     TurnId
 );
+uuid_id!(
+    /// Identifies one audit event.
+    AuditEventId
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //! This crate performs no I/O and depends on no crate of the workspace.
 
 pub mod actor;
+pub mod audit;
 pub mod catalog;
 pub mod engine;
 pub mod error;
@@ -17,14 +18,20 @@ pub mod message;
 pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
+pub mod privacy;
 pub mod rate_limit;
 pub mod retention;
 pub mod script;
+pub mod sensitive;
 pub mod session;
 pub mod usecases;
 pub mod variables;
 
 pub use actor::{Actor, Role, UnknownRole, LOCAL_OPERATOR_SUBJECT};
+pub use audit::{
+    AuditAction, AuditEvent, AuditFilter, AuditLog, AuditTargetType, UnknownAuditName,
+    AUDIT_LOG_TARGET,
+};
 pub use catalog::{content_hash, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript};
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
@@ -32,7 +39,7 @@ pub use engine::{
     ValidationIssue, VariableChange, ENGINE_STATE_VERSION,
 };
 pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Recovery};
-pub use ids::{MessageId, ScriptId, SessionId, TurnId};
+pub use ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
     ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
@@ -47,6 +54,7 @@ pub use ports::{
     VariableSnapshot,
 };
 pub use ports_bundle::{Adapters, Ports};
+pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
 pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
@@ -57,6 +65,10 @@ pub use script::{
     SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,
     SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
 };
+pub use sensitive::{SensitiveValues, SENSITIVE_MASK};
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};
-pub use usecases::{Conversations, PendingTurn, ScriptLibrary, StartedTurn};
+pub use usecases::{
+    AdminService, Administration, Conversations, PendingTurn, ScriptLibrary, StartedTurn,
+    UserErasure,
+};
 pub use variables::{ValueType, VariableScope, VariableStore, VariableValue};

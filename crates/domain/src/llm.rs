@@ -1,5 +1,6 @@
 //! The LLM port. A prompt is one string sent as a single user message.
 
+use crate::sensitive::SensitiveValues;
 use async_trait::async_trait;
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,11 @@ pub struct LlmRequest {
     /// What the engine asks for (`ai_ask`, `ai_say`, `rewrite`, `extract`,
     /// `ai_think`); used for metrics and span names, never for routing.
     pub purpose: String,
+    /// Sensitive variable values the prompt or the reply may hold: an
+    /// adapter recording content (spans, logs) masks them with
+    /// [`SensitiveValues::mask`], whatever its content-capture setting.
+    #[serde(default, skip_serializing_if = "SensitiveValues::is_empty")]
+    pub sensitive: SensitiveValues,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

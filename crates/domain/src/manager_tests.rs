@@ -36,6 +36,9 @@ impl Ports for MockPorts {
     type Engine = MockScriptEngine;
     type Clock = FixedClock;
     type Ids = RandomIds;
+    type Audit = crate::audit::MockAuditLog;
+    type UserData = crate::privacy::MockUserDataStore;
+    type CacheJanitor = NoCache;
 }
 
 fn manager(
@@ -66,6 +69,9 @@ fn manager_with_cache(
             engine: Arc::new(engine),
             clock: Arc::new(FixedClock),
             ids: Arc::new(RandomIds),
+            audit: Arc::new(crate::audit::MockAuditLog::new()),
+            user_data: Arc::new(crate::privacy::MockUserDataStore::new()),
+            cache_janitor: Arc::new(NoCache),
         },
         SessionManagerConfig::default(),
     )
@@ -984,6 +990,10 @@ mod authorisation {
             engine: Arc::new(engine),
             clock: Arc::new(FixedClock),
             ids: Arc::new(RandomIds),
+            // A refused or unparsable write records nothing: no expectation.
+            audit: Arc::new(crate::audit::MockAuditLog::new()),
+            user_data: Arc::new(crate::privacy::MockUserDataStore::new()),
+            cache_janitor: Arc::new(NoCache),
         })
     }
 

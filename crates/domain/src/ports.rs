@@ -2,7 +2,7 @@
 //! The LLM and engine ports live in [`crate::llm`] and [`crate::engine`].
 
 use crate::error::ErrorCode;
-use crate::ids::{MessageId, ScriptId, SessionId, TurnId};
+use crate::ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 use crate::message::{HistoryEntry, Message};
 use crate::script::{Script, ScriptDocument, ScriptStatus, ScriptType};
 use crate::session::{Position, Session};
@@ -315,6 +315,7 @@ pub trait IdGenerator: Send + Sync {
     fn script_id(&self) -> ScriptId;
     fn turn_id(&self) -> TurnId;
     fn message_id(&self) -> MessageId;
+    fn audit_event_id(&self) -> AuditEventId;
 }
 
 /// Random (v4) UUIDs.
@@ -333,5 +334,8 @@ impl IdGenerator for RandomIds {
     }
     fn message_id(&self) -> MessageId {
         MessageId::new_random()
+    }
+    fn audit_event_id(&self) -> AuditEventId {
+        AuditEventId::new_random()
     }
 }

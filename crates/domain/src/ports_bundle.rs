@@ -1,10 +1,13 @@
 //! The set of adapters the domain services run on.
 
+use crate::audit::AuditLog;
 use crate::engine::ScriptEngine;
 use crate::ports::{
     Clock, IdGenerator, MessageHistory, ScriptCache, ScriptRepository, SessionCache,
     SessionRepository,
 };
+use crate::privacy::UserDataStore;
+use crate::retention::CacheJanitor;
 use std::sync::Arc;
 
 /// Names the adapter types of one deployment. The services are generic over
@@ -19,6 +22,13 @@ pub trait Ports: Send + Sync + 'static {
     type Engine: ScriptEngine + ?Sized;
     type Clock: Clock + ?Sized;
     type Ids: IdGenerator + ?Sized;
+    /// Where audit events are kept.
+    type Audit: AuditLog + ?Sized;
+    /// A user's stored data, for export and erasure.
+    type UserData: UserDataStore + ?Sized;
+    /// Removes cache entries and reports failures (the session cache itself
+    /// fails open), for erasures.
+    type CacheJanitor: CacheJanitor + ?Sized;
 }
 
 /// The adapter instances, shared by the services.
@@ -31,6 +41,12 @@ pub struct Adapters<P: Ports> {
     pub engine: Arc<P::Engine>,
     pub clock: Arc<P::Clock>,
     pub ids: Arc<P::Ids>,
+    /// The audit log.
+    pub audit: Arc<P::Audit>,
+    /// A user's stored data.
+    pub user_data: Arc<P::UserData>,
+    /// Cache removal with error reports.
+    pub cache_janitor: Arc<P::CacheJanitor>,
 }
 
 impl<P: Ports> Clone for Adapters<P> {
@@ -44,6 +60,9 @@ impl<P: Ports> Clone for Adapters<P> {
             engine: Arc::clone(&self.engine),
             clock: Arc::clone(&self.clock),
             ids: Arc::clone(&self.ids),
+            audit: Arc::clone(&self.audit),
+            user_data: Arc::clone(&self.user_data),
+            cache_janitor: Arc::clone(&self.cache_janitor),
         }
     }
 }

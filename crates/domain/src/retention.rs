@@ -145,6 +145,23 @@ pub trait CacheJanitor: Send + Sync {
     async fn delete_keys_without_expiry(&self, keys: &[String]) -> Result<u64, CacheCleanupError>;
 }
 
+/// Without a cache there is nothing to remove.
+#[async_trait]
+impl CacheJanitor for crate::ports::NoCache {
+    async fn evict_session_snapshots(&self, _ids: &[SessionId]) -> Result<u64, CacheCleanupError> {
+        Ok(0)
+    }
+    async fn count_session_snapshots(&self, _ids: &[SessionId]) -> Result<u64, CacheCleanupError> {
+        Ok(0)
+    }
+    async fn scan(&self, _cursor: u64, _count: usize) -> Result<CacheScanPage, CacheCleanupError> {
+        Ok(CacheScanPage::default())
+    }
+    async fn delete_keys_without_expiry(&self, _keys: &[String]) -> Result<u64, CacheCleanupError> {
+        Ok(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

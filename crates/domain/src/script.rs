@@ -339,6 +339,11 @@ pub struct OutputField {
     /// Where the value is written; the session scope when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<VariableScope>,
+    /// The value is private (`sensitive: true`): it never reaches logs,
+    /// spans, metrics or `debugInfo`, and exports mask it (see
+    /// [`crate::sensitive`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 /// `ai_think`: an LLM call whose JSON reply fills the output variables.

@@ -5,7 +5,7 @@ pub mod responses;
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{chat, scripts, sessions, system, ws};
+use crate::routes::{admin, chat, scripts, sessions, system, ws};
 use serde_json::Value;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -50,6 +50,9 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         scripts::list_scripts,
         scripts::import_script,
         scripts::validate_script,
+        admin::audit_events,
+        admin::export_user,
+        admin::erase_user,
     ),
     components(schemas(
         dto::CreateSessionRequest,
@@ -88,6 +91,16 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         dto::ReadyBody,
         scripts::InvalidBody,
         scripts::ValidationFailure,
+        admin::AuditActionName,
+        admin::AuditTargetTypeName,
+        admin::AuditEventBody,
+        admin::AuditEventsBody,
+        admin::VariableSnapshotBody,
+        admin::FailedTurnBody,
+        admin::ExportedSessionBody,
+        admin::UserExportBody,
+        admin::ErasedCountsBody,
+        admin::UserErasureBody,
         hooks::ComponentStatus,
         hooks::ComponentState,
         hooks::ReadinessLevel,
@@ -101,6 +114,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         (name = "sessions", description = "Conversation sessions"),
         (name = "chat", description = "Chat, streaming (SSE) and WebSocket"),
         (name = "scripts", description = "Script catalog"),
+        (name = "admin", description = "Audit log and privacy operations (admin role)"),
     )
 )]
 pub struct ApiDoc;

@@ -4,7 +4,7 @@ use crate::auth::{AuthenticationOff, Authenticator};
 use crate::config::HttpConfig;
 use crate::hooks::{NoTracing, ReadinessProbe, RequestTracing, StaticReadiness};
 use crate::rate_limit::{RateLimitPolicy, RateLimiting};
-use heartrule_domain::{Conversations, RateLimiter, ScriptLibrary};
+use heartrule_domain::{Administration, Conversations, RateLimiter, ScriptLibrary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +21,8 @@ pub struct AppState {
     pub conversations: Arc<dyn Conversations>,
     /// Scripts (the domain's `ScriptCatalog`).
     pub scripts: Arc<dyn ScriptLibrary>,
+    /// The audit log and the privacy operations (the domain's `AdminService`).
+    pub admin: Arc<dyn Administration>,
     pub readiness: Arc<dyn ReadinessProbe>,
     pub tracing: Arc<dyn RequestTracing>,
     /// Proves who a request is; [`AuthenticationOff`] unless the server sets one.
@@ -41,11 +43,13 @@ impl AppState {
     pub fn new(
         conversations: Arc<dyn Conversations>,
         scripts: Arc<dyn ScriptLibrary>,
+        admin: Arc<dyn Administration>,
         config: HttpConfig,
     ) -> Self {
         Self {
             conversations,
             scripts,
+            admin,
             readiness: Arc::new(StaticReadiness::default()),
             tracing: Arc::new(NoTracing),
             authenticator: Arc::new(AuthenticationOff),

@@ -34,6 +34,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/scripts/import"),
     ("get", "/api/scripts/{id}"),
     ("post", "/api/scripts/{id}/validate"),
+    ("get", "/api/admin/audit-events"),
+    ("get", "/api/admin/users/{userId}/export"),
+    ("delete", "/api/admin/users/{userId}"),
 ];
 
 #[actix_web::test]

@@ -9,7 +9,7 @@ mod support;
 
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
-use heartrule_domain::usecases::{MockConversations, MockScriptLibrary};
+use heartrule_domain::usecases::{MockAdministration, MockConversations, MockScriptLibrary};
 use heartrule_domain::{
     Actor, DomainError, ErrorKind, ExecutionStatus, Position, ScriptId, SessionId, SessionStatus,
     StartedTurn, TurnId, TurnResult, VariableStore,
@@ -36,9 +36,18 @@ impl Authenticator for TwoUsers {
 }
 
 fn state(conversations: MockConversations, scripts: MockScriptLibrary) -> AppState {
+    state_with_admin(conversations, scripts, MockAdministration::new())
+}
+
+fn state_with_admin(
+    conversations: MockConversations,
+    scripts: MockScriptLibrary,
+    admin: MockAdministration,
+) -> AppState {
     AppState::new(
         Arc::new(conversations),
         Arc::new(scripts),
+        Arc::new(admin),
         HttpConfig::default(),
     )
     .with_authenticator(Arc::new(TwoUsers))
@@ -335,4 +344,77 @@ async fn without_an_actor_no_use_case_runs() {
         let reply = call(&app, TestRequest::get().uri(path)).await;
         assert_eq!(reply.status.as_u16(), 200, "{path}: {}", reply.text);
     }
+}
+
+#[actix_web::test]
+async fn admin_routes_pass_the_actor_and_the_parsed_query_and_forbidden_is_403() {
+    let root = Actor::admin("root");
+    let mut admin = MockAdministration::new();
+    let expected = root.clone();
+    admin
+        .expect_audit_events()
+        .withf(move |actor, filter| {
+            *actor == expected
+                && filter.action == Some(heartrule_domain::AuditAction::UserErase)
+                && filter.target_id.as_deref() == Some("bob")
+                && (filter.limit, filter.offset) == (5, 2)
+        })
+        .times(1)
+        .returning(|_, _| Ok(vec![]));
+    admin
+        .expect_export_user()
+        .withf(|actor, user, include| *actor == alice() && user == "bob" && !*include)
+        .times(1)
+        .returning(|_, _, _| Err(forbidden()));
+    let expected = root.clone();
+    admin
+        .expect_erase_user()
+        .withf(move |actor, user| *actor == expected && user == "bob")
+        .times(1)
+        .returning(|_, user| {
+            Ok(heartrule_domain::UserErasure {
+                user_id: user.to_owned(),
+                erased: heartrule_domain::ErasedCounts {
+                    sessions: 1,
+                    ..heartrule_domain::ErasedCounts::default()
+                },
+                audit_event_id: heartrule_domain::AuditEventId::new_random(),
+            })
+        });
+    let app = test::init_service(App::new().configure(configure(state_with_admin(
+        MockConversations::new(),
+        MockScriptLibrary::new(),
+        admin,
+    ))))
+    .await;
+    let listed = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/admin/audit-events?action=user.erase&targetId=bob&limit=5&offset=2")
+            .insert_header(("authorization", "Bearer root")),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.body, json!({"events": [], "limit": 5, "offset": 2}));
+    call(
+        &app,
+        TestRequest::get()
+            .uri("/api/admin/users/bob/export")
+            .insert_header(("authorization", "Bearer alice")),
+    )
+    .await
+    .error(403, "FORBIDDEN");
+    let erased = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/admin/users/bob")
+            .insert_header(("authorization", "Bearer root")),
+    )
+    .await;
+    assert_eq!(erased.status, 200, "{}", erased.text);
+    assert_eq!(erased.body["erased"]["sessions"], 1);
+    // No actor: no use case runs (the mocks would panic).
+    call(&app, TestRequest::delete().uri("/api/admin/users/bob"))
+        .await
+        .error(401, "UNAUTHORIZED");
 }

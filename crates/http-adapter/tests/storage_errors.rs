@@ -8,7 +8,7 @@ use actix_web::test;
 use actix_web::App;
 use heartrule_domain::ports::MockScriptRepository;
 use heartrule_domain::{
-    Adapters, LlmProvider, NoCache, Ports, RandomIds, RepositoryError, ScriptCatalog,
+    Adapters, AdminService, LlmProvider, NoCache, Ports, RandomIds, RepositoryError, ScriptCatalog,
     SessionManager, SessionManagerConfig, SystemClock,
 };
 use heartrule_http_adapter::{configure, AppState, HttpConfig};
@@ -29,6 +29,9 @@ impl Ports for MockedScripts {
     type Engine = HeartRuleEngine;
     type Clock = SystemClock;
     type Ids = RandomIds;
+    type Audit = MemoryStore;
+    type UserData = MemoryStore;
+    type CacheJanitor = NoCache;
 }
 
 fn state(scripts: MockScriptRepository) -> AppState {
@@ -41,19 +44,23 @@ fn state(scripts: MockScriptRepository) -> AppState {
     let adapters: Adapters<MockedScripts> = Adapters {
         scripts: Arc::new(scripts),
         sessions: Arc::clone(&store),
-        history: store,
+        history: Arc::clone(&store),
         script_cache: Arc::new(NoCache),
         session_cache: Arc::new(NoCache),
         engine: Arc::new(engine),
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
+        audit: Arc::clone(&store),
+        user_data: store,
+        cache_janitor: Arc::new(NoCache),
     };
     AppState::new(
         Arc::new(SessionManager::new(
             adapters.clone(),
             SessionManagerConfig::default(),
         )),
-        Arc::new(ScriptCatalog::new(adapters)),
+        Arc::new(ScriptCatalog::new(adapters.clone())),
+        Arc::new(AdminService::new(adapters)),
         HttpConfig::default(),
     )
 }

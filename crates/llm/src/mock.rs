@@ -235,6 +235,7 @@ mod tests {
             temperature: 0.7,
             max_tokens: 800,
             purpose: purpose.to_owned(),
+            sensitive: heartrule_domain::SensitiveValues::none(),
         }
     }
 

@@ -729,6 +729,7 @@ mod tests {
             temperature: 0.3,
             max_tokens: 500,
             purpose: "ai_ask".to_owned(),
+            sensitive: heartrule_domain::SensitiveValues::none(),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::telemetry::{self, CallOutcome};
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use heartrule_domain::llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream};
+use heartrule_domain::SensitiveValues;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -93,12 +94,22 @@ impl ResilientProvider {
     }
 
     fn chat_span(&self, request: &LlmRequest) -> Span {
+        // Captured content never holds a sensitive variable value.
+        let prompt = self
+            .capture_content
+            .then(|| request.sensitive.mask(&request.prompt));
         telemetry::chat_span(
             &self.provider_name,
             &self.model,
             &request.purpose,
-            self.capture_content.then_some(request.prompt.as_str()),
+            prompt.as_deref(),
         )
+    }
+
+    /// What the call's span may record of the completion: `None` when
+    /// content capture is off, else what to mask in it.
+    fn capture<'r>(&self, request: &'r LlmRequest) -> Option<&'r SensitiveValues> {
+        self.capture_content.then_some(&request.sensitive)
     }
 
     /// Used when a logical call of this provider fails.
@@ -194,7 +205,7 @@ impl ResilientProvider {
             started.elapsed(),
             retries,
             &outcome,
-            self.capture_content,
+            self.capture(request),
         );
         result
     }
@@ -251,7 +262,7 @@ impl ResilientProvider {
                         started,
                         retries,
                         finished: false,
-                        capture_content: self.capture_content,
+                        capture: self.capture(request).cloned(),
                     }));
                 }
                 Err(error) if self.should_retry(&error, retries) => {
@@ -265,7 +276,7 @@ impl ResilientProvider {
                         started.elapsed(),
                         retries,
                         &CallOutcome::Failure(&error),
-                        self.capture_content,
+                        self.capture(request),
                     );
                     return Err(error);
                 }
@@ -344,7 +355,8 @@ struct GuardedStream {
     started: Instant,
     retries: u32,
     finished: bool,
-    capture_content: bool,
+    /// What to mask in the captured completion; `None`: capture is off.
+    capture: Option<SensitiveValues>,
 }
 
 impl GuardedStream {
@@ -366,7 +378,7 @@ impl GuardedStream {
             self.started.elapsed(),
             self.retries,
             outcome,
-            self.capture_content,
+            self.capture.as_ref(),
         );
     }
 }
@@ -437,6 +449,7 @@ mod tests {
             temperature: 0.5,
             max_tokens: 10,
             purpose: "ai_say".to_owned(),
+            sensitive: heartrule_domain::SensitiveValues::none(),
         }
     }
 

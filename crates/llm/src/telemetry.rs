@@ -5,7 +5,7 @@
 
 use heartrule_domain::llm::{LlmError, LlmResponse};
 use heartrule_domain::metric::{GEN_AI_DURATION_BUCKETS, TOKEN_BUCKETS};
-use heartrule_domain::{MetricDecl, MetricSet};
+use heartrule_domain::{MetricDecl, MetricSet, SensitiveValues};
 use metrics::Unit;
 use std::time::Duration;
 use tracing::Span;
@@ -131,7 +131,7 @@ pub(crate) enum CallOutcome<'a> {
 }
 
 /// Records the duration (and on success the token usage, and the completion
-/// text when `capture_content`) of one logical call as metrics and as fields
+/// text with its sensitive values masked when `capture` is given) of one logical call as metrics and as fields
 /// of `span`.
 pub(crate) fn finish_call(
     span: &Span,
@@ -140,7 +140,7 @@ pub(crate) fn finish_call(
     elapsed: Duration,
     retries: u32,
     outcome: &CallOutcome<'_>,
-    capture_content: bool,
+    capture: Option<&SensitiveValues>,
 ) {
     let error_type = match outcome {
         CallOutcome::Success(_) => "",
@@ -177,8 +177,8 @@ pub(crate) fn finish_call(
                 "gen_ai.usage.output_tokens",
                 response.usage.completion_tokens,
             );
-            if capture_content {
-                span.record("gen_ai.completion", response.text.as_str());
+            if let Some(sensitive) = capture {
+                span.record("gen_ai.completion", sensitive.mask(&response.text).as_str());
             }
         }
         CallOutcome::Failure(error) => {

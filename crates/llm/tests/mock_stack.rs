@@ -14,6 +14,7 @@ fn request(purpose: &str, prompt: &str) -> LlmRequest {
         temperature: 0.7,
         max_tokens: 800,
         purpose: purpose.to_owned(),
+        sensitive: heartrule_domain::SensitiveValues::none(),
     }
 }
 

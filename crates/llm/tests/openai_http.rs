@@ -7,6 +7,7 @@ mod support;
 
 use futures::StreamExt;
 use heartrule_domain::llm::{LlmChunk, LlmError, LlmProvider, LlmRequest};
+use heartrule_domain::{SensitiveValues, SENSITIVE_MASK};
 use heartrule_llm::telemetry::{
     BREAKER_STATE, OPERATION_DURATION_SECONDS, RETRIES_TOTAL, TOKEN_USAGE,
 };
@@ -31,6 +32,7 @@ fn request() -> LlmRequest {
         temperature: 0.25,
         max_tokens: 300,
         purpose: "ai_ask".to_owned(),
+        sensitive: heartrule_domain::SensitiveValues::none(),
     }
 }
 
@@ -654,4 +656,49 @@ async fn capture_content_records_prompt_and_completion_on_the_chat_span() {
         assert_eq!(span.field("gen_ai.prompt"), Some(PROMPT), "{span:?}");
         assert_eq!(span.field("gen_ai.completion"), Some(REPLY), "{span:?}");
     }
+}
+
+#[tokio::test]
+async fn captured_content_never_holds_a_sensitive_value() {
+    const SECRET: &str = "ID-7731-SECRET";
+    let captured = Captured::start();
+    let reply = format!("Noted {SECRET}, thank you");
+    let server = FakeServer::always(move || Reply::json(200, &completion(&reply, 12, 5))).await;
+    let options = BuildOptions {
+        capture_content: true,
+        ..BuildOptions::default()
+    };
+    let stack = build_with(&config(server.base_url(), "fake-sensitive", 0), &options).unwrap();
+    // A call whose prompt holds a known sensitive value: masked, the rest kept.
+    let known = LlmRequest {
+        prompt: format!("Thank the user for the id {SECRET}"),
+        sensitive: SensitiveValues::from_values(&[serde_json::json!(SECRET)]),
+        ..request()
+    };
+    let response = stack.provider.complete(&known).await.unwrap();
+    assert!(
+        response.text.contains(SECRET),
+        "the caller gets the reply whole"
+    );
+    // A call that extracts a sensitive value not known yet: withheld whole.
+    let extracting = LlmRequest {
+        prompt: format!("my id is {SECRET}"),
+        sensitive: SensitiveValues::none().withholding_all(true),
+        ..request()
+    };
+    stack.provider.complete(&extracting).await.unwrap();
+
+    let spans = captured.spans("chat");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(
+        spans[0].field("gen_ai.prompt"),
+        Some("Thank the user for the id [sensitive]")
+    );
+    assert_eq!(
+        spans[0].field("gen_ai.completion"),
+        Some("Noted [sensitive], thank you")
+    );
+    assert_eq!(spans[1].field("gen_ai.prompt"), Some(SENSITIVE_MASK));
+    assert_eq!(spans[1].field("gen_ai.completion"), Some(SENSITIVE_MASK));
+    assert!(!format!("{spans:?}").contains(SECRET));
 }

@@ -8,10 +8,11 @@ use crate::turn_check::{check_failure_lease, check_turn_record, lease_length, le
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
-    ClaimOutcome, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
-    MessageId, RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, Session,
-    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease,
-    TurnRecord, VariableSnapshot,
+    AuditEvent, AuditFilter, AuditLog, ClaimOutcome, ErasedUser, ExecutionStatus, FailedTurn,
+    IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError, Script, ScriptFilter,
+    ScriptId, ScriptRepository, Session, SessionData, SessionId, SessionRepository, SessionStatus,
+    TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, UserData, UserDataStore,
+    VariableSnapshot,
 };
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,8 @@ struct Data {
     sessions: HashMap<SessionId, StoredSession>,
     message_ids: HashSet<MessageId>,
     failed_turn_ids: HashSet<TurnId>,
+    /// Insert-only, in recording order.
+    audit: Vec<AuditEvent>,
 }
 
 struct StoredSession {
@@ -472,6 +475,92 @@ impl MessageHistory for MemoryStore {
             .get(&session_id)
             .map(|s| s.variables.clone())
             .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn record(&self, event: &AuditEvent) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
+        if data.audit.iter().any(|e| e.id == event.id) {
+            return Err(RepositoryError::Conflict(format!(
+                "audit event {} already exists",
+                event.id
+            )));
+        }
+        data.audit.push(AuditEvent {
+            occurred_at: micros(event.occurred_at),
+            ..event.clone()
+        });
+        Ok(())
+    }
+
+    async fn list_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, RepositoryError> {
+        let data = self.lock();
+        let mut events: Vec<&AuditEvent> =
+            data.audit.iter().filter(|e| filter.matches(e)).collect();
+        events.sort_by_key(|e| Reverse((e.occurred_at, e.id)));
+        Ok(events
+            .into_iter()
+            .skip(filter.offset)
+            .take(filter.limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl UserDataStore for MemoryStore {
+    async fn export_user(&self, user_id: &str) -> Result<UserData, RepositoryError> {
+        let data = self.lock();
+        let mut sessions: Vec<&StoredSession> = data
+            .sessions
+            .values()
+            .filter(|s| s.session.user_id == user_id)
+            .collect();
+        sessions.sort_by_key(|s| (s.session.created_at, s.session.id));
+        Ok(UserData {
+            user_id: user_id.to_owned(),
+            sessions: sessions
+                .into_iter()
+                .map(|s| SessionData {
+                    session: s.session.clone(),
+                    messages: s.messages.clone(),
+                    variable_history: s.variables.clone(),
+                    failed_turns: s.failed_turns.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn erase_user(&self, user_id: &str) -> Result<ErasedUser, RepositoryError> {
+        let mut data = self.lock();
+        let doomed: Vec<SessionId> = data
+            .sessions
+            .values()
+            .filter(|s| s.session.user_id == user_id)
+            .map(|s| s.session.id)
+            .collect();
+        let mut erased = ErasedUser::default();
+        for id in doomed {
+            let Some(stored) = data.sessions.remove(&id) else {
+                continue;
+            };
+            for message in &stored.messages {
+                data.message_ids.remove(&message.id);
+            }
+            for failed in &stored.failed_turns {
+                data.failed_turn_ids.remove(&failed.turn_id);
+            }
+            let counts = &mut erased.counts;
+            counts.sessions += 1;
+            counts.messages += stored.messages.len() as u64;
+            counts.variable_snapshots += stored.variables.len() as u64;
+            counts.idempotency_keys += stored.idempotency.len() as u64;
+            counts.failed_turns += stored.failed_turns.len() as u64;
+            erased.sessions.push(id);
+        }
+        Ok(erased)
     }
 }
 

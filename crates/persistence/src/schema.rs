@@ -1,6 +1,21 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_events (id) {
+        id -> Uuid,
+        occurred_at -> Timestamptz,
+        actor_subject -> Text,
+        actor_roles -> Jsonb,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        before_hash -> Nullable<Text>,
+        after_hash -> Nullable<Text>,
+        details -> Jsonb,
+    }
+}
+
+diesel::table! {
     failed_turns (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -107,6 +122,7 @@ diesel::joinable!(sessions -> scripts (script_id));
 diesel::joinable!(variables -> sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     failed_turns,
     idempotency_keys,
     messages,

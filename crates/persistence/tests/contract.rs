@@ -9,9 +9,10 @@ mod support;
 
 use chrono::Duration;
 use heartrule_domain::{
+    Actor, AuditAction, AuditEvent, AuditEventId, AuditFilter, AuditLog, AuditTargetType,
     ClaimOutcome, ErrorCode, ExecutionStatus, FailedTurn, HistoryEntry, Message, MessageHistory,
     MessageRole, RepositoryError, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType,
-    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnId,
+    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnId, UserDataStore,
 };
 use heartrule_persistence::{MemoryStore, PgStore};
 use support::fixtures::*;
@@ -36,8 +37,20 @@ impl FailedTurnLog for PgStore {
     }
 }
 
-trait Store: ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog {}
-impl<T: ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog> Store for T {}
+trait Store:
+    ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog + AuditLog + UserDataStore
+{
+}
+impl<
+        T: ScriptRepository
+            + SessionRepository
+            + MessageHistory
+            + FailedTurnLog
+            + AuditLog
+            + UserDataStore,
+    > Store for T
+{
+}
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -94,6 +107,9 @@ contract!(
     a_held_lease_makes_other_claims_busy_at_once,
     a_lapsed_lease_is_taken_over_and_the_late_commit_is_fenced,
     concurrent_claims_on_one_session_grant_exactly_one,
+    audit_events_are_kept_and_listed_newest_first_by_filter_and_page,
+    a_users_data_is_exported_whole_then_erased_without_touching_others,
+    erasing_a_user_without_data_removes_nothing,
     a_claim_with_an_owner_reaches_only_that_users_session,
 );
 
@@ -800,4 +816,203 @@ async fn concurrent_claims_on_one_session_grant_exactly_one<S: Store>(store: &S)
         store.list_messages(session.id, 0, 100).await.unwrap().len(),
         3
     );
+}
+
+fn audit_event(
+    actor: &Actor,
+    action: AuditAction,
+    target: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> AuditEvent {
+    AuditEvent::new(AuditEventId::new_random(), at, actor, action, target)
+        .with_hashes(Some("before".into()), Some("after".into()))
+        .with_details(serde_json::json!({"scriptName": "intake", "n": 1}))
+}
+
+async fn audit_events_are_kept_and_listed_newest_first_by_filter_and_page<S: Store>(store: &S) {
+    let t0 = now();
+    let root = Actor::admin("root");
+    let ed = Actor::editor("ed");
+    let created = audit_event(&ed, AuditAction::ScriptCreate, "s1", t0);
+    let updated = audit_event(
+        &ed,
+        AuditAction::ScriptUpdate,
+        "s1",
+        t0 + Duration::seconds(1),
+    );
+    let exported = audit_event(
+        &root,
+        AuditAction::UserExport,
+        "alice",
+        t0 + Duration::seconds(2),
+    );
+    let erased = audit_event(
+        &root,
+        AuditAction::UserErase,
+        "alice",
+        t0 + Duration::seconds(3),
+    );
+    for event in [&created, &updated, &exported, &erased] {
+        store.record(event).await.unwrap();
+    }
+    // Ids are unique.
+    assert!(matches!(
+        store.record(&created).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+
+    let ids = |events: Vec<AuditEvent>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let all = store.list_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all[0], erased, "every field round-trips");
+    assert_eq!(
+        ids(all),
+        vec![erased.id, exported.id, updated.id, created.id]
+    );
+    let by = |filter: AuditFilter| async move { ids(store.list_events(&filter).await.unwrap()) };
+    assert_eq!(
+        by(AuditFilter {
+            action: Some(AuditAction::ScriptUpdate),
+            ..AuditFilter::default()
+        })
+        .await,
+        vec![updated.id]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            actor_subject: Some("root".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        vec![erased.id, exported.id]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            target_type: Some(AuditTargetType::Script),
+            target_id: Some("s1".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        vec![updated.id, created.id]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            since: Some(t0 + Duration::seconds(1)),
+            until: Some(t0 + Duration::seconds(3)),
+            ..AuditFilter::default()
+        })
+        .await,
+        vec![exported.id, updated.id]
+    );
+    assert_eq!(
+        by(AuditFilter {
+            limit: 2,
+            offset: 1,
+            ..AuditFilter::default()
+        })
+        .await,
+        vec![exported.id, updated.id]
+    );
+    assert!(by(AuditFilter {
+        target_id: Some("nobody".into()),
+        ..AuditFilter::default()
+    })
+    .await
+    .is_empty());
+}
+
+async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: Store>(store: &S) {
+    let first = create_session(store, "alice").await;
+    let first = commit_turn(store, &first, "my words").await;
+    // A turn with an Idempotency-Key, and a failed turn.
+    let turn = claim(store, first.id).await;
+    let keyed = with_idempotency(next_turn(&turn.session, "again", &["ok"]), "key-1");
+    store.commit_turn(&turn.lease, &keyed).await.unwrap();
+    let turn = claim(store, first.id).await;
+    let failed = failure(&keyed.session, "lost words");
+    store
+        .release_turn(&turn.lease, Some(&failed))
+        .await
+        .unwrap();
+    let second = create_session(store, "alice").await;
+    let bob = create_session(store, "bob").await;
+    let bob = commit_turn(store, &bob, "bob's words").await;
+
+    let export = store.export_user("alice").await.unwrap();
+    assert_eq!(export.user_id, "alice");
+    let ids: Vec<SessionId> = export.sessions.iter().map(|s| s.session.id).collect();
+    assert_eq!(ids, vec![first.id, second.id], "oldest first");
+    let data = &export.sessions[0];
+    assert_eq!(
+        data.session,
+        SessionRepository::get(store, first.id)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    assert_eq!(
+        data.messages,
+        store.list_messages(first.id, 0, 100).await.unwrap()
+    );
+    assert_eq!(data.messages.len(), 5);
+    assert_eq!(
+        data.variable_history,
+        store.list_variable_snapshots(first.id).await.unwrap()
+    );
+    assert_eq!(data.failed_turns, vec![failed.clone()]);
+    assert_eq!(export.sessions[1].messages.len(), 1);
+
+    let erased = store.erase_user("alice").await.unwrap();
+    let mut erased_ids = erased.sessions.clone();
+    erased_ids.sort();
+    let mut expected = vec![first.id, second.id];
+    expected.sort();
+    assert_eq!(erased_ids, expected);
+    let counts = &erased.counts;
+    assert_eq!(counts.sessions, 2);
+    assert_eq!(counts.messages, 6);
+    assert_eq!(counts.variable_snapshots, 2);
+    assert_eq!(counts.idempotency_keys, 1);
+    assert_eq!(counts.failed_turns, 1);
+    assert_eq!(counts.cache_keys, 0);
+
+    // Nothing of alice is left to read or to claim.
+    assert!(store
+        .export_user("alice")
+        .await
+        .unwrap()
+        .sessions
+        .is_empty());
+    assert!(store.list_for_user("alice", 10).await.unwrap().is_empty());
+    for id in [first.id, second.id] {
+        assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
+        assert!(store.list_messages(id, 0, 100).await.unwrap().is_empty());
+        assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+        assert!(store.failed(id).await.is_empty());
+        assert_eq!(
+            store.claim_turn(&turn_claim(id, 20)).await.unwrap(),
+            ClaimOutcome::NotFound
+        );
+    }
+    // Bob is untouched.
+    let bobs = store.export_user("bob").await.unwrap();
+    assert_eq!(bobs.sessions.len(), 1);
+    assert_eq!(bobs.sessions[0].session, bob);
+    assert_eq!(bobs.sessions[0].messages.len(), 3);
+}
+
+async fn erasing_a_user_without_data_removes_nothing<S: Store>(store: &S) {
+    let kept = create_session(store, "bob").await;
+    let erased = store.erase_user("nobody").await.unwrap();
+    assert!(erased.sessions.is_empty());
+    assert_eq!(erased.counts, heartrule_domain::ErasedCounts::default());
+    assert!(store
+        .export_user("nobody")
+        .await
+        .unwrap()
+        .sessions
+        .is_empty());
+    assert!(SessionRepository::get(store, kept.id)
+        .await
+        .unwrap()
+        .is_some());
 }

@@ -145,6 +145,7 @@ async fn up_down_up_leaves_the_same_schema() {
     assert_eq!(
         application_tables(&db).await,
         [
+            "audit_events",
             "failed_turns",
             "idempotency_keys",
             "messages",

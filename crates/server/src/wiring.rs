@@ -12,8 +12,8 @@ use heartrule_domain::ports::{
     SessionRepository, SystemClock,
 };
 use heartrule_domain::{
-    Adapters, MetricDecl, MetricSet, Ports, RateLimiter, ScriptCatalog, SessionManager,
-    SessionManagerConfig,
+    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports, RateLimiter,
+    ScriptCatalog, SessionManager, SessionManagerConfig, UserDataStore,
 };
 use heartrule_http_adapter::auth::{AuthenticationOff, Authenticator, JwtAuthenticator};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
@@ -41,6 +41,9 @@ impl Ports for ServerPorts {
     type Engine = HeartRuleEngine;
     type Clock = SystemClock;
     type Ids = RandomIds;
+    type Audit = dyn AuditLog;
+    type UserData = dyn UserDataStore;
+    type CacheJanitor = dyn CacheJanitor;
 }
 
 /// The storage the server runs on.
@@ -85,20 +88,34 @@ pub async fn build_app(
         scripts,
         sessions,
         history,
+        audit,
+        user_data,
         store,
     } = build_store(config, &mut background).await?;
 
-    let (script_cache, session_cache, cache): (Arc<dyn ScriptCache>, Arc<dyn SessionCache>, _) =
-        if config.redis.url.expose_secret().is_empty() {
-            tracing::info!("no Redis configured (redis.url): caching is off");
-            (Arc::new(NoCache), Arc::new(NoCache), None)
-        } else {
-            let cache = Arc::new(
-                RedisCache::connect_lazy(redis_cache_config(&config.redis))
-                    .context("configuring Redis (redis.url)")?,
-            );
-            (cache.clone(), cache.clone(), Some(cache))
-        };
+    let cache = if config.redis.url.expose_secret().is_empty() {
+        tracing::info!("no Redis configured (redis.url): caching is off");
+        None
+    } else {
+        Some(Arc::new(
+            RedisCache::connect_lazy(redis_cache_config(&config.redis))
+                .context("configuring Redis (redis.url)")?,
+        ))
+    };
+    let script_cache: Arc<dyn ScriptCache> = match &cache {
+        Some(redis) => redis.clone(),
+        None => Arc::new(NoCache),
+    };
+    let session_cache: Arc<dyn SessionCache> = match &cache {
+        Some(redis) => redis.clone(),
+        None => Arc::new(NoCache),
+    };
+    // Erasures remove the snapshots of a user's sessions and must hear of a
+    // failure, which the fail-open session cache would swallow.
+    let cache_janitor: Arc<dyn CacheJanitor> = match &cache {
+        Some(redis) => redis.clone(),
+        None => Arc::new(NoCache),
+    };
 
     let injector: heartrule_llm::HeaderInjector = Arc::new(|headers| {
         heartrule_telemetry::inject_trace_headers(&tracing::Span::current(), &mut |name, value| {
@@ -154,6 +171,9 @@ pub async fn build_app(
         engine: Arc::new(engine),
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
+        audit,
+        user_data,
+        cache_janitor,
     };
     let manager = SessionManager::new(
         adapters.clone(),
@@ -164,6 +184,7 @@ pub async fn build_app(
             ..SessionManagerConfig::default()
         },
     );
+    let admin = Arc::new(AdminService::new(adapters.clone()));
     let catalog = ScriptCatalog::new(adapters);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
@@ -172,6 +193,7 @@ pub async fn build_app(
     let mut state = AppState::new(
         Arc::new(manager),
         Arc::new(catalog),
+        admin,
         HttpConfig {
             body_limit_bytes: h.body_limit_bytes,
             ws_ping_interval: h.ws_ping_interval,
@@ -264,6 +286,8 @@ struct StoreParts {
     scripts: Arc<dyn ScriptRepository>,
     sessions: Arc<dyn SessionRepository>,
     history: Arc<dyn MessageHistory>,
+    audit: Arc<dyn AuditLog>,
+    user_data: Arc<dyn UserDataStore>,
     store: Store,
 }
 
@@ -285,6 +309,8 @@ async fn build_store(
             scripts: memory.clone(),
             sessions: memory.clone(),
             history: memory.clone(),
+            audit: memory.clone(),
+            user_data: memory.clone(),
             store: Store::Memory(memory),
         });
     }
@@ -304,6 +330,8 @@ async fn build_store(
         scripts: pg.clone(),
         sessions: pg.clone(),
         history: pg.clone(),
+        audit: pg.clone(),
+        user_data: pg.clone(),
         store: Store::Postgres(pg),
     })
 }

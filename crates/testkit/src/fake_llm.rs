@@ -25,6 +25,8 @@ pub struct RecordedCall {
     pub max_tokens: u32,
     pub purpose: String,
     pub streamed: bool,
+    /// What the request asked telemetry to keep out.
+    pub sensitive: heartrule_domain::SensitiveValues,
 }
 
 /// What a call does when no reply is queued.
@@ -107,6 +109,7 @@ impl FakeLlm {
             max_tokens: request.max_tokens,
             purpose: request.purpose.clone(),
             streamed,
+            sensitive: request.sensitive.clone(),
         });
         let next = self.replies.lock().unwrap().pop_front();
         let next = match (next, self.when_empty) {

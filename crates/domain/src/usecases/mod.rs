@@ -5,13 +5,19 @@
 //!
 //! - [`Conversations`]: sessions and turns ([`SessionManager`](crate::SessionManager)).
 //! - [`ScriptLibrary`]: scripts ([`ScriptCatalog`](crate::ScriptCatalog)).
+//! - [`Administration`]: the audit log and the privacy operations
+//!   ([`AdminService`]).
 
+pub mod administration;
 pub mod conversations;
 pub mod scripts;
 
+pub use administration::{AdminService, Administration, UserErasure};
 pub use conversations::{Conversations, PendingTurn, StartedTurn};
 pub use scripts::ScriptLibrary;
 
+#[cfg(any(test, feature = "mocks"))]
+pub use administration::MockAdministration;
 #[cfg(any(test, feature = "mocks"))]
 pub use conversations::MockConversations;
 #[cfg(any(test, feature = "mocks"))]

@@ -116,6 +116,18 @@ impl IntoResponses for ScriptManager {
     }
 }
 
+/// The administration operations (audit log, export and erasure of a user).
+pub struct AdminOnly;
+
+impl IntoResponses for AdminOnly {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        responses([(
+            403,
+            error("`FORBIDDEN`: the audit log and the privacy operations need the `admin` role"),
+        )])
+    }
+}
+
 /// Operations on the sessions of a user named in the request.
 pub struct UserAccess;
 

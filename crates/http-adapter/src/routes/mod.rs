@@ -1,5 +1,6 @@
 //! Route handlers and their registration.
 
+pub mod admin;
 pub mod chat;
 pub mod scripts;
 pub mod sessions;
@@ -75,5 +76,13 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         .service(
             web::resource("/api/scripts/{id}/validate")
                 .route(web::post().to(scripts::validate_script)),
+        )
+        .service(web::resource("/api/admin/audit-events").route(web::get().to(admin::audit_events)))
+        .service(
+            web::resource("/api/admin/users/{userId}/export")
+                .route(web::get().to(admin::export_user)),
+        )
+        .service(
+            web::resource("/api/admin/users/{userId}").route(web::delete().to(admin::erase_user)),
         );
 }

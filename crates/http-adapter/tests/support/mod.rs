@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
 use heartrule_domain::{
-    Adapters, LlmProvider, NoCache, Ports, RandomIds, ScriptCatalog, SessionManager,
+    Adapters, AdminService, LlmProvider, NoCache, Ports, RandomIds, ScriptCatalog, SessionManager,
     SessionManagerConfig, SystemClock,
 };
 use heartrule_http_adapter::{configure, AppState, HttpConfig};
@@ -35,6 +35,9 @@ impl Ports for TestPorts {
     type Engine = HeartRuleEngine;
     type Clock = SystemClock;
     type Ids = RandomIds;
+    type Audit = MemoryStore;
+    type UserData = MemoryStore;
+    type CacheJanitor = NoCache;
 }
 
 /// The app's state and the fakes behind it.
@@ -57,19 +60,23 @@ impl Harness {
         let adapters: Adapters<TestPorts> = Adapters {
             scripts: Arc::clone(&shared),
             sessions: Arc::clone(&shared),
-            history: shared,
+            history: Arc::clone(&shared),
             script_cache: Arc::new(NoCache),
             session_cache: Arc::new(NoCache),
             engine: Arc::new(engine),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
+            audit: Arc::clone(&shared),
+            user_data: shared,
+            cache_janitor: Arc::new(NoCache),
         };
         let state = AppState::new(
             Arc::new(SessionManager::new(
                 adapters.clone(),
                 SessionManagerConfig::default(),
             )),
-            Arc::new(ScriptCatalog::new(adapters)),
+            Arc::new(ScriptCatalog::new(adapters.clone())),
+            Arc::new(AdminService::new(adapters)),
             config,
         );
         Self { state, store, llm }

@@ -1,8 +1,10 @@
 //! The PostgreSQL adapter: [`PgStore`].
 
+mod audit;
 mod error;
 mod history;
 mod models;
+mod privacy;
 mod retention;
 mod scripts;
 mod sessions;

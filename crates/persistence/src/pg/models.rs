@@ -172,6 +172,10 @@ pub(crate) struct SessionRow {
 }
 
 impl SessionRow {
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
     pub(crate) fn into_domain(self) -> Result<Session, RepositoryError> {
         const T: &str = "sessions";
         let status = known(

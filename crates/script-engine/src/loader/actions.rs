@@ -287,6 +287,7 @@ fn legacy_output_variables(
                 get: name,
                 define: None,
                 scope: None,
+                sensitive: false,
             });
         }
     }
@@ -377,15 +378,19 @@ fn output_fields(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Vec<Output
             .optional(diag, "define")
             .and_then(|field| diag.string(&field));
         let scope = scope(diag, &mut reader);
+        let sensitive = reader
+            .optional(diag, "sensitive")
+            .and_then(|field| diag.boolean(&field));
         reader.finish(diag, |key| {
             matches!(key, "set" | "value").then_some(KeyAdvice::NoEffect {
-                reason: "output entries only read `get`, `define` and `scope`",
+                reason: "output entries only read `get`, `define`, `scope` and `sensitive`",
             })
         });
         Some(OutputField {
             get: get?,
             define,
             scope,
+            sensitive: sensitive.unwrap_or(false),
         })
     })
 }
@@ -602,6 +607,29 @@ mod tests {
                 .iter()
                 .any(|w| w.path == format!("t.actions[0].config.{key}")));
         }
+    }
+
+    #[test]
+    fn output_fields_may_be_marked_sensitive() {
+        let (action, issues, _) = parse(
+            LoadMode::Strict,
+            "action_id: a\naction_type: ai_ask\nconfig: {content: q, output: [{get: ssn, sensitive: true}, {get: name}]}\n",
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let ActionKind::Ask(ask) = action.unwrap().kind else {
+            panic!("not an ask")
+        };
+        let flags: Vec<_> = ask
+            .output
+            .iter()
+            .map(|o| (o.get.as_str(), o.sensitive))
+            .collect();
+        assert_eq!(flags, vec![("ssn", true), ("name", false)]);
+        let (_, issues, _) = parse(
+            LoadMode::Strict,
+            "action_id: a\naction_type: ai_ask\nconfig: {content: q, output: [{get: ssn, sensitive: maybe}]}\n",
+        );
+        assert_eq!(issues.len(), 1, "{issues:?}");
     }
 
     #[test]

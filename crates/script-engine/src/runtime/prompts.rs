@@ -150,6 +150,7 @@ mod tests {
             get: get.to_owned(),
             define: define.map(str::to_owned),
             scope: None,
+            sensitive: false,
         }
     }
 

@@ -514,6 +514,7 @@ mod tests {
             get: get.to_owned(),
             define: define.map(str::to_owned),
             scope: None,
+            sensitive: false,
         };
         let plain = output_list(&[field("姓名", None), field("年龄", None)]);
         let annotated = output_list(&[field("姓名", Some("用户的姓名")), field("年龄", None)]);

@@ -11,13 +11,14 @@ use super::prompts::beijing_time_text;
 use super::templates::{ResolvedTemplate, TemplateSource};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
     ContentSink, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord, LlmChunk,
     LlmError, LlmProvider, LlmRequest, LlmResponse, NewMessage, SessionScript, TechniqueScript,
     VariableChange, VariableScope, VariableValue,
 };
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Where an action runs.
@@ -122,6 +123,11 @@ pub(crate) struct Turn {
     pub messages: Vec<NewMessage>,
     pub variable_changes: Vec<VariableChange>,
     pub llm_calls: Vec<LlmCallRecord>,
+    /// Variables declared `sensitive: true` (in the script or its techniques).
+    sensitive_names: BTreeSet<String>,
+    /// Actions that extract a sensitive variable: their calls' text is
+    /// withheld whole from telemetry and debug records.
+    sensitive_actions: BTreeSet<String>,
 }
 
 /// Everything [`Turn::new`] needs besides the ports.
@@ -152,6 +158,18 @@ impl Turn {
         let mut history = input.history;
         let excess = history.len().saturating_sub(options.history_window);
         history.drain(..excess);
+        let sensitive_names =
+            sensitive::sensitive_variable_names(&input.script, input.techniques.values());
+        let sensitive_actions = input
+            .script
+            .phases
+            .iter()
+            .flat_map(|p| p.topics.iter())
+            .chain(input.techniques.values().map(|t| &t.topic))
+            .flat_map(|t| t.actions.iter())
+            .filter(|a| sensitive::action_extracts_sensitive(a))
+            .map(|a| a.action_id.clone())
+            .collect();
         Self {
             llm,
             templates,
@@ -165,7 +183,26 @@ impl Turn {
             messages: Vec::new(),
             variable_changes: Vec::new(),
             llm_calls: Vec::new(),
+            sensitive_names,
+            sensitive_actions,
         }
+    }
+
+    /// What an LLM call of `action_id` must keep out of telemetry and debug
+    /// records: the current values of the sensitive variables, or the whole
+    /// text when the action extracts one (its value is not known yet).
+    pub(crate) fn sensitive_values(&self, action_id: &str) -> SensitiveValues {
+        if self.sensitive_names.is_empty() {
+            return SensitiveValues::none();
+        }
+        let mut values = SensitiveValues::of_store(&self.state.variables, &self.sensitive_names);
+        for frame in &self.state.skill_frames {
+            values.extend(&SensitiveValues::of_store(
+                &frame.variables,
+                &self.sensitive_names,
+            ));
+        }
+        values.withholding_all(self.sensitive_actions.contains(action_id))
     }
 
     /// The location of an action running with `depth` skill frames visible.
@@ -280,6 +317,7 @@ impl Turn {
             temperature,
             max_tokens,
             purpose: purpose.to_owned(),
+            sensitive: self.sensitive_values(action_id),
         };
         let sink = match streaming {
             Streaming::Off => None,
@@ -295,11 +333,12 @@ impl Turn {
             None => self.llm.complete(&request).await?,
         };
         let text = response.text.clone();
+        // The debug record never holds a sensitive value.
         self.llm_calls.push(LlmCallRecord {
             action_id: action_id.to_owned(),
+            prompt: request.sensitive.mask(&request.prompt),
+            response: request.sensitive.mask(&response.text),
             purpose: request.purpose,
-            prompt: request.prompt,
-            response: response.text,
             provider: response.provider,
             model: response.model,
             temperature,

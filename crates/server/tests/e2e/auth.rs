@@ -696,3 +696,68 @@ async fn the_token_command_prints_a_token_the_server_accepts() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth.hs256_secret"));
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn only_admins_reach_the_audit_log_and_the_privacy_operations() {
+    let env = env();
+    let app = TestApp::start(&env).await;
+    let c = Callers::new(&env);
+    let script = hello_script(&app, &c).await;
+    alices_session(&app, &c, &script).await;
+    for caller in [&c.alice, &c.bob, &c.editor, &c.nobody] {
+        let expected = if caller.token.is_some() { 403 } else { 401 };
+        for (method, path) in [
+            (Method::GET, "/api/admin/audit-events"),
+            (Method::GET, "/api/admin/users/alice/export"),
+            (Method::DELETE, "/api/admin/users/alice"),
+        ] {
+            let response = call(&app, caller, method.clone(), path, None).await;
+            expect(
+                &response,
+                expected,
+                &format!("{} {method} {path}", caller.name),
+            );
+        }
+    }
+    // Nothing of alice's went: the refused erasures did nothing.
+    let export = call(
+        &app,
+        &c.admin,
+        Method::GET,
+        "/api/admin/users/alice/export",
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(export["sessions"].as_array().unwrap().len(), 1);
+    let erased = call(
+        &app,
+        &c.admin,
+        Method::DELETE,
+        "/api/admin/users/alice",
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(erased["erased"]["sessions"], 1);
+    // The audit log names the admin who did it, with the token's roles.
+    let log = call(
+        &app,
+        &c.admin,
+        Method::GET,
+        "/api/admin/audit-events?targetType=user&targetId=alice",
+        None,
+    )
+    .await
+    .ok();
+    let events = log["events"].as_array().unwrap();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["user.erase", "user.export"]);
+    assert!(events
+        .iter()
+        .all(|e| e["actorSubject"] == "root" && e["actorRoles"] == json!(["admin"])));
+    app.stop().await;
+}

@@ -15,6 +15,7 @@ mod leases;
 mod llm_faults;
 mod maintenance;
 mod openapi;
+mod privacy;
 mod process;
 mod secrets;
 mod streaming;

@@ -1,0 +1,181 @@
+//! [`UserDataStore`] on PostgreSQL: one user's sessions with every row that
+//! belongs to them, read in one snapshot or deleted in one transaction.
+
+use super::models::{FailedTurnRow, MessageRow, SessionRow, VariableRow};
+use super::{map_diesel, PgStore};
+use crate::observe::observed;
+use crate::schema::{failed_turns, messages, sessions, variables};
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use heartrule_domain::{
+    ErasedCounts, ErasedUser, RepositoryError, SessionData, SessionId, UserData, UserDataStore,
+};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Every session of `$1` and every row of those sessions, deleted by the
+/// statement itself (not left to `ON DELETE CASCADE`) so the counts can be
+/// reported. The sessions are locked first, so a turn committing meanwhile
+/// either lands before (and is deleted) or finds its session gone.
+const ERASE_USER: &str = "WITH doomed AS (SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE), \
+     m AS (DELETE FROM messages WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
+     v AS (DELETE FROM variables WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
+     k AS (DELETE FROM idempotency_keys WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
+     f AS (DELETE FROM failed_turns WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
+     s AS (DELETE FROM sessions WHERE id IN (SELECT id FROM doomed) RETURNING id) \
+     SELECT (SELECT array_agg(id) FROM s) AS sessions, \
+            (SELECT count(*) FROM m) AS messages, \
+            (SELECT count(*) FROM v) AS variable_snapshots, \
+            (SELECT count(*) FROM k) AS idempotency_keys, \
+            (SELECT count(*) FROM f) AS failed_turns";
+
+#[derive(QueryableByName)]
+struct ErasedRow {
+    #[diesel(sql_type = Nullable<Array<SqlUuid>>)]
+    sessions: Option<Vec<Uuid>>,
+    #[diesel(sql_type = BigInt)]
+    messages: i64,
+    #[diesel(sql_type = BigInt)]
+    variable_snapshots: i64,
+    #[diesel(sql_type = BigInt)]
+    idempotency_keys: i64,
+    #[diesel(sql_type = BigInt)]
+    failed_turns: i64,
+}
+
+/// `count(*)` is never negative; the conversion only guards the type.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Reads the user's sessions and their rows; runs inside the export's
+/// snapshot transaction.
+async fn read_user(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+) -> Result<UserData, RepositoryError> {
+    let session_rows: Vec<SessionRow> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .order((sessions::created_at.asc(), sessions::id.asc()))
+        .select(SessionRow::as_select())
+        .load(conn)
+        .await
+        .map_err(map_diesel)?;
+    let ids: Vec<Uuid> = session_rows.iter().map(SessionRow::id).collect();
+    let message_rows: Vec<MessageRow> = messages::table
+        .filter(messages::session_id.eq_any(&ids))
+        .order((messages::session_id.asc(), messages::seq.asc()))
+        .select(MessageRow::as_select())
+        .load(conn)
+        .await
+        .map_err(map_diesel)?;
+    let variable_rows: Vec<VariableRow> = variables::table
+        .filter(variables::session_id.eq_any(&ids))
+        .order(variables::id.asc())
+        .select(VariableRow::as_select())
+        .load(conn)
+        .await
+        .map_err(map_diesel)?;
+    let failed_rows: Vec<FailedTurnRow> = failed_turns::table
+        .filter(failed_turns::session_id.eq_any(&ids))
+        .order((failed_turns::failed_at.asc(), failed_turns::id.asc()))
+        .select(FailedTurnRow::as_select())
+        .load(conn)
+        .await
+        .map_err(map_diesel)?;
+
+    let mut sessions = Vec::with_capacity(session_rows.len());
+    let mut index: HashMap<SessionId, usize> = HashMap::new();
+    for row in session_rows {
+        let session = row.into_domain()?;
+        index.insert(session.id, sessions.len());
+        sessions.push(SessionData {
+            session,
+            messages: Vec::new(),
+            variable_history: Vec::new(),
+            failed_turns: Vec::new(),
+        });
+    }
+    let slot = |id: SessionId| {
+        index.get(&id).copied().ok_or_else(|| {
+            RepositoryError::Corrupt(format!("a row of session {id} has no session"))
+        })
+    };
+    for row in message_rows {
+        let message = row.into_domain()?;
+        let at = slot(message.session_id)?;
+        sessions[at].messages.push(message);
+    }
+    for row in variable_rows {
+        let snapshot = row.into_domain()?;
+        let at = slot(snapshot.session_id)?;
+        sessions[at].variable_history.push(snapshot);
+    }
+    for row in failed_rows {
+        let failed = row.into_domain()?;
+        let at = slot(failed.session_id)?;
+        sessions[at].failed_turns.push(failed);
+    }
+    Ok(UserData {
+        user_id: user_id.to_owned(),
+        sessions,
+    })
+}
+
+#[async_trait]
+impl UserDataStore for PgStore {
+    async fn export_user(&self, user_id: &str) -> Result<UserData, RepositoryError> {
+        observed!("export", "sessions", async {
+            let mut conn = self.acquire().await?;
+            let outcome = async {
+                conn.begin().await?;
+                // One snapshot for the four reads, so a turn committing
+                // meanwhile is either wholly in the export or not at all.
+                conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    .map_err(map_diesel)?;
+                read_user(&mut conn, user_id).await
+            }
+            .await;
+            conn.finish(outcome).await
+        })
+        .await
+    }
+
+    async fn erase_user(&self, user_id: &str) -> Result<ErasedUser, RepositoryError> {
+        observed!("erase", "sessions", async {
+            let mut conn = self.acquire().await?;
+            let outcome = async {
+                conn.begin().await?;
+                diesel::sql_query(ERASE_USER)
+                    .bind::<Text, _>(user_id)
+                    .get_result::<ErasedRow>(&mut *conn)
+                    .await
+                    .map_err(map_diesel)
+            }
+            .await;
+            let row = conn.finish(outcome).await?;
+            let sessions: Vec<SessionId> = row
+                .sessions
+                .unwrap_or_default()
+                .into_iter()
+                .map(SessionId)
+                .collect();
+            Ok(ErasedUser {
+                counts: ErasedCounts {
+                    sessions: sessions.len() as u64,
+                    messages: count(row.messages),
+                    variable_snapshots: count(row.variable_snapshots),
+                    idempotency_keys: count(row.idempotency_keys),
+                    failed_turns: count(row.failed_turns),
+                    cache_keys: 0,
+                },
+                sessions,
+            })
+        })
+        .await
+    }
+}
