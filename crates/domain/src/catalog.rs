@@ -140,6 +140,7 @@ impl<P: Ports> ScriptCatalog<P> {
         // of the same name, which the second attempt turns into an update.
         for _ in 0..2 {
             if let Some(mut script) = a.scripts.find_by_name(&import.name).await? {
+                let before = script.clone();
                 let before_hash = script.content_hash.clone();
                 script.script_type = parsed.document.script_type();
                 script.content.clone_from(&import.content);
@@ -150,6 +151,15 @@ impl<P: Ports> ScriptCatalog<P> {
                 }
                 if !import.tags.is_empty() {
                     script.tags.clone_from(&import.tags);
+                }
+                if script == before {
+                    // The same content again (a preload at every start, a
+                    // retried import): nothing to write, nothing to audit.
+                    return Ok(StoredScript {
+                        script,
+                        warnings: parsed.warnings,
+                        updated: true,
+                    });
                 }
                 script.updated_at = now;
                 a.scripts.update(&script).await?;
@@ -495,6 +505,25 @@ mod tests {
             Some(content_hash("v2").as_str())
         );
         assert_eq!(event.actor_roles, vec![crate::Role::Admin]);
+    }
+
+    #[tokio::test]
+    async fn importing_the_same_content_again_writes_and_audits_nothing() {
+        let mut scripts = MockScriptRepository::new();
+        let previous = catalog_script_with("v1");
+        let stored_id = previous.id;
+        scripts
+            .expect_find_by_name()
+            .returning(move |_| Ok(Some(previous.clone())));
+        scripts.expect_update().times(0);
+        let (catalog, events) = catalog_with(scripts);
+        let stored = catalog
+            .import(&Actor::admin("root"), import("v1"))
+            .await
+            .unwrap();
+        assert!(stored.updated, "it names the existing script");
+        assert_eq!(stored.script.id, stored_id);
+        assert!(events.lock().unwrap().is_empty());
     }
 
     fn catalog_script_with(content: &str) -> Script {
