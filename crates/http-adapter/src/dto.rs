@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// Request text is stored in PostgreSQL, which cannot hold U+0000 in `text`
 /// or `jsonb`: a NUL is refused when the body is read (400
 /// `INVALID_REQUEST`), not by the database after the work is done. The
-/// schemas say so with [`STORABLE_TEXT`].
+/// schemas say so with [`storable::STORABLE_TEXT`].
 pub mod storable {
     use serde::de::Error;
     use serde::{Deserialize, Deserializer};
