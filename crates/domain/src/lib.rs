@@ -18,6 +18,7 @@ pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
 pub mod retention;
+pub mod safety;
 pub mod script;
 pub mod session;
 pub mod usecases;
@@ -34,8 +35,8 @@ pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Reco
 pub use ids::{MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
-    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
-    TurnResult, TurnStart, METRICS,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SafetyProtocol, SessionManager,
+    SessionManagerConfig, TurnResult, TurnStart, METRICS, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use metric::{MetricDecl, MetricKind, MetricSet};
@@ -49,6 +50,11 @@ pub use ports_bundle::{Adapters, Ports};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
+};
+pub use safety::{
+    DeliveryAttempt, DeliveryOutcome, Handoff, Hotline, LocalDetector, LocaleResponse, NoNotifier,
+    RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog, SafetyNotifier, SafetyPolicy,
+    SafetyState, ScriptSafety, SignalSource,
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,

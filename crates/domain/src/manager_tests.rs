@@ -78,6 +78,7 @@ fn script() -> Script {
         description: None,
         version: None,
         template_scheme: None,
+        safety: None,
         phases: vec![Phase {
             phase_id: "p1".into(),
             phase_name: None,
