@@ -4,6 +4,7 @@ mod error;
 mod history;
 mod models;
 mod retention;
+mod safety;
 mod scripts;
 mod sessions;
 mod turns;
