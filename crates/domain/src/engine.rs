@@ -281,6 +281,11 @@ pub struct TurnOutcome {
     pub messages: Vec<NewMessage>,
     pub variable_changes: Vec<VariableChange>,
     pub llm_calls: Vec<LlmCallRecord>,
+    /// The LLM's safety reading of each action that asked for one, whether
+    /// or not the action produced a message (a finished `ai_ask` does not):
+    /// objects with `crisis_signal` and/or `safety_risk` as the LLM gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety_readings: Vec<Value>,
 }
 
 /// The engine port.

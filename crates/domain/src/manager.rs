@@ -561,7 +561,7 @@ impl<P: Ports> SessionManager<P> {
         if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), local, threshold) {
             // The LLM's reading of the same message, from the replies of the
             // actions that asked for it: the script's outcome is dropped.
-            let signals = [local, llm_signal(&outcome.messages)];
+            let signals = [local, llm_signal(&outcome.safety_readings)];
             if let Some(level) = protocol_level(threshold, &signals) {
                 return self
                     .commit_protocol_turn(

@@ -305,6 +305,7 @@ impl<P: Ports> SessionManager<P> {
             }],
             variable_changes: Vec::new(),
             llm_calls,
+            safety_readings: Vec::new(),
         };
         session.status = status;
         let (record, result) = self.build_turn(
@@ -437,6 +438,7 @@ impl<P: Ports> SessionManager<P> {
             }],
             variable_changes: Vec::new(),
             llm_calls: Vec::new(),
+            safety_readings: Vec::new(),
         };
         let (record, result) = self.build_turn(&script, session, lease.turn_id, outcome, None)?;
         self.adapters

@@ -177,6 +177,7 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
             source: "a1".into(),
         }],
         llm_calls: vec![],
+        safety_readings: vec![],
     }
 }
 

@@ -20,7 +20,6 @@ pub use detector::{
 };
 
 use crate::ids::{ScriptId, SessionId, TurnId};
-use crate::message::NewMessage;
 use crate::ports::RepositoryError;
 use crate::session::ExecutionStatus;
 use async_trait::async_trait;
@@ -117,12 +116,12 @@ impl RiskSignal {
     }
 }
 
-/// The LLM's reading of the turn, from the metadata of the AI messages the
-/// engine produced: `llm_metadata.crisis_signal: true` is `high`;
-/// `safety_risk.detected: true` is `high`, `medium` or `low` by its
+/// The LLM's reading of the turn, from the engine's safety readings (see
+/// [`crate::TurnOutcome::safety_readings`]): `crisis_signal: true` is
+/// `high`; `safety_risk.detected: true` is `high`, `medium` or `low` by its
 /// `confidence`.
 #[must_use]
-pub fn llm_signal(messages: &[NewMessage]) -> RiskSignal {
+pub fn llm_signal(readings: &[Value]) -> RiskSignal {
     let mut signal = RiskSignal::none(SignalSource::Llm);
     let mut raise = |level: RiskLevel, id: &str| {
         signal.level = signal.level.max(level);
@@ -130,16 +129,11 @@ pub fn llm_signal(messages: &[NewMessage]) -> RiskSignal {
             signal.pattern_ids.push(id.to_owned());
         }
     };
-    for message in messages {
-        let metadata = &message.metadata;
-        let crisis = metadata
-            .get("llm_metadata")
-            .and_then(|m| m.get("crisis_signal"))
-            .or_else(|| metadata.get("crisis_signal"));
-        if crisis.and_then(Value::as_bool) == Some(true) {
+    for reading in readings {
+        if reading.get("crisis_signal").and_then(Value::as_bool) == Some(true) {
             raise(RiskLevel::High, "llm.crisis_signal");
         }
-        if let Some(risk) = metadata.get("safety_risk") {
+        if let Some(risk) = reading.get("safety_risk") {
             if risk.get("detected").and_then(Value::as_bool) == Some(true) {
                 let level = match risk.get("confidence").and_then(Value::as_str) {
                     Some("high") => RiskLevel::High,
@@ -151,6 +145,23 @@ pub fn llm_signal(messages: &[NewMessage]) -> RiskSignal {
         }
     }
     signal
+}
+
+/// The safety reading of an action's result metadata, when the LLM gave
+/// one: `crisis_signal` (from its `metadata`) and `safety_risk`.
+#[must_use]
+pub fn safety_reading(metadata: &serde_json::Map<String, Value>) -> Option<Value> {
+    let mut reading = serde_json::Map::new();
+    if let Some(crisis) = metadata
+        .get("llm_metadata")
+        .and_then(|m| m.get("crisis_signal"))
+    {
+        reading.insert("crisis_signal".to_owned(), crisis.clone());
+    }
+    if let Some(risk) = metadata.get("safety_risk") {
+        reading.insert("safety_risk".to_owned(), risk.clone());
+    }
+    (!reading.is_empty()).then_some(Value::Object(reading))
 }
 
 /// One detection recorded on the session, with its evidence.
@@ -415,18 +426,7 @@ impl SafetyNotifier for NoNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageRole;
     use serde_json::json;
-
-    fn ai(metadata: Value) -> NewMessage {
-        NewMessage {
-            role: MessageRole::Assistant,
-            content: "…".into(),
-            action_id: None,
-            action_type: None,
-            metadata,
-        }
-    }
 
     fn policy() -> SafetyPolicy {
         let mut locales = BTreeMap::new();
@@ -481,19 +481,25 @@ mod tests {
 
     #[test]
     fn the_llm_signal_reads_crisis_signal_and_safety_risk() {
-        let none = llm_signal(&[ai(json!({"llm_metadata": {"crisis_signal": false}}))]);
+        let reading =
+            |metadata: Value| safety_reading(metadata.as_object().unwrap()).unwrap_or(Value::Null);
+        let none = llm_signal(&[reading(json!({"llm_metadata": {"crisis_signal": false}}))]);
         assert_eq!(none.level, RiskLevel::None);
-        let crisis = llm_signal(&[ai(json!({"llm_metadata": {"crisis_signal": true}}))]);
+        let crisis = llm_signal(&[reading(json!({"llm_metadata": {"crisis_signal": true}}))]);
         assert_eq!(crisis.level, RiskLevel::High);
         assert_eq!(crisis.pattern_ids, ["llm.crisis_signal"]);
-        let risk = llm_signal(&[ai(
+        let risk = llm_signal(&[reading(
             json!({"safety_risk": {"detected": true, "confidence": "medium"}}),
         )]);
         assert_eq!(risk.level, RiskLevel::Medium);
-        let undetected = llm_signal(&[ai(
+        let undetected = llm_signal(&[reading(
             json!({"safety_risk": {"detected": false, "confidence": "high"}}),
         )]);
         assert_eq!(undetected.level, RiskLevel::None);
+        assert_eq!(
+            safety_reading(json!({"brief": "x"}).as_object().unwrap()),
+            None
+        );
     }
 
     #[test]

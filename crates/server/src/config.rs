@@ -26,6 +26,7 @@ pub struct AppConfig {
     pub scripts: ScriptsSection,
     pub retention: RetentionSection,
     pub auth: AuthSection,
+    pub safety: SafetySection,
     pub telemetry: heartrule_telemetry::TelemetryConfig,
 }
 
@@ -244,6 +245,124 @@ impl AuthSection {
     }
 }
 
+/// The crisis protocol (`safety:`; README "Safety").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySection {
+    pub enabled: bool,
+    /// `low`, `medium`, `high` or `imminent`: signals at or above it start
+    /// the protocol.
+    pub threshold: heartrule_domain::RiskLevel,
+    /// The locale whose reply is used when the message's has none.
+    pub default_locale: String,
+    /// `0s`: only an editor or admin releases a session from handoff.
+    #[serde(with = "humantime_serde")]
+    pub handoff_cooldown: Duration,
+    pub locales: std::collections::BTreeMap<String, heartrule_domain::LocaleResponse>,
+    /// Extra weighted phrases of the local detector.
+    #[serde(default)]
+    pub patterns: Vec<heartrule_domain::safety::CrisisPattern>,
+    /// Extra phrases that use crisis words in another sense.
+    #[serde(default)]
+    pub benign: Vec<String>,
+    pub webhook: SafetyWebhookSection,
+}
+
+/// The on-call endpoint alerted by the crisis protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyWebhookSection {
+    /// Empty: no webhook (the event and the metric remain).
+    pub url: String,
+    /// HMAC-SHA256 key of the `X-HeartRule-Signature` header.
+    pub secret: SecretString,
+    /// Attempts after the first.
+    pub retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait before the first retry, doubled before each further one.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl SafetySection {
+    /// The domain's policy.
+    #[must_use]
+    pub fn policy(&self) -> heartrule_domain::SafetyPolicy {
+        heartrule_domain::SafetyPolicy {
+            enabled: self.enabled,
+            threshold: self.threshold,
+            default_locale: self.default_locale.clone(),
+            locales: self.locales.clone(),
+            handoff_cooldown: (!self.handoff_cooldown.is_zero()).then_some(self.handoff_cooldown),
+            rules: heartrule_domain::safety::DetectorRules {
+                patterns: self.patterns.clone(),
+                benign: self.benign.clone(),
+                levels: heartrule_domain::safety::ScoreLevels::default(),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.threshold == heartrule_domain::RiskLevel::None {
+            return invalid("safety.threshold", "must be low, medium, high or imminent");
+        }
+        if !self.locales.contains_key(&self.default_locale) {
+            return invalid("safety.default_locale", "must name one of safety.locales");
+        }
+        for (locale, settings) in &self.locales {
+            if settings.response.trim().is_empty() || settings.holding_response.trim().is_empty() {
+                return invalid(
+                    &format!("safety.locales.{locale}"),
+                    "needs a response and a holding_response",
+                );
+            }
+            if settings.hotlines.is_empty() {
+                return invalid(
+                    &format!("safety.locales.{locale}.hotlines"),
+                    "must list at least one hotline",
+                );
+            }
+        }
+        if let Some(pattern) = self
+            .patterns
+            .iter()
+            .find(|p| p.id.trim().is_empty() || p.phrase.trim().is_empty() || p.weight == 0)
+        {
+            return invalid(
+                "safety.patterns",
+                &format!(
+                    "entries need an id, a phrase and a weight > 0 (`{}`)",
+                    pattern.id
+                ),
+            );
+        }
+        let hook = &self.webhook;
+        if !hook.url.is_empty() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return invalid("safety.webhook.url", "must be an http(s) URL");
+            }
+            if hook.secret.expose_secret().len() < 16 {
+                return invalid(
+                    "safety.webhook.secret (HEARTRULE__SAFETY__WEBHOOK__SECRET)",
+                    "must be at least 16 bytes when safety.webhook.url is set",
+                );
+            }
+            if hook.retries > 10 {
+                return invalid("safety.webhook.retries", "must be at most 10");
+            }
+            if hook.timeout < Duration::from_millis(100) {
+                return invalid("safety.webhook.timeout", "must be at least 100ms");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Largest `auth.leeway`: a token expired longer ago than this is expired.
 pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -270,6 +389,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "HEARTRULE__LLM__OPENAI__API_KEY",
     "HEARTRULE__LLM__FALLBACK__OPENAI__API_KEY",
     "HEARTRULE__AUTH__HS256_SECRET",
+    "HEARTRULE__SAFETY__WEBHOOK__SECRET",
 ];
 
 /// Legacy variable → config key.
@@ -338,6 +458,7 @@ impl AppConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.safety.validate()?;
         let check = |ok: bool, key: &str, why: &str| {
             if ok {
                 Ok(())

@@ -122,6 +122,8 @@ pub(crate) struct Turn {
     pub messages: Vec<NewMessage>,
     pub variable_changes: Vec<VariableChange>,
     pub llm_calls: Vec<LlmCallRecord>,
+    /// The LLM's safety reading of each action that gave one.
+    pub safety_readings: Vec<Value>,
 }
 
 /// Everything [`Turn::new`] needs besides the ports.
@@ -165,6 +167,7 @@ impl Turn {
             messages: Vec::new(),
             variable_changes: Vec::new(),
             llm_calls: Vec::new(),
+            safety_readings: Vec::new(),
         }
     }
 

@@ -15,5 +15,6 @@ mod llm_faults;
 mod maintenance;
 mod openapi;
 mod process;
+mod safety;
 mod secrets;
 mod streaming;
