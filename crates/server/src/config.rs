@@ -841,6 +841,92 @@ mod tests {
     }
 
     #[test]
+    fn safety_defaults_protect_both_languages_and_the_webhook_secret_takes_a_file() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        let policy = config.safety.policy();
+        assert!(policy.enabled);
+        assert_eq!(policy.threshold, heartrule_domain::RiskLevel::High);
+        assert_eq!(policy.default_locale, "zh");
+        assert_eq!(policy.handoff_cooldown, None);
+        assert!(policy.crisis_reply("zh", None).contains("400-161-9995"));
+        assert!(policy.crisis_reply("en", None).contains("988"));
+        assert!(config.safety.webhook.url.is_empty());
+
+        let secret = SecretFile::new("a-webhook-secret-from-a-file\n");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                (
+                    "HEARTRULE__SAFETY__WEBHOOK__URL",
+                    "https://oncall.example/hook",
+                ),
+                ("HEARTRULE__SAFETY__WEBHOOK__SECRET_FILE", secret.path()),
+                ("HEARTRULE__SAFETY__HANDOFF_COOLDOWN", "30m"),
+                ("HEARTRULE__SAFETY__THRESHOLD", "medium"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.safety.webhook.secret.expose_secret(),
+            "a-webhook-secret-from-a-file"
+        );
+        let policy = config.safety.policy();
+        assert_eq!(policy.handoff_cooldown, Some(Duration::from_secs(1800)));
+        assert_eq!(policy.threshold, heartrule_domain::RiskLevel::Medium);
+    }
+
+    #[test]
+    fn unsafe_safety_values_are_refused() {
+        for (pairs, key) in [
+            (
+                vec![("HEARTRULE__SAFETY__THRESHOLD", "none")],
+                "safety.threshold",
+            ),
+            (
+                vec![("HEARTRULE__SAFETY__DEFAULT_LOCALE", "fr")],
+                "safety.default_locale",
+            ),
+            (
+                vec![("HEARTRULE__SAFETY__WEBHOOK__URL", "ftp://x")],
+                "safety.webhook.url",
+            ),
+            (
+                vec![(
+                    "HEARTRULE__SAFETY__WEBHOOK__URL",
+                    "https://oncall.example/hook",
+                )],
+                "safety.webhook.secret",
+            ),
+            (
+                vec![
+                    (
+                        "HEARTRULE__SAFETY__WEBHOOK__URL",
+                        "https://oncall.example/hook",
+                    ),
+                    ("HEARTRULE__SAFETY__WEBHOOK__SECRET", "0123456789abcdef"),
+                    ("HEARTRULE__SAFETY__WEBHOOK__RETRIES", "50"),
+                ],
+                "safety.webhook.retries",
+            ),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+        // Off, nothing else is checked.
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__SAFETY__ENABLED", "false"),
+                ("HEARTRULE__SAFETY__DEFAULT_LOCALE", "fr"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.safety.policy().enabled);
+    }
+
+    #[test]
     fn prefixed_secret_variables_take_files_too() {
         let db = SecretFile::new("postgres://app:pw@db/heartrule");
         let redis = SecretFile::new("rediss://:pw@cache:6380");
