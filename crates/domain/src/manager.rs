@@ -518,9 +518,13 @@ impl<P: Ports> SessionManager<P> {
         let protocol = self.protocol();
         if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
             if let Some(protocol) = protocol.as_deref() {
-                return self
-                    .commit_holding_turn(protocol, &script, session, &lease, input)
-                    .await;
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self.commit_holding_turn(protocol, turn).await;
             }
         }
         // The local detector reads the message before anything else; at the
@@ -533,17 +537,14 @@ impl<P: Ports> SessionManager<P> {
             .map(|p| p.policy.threshold_for(script.session.safety.as_ref()));
         if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), &local, threshold) {
             if let Some(level) = protocol_level(threshold, std::slice::from_ref(local)) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
                 return self
-                    .commit_protocol_turn(
-                        p,
-                        &script,
-                        session,
-                        &lease,
-                        input,
-                        std::slice::from_ref(local),
-                        level,
-                        Vec::new(),
-                    )
+                    .commit_protocol_turn(p, turn, std::slice::from_ref(local), level, Vec::new())
                     .await;
             }
         }
@@ -563,17 +564,14 @@ impl<P: Ports> SessionManager<P> {
             // actions that asked for it: the script's outcome is dropped.
             let signals = [local, llm_signal(&outcome.safety_readings)];
             if let Some(level) = protocol_level(threshold, &signals) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
                 return self
-                    .commit_protocol_turn(
-                        p,
-                        &script,
-                        session,
-                        &lease,
-                        input,
-                        &signals,
-                        level,
-                        outcome.llm_calls,
-                    )
+                    .commit_protocol_turn(p, turn, &signals, level, outcome.llm_calls)
                     .await;
             }
             self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
@@ -1054,6 +1052,7 @@ fn replay(
 
 #[path = "manager_safety.rs"]
 mod safety_turns;
+use safety_turns::SafetyTurn;
 pub use safety_turns::{SafetyProtocol, SAFETY_EVENT_TARGET};
 
 #[cfg(test)]

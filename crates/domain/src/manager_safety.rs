@@ -98,6 +98,14 @@ fn release(session: &mut Session) {
     session.status = SessionStatus::Active;
 }
 
+/// A claimed turn the protocol answers instead of the script.
+pub(super) struct SafetyTurn<'a> {
+    pub script: &'a RunnableScript,
+    pub session: Session,
+    pub lease: &'a TurnLease,
+    pub input: &'a ProcessInput,
+}
+
 /// What a protocol turn decided, for its event, metric and alert.
 struct Decision {
     user_id: String,
@@ -148,14 +156,17 @@ impl<P: Ports> SessionManager<P> {
     pub(super) async fn commit_protocol_turn(
         &self,
         protocol: &SafetyProtocol,
-        script: &RunnableScript,
-        session: Session,
-        lease: &TurnLease,
-        input: &ProcessInput,
+        turn: SafetyTurn<'_>,
         signals: &[RiskSignal],
         level: RiskLevel,
         llm_calls: Vec<LlmCallRecord>,
     ) -> Result<TurnResult, DomainError> {
+        let SafetyTurn {
+            script,
+            session,
+            lease,
+            input,
+        } = turn;
         let now = self.adapters.clock.now();
         let script_safety = script.session.safety.as_ref();
         let locale = detect_locale(&input.content);
@@ -199,11 +210,15 @@ impl<P: Ports> SessionManager<P> {
         } else {
             session.status
         };
-        self.commit_safety_turn(
-            script, session, status, state, lease, input, reply, metadata, llm_calls,
-        )
-        .await
-        .inspect(|result| self.announce(protocol, result, &decision))
+        let turn = SafetyTurn {
+            script,
+            session,
+            lease,
+            input,
+        };
+        self.commit_safety_turn(turn, status, state, reply, metadata, llm_calls)
+            .await
+            .inspect(|result| self.announce(protocol, result, &decision))
     }
 
     /// A message to a session in handoff: stored with the holding reply;
@@ -212,11 +227,14 @@ impl<P: Ports> SessionManager<P> {
     pub(super) async fn commit_holding_turn(
         &self,
         protocol: &SafetyProtocol,
-        script: &RunnableScript,
-        session: Session,
-        lease: &TurnLease,
-        input: &ProcessInput,
+        turn: SafetyTurn<'_>,
     ) -> Result<TurnResult, DomainError> {
+        let SafetyTurn {
+            script,
+            session,
+            lease,
+            input,
+        } = turn;
         let now = self.adapters.clock.now();
         let locale = detect_locale(&input.content);
         let local = protocol.detector.detect(&input.content);
@@ -238,18 +256,14 @@ impl<P: Ports> SessionManager<P> {
         let metadata = json!({ "safety": { "holding": true, "locale": locale } });
         let status = session.status;
         let user_id = session.user_id.clone();
+        let turn = SafetyTurn {
+            script,
+            session,
+            lease,
+            input,
+        };
         let result = self
-            .commit_safety_turn(
-                script,
-                session,
-                status,
-                state,
-                lease,
-                input,
-                reply,
-                metadata,
-                Vec::new(),
-            )
+            .commit_safety_turn(turn, status, state, reply, metadata, Vec::new())
             .await?;
         match alert {
             Some(level) => self.announce(
@@ -268,19 +282,21 @@ impl<P: Ports> SessionManager<P> {
     }
 
     /// Commits a turn whose reply the protocol wrote.
-    #[allow(clippy::too_many_arguments)]
     async fn commit_safety_turn(
         &self,
-        script: &RunnableScript,
-        mut session: Session,
+        turn: SafetyTurn<'_>,
         status: SessionStatus,
         state: crate::engine::EngineState,
-        lease: &TurnLease,
-        input: &ProcessInput,
         reply: String,
         metadata: Value,
         llm_calls: Vec<LlmCallRecord>,
     ) -> Result<TurnResult, DomainError> {
+        let SafetyTurn {
+            script,
+            mut session,
+            lease,
+            input,
+        } = turn;
         let session_id = session.id;
         let pending = state.pending_action.as_ref();
         let user_message = NewMessage {
