@@ -403,9 +403,9 @@ pub struct DeliveryAttempt {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SafetyDeliveryLog: Send + Sync {
-    /// Records one attempt. [`RepositoryError::NotFound`](crate::RepositoryError::NotFound)
-    /// when the session does not exist; [`RepositoryError::Conflict`](crate::RepositoryError::Conflict)
-    /// when this alert's attempt number is already recorded.
+    /// Records one attempt. [`RepositoryError::NotFound`] when the session
+    /// does not exist; [`RepositoryError::Conflict`] when this alert's
+    /// attempt number is already recorded.
     async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), RepositoryError>;
     /// The attempts of a session's alerts, by time then attempt number.
     async fn list_deliveries(
