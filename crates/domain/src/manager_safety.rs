@@ -95,7 +95,13 @@ fn release(session: &mut Session) {
     } else if session.state.status == ExecutionStatus::Paused {
         session.state.status = ExecutionStatus::WaitingInput;
     }
-    session.status = SessionStatus::Active;
+    // A crisis message to a finished script holds it too; released, it is
+    // finished again.
+    session.status = if session.state.status == ExecutionStatus::Completed {
+        SessionStatus::Completed
+    } else {
+        SessionStatus::Active
+    };
 }
 
 /// A claimed turn the protocol answers instead of the script.

@@ -1390,6 +1390,31 @@ mod safety_protocol {
     }
 
     #[tokio::test]
+    async fn a_finished_script_held_by_the_protocol_is_finished_again_when_released() {
+        let script = script();
+        let mut session = in_handoff(&script, FixedClock.now());
+        session.state.pending_action = None;
+        if let Some(handoff) = session.state.safety.handoff.as_mut() {
+            handoff.resume_status = ExecutionStatus::Completed;
+        }
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            MockScriptEngine::new(),
+            MockSafetyNotifier::new(),
+            None,
+        );
+        let result = Conversations::release_handoff(&m, &Actor::admin("root"), session.id)
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Completed);
+        assert_eq!(result.execution_status, ExecutionStatus::Completed);
+        assert!(records.lock().unwrap()[0].session.completed_at.is_some());
+    }
+
+    #[tokio::test]
     async fn only_editors_and_admins_release_and_only_a_session_in_handoff() {
         let script = script();
         let session = in_handoff(&script, FixedClock.now());
