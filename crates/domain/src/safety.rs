@@ -116,10 +116,20 @@ impl RiskSignal {
     }
 }
 
+/// `safety_risk.risk_type` values that report a crisis of the user.
+pub const CRISIS_RISK_TYPES: &[&str] = &[
+    "crisis",
+    "self_harm",
+    "self-harm",
+    "suicide",
+    "suicidal",
+    "harm_to_others",
+];
+
 /// The LLM's reading of the turn, from the engine's safety readings (see
 /// [`crate::TurnOutcome::safety_readings`]): `crisis_signal: true` is
-/// `high`; `safety_risk.detected: true` is `high`, `medium` or `low` by its
-/// `confidence`.
+/// `high`; `safety_risk.detected: true` with a crisis `risk_type` (see
+/// [`CRISIS_RISK_TYPES`]) is `high`, `medium` or `low` by its `confidence`.
 #[must_use]
 pub fn llm_signal(readings: &[Value]) -> RiskSignal {
     let mut signal = RiskSignal::none(SignalSource::Llm);
@@ -134,7 +144,13 @@ pub fn llm_signal(readings: &[Value]) -> RiskSignal {
             raise(RiskLevel::High, "llm.crisis_signal");
         }
         if let Some(risk) = reading.get("safety_risk") {
-            if risk.get("detected").and_then(Value::as_bool) == Some(true) {
+            // Other risk types (diagnosis, prescription, guarantee, advice)
+            // are about the AI's own reply: the output guard's, not a crisis.
+            let crisis_type = risk
+                .get("risk_type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| CRISIS_RISK_TYPES.contains(&t.to_lowercase().as_str()));
+            if crisis_type && risk.get("detected").and_then(Value::as_bool) == Some(true) {
                 let level = match risk.get("confidence").and_then(Value::as_str) {
                     Some("high") => RiskLevel::High,
                     Some("medium") => RiskLevel::Medium,
@@ -489,9 +505,15 @@ mod tests {
         assert_eq!(crisis.level, RiskLevel::High);
         assert_eq!(crisis.pattern_ids, ["llm.crisis_signal"]);
         let risk = llm_signal(&[reading(
-            json!({"safety_risk": {"detected": true, "confidence": "medium"}}),
+            json!({"safety_risk": {"detected": true, "risk_type": "self_harm", "confidence": "medium"}}),
         )]);
         assert_eq!(risk.level, RiskLevel::Medium);
+        assert_eq!(risk.pattern_ids, ["llm.safety_risk"]);
+        // A diagnosis in the AI's own reply is the output guard's business.
+        let diagnosis = llm_signal(&[reading(
+            json!({"safety_risk": {"detected": true, "risk_type": "diagnosis", "confidence": "high"}}),
+        )]);
+        assert_eq!(diagnosis.level, RiskLevel::None);
         let undetected = llm_signal(&[reading(
             json!({"safety_risk": {"detected": false, "confidence": "high"}}),
         )]);
