@@ -252,3 +252,33 @@ async fn the_llm_crisis_signal_alone_starts_the_protocol_and_handoff_holds_until
     assert_eq!(stored["riskLevel"], "high", "the record stays");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_streamed_crisis_turn_streams_the_crisis_reply_and_ends_in_handoff() {
+    let services = Services::new().await;
+    let llm = llm_server().await;
+    let hook = WebhookReceiver::start(&[]).await;
+    let app = start(&services, &llm, &hook).await;
+    let id = session(&app).await;
+    let response = app
+        .http
+        .post(app.at("/api/chat/stream"))
+        .json(&serde_json::json!({"sessionId": id, "message": "I want to end it all tonight"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    let chunk = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(|event| event["actionId"] == "safety")
+        .unwrap_or_else(|| panic!("no safety chunk in {text}"));
+    assert!(chunk["chunk"].as_str().unwrap().contains("988"), "{chunk}");
+    let stored = app.get(&format!("/api/sessions/{id}")).await.ok();
+    assert_eq!(stored["status"], "handoff");
+    assert_eq!(stored["riskLevel"], "imminent");
+    assert_eq!(hook.wait_for(1).await.len(), 1);
+    app.stop().await;
+}
