@@ -120,6 +120,7 @@ fn sample_document(greeting: &str) -> ScriptDocument {
         description: None,
         version: Some("1.0".into()),
         template_scheme: None,
+        safety: None,
         phases: vec![Phase {
             phase_id: "opening".into(),
             phase_name: None,

@@ -7,6 +7,7 @@
 use crate::error::{DomainError, ErrorKind};
 use crate::llm::TokenUsage;
 use crate::message::{HistoryEntry, NewMessage};
+use crate::safety::SafetyState;
 use crate::script::{ActionType, ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position};
 use crate::variables::{VariableScope, VariableStore};
@@ -184,6 +185,10 @@ pub struct EngineState {
     /// Engine bookkeeping (round info, exit decisions, metrics history).
     #[serde(default)]
     pub metadata: BTreeMap<String, Value>,
+    /// The session's risk level, risk events and handoff, kept by the
+    /// session manager's crisis protocol (the engine carries it unchanged).
+    #[serde(default, skip_serializing_if = "SafetyState::is_clear")]
+    pub safety: SafetyState,
 }
 
 impl EngineState {
@@ -199,6 +204,7 @@ impl EngineState {
             template_scheme: None,
             skill_frames: Vec::new(),
             metadata: BTreeMap::new(),
+            safety: SafetyState::default(),
         }
     }
 }
@@ -275,6 +281,11 @@ pub struct TurnOutcome {
     pub messages: Vec<NewMessage>,
     pub variable_changes: Vec<VariableChange>,
     pub llm_calls: Vec<LlmCallRecord>,
+    /// The LLM's safety reading of each action that asked for one, whether
+    /// or not the action produced a message (a finished `ai_ask` does not):
+    /// objects with `crisis_signal` and/or `safety_risk` as the LLM gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety_readings: Vec<Value>,
 }
 
 /// The engine port.

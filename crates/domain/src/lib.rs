@@ -21,6 +21,7 @@ pub mod ports_bundle;
 pub mod privacy;
 pub mod rate_limit;
 pub mod retention;
+pub mod safety;
 pub mod script;
 pub mod sensitive;
 pub mod session;
@@ -42,8 +43,8 @@ pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Reco
 pub use ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
-    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SessionManager, SessionManagerConfig,
-    TurnResult, TurnStart, METRICS,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SafetyProtocol, SessionManager,
+    SessionManagerConfig, TurnResult, TurnStart, METRICS, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use metric::{MetricDecl, MetricKind, MetricSet};
@@ -59,6 +60,11 @@ pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
+};
+pub use safety::{
+    DeliveryAttempt, DeliveryOutcome, Handoff, Hotline, LocalDetector, LocaleResponse, NoNotifier,
+    RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog, SafetyNotifier, SafetyPolicy,
+    SafetyState, ScriptSafety, SignalSource,
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,

@@ -16,6 +16,7 @@ use crate::ports::{
     TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
+use crate::safety::{llm_signal, protocol_level};
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::usecases::{Conversations, PendingTurn, StartedTurn};
@@ -38,6 +39,8 @@ pub const TURN_DURATION: &str = "heartrule_turn_duration_seconds";
 pub const SESSIONS_CREATED_TOTAL: &str = "heartrule_sessions_created_total";
 /// Histogram of the time a turn took to claim its session's lease.
 pub const SESSION_LOCK_WAIT: &str = "heartrule_session_lock_wait_seconds";
+/// Counter of risk detections on user messages, labels `source`, `level`.
+pub const SAFETY_EVENTS_TOTAL: &str = "heartrule_safety_events_total";
 
 /// The metrics the [`SessionManager`] records.
 pub const METRICS: MetricSet = MetricSet {
@@ -62,6 +65,11 @@ pub const METRICS: MetricSet = MetricSet {
             &[],
             DURATION_BUCKETS,
             "Time a turn took to claim its session's lease; a claim never waits for another turn (a busy session answers TURN_IN_PROGRESS).",
+        ),
+        MetricDecl::counter(
+            SAFETY_EVENTS_TOTAL,
+            &["source", "level"],
+            "Risk detections on user messages, by detector (local, llm) and level (low, medium, high, imminent).",
         ),
     ],
 };
@@ -244,6 +252,7 @@ pub struct SessionManager<P: Ports> {
     adapters: Adapters<P>,
     config: SessionManagerConfig,
     scripts: Arc<ScriptMemo>,
+    safety: Option<Arc<SafetyProtocol>>,
 }
 
 impl<P: Ports> Clone for SessionManager<P> {
@@ -252,6 +261,7 @@ impl<P: Ports> Clone for SessionManager<P> {
             adapters: self.adapters.clone(),
             config: self.config.clone(),
             scripts: Arc::clone(&self.scripts),
+            safety: self.safety.clone(),
         }
     }
 }
@@ -323,7 +333,15 @@ impl<P: Ports> SessionManager<P> {
             adapters,
             config,
             scripts: Arc::default(),
+            safety: None,
         }
+    }
+
+    /// Runs every turn under the crisis `protocol` (see [`crate::safety`]).
+    #[must_use]
+    pub fn with_safety(mut self, protocol: SafetyProtocol) -> Self {
+        self.safety = Some(Arc::new(protocol));
+        self
     }
 
     /// Creates a session and runs it to its first pause. Nothing is stored
@@ -504,7 +522,7 @@ impl<P: Ports> SessionManager<P> {
     ) -> Result<TurnResult, DomainError> {
         let TurnContext {
             lease,
-            session,
+            mut session,
             history,
         } = context;
         let session_id = session.id;
@@ -513,7 +531,40 @@ impl<P: Ports> SessionManager<P> {
             .runnable_script(session.script_id, Some(&session.script_hash))
             .await
             .map_err(|e| e.with_session(session_id))?;
-        let outcome = self
+        let protocol = self.protocol();
+        if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
+            if let Some(protocol) = protocol.as_deref() {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self.commit_holding_turn(protocol, turn).await;
+            }
+        }
+        // The local detector reads the message before anything else; at the
+        // threshold the script does not run at all.
+        let local = protocol
+            .as_deref()
+            .map(|p| p.detector.detect(&input.content));
+        let threshold = protocol
+            .as_deref()
+            .map(|p| p.policy.threshold_for(script.session.safety.as_ref()));
+        if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), &local, threshold) {
+            if let Some(level) = protocol_level(threshold, std::slice::from_ref(local)) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self
+                    .commit_protocol_turn(p, turn, std::slice::from_ref(local), level, Vec::new())
+                    .await;
+            }
+        }
+        let mut outcome = self
             .run_engine(
                 &script,
                 &session,
@@ -522,6 +573,25 @@ impl<P: Ports> SessionManager<P> {
                 input.sink.clone(),
             )
             .await?;
+        // The engine carries the safety record; the manager owns it.
+        outcome.state.safety = session.state.safety.clone();
+        if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), local, threshold) {
+            // The LLM's reading of the same message, from the replies of the
+            // actions that asked for it: the script's outcome is dropped.
+            let signals = [local, llm_signal(&outcome.safety_readings)];
+            if let Some(level) = protocol_level(threshold, &signals) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self
+                    .commit_protocol_turn(p, turn, &signals, level, outcome.llm_calls)
+                    .await;
+            }
+            self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
+        }
         let (record, result) = self.build_turn(
             &script,
             session,
@@ -962,6 +1032,14 @@ impl<P: Ports> Conversations for SessionManager<P> {
             TurnStart::Replayed(result) => StartedTurn::Replayed(result),
         })
     }
+
+    async fn release_handoff(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+    ) -> Result<TurnResult, DomainError> {
+        self.release_handoff_as(actor, id).await
+    }
 }
 
 fn replay(
@@ -985,6 +1063,11 @@ fn replay(
     result.replayed = true;
     Ok(result)
 }
+
+#[path = "manager_safety.rs"]
+mod safety_turns;
+use safety_turns::SafetyTurn;
+pub use safety_turns::{SafetyProtocol, SAFETY_EVENT_TARGET};
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

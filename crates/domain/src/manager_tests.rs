@@ -84,6 +84,7 @@ fn script() -> Script {
         description: None,
         version: None,
         template_scheme: None,
+        safety: None,
         phases: vec![Phase {
             phase_id: "p1".into(),
             phase_name: None,
@@ -182,6 +183,7 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
             source: "a1".into(),
         }],
         llm_calls: vec![],
+        safety_readings: vec![],
     }
 }
 
@@ -1059,5 +1061,436 @@ mod authorisation {
                 .await
                 .unwrap();
         }
+    }
+}
+
+// The crisis protocol: decided in the domain, around the engine.
+
+mod safety_protocol {
+    use super::*;
+    use crate::actor::Actor;
+    use crate::safety::{
+        Handoff, Hotline, LocaleResponse, MockSafetyNotifier, RiskLevel, SafetyAlert, SafetyPolicy,
+        SignalSource,
+    };
+    use crate::usecases::Conversations;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    fn policy(cooldown: Option<Duration>) -> SafetyPolicy {
+        let mut locales = BTreeMap::new();
+        for (locale, number) in [("zh", "400-161-9995"), ("en", "988")] {
+            locales.insert(
+                locale.to_owned(),
+                LocaleResponse {
+                    response: "CRISIS {hotlines}".into(),
+                    holding_response: "HOLD {hotlines}".into(),
+                    hotlines: vec![Hotline {
+                        name: "line".into(),
+                        number: number.into(),
+                    }],
+                },
+            );
+        }
+        SafetyPolicy {
+            enabled: true,
+            threshold: RiskLevel::High,
+            default_locale: "zh".into(),
+            locales,
+            handoff_cooldown: cooldown,
+            rules: crate::safety::DetectorRules::default(),
+        }
+    }
+
+    /// A notifier that keeps what it was given.
+    fn notifier(alerts: &Arc<Mutex<Vec<SafetyAlert>>>) -> MockSafetyNotifier {
+        let mut notifier = MockSafetyNotifier::new();
+        let kept = Arc::clone(alerts);
+        notifier
+            .expect_notify()
+            .returning(move |alert| kept.lock().unwrap().push(alert));
+        notifier
+    }
+
+    fn protected(
+        scripts: MockScriptRepository,
+        sessions: MockSessionRepository,
+        engine: MockScriptEngine,
+        notifier: MockSafetyNotifier,
+        cooldown: Option<Duration>,
+    ) -> SessionManager<MockPorts> {
+        manager(scripts, sessions, engine)
+            .with_safety(SafetyProtocol::new(policy(cooldown), Arc::new(notifier)))
+    }
+
+    /// A session waiting for input at `a1`.
+    fn waiting(script: &Script) -> Session {
+        let mut session = stored_session(script, 2);
+        session.state.status = ExecutionStatus::WaitingInput;
+        session.state.pending_action = Some(crate::engine::PendingAction {
+            action_id: "a1".into(),
+            action_type: crate::script::ActionType::AiAsk,
+            round: 1,
+            max_rounds: 3,
+            data: json!({}),
+        });
+        session
+    }
+
+    fn committed(sessions: &mut MockSessionRepository) -> Arc<Mutex<Vec<TurnRecord>>> {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&records);
+        sessions.expect_commit_turn().returning(move |_, record| {
+            kept.lock().unwrap().push(record.clone());
+            Ok(())
+        });
+        records
+    }
+
+    #[tokio::test]
+    async fn a_local_detection_replaces_the_script_holds_the_session_and_alerts_after_the_commit() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+
+        let script = script();
+        let session = waiting(&script);
+        let mut sessions = sessions_claiming(&session, 1);
+        sessions.expect_release_turn().times(0);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(0);
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        // The alert goes out only once the turn is committed.
+        let mut notifier = MockSafetyNotifier::new();
+        let kept = Arc::clone(&alerts);
+        let commits = Arc::clone(&records);
+        notifier.expect_notify().times(1).returning(move |alert| {
+            assert_eq!(
+                commits.lock().unwrap().len(),
+                1,
+                "notified before the commit"
+            );
+            kept.lock().unwrap().push(alert);
+        });
+        let m = protected(scripts_returning(&script), sessions, engine, notifier, None);
+
+        let result = m
+            .process_input(input(session.id, "我真的不想活了"))
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Handoff);
+        assert_eq!(result.execution_status, ExecutionStatus::Paused);
+        assert_eq!(result.last_ai_message(), "CRISIS - line: 400-161-9995");
+        let record = records.lock().unwrap()[0].clone();
+        assert_eq!(record.messages[0].role, MessageRole::User);
+        assert_eq!(record.messages[0].content, "我真的不想活了");
+        assert_eq!(record.messages[0].action_id.as_deref(), Some("a1"));
+        assert_eq!(record.messages[1].role, MessageRole::Assistant);
+        let safety = &record.session.state.safety;
+        assert_eq!(safety.risk_level, RiskLevel::High);
+        assert_eq!(safety.risk_events[0].evidence, "我真的不想活了");
+        assert_eq!(safety.risk_events[0].source, SignalSource::Local);
+        assert_eq!(
+            safety.handoff.as_ref().map(|h| h.resume_status),
+            Some(ExecutionStatus::WaitingInput)
+        );
+        // The script did not move.
+        assert_eq!(
+            record.session.state.pending_action,
+            session.state.pending_action
+        );
+
+        let alert = alerts.lock().unwrap()[0].clone();
+        assert_eq!(alert.alert_id, result.turn_id);
+        assert_eq!(alert.session_id, session.id);
+        assert_eq!(alert.user_id, "u1");
+        assert_eq!(alert.level, RiskLevel::High);
+        assert_eq!(alert.pattern_ids, ["zh.not_live"]);
+        assert!(alert.handoff);
+
+        let events: Vec<(String, Vec<String>, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, _, _, _)| key.key().name() == SAFETY_EVENTS_TOTAL)
+            .map(|(key, _, _, value)| {
+                METRICS
+                    .check_series(
+                        key.key().name(),
+                        key.key().labels().map(metrics::Label::key),
+                    )
+                    .unwrap();
+                let labels = key.key().labels().map(|l| l.value().to_owned()).collect();
+                match value {
+                    DebugValue::Counter(n) => (key.key().name().to_owned(), labels, n),
+                    _ => panic!("a counter"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [(
+                SAFETY_EVENTS_TOTAL.to_owned(),
+                vec!["local".to_owned(), "high".to_owned()],
+                1
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_llm_signal_drops_the_scripts_outcome_for_the_protocol() {
+        let script = script();
+        let session = waiting(&script);
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(1).returning(|r| {
+            let mut outcome = outcome_from(&r, ExecutionStatus::Completed);
+            outcome.safety_readings = vec![json!({"crisis_signal": true})];
+            Ok(outcome)
+        });
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            engine,
+            notifier(&alerts),
+            None,
+        );
+        let result = m
+            .process_input(input(session.id, "I will give my things away"))
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Handoff);
+        assert_eq!(result.last_ai_message(), "CRISIS - line: 988");
+        let record = records.lock().unwrap()[0].clone();
+        assert!(
+            record.variables.is_empty(),
+            "the script's writes are dropped"
+        );
+        assert_eq!(record.session.state.variables, session.state.variables);
+        assert_eq!(
+            record.session.state.safety.risk_events[0].source,
+            SignalSource::Llm
+        );
+        assert_eq!(alerts.lock().unwrap()[0].sources, [SignalSource::Llm]);
+    }
+
+    #[tokio::test]
+    async fn below_the_threshold_the_script_runs_and_the_signal_is_only_recorded() {
+        let script = script();
+        let session = waiting(&script);
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(1).returning(|r| {
+            let mut outcome = outcome_from(&r, ExecutionStatus::WaitingInput);
+            outcome.safety_readings = vec![json!({"crisis_signal": false})];
+            Ok(outcome)
+        });
+        let mut notifier = MockSafetyNotifier::new();
+        notifier.expect_notify().times(0);
+        let m = protected(scripts_returning(&script), sessions, engine, notifier, None);
+        let result = m
+            .process_input(input(session.id, "活着没意思"))
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Active);
+        assert_eq!(result.last_ai_message(), "hello there");
+        let safety = records.lock().unwrap()[0].session.state.safety.clone();
+        assert_eq!(safety.risk_level, RiskLevel::Medium);
+        assert!(!safety.risk_events[0].protocol);
+        assert!(safety.handoff.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_scripts_safety_section_sets_reply_threshold_and_continuation() {
+        let mut script = script();
+        if let ScriptDocument::Session(s) = &mut script.document {
+            s.safety = Some(crate::safety::ScriptSafety {
+                response: Some("Script says: {hotlines}".into()),
+                threshold: Some(RiskLevel::Medium),
+                continue_after_acknowledgement: true,
+            });
+        }
+        let session = waiting(&script);
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(0);
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            engine,
+            notifier(&alerts),
+            None,
+        );
+        // Medium reaches this script's threshold.
+        let result = m
+            .process_input(input(session.id, "I just can't go on"))
+            .await
+            .unwrap();
+        assert_eq!(result.last_ai_message(), "Script says: - line: 988");
+        // It continues after acknowledgement: no handoff.
+        assert_eq!(result.session_status, SessionStatus::Active);
+        let record = records.lock().unwrap()[0].clone();
+        assert!(record.session.state.safety.handoff.is_none());
+        assert_eq!(record.session.state.status, ExecutionStatus::WaitingInput);
+        assert!(!alerts.lock().unwrap()[0].handoff);
+    }
+
+    fn in_handoff(script: &Script, since: DateTime<Utc>) -> Session {
+        let mut session = waiting(script);
+        session.status = SessionStatus::Handoff;
+        session.state.status = ExecutionStatus::Paused;
+        session.state.safety.risk_level = RiskLevel::High;
+        session.state.safety.handoff = Some(Handoff {
+            since,
+            level: RiskLevel::High,
+            resume_status: ExecutionStatus::WaitingInput,
+        });
+        session
+    }
+
+    #[tokio::test]
+    async fn a_session_in_handoff_gets_the_holding_reply_and_the_script_waits() {
+        let script = script();
+        let session = in_handoff(&script, FixedClock.now());
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(0);
+        let mut notifier = MockSafetyNotifier::new();
+        notifier.expect_notify().times(0);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            engine,
+            notifier,
+            Some(Duration::from_secs(3600)),
+        );
+        let result = m.process_input(input(session.id, "好的")).await.unwrap();
+        assert_eq!(result.session_status, SessionStatus::Handoff);
+        assert_eq!(result.last_ai_message(), "HOLD - line: 400-161-9995");
+        let record = records.lock().unwrap()[0].clone();
+        assert_eq!(record.messages.len(), 2);
+        assert_eq!(
+            record.session.state.pending_action,
+            session.state.pending_action
+        );
+    }
+
+    #[tokio::test]
+    async fn after_the_cooldown_the_next_message_runs_the_script_again() {
+        let script = script();
+        let since = FixedClock.now() - chrono::Duration::hours(2);
+        let session = in_handoff(&script, since);
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine
+            .expect_run_turn()
+            .times(1)
+            .withf(|r| r.state.status == ExecutionStatus::WaitingInput)
+            .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+        let mut notifier = MockSafetyNotifier::new();
+        notifier.expect_notify().times(0);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            engine,
+            notifier,
+            Some(Duration::from_secs(3600)),
+        );
+        let result = m.process_input(input(session.id, "小明")).await.unwrap();
+        assert_eq!(result.session_status, SessionStatus::Active);
+        let record = records.lock().unwrap()[0].clone();
+        assert!(record.session.state.safety.handoff.is_none());
+        assert_eq!(record.session.state.safety.risk_level, RiskLevel::High);
+    }
+
+    #[tokio::test]
+    async fn a_finished_script_held_by_the_protocol_is_finished_again_when_released() {
+        let script = script();
+        let mut session = in_handoff(&script, FixedClock.now());
+        session.state.pending_action = None;
+        if let Some(handoff) = session.state.safety.handoff.as_mut() {
+            handoff.resume_status = ExecutionStatus::Completed;
+        }
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            MockScriptEngine::new(),
+            MockSafetyNotifier::new(),
+            None,
+        );
+        let result = Conversations::release_handoff(&m, &Actor::admin("root"), session.id)
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Completed);
+        assert_eq!(result.execution_status, ExecutionStatus::Completed);
+        assert!(records.lock().unwrap()[0].session.completed_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn only_editors_and_admins_release_and_only_a_session_in_handoff() {
+        let script = script();
+        let session = in_handoff(&script, FixedClock.now());
+        // A client is refused before anything is claimed.
+        let mut sessions = MockSessionRepository::new();
+        sessions.expect_claim_turn().times(0);
+        let m = protected(
+            MockScriptRepository::new(),
+            sessions,
+            MockScriptEngine::new(),
+            MockSafetyNotifier::new(),
+            None,
+        );
+        let err = Conversations::release_handoff(&m, &Actor::client("u1"), session.id)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Forbidden);
+
+        // An editor releases it: active again, where it stood, noted.
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            MockScriptEngine::new(),
+            MockSafetyNotifier::new(),
+            None,
+        );
+        let result = Conversations::release_handoff(&m, &Actor::editor("ed"), session.id)
+            .await
+            .unwrap();
+        assert_eq!(result.session_status, SessionStatus::Active);
+        assert_eq!(result.execution_status, ExecutionStatus::WaitingInput);
+        let record = records.lock().unwrap()[0].clone();
+        assert_eq!(record.messages[0].role, MessageRole::System);
+        assert!(record.messages[0].content.contains("ed"));
+        assert!(record.session.state.safety.handoff.is_none());
+
+        // A session that is not in handoff: a conflict, and the lease freed.
+        let active = waiting(&script);
+        let mut sessions = sessions_claiming(&active, 1);
+        expect_releases(&mut sessions, 1);
+        sessions.expect_commit_turn().times(0);
+        let m = protected(
+            scripts_returning(&script),
+            sessions,
+            MockScriptEngine::new(),
+            MockSafetyNotifier::new(),
+            None,
+        );
+        let err = Conversations::release_handoff(&m, &Actor::admin("root"), active.id)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Conflict);
     }
 }

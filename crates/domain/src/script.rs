@@ -3,6 +3,7 @@
 //! engine's job; this module only holds the result.
 
 use crate::ids::ScriptId;
+use crate::safety::ScriptSafety;
 use crate::variables::VariableScope;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,9 @@ pub struct SessionScript {
     /// Selects the custom prompt-template layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_scheme: Option<String>,
+    /// The script's own crisis-protocol settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<ScriptSafety>,
     pub phases: Vec<Phase>,
 }
 
@@ -428,6 +432,7 @@ mod tests {
             description: None,
             version: None,
             template_scheme: None,
+            safety: None,
             phases: vec![Phase {
                 phase_id: "p".into(),
                 phase_name: None,

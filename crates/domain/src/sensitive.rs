@@ -313,6 +313,7 @@ mod tests {
             description: None,
             version: None,
             template_scheme: None,
+            safety: None,
             phases: vec![Phase {
                 phase_id: "p".into(),
                 phase_name: None,

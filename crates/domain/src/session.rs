@@ -14,6 +14,9 @@ pub enum SessionStatus {
     Paused,
     Completed,
     Failed,
+    /// Paused by the crisis protocol until an editor or admin releases it
+    /// (or the configured cooldown has passed).
+    Handoff,
 }
 
 impl SessionStatus {
@@ -24,6 +27,7 @@ impl SessionStatus {
             Self::Paused => "paused",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Handoff => "handoff",
         }
     }
 
@@ -34,6 +38,7 @@ impl SessionStatus {
             "paused" => Some(Self::Paused),
             "completed" => Some(Self::Completed),
             "failed" => Some(Self::Failed),
+            "handoff" => Some(Self::Handoff),
             _ => None,
         }
     }
@@ -149,6 +154,7 @@ mod tests {
             SessionStatus::Paused,
             SessionStatus::Completed,
             SessionStatus::Failed,
+            SessionStatus::Handoff,
         ] {
             assert_eq!(SessionStatus::parse(s.as_str()), Some(s));
         }

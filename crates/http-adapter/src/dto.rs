@@ -736,6 +736,36 @@ pub struct SessionBody {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Highest risk level detected so far: `none`, `low`, `medium`, `high`, `imminent`.
+    pub risk_level: String,
+    /// Every detection on the user's messages, oldest first, with its evidence.
+    pub risk_events: Vec<RiskEventBody>,
+    /// Set while the crisis protocol holds the session (status `handoff`).
+    pub handoff: Option<HandoffBody>,
+}
+
+/// One risk detection on a user message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskEventBody {
+    pub turn_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// `local` (pattern detector) or `llm`.
+    pub source: String,
+    pub level: String,
+    pub pattern_ids: Vec<String>,
+    /// The user's message that was read.
+    pub evidence: String,
+    /// Whether the turn followed the crisis protocol.
+    pub protocol: bool,
+}
+
+/// A session held by the crisis protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffBody {
+    pub since: DateTime<Utc>,
+    pub level: String,
 }
 
 impl From<&Session> for SessionBody {
@@ -757,6 +787,26 @@ impl From<&Session> for SessionBody {
             created_at: s.created_at,
             updated_at: s.updated_at,
             completed_at: s.completed_at,
+            risk_level: s.state.safety.risk_level.as_str().to_owned(),
+            risk_events: s
+                .state
+                .safety
+                .risk_events
+                .iter()
+                .map(|e| RiskEventBody {
+                    turn_id: e.turn_id.as_uuid(),
+                    at: e.at,
+                    source: e.source.as_str().to_owned(),
+                    level: e.level.as_str().to_owned(),
+                    pattern_ids: e.pattern_ids.clone(),
+                    evidence: e.evidence.clone(),
+                    protocol: e.protocol,
+                })
+                .collect(),
+            handoff: s.state.safety.handoff.as_ref().map(|h| HandoffBody {
+                since: h.since,
+                level: h.level.as_str().to_owned(),
+            }),
         }
     }
 }

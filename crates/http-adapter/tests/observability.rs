@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/sessions/{id}"),
     ("get", "/api/sessions/{id}/messages"),
     ("post", "/api/sessions/{id}/messages"),
+    ("post", "/api/sessions/{id}/release"),
     ("get", "/api/sessions/{id}/variables"),
     ("get", "/api/sessions/{id}/ws"),
     ("get", "/api/users/{userId}/sessions"),

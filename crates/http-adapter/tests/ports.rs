@@ -418,3 +418,26 @@ async fn admin_routes_pass_the_actor_and_the_parsed_query_and_forbidden_is_403()
         .await
         .error(401, "UNAUTHORIZED");
 }
+
+#[actix_web::test]
+async fn release_passes_the_actor_and_maps_the_domain_errors() {
+    let id = SessionId::from(Uuid::new_v4());
+    let mut conversations = MockConversations::new();
+    conversations
+        .expect_release_handoff()
+        .withf(move |actor, asked| *actor == alice() && *asked == id)
+        .times(1)
+        .returning(|_, _| Err(forbidden()));
+    let app = test::init_service(
+        App::new().configure(configure(state(conversations, MockScriptLibrary::new()))),
+    )
+    .await;
+    let reply = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/api/sessions/{id}/release"))
+            .insert_header(("authorization", "Bearer alice")),
+    )
+    .await;
+    reply.error(403, "FORBIDDEN");
+}

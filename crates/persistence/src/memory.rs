@@ -8,11 +8,11 @@ use crate::turn_check::{check_failure_lease, check_turn_record, lease_length, le
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
-    AuditEvent, AuditFilter, AuditLog, ClaimOutcome, ErasedUser, ExecutionStatus, FailedTurn,
-    IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError, Script, ScriptFilter,
-    ScriptId, ScriptRepository, Session, SessionData, SessionId, SessionRepository, SessionStatus,
-    TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, UserData, UserDataStore,
-    VariableSnapshot,
+    AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DeliveryAttempt, ErasedUser, ExecutionStatus,
+    FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError,
+    SafetyDeliveryLog, Script, ScriptFilter, ScriptId, ScriptRepository, Session, SessionData,
+    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease,
+    TurnRecord, UserData, UserDataStore, VariableSnapshot,
 };
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -53,6 +53,8 @@ struct StoredSession {
     variables: Vec<VariableSnapshot>,
     idempotency: HashMap<String, IdempotentResponse>,
     failed_turns: Vec<FailedTurn>,
+    /// Deleted with the session, like the rows of `ON DELETE CASCADE`.
+    safety_deliveries: Vec<DeliveryAttempt>,
 }
 
 /// PostgreSQL keeps microseconds; so does this store, so both return the
@@ -328,6 +330,7 @@ impl SessionRepository for MemoryStore {
             variables: Vec::new(),
             idempotency: HashMap::new(),
             failed_turns: Vec::new(),
+            safety_deliveries: Vec::new(),
         };
         check_new_rows(&data.message_ids, &stored, first_turn)?;
         append_rows(&mut data.message_ids, &mut stored, first_turn);
@@ -561,6 +564,53 @@ impl UserDataStore for MemoryStore {
             erased.sessions.push(id);
         }
         Ok(erased)
+    }
+}
+
+#[async_trait]
+impl SafetyDeliveryLog for MemoryStore {
+    async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
+        // The key is global, as the table's primary key is.
+        let taken = data.sessions.values().any(|s| {
+            s.safety_deliveries
+                .iter()
+                .any(|d| d.alert_id == attempt.alert_id && d.attempt == attempt.attempt)
+        });
+        if taken {
+            return Err(RepositoryError::Conflict(format!(
+                "attempt {} of alert {} is already recorded",
+                attempt.attempt, attempt.alert_id
+            )));
+        }
+        if attempt.attempt < 1 {
+            return Err(RepositoryError::Query(
+                "delivery attempts are numbered from 1".into(),
+            ));
+        }
+        let stored = data
+            .sessions
+            .get_mut(&attempt.session_id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("session {}", attempt.session_id)))?;
+        stored.safety_deliveries.push(DeliveryAttempt {
+            attempted_at: micros(attempt.attempted_at),
+            ..attempt.clone()
+        });
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<DeliveryAttempt>, RepositoryError> {
+        let mut deliveries = self
+            .lock()
+            .sessions
+            .get(&session_id)
+            .map(|s| s.safety_deliveries.clone())
+            .unwrap_or_default();
+        deliveries.sort_by_key(|d| (d.attempted_at, d.attempt));
+        Ok(deliveries)
     }
 }
 

@@ -54,6 +54,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    safety_deliveries (alert_id, attempt) {
+        alert_id -> Uuid,
+        attempt -> Int8,
+        session_id -> Uuid,
+        outcome -> Text,
+        http_status -> Nullable<Int8>,
+        error -> Nullable<Text>,
+        attempted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     scripts (id) {
         id -> Uuid,
         #[max_length = 255]
@@ -118,6 +130,7 @@ diesel::table! {
 diesel::joinable!(failed_turns -> sessions (session_id));
 diesel::joinable!(idempotency_keys -> sessions (session_id));
 diesel::joinable!(messages -> sessions (session_id));
+diesel::joinable!(safety_deliveries -> sessions (session_id));
 diesel::joinable!(sessions -> scripts (script_id));
 diesel::joinable!(variables -> sessions (session_id));
 
@@ -126,6 +139,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     failed_turns,
     idempotency_keys,
     messages,
+    safety_deliveries,
     scripts,
     sessions,
     variables,

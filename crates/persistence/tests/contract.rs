@@ -10,9 +10,10 @@ mod support;
 use chrono::Duration;
 use heartrule_domain::{
     Actor, AuditAction, AuditEvent, AuditEventId, AuditFilter, AuditLog, AuditTargetType,
-    ClaimOutcome, ErrorCode, ExecutionStatus, FailedTurn, HistoryEntry, Message, MessageHistory,
-    MessageRole, RepositoryError, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType,
-    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnId, UserDataStore,
+    ClaimOutcome, DeliveryAttempt, DeliveryOutcome, ErrorCode, ExecutionStatus, FailedTurn,
+    Handoff, HistoryEntry, Message, MessageHistory, MessageRole, RepositoryError, RiskEvent,
+    RiskLevel, SafetyDeliveryLog, ScriptFilter, ScriptRepository, ScriptStatus, ScriptType,
+    SessionId, SessionRepository, SessionStatus, SignalSource, TurnClaim, TurnId, UserDataStore,
 };
 use heartrule_persistence::{MemoryStore, PgStore};
 use support::fixtures::*;
@@ -38,7 +39,13 @@ impl FailedTurnLog for PgStore {
 }
 
 trait Store:
-    ScriptRepository + SessionRepository + MessageHistory + FailedTurnLog + AuditLog + UserDataStore
+    ScriptRepository
+    + SessionRepository
+    + MessageHistory
+    + FailedTurnLog
+    + AuditLog
+    + UserDataStore
+    + SafetyDeliveryLog
 {
 }
 impl<
@@ -47,7 +54,8 @@ impl<
             + MessageHistory
             + FailedTurnLog
             + AuditLog
-            + UserDataStore,
+            + UserDataStore
+            + SafetyDeliveryLog,
     > Store for T
 {
 }
@@ -111,6 +119,8 @@ contract!(
     a_users_data_is_exported_whole_then_erased_without_touching_others,
     erasing_a_user_without_data_removes_nothing,
     a_claim_with_an_owner_reaches_only_that_users_session,
+    a_session_in_handoff_keeps_its_safety_record,
+    safety_deliveries_are_recorded_per_attempt_and_listed_in_order,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -1015,4 +1025,81 @@ async fn erasing_a_user_without_data_removes_nothing<S: Store>(store: &S) {
         .await
         .unwrap()
         .is_some());
+}
+
+async fn a_session_in_handoff_keeps_its_safety_record<S: Store>(store: &S) {
+    let session = create_session(store, "user-safety").await;
+    let turn = claim(store, session.id).await;
+    let mut record = next_turn(&turn.session, "I want to die", &["Please call 988."]);
+    let at = record.session.updated_at;
+    record.session.status = SessionStatus::Handoff;
+    record.session.state.status = ExecutionStatus::Paused;
+    record.session.state.safety.risk_level = RiskLevel::High;
+    record.session.state.safety.risk_events.push(RiskEvent {
+        turn_id: turn.lease.turn_id,
+        at,
+        source: SignalSource::Local,
+        level: RiskLevel::High,
+        pattern_ids: vec!["en.want_to_die".into()],
+        evidence: "I want to die".into(),
+        protocol: true,
+    });
+    record.session.state.safety.handoff = Some(Handoff {
+        since: at,
+        level: RiskLevel::High,
+        resume_status: ExecutionStatus::WaitingInput,
+    });
+    store.commit_turn(&turn.lease, &record).await.unwrap();
+    let stored = SessionRepository::get(store, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, SessionStatus::Handoff);
+    assert_eq!(stored.state.safety, record.session.state.safety);
+    assert_eq!(stored, record.session);
+}
+
+async fn safety_deliveries_are_recorded_per_attempt_and_listed_in_order<S: Store>(store: &S) {
+    let session = create_session(store, "user-deliveries").await;
+    let alert_id = TurnId::new_random();
+    let first = DeliveryAttempt {
+        alert_id,
+        session_id: session.id,
+        attempt: 1,
+        outcome: DeliveryOutcome::Failed,
+        http_status: Some(503),
+        error: Some("503 Service Unavailable".into()),
+        attempted_at: now(),
+    };
+    let second = DeliveryAttempt {
+        attempt: 2,
+        outcome: DeliveryOutcome::Delivered,
+        http_status: Some(200),
+        error: None,
+        attempted_at: now() + Duration::milliseconds(5),
+        ..first.clone()
+    };
+    store.record_delivery(&second).await.unwrap();
+    store.record_delivery(&first).await.unwrap();
+    let listed = store.list_deliveries(session.id).await.unwrap();
+    assert_eq!(listed, [first.clone(), second]);
+
+    assert!(matches!(
+        store.record_delivery(&first).await,
+        Err(RepositoryError::Conflict(_))
+    ));
+    let unknown = DeliveryAttempt {
+        session_id: SessionId::new_random(),
+        alert_id: TurnId::new_random(),
+        ..first
+    };
+    assert!(matches!(
+        store.record_delivery(&unknown).await,
+        Err(RepositoryError::NotFound(_))
+    ));
+    assert!(store
+        .list_deliveries(SessionId::new_random())
+        .await
+        .unwrap()
+        .is_empty());
 }

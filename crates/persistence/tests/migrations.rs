@@ -149,6 +149,7 @@ async fn up_down_up_leaves_the_same_schema() {
             "failed_turns",
             "idempotency_keys",
             "messages",
+            "safety_deliveries",
             "scripts",
             "sessions",
             "variables"

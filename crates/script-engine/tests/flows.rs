@@ -451,3 +451,45 @@ async fn the_engine_loads_through_the_loader() {
         .unwrap();
     assert!(!parsed.warnings.is_empty());
 }
+
+#[tokio::test]
+async fn the_llms_safety_reading_reaches_the_outcome_even_when_the_ask_ends_without_a_message() {
+    let mut h = Harness::new(
+        "
+session_id: s
+phases:
+  - phase_id: p1
+    topics:
+      - topic_id: t1
+        actions:
+          - {action_id: ask1, action_type: ai_ask, config: {content: 叫你什么, max_rounds: 3, output: [{get: name, define: 称呼}]}}
+",
+    );
+    h.llm.replies([
+        j("怎么称呼你？"),
+        json!({
+            "content": "好的",
+            "EXIT": "true",
+            "metadata": {"crisis_signal": true},
+            "safety_risk": {"detected": false, "confidence": "high"},
+            "name": "小明"
+        })
+        .to_string(),
+    ]);
+    let first = h.turn(None).await;
+    assert!(
+        first.safety_readings.is_empty(),
+        "{:?}",
+        first.safety_readings
+    );
+    let out = h.turn(Some("叫我小明，我想把东西都送人")).await;
+    // The finished ask shows no message, yet its reading is kept.
+    assert!(out.messages.is_empty(), "{:?}", contents(&out));
+    assert_eq!(
+        out.safety_readings,
+        [json!({
+            "crisis_signal": true,
+            "safety_risk": {"detected": false, "confidence": "high"}
+        })]
+    );
+}

@@ -787,3 +787,52 @@ fn anchors_aliases_and_merge_keys_work() {
         .collect();
     assert_eq!(rounds, vec![Some(2), Some(3)]);
 }
+
+/// The `hello` script with a `safety:` section added after its id.
+fn with_safety(section: &str) -> String {
+    HELLO.replacen(
+        "  session_id: hello\n",
+        &format!("  session_id: hello\n  safety:\n{section}"),
+        1,
+    )
+}
+
+#[test]
+fn the_safety_section_is_read_in_both_modes() {
+    let yaml = with_safety(
+        "    response: \"Please call {hotlines}\"\n    threshold: medium\n    continue_after_acknowledgement: true\n",
+    );
+    for mode in BOTH_MODES {
+        let parsed = load(&yaml, mode).unwrap();
+        let safety = session(&parsed).safety.clone().unwrap();
+        assert_eq!(safety.response.as_deref(), Some("Please call {hotlines}"));
+        assert_eq!(safety.threshold, Some(heartrule_domain::RiskLevel::Medium));
+        assert!(safety.continue_after_acknowledgement);
+    }
+    let parsed = load(HELLO, LoadMode::Strict).unwrap();
+    assert_eq!(session(&parsed).safety, None);
+    let minimal = load(&with_safety("    threshold: imminent\n"), LoadMode::Strict).unwrap();
+    let safety = session(&minimal).safety.clone().unwrap();
+    assert!(!safety.continue_after_acknowledgement);
+    assert_eq!(safety.response, None);
+}
+
+#[test]
+fn a_bad_safety_section_is_located() {
+    let found = issues(&with_safety("    threshold: severe\n"), LoadMode::Strict);
+    assert_eq!(found[0].path, "session.safety.threshold");
+    assert_eq!(found[0].error_type, ValidationErrorType::EnumValueInvalid);
+    // `none` would switch the protocol off for the script: refused.
+    let found = issues(&with_safety("    threshold: none\n"), LoadMode::Strict);
+    assert_eq!(found[0].path, "session.safety.threshold");
+    let found = issues(&with_safety("    hotline: 988\n"), LoadMode::Strict);
+    assert_eq!(found[0].path, "session.safety.hotline");
+    let found = issues(
+        &with_safety("    continue_after_acknowledgement: maybe\n"),
+        LoadMode::Strict,
+    );
+    assert_eq!(
+        found[0].path,
+        "session.safety.continue_after_acknowledgement"
+    );
+}

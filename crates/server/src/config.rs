@@ -27,6 +27,7 @@ pub struct AppConfig {
     pub scripts: ScriptsSection,
     pub retention: RetentionSection,
     pub auth: AuthSection,
+    pub safety: SafetySection,
     pub telemetry: heartrule_telemetry::TelemetryConfig,
 }
 
@@ -364,6 +365,124 @@ impl AuthSection {
     }
 }
 
+/// The crisis protocol (`safety:`; README "Safety").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySection {
+    pub enabled: bool,
+    /// `low`, `medium`, `high` or `imminent`: signals at or above it start
+    /// the protocol.
+    pub threshold: heartrule_domain::RiskLevel,
+    /// The locale whose reply is used when the message's has none.
+    pub default_locale: String,
+    /// `0s`: only an editor or admin releases a session from handoff.
+    #[serde(with = "humantime_serde")]
+    pub handoff_cooldown: Duration,
+    pub locales: std::collections::BTreeMap<String, heartrule_domain::LocaleResponse>,
+    /// Extra weighted phrases of the local detector.
+    #[serde(default)]
+    pub patterns: Vec<heartrule_domain::safety::CrisisPattern>,
+    /// Extra phrases that use crisis words in another sense.
+    #[serde(default)]
+    pub benign: Vec<String>,
+    pub webhook: SafetyWebhookSection,
+}
+
+/// The on-call endpoint alerted by the crisis protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyWebhookSection {
+    /// Empty: no webhook (the event and the metric remain).
+    pub url: String,
+    /// HMAC-SHA256 key of the `X-HeartRule-Signature` header.
+    pub secret: SecretString,
+    /// Attempts after the first.
+    pub retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait before the first retry, doubled before each further one.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl SafetySection {
+    /// The domain's policy.
+    #[must_use]
+    pub fn policy(&self) -> heartrule_domain::SafetyPolicy {
+        heartrule_domain::SafetyPolicy {
+            enabled: self.enabled,
+            threshold: self.threshold,
+            default_locale: self.default_locale.clone(),
+            locales: self.locales.clone(),
+            handoff_cooldown: (!self.handoff_cooldown.is_zero()).then_some(self.handoff_cooldown),
+            rules: heartrule_domain::safety::DetectorRules {
+                patterns: self.patterns.clone(),
+                benign: self.benign.clone(),
+                levels: heartrule_domain::safety::ScoreLevels::default(),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.threshold == heartrule_domain::RiskLevel::None {
+            return invalid("safety.threshold", "must be low, medium, high or imminent");
+        }
+        if !self.locales.contains_key(&self.default_locale) {
+            return invalid("safety.default_locale", "must name one of safety.locales");
+        }
+        for (locale, settings) in &self.locales {
+            if settings.response.trim().is_empty() || settings.holding_response.trim().is_empty() {
+                return invalid(
+                    &format!("safety.locales.{locale}"),
+                    "needs a response and a holding_response",
+                );
+            }
+            if settings.hotlines.is_empty() {
+                return invalid(
+                    &format!("safety.locales.{locale}.hotlines"),
+                    "must list at least one hotline",
+                );
+            }
+        }
+        if let Some(pattern) = self
+            .patterns
+            .iter()
+            .find(|p| p.id.trim().is_empty() || p.phrase.trim().is_empty() || p.weight == 0)
+        {
+            return invalid(
+                "safety.patterns",
+                &format!(
+                    "entries need an id, a phrase and a weight > 0 (`{}`)",
+                    pattern.id
+                ),
+            );
+        }
+        let hook = &self.webhook;
+        if !hook.url.is_empty() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return invalid("safety.webhook.url", "must be an http(s) URL");
+            }
+            if hook.secret.expose_secret().len() < 16 {
+                return invalid(
+                    "safety.webhook.secret (HEARTRULE__SAFETY__WEBHOOK__SECRET)",
+                    "must be at least 16 bytes when safety.webhook.url is set",
+                );
+            }
+            if hook.retries > 10 {
+                return invalid("safety.webhook.retries", "must be at most 10");
+            }
+            if hook.timeout < Duration::from_millis(100) {
+                return invalid("safety.webhook.timeout", "must be at least 100ms");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Largest `auth.leeway`: a token expired longer ago than this is expired.
 pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -390,6 +509,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "HEARTRULE__LLM__OPENAI__API_KEY",
     "HEARTRULE__LLM__FALLBACK__OPENAI__API_KEY",
     "HEARTRULE__AUTH__HS256_SECRET",
+    "HEARTRULE__SAFETY__WEBHOOK__SECRET",
 ];
 
 /// Keys whose environment variable is a comma-separated list
@@ -474,6 +594,7 @@ impl AppConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.safety.validate()?;
         let check = |ok: bool, key: &str, why: &str| {
             if ok {
                 Ok(())
@@ -874,6 +995,92 @@ mod tests {
             config.llm.fallback.unwrap().openai.api_key.as_deref(),
             Some("sk-fallback-from-file")
         );
+    }
+
+    #[test]
+    fn safety_defaults_protect_both_languages_and_the_webhook_secret_takes_a_file() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        let policy = config.safety.policy();
+        assert!(policy.enabled);
+        assert_eq!(policy.threshold, heartrule_domain::RiskLevel::High);
+        assert_eq!(policy.default_locale, "zh");
+        assert_eq!(policy.handoff_cooldown, None);
+        assert!(policy.crisis_reply("zh", None).contains("400-161-9995"));
+        assert!(policy.crisis_reply("en", None).contains("988"));
+        assert!(config.safety.webhook.url.is_empty());
+
+        let secret = SecretFile::new("a-webhook-secret-from-a-file\n");
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                (
+                    "HEARTRULE__SAFETY__WEBHOOK__URL",
+                    "https://oncall.example/hook",
+                ),
+                ("HEARTRULE__SAFETY__WEBHOOK__SECRET_FILE", secret.path()),
+                ("HEARTRULE__SAFETY__HANDOFF_COOLDOWN", "30m"),
+                ("HEARTRULE__SAFETY__THRESHOLD", "medium"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.safety.webhook.secret.expose_secret(),
+            "a-webhook-secret-from-a-file"
+        );
+        let policy = config.safety.policy();
+        assert_eq!(policy.handoff_cooldown, Some(Duration::from_secs(1800)));
+        assert_eq!(policy.threshold, heartrule_domain::RiskLevel::Medium);
+    }
+
+    #[test]
+    fn unsafe_safety_values_are_refused() {
+        for (pairs, key) in [
+            (
+                vec![("HEARTRULE__SAFETY__THRESHOLD", "none")],
+                "safety.threshold",
+            ),
+            (
+                vec![("HEARTRULE__SAFETY__DEFAULT_LOCALE", "fr")],
+                "safety.default_locale",
+            ),
+            (
+                vec![("HEARTRULE__SAFETY__WEBHOOK__URL", "ftp://x")],
+                "safety.webhook.url",
+            ),
+            (
+                vec![(
+                    "HEARTRULE__SAFETY__WEBHOOK__URL",
+                    "https://oncall.example/hook",
+                )],
+                "safety.webhook.secret",
+            ),
+            (
+                vec![
+                    (
+                        "HEARTRULE__SAFETY__WEBHOOK__URL",
+                        "https://oncall.example/hook",
+                    ),
+                    ("HEARTRULE__SAFETY__WEBHOOK__SECRET", "0123456789abcdef"),
+                    ("HEARTRULE__SAFETY__WEBHOOK__RETRIES", "50"),
+                ],
+                "safety.webhook.retries",
+            ),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+        // Off, nothing else is checked.
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__SAFETY__ENABLED", "false"),
+                ("HEARTRULE__SAFETY__DEFAULT_LOCALE", "fr"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.safety.policy().enabled);
     }
 
     #[test]

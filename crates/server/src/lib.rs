@@ -30,6 +30,7 @@ pub fn metrics_catalogue(
         heartrule_persistence::METRICS,
         METRICS,
         heartrule_cache::METRICS,
+        heartrule_notify::METRICS,
     ])
 }
 

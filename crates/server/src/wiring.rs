@@ -12,12 +12,14 @@ use heartrule_domain::ports::{
     SessionRepository, SystemClock,
 };
 use heartrule_domain::{
-    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, Ports, RateLimiter,
-    ScriptCatalog, SessionManager, SessionManagerConfig, UserDataStore,
+    Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, NoNotifier, Ports,
+    RateLimiter, SafetyDeliveryLog, SafetyNotifier, SafetyProtocol, ScriptCatalog, SessionManager,
+    SessionManagerConfig, UserDataStore,
 };
 use heartrule_http_adapter::auth::{AuthenticationOff, Authenticator, JwtAuthenticator};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
 use heartrule_llm::{BuildOptions, LlmStack};
+use heartrule_notify::{WebhookConfig, WebhookNotifier};
 use heartrule_persistence::{MemoryStore, PgConfig, PgStore};
 use heartrule_script_engine::runtime::templates::{
     DirectoryTemplates, EmbeddedTemplates, TemplateSource,
@@ -185,6 +187,10 @@ pub async fn build_app(
         },
     );
     let admin = Arc::new(AdminService::new(adapters.clone()));
+    let manager = match safety_protocol(&config.safety, &store)? {
+        Some(protocol) => manager.with_safety(protocol),
+        None => manager,
+    };
     let catalog = ScriptCatalog::new(adapters);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
@@ -221,6 +227,48 @@ pub async fn build_app(
         llm,
         background,
     })
+}
+
+/// The crisis protocol of `safety:`, alerting the on-call webhook (when
+/// one is configured) with every attempt recorded in the store.
+fn safety_protocol(
+    safety: &crate::config::SafetySection,
+    store: &Store,
+) -> anyhow::Result<Option<SafetyProtocol>> {
+    if !safety.enabled {
+        tracing::warn!(
+            event = "safety_disabled",
+            "the crisis protocol is off (safety.enabled): crisis messages follow the script"
+        );
+        return Ok(None);
+    }
+    let hook = &safety.webhook;
+    let notifier: Arc<dyn SafetyNotifier> = if hook.url.is_empty() {
+        tracing::warn!(
+            event = "safety_webhook_missing",
+            "no on-call webhook (safety.webhook.url): crisis alerts are logged and counted only"
+        );
+        Arc::new(NoNotifier)
+    } else {
+        let log: Arc<dyn SafetyDeliveryLog> = match store {
+            Store::Memory(memory) => memory.clone(),
+            Store::Postgres(pg) => pg.clone(),
+        };
+        Arc::new(
+            WebhookNotifier::new(
+                WebhookConfig {
+                    url: hook.url.clone(),
+                    secret: hook.secret.clone(),
+                    retries: hook.retries,
+                    timeout: hook.timeout,
+                    backoff: hook.backoff,
+                },
+                log,
+            )
+            .context("configuring the safety webhook (safety.webhook.*)")?,
+        )
+    };
+    Ok(Some(SafetyProtocol::new(safety.policy(), notifier)))
 }
 
 /// The authenticator of `auth.mode`. Off says so loudly, like the

@@ -211,6 +211,36 @@ async fn known_requests_move_http_turn_token_and_cache_metrics() {
         "the server cached under its prefix"
     );
 
+    // A crisis message: the safety counter moves by detector and level, and
+    // the business event names level, source and pattern, never the words.
+    const CRISIS: &str = "我真的不想活了";
+    let crisis_session = client.create_session(&script_id).await;
+    let turn = client.post_message(&crisis_session, CRISIS, None).await;
+    assert_eq!(turn.status, 200, "{}", turn.text);
+    assert_eq!(turn.body["sessionStatus"], "handoff", "{}", turn.text);
+    let after_crisis = scrape(&client).await;
+    assert_eq!(
+        moved(
+            &after,
+            &after_crisis,
+            "heartrule_safety_events_total",
+            &[("source", "local"), ("level", "high")]
+        ),
+        1.0
+    );
+    let events: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("safety_protocol"))
+        .collect();
+    assert_eq!(events.len(), 1, "{:?}", logs.lines());
+    assert!(events[0].contains("heartrule::safety"), "{}", events[0]);
+    assert!(events[0].contains("zh.not_live"), "{}", events[0]);
+    assert!(
+        !logs.text().contains(CRISIS),
+        "the user's words were logged"
+    );
+
     server.stop().await;
     drop(llm);
     tokio::task::block_in_place(|| telemetry.shutdown());

@@ -72,6 +72,7 @@ pub fn session_script_at(name: &str, created_at: DateTime<Utc>) -> Script {
         description: None,
         version: None,
         template_scheme: None,
+        safety: None,
         phases: vec![Phase {
             phase_id: "opening".into(),
             phase_name: None,

@@ -11,7 +11,8 @@
 //! - `fake_llm` (`fake-llm`): a scripted in-process LLM behind the
 //!   domain's port;
 //! - [`otlp`] (`otlp`): an in-process OTLP trace receiver;
-//! - [`server`] (`server`): the real server started on a free port.
+//! - [`server`] (`server`): the real server started on a free port;
+//! - [`webhook`] (`webhook`): an in-process webhook receiver.
 //!
 //! Services that are down fail loudly: nothing here lets a test skip.
 //!
@@ -36,6 +37,8 @@ pub mod otlp;
 pub mod redis;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::path::PathBuf;
 

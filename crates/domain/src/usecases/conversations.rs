@@ -106,4 +106,14 @@ pub trait Conversations: Send + Sync {
         actor: &Actor,
         input: ProcessInput,
     ) -> Result<StartedTurn, DomainError>;
+
+    /// Releases a session the crisis protocol holds in handoff: the
+    /// session is active again and its script resumes where it stood.
+    /// Editors and administrators only (`FORBIDDEN` otherwise); `CONFLICT`
+    /// when the session is not in handoff.
+    async fn release_handoff(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+    ) -> Result<TurnResult, DomainError>;
 }

@@ -55,6 +55,10 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
                 .route(web::post().to(sessions::post_message)),
         )
         .service(
+            web::resource("/api/sessions/{id}/release")
+                .route(web::post().to(sessions::release_session)),
+        )
+        .service(
             web::resource("/api/sessions/{id}/variables")
                 .route(web::get().to(sessions::get_variables)),
         )

@@ -183,6 +183,33 @@ pub async fn post_message(
     ))
 }
 
+/// Releases a session the crisis protocol holds in `handoff`: it is active
+/// again and its script resumes where it stood (a system message records
+/// who released it). Editors and administrators only.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/release",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The release, as a turn whose message is the system note", body = TurnBody),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: needs the editor or admin role", body = ErrorBody),
+        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`CONFLICT`: the session is not in handoff; or `TURN_IN_PROGRESS`", body = ErrorBody)
+    )
+)]
+pub async fn release_session(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: SessionId = parse_id("id", &id)?;
+    let result = state.conversations.release_handoff(&actor, id).await?;
+    Ok(HttpResponse::Ok().json(TurnBody::new(&result, state.config.include_debug_info)))
+}
+
 /// The session's variables: flat, or by scope with `?scoped=true`.
 #[utoipa::path(
     get,

@@ -6,6 +6,7 @@ mod history;
 mod models;
 mod privacy;
 mod retention;
+mod safety;
 mod scripts;
 mod sessions;
 mod turns;

@@ -261,6 +261,7 @@ impl EncodedState {
             template_scheme: state.template_scheme.clone(),
             skill_frames: state.skill_frames.clone(),
             metadata: state.metadata.clone(),
+            safety: state.safety.clone(),
         };
         let mut rest = match to_json(&rest_only, "the engine state")? {
             Value::Object(map) => map,

@@ -4,7 +4,8 @@ use super::actions::action;
 use super::diagnostics::{Diagnostics, Field, Issue, UniqueIds};
 use super::object::ObjectReader;
 use heartrule_domain::{
-    Phase, SessionScript, TechniqueParameter, TechniqueScript, Topic, ValidationErrorType,
+    Phase, RiskLevel, ScriptSafety, SessionScript, TechniqueParameter, TechniqueScript, Topic,
+    ValidationErrorType,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -81,6 +82,9 @@ pub(super) fn session(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Sessi
         }
         Some(scheme)
     });
+    let safety = reader
+        .optional(diag, "safety")
+        .and_then(|field| script_safety(diag, &field));
     let phases = reader
         .required(diag, "phases", "a list of at least 1 phase")
         .and_then(|field| {
@@ -95,7 +99,35 @@ pub(super) fn session(diag: &mut Diagnostics, field: &Field<'_>) -> Option<Sessi
         description,
         version,
         template_scheme,
+        safety,
         phases: phases?,
+    })
+}
+
+const RISK_LEVELS: &str = "`low`, `medium`, `high`, `imminent`";
+
+/// The optional `safety` section: the script's own crisis reply, threshold
+/// and whether the script continues after the user acknowledges the reply.
+fn script_safety(diag: &mut Diagnostics, field: &Field<'_>) -> Option<ScriptSafety> {
+    let mapping = diag.mapping(field)?;
+    let mut reader = ObjectReader::new(diag, mapping, &field.path);
+    let response = reader
+        .optional(diag, "response")
+        .and_then(|field| diag.text(&field, 1, 2000));
+    let threshold = reader.optional(diag, "threshold").and_then(|field| {
+        diag.one_of(&field, RISK_LEVELS, |text| {
+            RiskLevel::parse(text).filter(|level| *level != RiskLevel::None)
+        })
+    });
+    let continue_after_acknowledgement = reader
+        .optional(diag, "continue_after_acknowledgement")
+        .and_then(|field| diag.boolean(&field))
+        .unwrap_or(false);
+    reader.finish(diag, |_| None);
+    Some(ScriptSafety {
+        response,
+        threshold,
+        continue_after_acknowledgement,
     })
 }
 

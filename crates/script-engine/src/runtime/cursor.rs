@@ -94,6 +94,7 @@ mod tests {
             description: None,
             version: None,
             template_scheme: None,
+            safety: None,
             phases: vec![
                 Phase {
                     phase_id: "p1".into(),

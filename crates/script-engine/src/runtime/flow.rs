@@ -298,6 +298,10 @@ impl Turn {
             );
         }
 
+        // Kept whether or not the action shows a message: the session
+        // manager's crisis protocol reads them.
+        self.safety_readings
+            .extend(heartrule_domain::safety::safety_reading(&outcome.metadata));
         if let Some(message) = outcome.visible_message() {
             let metadata = Value::Object(outcome.metadata.clone());
             self.history.push(HistoryEntry {
@@ -352,6 +356,7 @@ impl Turn {
             messages: self.messages,
             variable_changes: self.variable_changes,
             llm_calls: self.llm_calls,
+            safety_readings: self.safety_readings,
         }
     }
 }

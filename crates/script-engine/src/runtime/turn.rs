@@ -128,6 +128,8 @@ pub(crate) struct Turn {
     /// Actions that extract a sensitive variable: their calls' text is
     /// withheld whole from telemetry and debug records.
     sensitive_actions: BTreeSet<String>,
+    /// The LLM's safety reading of each action that gave one.
+    pub safety_readings: Vec<Value>,
 }
 
 /// Everything [`Turn::new`] needs besides the ports.
@@ -185,6 +187,7 @@ impl Turn {
             llm_calls: Vec::new(),
             sensitive_names,
             sensitive_actions,
+            safety_readings: Vec::new(),
         }
     }
 

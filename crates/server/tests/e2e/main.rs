@@ -17,5 +17,6 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod process;
+mod safety;
 mod secrets;
 mod streaming;

@@ -98,6 +98,7 @@ fn script() -> Script {
         description: None,
         version: None,
         template_scheme: None,
+        safety: None,
         phases: vec![Phase {
             phase_id: "p".into(),
             phase_name: None,

@@ -2,7 +2,7 @@ use super::*;
 use heartrule_domain::{Position, ScriptId, SessionId, VariableStore, VariableValue};
 use serde_json::json;
 
-const MIGRATION_SQL: [&str; 7] = [
+const MIGRATION_SQL: [&str; 8] = [
     include_str!("../../../../../migrations/2026-11-27-000001_create_scripts/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000002_create_sessions/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000003_create_messages/up.sql"),
@@ -10,6 +10,7 @@ const MIGRATION_SQL: [&str; 7] = [
     include_str!("../../../../../migrations/2026-11-27-000005_create_idempotency_keys/up.sql"),
     include_str!("../../../../../migrations/2026-11-27-000006_create_failed_turns/up.sql"),
     include_str!("../../../../../migrations/2026-12-04-000001_session_turn_leases/up.sql"),
+    include_str!("../../../../../migrations/2026-12-04-500001_safety_handoff/up.sql"),
 ];
 
 /// The text of the CHECK constraint `name` as the newest migration that
@@ -81,13 +82,15 @@ fn check_constraints_allow_every_domain_enum_spelling() {
         SessionStatus::Paused,
         SessionStatus::Completed,
         SessionStatus::Failed,
+        SessionStatus::Handoff,
     ];
     for s in session_statuses {
         match s {
             SessionStatus::Active
             | SessionStatus::Paused
             | SessionStatus::Completed
-            | SessionStatus::Failed => {}
+            | SessionStatus::Failed
+            | SessionStatus::Handoff => {}
         }
     }
     assert_allowed(
