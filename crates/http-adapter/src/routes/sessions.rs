@@ -194,10 +194,9 @@ pub async fn post_message(
     responses(
         (status = 200, description = "The release, as a turn whose message is the system note", body = TurnBody),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
-        (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: needs the editor or admin role", body = ErrorBody),
-        (status = 404, description = "`SESSION_NOT_FOUND`", body = ErrorBody),
-        (status = 409, description = "`CONFLICT`: the session is not in handoff; or `TURN_IN_PROGRESS`", body = ErrorBody)
+        (status = 409, description = "`CONFLICT`: the session is not in handoff; or `TURN_IN_PROGRESS`", body = ErrorBody),
+        SessionNotFound, Protected
     )
 )]
 pub async fn release_session(
