@@ -2,13 +2,13 @@
 //! belongs to them, read in one snapshot or deleted in one transaction.
 
 use super::models::{FailedTurnRow, MessageRow, SessionRow, VariableRow};
+use super::retention::{delete_sessions_sql, DeletedSessionsRow};
 use super::{map_diesel, PgStore};
 use crate::observe::observed;
 use crate::schema::{failed_turns, messages, sessions, variables};
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid as SqlUuid};
-use diesel::QueryableByName;
+use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use heartrule_domain::{
     ErasedCounts, ErasedUser, RepositoryError, SessionData, SessionId, UserData, UserDataStore,
@@ -16,40 +16,10 @@ use heartrule_domain::{
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Every session of `$1` and every row of those sessions, deleted by the
-/// statement itself (not left to `ON DELETE CASCADE`) so the counts can be
-/// reported. The sessions are locked first, so a turn committing meanwhile
-/// either lands before (and is deleted) or finds its session gone.
-const ERASE_USER: &str = "WITH doomed AS (SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE), \
-     m AS (DELETE FROM messages WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
-     v AS (DELETE FROM variables WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
-     k AS (DELETE FROM idempotency_keys WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
-     f AS (DELETE FROM failed_turns WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
-     s AS (DELETE FROM sessions WHERE id IN (SELECT id FROM doomed) RETURNING id) \
-     SELECT (SELECT array_agg(id) FROM s) AS sessions, \
-            (SELECT count(*) FROM m) AS messages, \
-            (SELECT count(*) FROM v) AS variable_snapshots, \
-            (SELECT count(*) FROM k) AS idempotency_keys, \
-            (SELECT count(*) FROM f) AS failed_turns";
-
-#[derive(QueryableByName)]
-struct ErasedRow {
-    #[diesel(sql_type = Nullable<Array<SqlUuid>>)]
-    sessions: Option<Vec<Uuid>>,
-    #[diesel(sql_type = BigInt)]
-    messages: i64,
-    #[diesel(sql_type = BigInt)]
-    variable_snapshots: i64,
-    #[diesel(sql_type = BigInt)]
-    idempotency_keys: i64,
-    #[diesel(sql_type = BigInt)]
-    failed_turns: i64,
-}
-
-/// `count(*)` is never negative; the conversion only guards the type.
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
+/// Every session of `$1` and every row that belongs to them. The sessions
+/// are locked first, so a turn committing meanwhile either lands before (and
+/// is deleted) or finds its session gone.
+const USER_SESSIONS: &str = "SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE";
 
 /// Reads the user's sessions and their rows; runs inside the export's
 /// snapshot transaction.
@@ -150,30 +120,24 @@ impl UserDataStore for PgStore {
             let mut conn = self.acquire().await?;
             let outcome = async {
                 conn.begin().await?;
-                diesel::sql_query(ERASE_USER)
+                diesel::sql_query(delete_sessions_sql(USER_SESSIONS))
                     .bind::<Text, _>(user_id)
-                    .get_result::<ErasedRow>(&mut *conn)
+                    .get_result::<DeletedSessionsRow>(&mut *conn)
                     .await
                     .map_err(map_diesel)
             }
             .await;
-            let row = conn.finish(outcome).await?;
-            let sessions: Vec<SessionId> = row
-                .sessions
-                .unwrap_or_default()
-                .into_iter()
-                .map(SessionId)
-                .collect();
+            let deleted = conn.finish(outcome).await?.into_domain();
             Ok(ErasedUser {
                 counts: ErasedCounts {
-                    sessions: sessions.len() as u64,
-                    messages: count(row.messages),
-                    variable_snapshots: count(row.variable_snapshots),
-                    idempotency_keys: count(row.idempotency_keys),
-                    failed_turns: count(row.failed_turns),
+                    sessions: deleted.sessions.len() as u64,
+                    messages: deleted.messages,
+                    variable_snapshots: deleted.variable_snapshots,
+                    idempotency_keys: deleted.idempotency_keys,
+                    failed_turns: deleted.failed_turns,
                     cache_keys: 0,
                 },
-                sessions,
+                sessions: deleted.sessions,
             })
         })
         .await

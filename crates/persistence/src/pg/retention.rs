@@ -35,12 +35,14 @@ const INACTIVE_SESSIONS: &str = "SELECT id FROM sessions \
        AND updated_at < now() - make_interval(secs => $1) \
        AND (lease_expires_at IS NULL OR lease_expires_at < now() - make_interval(secs => $1))";
 
-/// One batch of sessions and their rows. The children are deleted by the
+/// Deletes the sessions `doomed` selects (a `SELECT id FROM sessions …` with
+/// its own filter, batch and locking clause) and every row of theirs, in one
+/// statement, and counts what went. The children are deleted by the
 /// statement itself (not left to `ON DELETE CASCADE`) so their counts can be
-/// reported.
-fn purge_sessions_sql() -> String {
+/// reported. The retention cleanup and the erasure of a user share it.
+pub(super) fn delete_sessions_sql(doomed: &str) -> String {
     format!(
-        "WITH doomed AS ({INACTIVE_SESSIONS} ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+        "WITH doomed AS ({doomed}), \
          m AS (DELETE FROM messages WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
          v AS (DELETE FROM variables WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
          k AS (DELETE FROM idempotency_keys WHERE session_id IN (SELECT id FROM doomed) RETURNING 1), \
@@ -52,6 +54,13 @@ fn purge_sessions_sql() -> String {
                 (SELECT count(*) FROM k) AS idempotency_keys, \
                 (SELECT count(*) FROM f) AS failed_turns"
     )
+}
+
+/// One batch of idle sessions and their rows.
+fn purge_sessions_sql() -> String {
+    delete_sessions_sql(&format!(
+        "{INACTIVE_SESSIONS} ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    ))
 }
 
 const PURGE_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys \
@@ -82,8 +91,9 @@ fn count_expired_sql() -> String {
     )
 }
 
+/// What [`delete_sessions_sql`] returns.
 #[derive(QueryableByName)]
-struct PurgedRow {
+pub(super) struct DeletedSessionsRow {
     #[diesel(sql_type = Nullable<Array<SqlUuid>>)]
     sessions: Option<Vec<Uuid>>,
     #[diesel(sql_type = BigInt)]
@@ -119,6 +129,24 @@ struct IdRow {
 /// `count(*)` is never negative; the conversion only guards the type.
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+impl DeletedSessionsRow {
+    /// The deleted sessions and the counts of their rows.
+    pub(super) fn into_domain(self) -> PurgedSessions {
+        PurgedSessions {
+            sessions: self
+                .sessions
+                .unwrap_or_default()
+                .into_iter()
+                .map(SessionId)
+                .collect(),
+            messages: count(self.messages),
+            variable_snapshots: count(self.variable_snapshots),
+            idempotency_keys: count(self.idempotency_keys),
+            failed_turns: count(self.failed_turns),
+        }
+    }
 }
 
 /// A batch size of 0 would purge nothing forever; the caller validates it,
@@ -170,19 +198,8 @@ impl RetentionStore for PgStore {
                 .get_result(&mut *conn)
                 .await
                 .map_err(map_diesel);
-            let row: PurgedRow = conn.finish(row).await?;
-            Ok(PurgedSessions {
-                sessions: row
-                    .sessions
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(SessionId)
-                    .collect(),
-                messages: count(row.messages),
-                variable_snapshots: count(row.variable_snapshots),
-                idempotency_keys: count(row.idempotency_keys),
-                failed_turns: count(row.failed_turns),
-            })
+            let row: DeletedSessionsRow = conn.finish(row).await?;
+            Ok(row.into_domain())
         })
         .await
     }
