@@ -12,7 +12,7 @@
 //!   domain's port;
 //! - [`otlp`] (`otlp`): an in-process OTLP trace receiver;
 //! - [`server`] (`server`): the real server started on a free port;
-//! - [`webhook`] (`webhook`): an in-process webhook receiver.
+//! - `webhook` (`webhook`): an in-process webhook receiver.
 //!
 //! Services that are down fail loudly: nothing here lets a test skip.
 //!
