@@ -120,11 +120,16 @@ stop_server() {
   server_pid=""
 }
 
-# No warning or error in the server's log $1.
+# No warning or error in the server's log $1, beyond the startup notices of
+# the local-use defaults this check runs with (authentication off, no on-call
+# webhook), which say so on purpose.
 clean_log() {
-  if grep -q '"level":"\(WARN\|ERROR\)"' "$work/server-$1.log"; then
+  local found
+  found=$(grep '"level":"\(WARN\|ERROR\)"' "$work/server-$1.log" \
+    | grep -v '"event":"\(authentication_off\|safety_webhook_missing\)"' || true)
+  if [ -n "$found" ]; then
     echo "warnings or errors in the server log ($1):" >&2
-    grep '"level":"\(WARN\|ERROR\)"' "$work/server-$1.log" >&2
+    echo "$found" >&2
     return 1
   fi
 }
