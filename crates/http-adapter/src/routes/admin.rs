@@ -325,13 +325,9 @@ fn audit_filter(query: AuditEventsQuery) -> Result<AuditFilter, ApiError> {
             "`limit` must be 1–{MAX_AUDIT_PAGE}"
         )));
     }
-    if let (Some(since), Some(until)) = (query.since, query.until) {
-        if since > until {
-            return Err(ApiError::invalid_request(
-                "`since` must not be after `until`",
-            ));
-        }
-    }
+    // `since` after `until` is an empty window, not an error: the document
+    // cannot say that one bound must precede the other, so the answer is the
+    // honest one, no events.
     Ok(AuditFilter {
         action: parse::<AuditAction>(query.action.as_deref(), "action")?,
         actor_subject: query.actor,
@@ -472,14 +468,18 @@ mod tests {
                 limit: Some(MAX_AUDIT_PAGE as u32 + 1),
                 ..AuditEventsQuery::default()
             },
-            AuditEventsQuery {
-                since: Some(Utc::now()),
-                until: Some(Utc::now() - chrono::Duration::hours(1)),
-                ..AuditEventsQuery::default()
-            },
         ] {
             assert!(audit_filter(bad).is_err());
         }
+        // A reversed window is schema-valid: an empty window, not an error.
+        let now = Utc::now();
+        let reversed = audit_filter(AuditEventsQuery {
+            since: Some(now),
+            until: Some(now - chrono::Duration::hours(1)),
+            ..AuditEventsQuery::default()
+        })
+        .unwrap();
+        assert_eq!(reversed.since, Some(now));
     }
 
     #[test]
