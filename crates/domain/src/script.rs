@@ -426,39 +426,21 @@ mod tests {
 
     #[test]
     fn document_round_trips_through_json() {
-        let doc = ScriptDocument::Session(SessionScript {
-            session_id: "s".into(),
-            session_name: None,
-            description: None,
-            version: None,
-            template_scheme: None,
-            safety: None,
-            phases: vec![Phase {
-                phase_id: "p".into(),
-                phase_name: None,
-                phase_goal: None,
-                description: None,
-                topics: vec![Topic {
-                    topic_id: "t".into(),
-                    topic_name: None,
-                    topic_goal: None,
-                    description: None,
-                    strategy: None,
-                    actions: vec![
-                        say_action("a1"),
-                        Action {
-                            action_id: "a2".into(),
-                            condition: None,
-                            kind: ActionKind::UseSkill(SkillConfig {
-                                skill: "socratic".into(),
-                                input: vec![],
-                                output: vec![],
-                            }),
-                        },
-                    ],
-                }],
-            }],
-        });
+        let doc = ScriptDocument::Session(fixtures::one_topic_script(
+            "s",
+            vec![
+                say_action("a1"),
+                Action {
+                    action_id: "a2".into(),
+                    condition: None,
+                    kind: ActionKind::UseSkill(SkillConfig {
+                        skill: "socratic".into(),
+                        input: vec![],
+                        output: vec![],
+                    }),
+                },
+            ],
+        ));
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(
             json["phases"][0]["topics"][0]["actions"][0]["action_type"],
@@ -493,5 +475,42 @@ mod tests {
             ai_role: None,
         };
         assert!(!ask.is_multi_round());
+    }
+}
+
+/// Builders of small scripts for the crate's tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Action, Phase, SessionScript, Topic};
+
+    /// A topic of `actions` with no other settings.
+    pub(crate) fn topic(id: &str, actions: Vec<Action>) -> Topic {
+        Topic {
+            topic_id: id.into(),
+            topic_name: None,
+            topic_goal: None,
+            description: None,
+            strategy: None,
+            actions,
+        }
+    }
+
+    /// A session script of one phase `p` holding one topic `t` of `actions`.
+    pub(crate) fn one_topic_script(session_id: &str, actions: Vec<Action>) -> SessionScript {
+        SessionScript {
+            session_id: session_id.into(),
+            session_name: None,
+            description: None,
+            version: None,
+            template_scheme: None,
+            safety: None,
+            phases: vec![Phase {
+                phase_id: "p".into(),
+                phase_name: None,
+                phase_goal: None,
+                description: None,
+                topics: vec![topic("t", actions)],
+            }],
+        }
     }
 }

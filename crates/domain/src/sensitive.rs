@@ -263,9 +263,8 @@ pub fn mask_store(store: &mut VariableStore, names: &BTreeSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::{
-        AskConfig, OutputField, Phase, SkillBinding, SkillConfig, ThinkConfig, Topic,
-    };
+    use crate::script::fixtures::{one_topic_script, topic};
+    use crate::script::{AskConfig, OutputField, SkillBinding, SkillConfig, ThinkConfig};
     use crate::variables::{VariableScope, VariableValue};
     use chrono::Utc;
     use serde_json::json;
@@ -276,17 +275,6 @@ mod tests {
             define: None,
             scope: None,
             sensitive,
-        }
-    }
-
-    fn topic(id: &str, actions: Vec<Action>) -> Topic {
-        Topic {
-            topic_id: id.into(),
-            topic_name: None,
-            topic_goal: None,
-            description: None,
-            strategy: None,
-            actions,
         }
     }
 
@@ -303,24 +291,6 @@ mod tests {
                 target_variable: None,
                 ai_role: None,
             }),
-        }
-    }
-
-    fn script(actions: Vec<Action>) -> SessionScript {
-        SessionScript {
-            session_id: "s".into(),
-            session_name: None,
-            description: None,
-            version: None,
-            template_scheme: None,
-            safety: None,
-            phases: vec![Phase {
-                phase_id: "p".into(),
-                phase_name: None,
-                phase_goal: None,
-                description: None,
-                topics: vec![topic("t", actions)],
-            }],
         }
     }
 
@@ -344,29 +314,32 @@ mod tests {
                 }],
             ),
         };
-        let session = script(vec![
-            ask("a1", vec![field("ssn", true), field("name", false)]),
-            Action {
-                action_id: "skill".into(),
-                condition: None,
-                kind: ActionKind::UseSkill(SkillConfig {
-                    skill: "tech".into(),
-                    input: vec![],
-                    output: vec![
-                        SkillBinding {
-                            name: "caller_secret".into(),
-                            from: "secret".into(),
-                            scope: None,
-                        },
-                        SkillBinding {
-                            name: "caller_plain".into(),
-                            from: "plain".into(),
-                            scope: None,
-                        },
-                    ],
-                }),
-            },
-        ]);
+        let session = one_topic_script(
+            "s",
+            vec![
+                ask("a1", vec![field("ssn", true), field("name", false)]),
+                Action {
+                    action_id: "skill".into(),
+                    condition: None,
+                    kind: ActionKind::UseSkill(SkillConfig {
+                        skill: "tech".into(),
+                        input: vec![],
+                        output: vec![
+                            SkillBinding {
+                                name: "caller_secret".into(),
+                                from: "secret".into(),
+                                scope: None,
+                            },
+                            SkillBinding {
+                                name: "caller_plain".into(),
+                                from: "plain".into(),
+                                scope: None,
+                            },
+                        ],
+                    }),
+                },
+            ],
+        );
         let names = sensitive_variable_names(&session, [&technique]);
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),

@@ -14,10 +14,8 @@ use crate::ports::{
 };
 use crate::privacy::{ErasedUser, MockUserDataStore, SessionData, UserData};
 use crate::retention::{CacheCleanupError, MockCacheJanitor};
-use crate::script::{
-    Action, ActionKind, AskConfig, OutputField, Phase, Script, ScriptStatus, ScriptType,
-    SessionScript, Topic,
-};
+use crate::script::fixtures::one_topic_script;
+use crate::script::{Action, ActionKind, AskConfig, OutputField, Script, ScriptStatus, ScriptType};
 use crate::session::{Session, SessionStatus};
 use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
 use crate::{Ports, SENSITIVE_MASK};
@@ -92,53 +90,35 @@ fn recording_audit() -> (MockAuditLog, Arc<Mutex<Vec<AuditEvent>>>) {
 }
 
 fn script() -> Script {
-    let document = ScriptDocument::Session(SessionScript {
-        session_id: "intake".into(),
-        session_name: None,
-        description: None,
-        version: None,
-        template_scheme: None,
-        safety: None,
-        phases: vec![Phase {
-            phase_id: "p".into(),
-            phase_name: None,
-            phase_goal: None,
-            description: None,
-            topics: vec![Topic {
-                topic_id: "t".into(),
-                topic_name: None,
-                topic_goal: None,
-                description: None,
-                strategy: None,
-                actions: vec![Action {
-                    action_id: "ask".into(),
-                    condition: None,
-                    kind: ActionKind::Ask(AskConfig {
-                        content: "Your id?".into(),
-                        tone: None,
-                        exit: None,
-                        output: vec![
-                            OutputField {
-                                get: "national_id".into(),
-                                define: None,
-                                scope: None,
-                                sensitive: true,
-                            },
-                            OutputField {
-                                get: "name".into(),
-                                define: None,
-                                scope: None,
-                                sensitive: false,
-                            },
-                        ],
-                        max_rounds: None,
-                        target_variable: None,
-                        ai_role: None,
-                    }),
-                }],
-            }],
+    let document = ScriptDocument::Session(one_topic_script(
+        "intake",
+        vec![Action {
+            action_id: "ask".into(),
+            condition: None,
+            kind: ActionKind::Ask(AskConfig {
+                content: "Your id?".into(),
+                tone: None,
+                exit: None,
+                output: vec![
+                    OutputField {
+                        get: "national_id".into(),
+                        define: None,
+                        scope: None,
+                        sensitive: true,
+                    },
+                    OutputField {
+                        get: "name".into(),
+                        define: None,
+                        scope: None,
+                        sensitive: false,
+                    },
+                ],
+                max_rounds: None,
+                target_variable: None,
+                ai_role: None,
+            }),
         }],
-    });
+    ));
     let now = Utc::now();
     Script {
         id: ScriptId::new_random(),
