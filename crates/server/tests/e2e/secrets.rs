@@ -163,18 +163,7 @@ async fn a_database_url_from_a_file_never_shows_its_password() {
         assert_no_password(&format!("the response to {what}"), body);
     }
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the server exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-    let logs = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    let logs = stop_and_read_log(&mut child, pid, &log_path).await;
     // The log is there to be searched: the start-up and the requests logged.
     assert!(logs.contains("server_started"), "{logs}");
     assert!(logs.contains("connected to PostgreSQL"), "{logs}");
@@ -547,6 +536,25 @@ async fn no_secret_appears_in_logs_responses_or_the_document() {
         assert_no_canary(&format!("the response to {what}"), text);
     }
 
+    let logs = stop_and_read_log(&mut child, pid, &log_path).await;
+    // The log is there to be searched: start-up, the requests, the LLM
+    // calls, and Redis failing on the password it was given (the test Redis
+    // has none), so the cache and the rate limiter fell back.
+    assert!(logs.contains("server_started"), "{logs}");
+    assert!(logs.contains("connected to PostgreSQL"), "{logs}");
+    assert!(logs.lines().count() > 50, "{logs}");
+    assert!(logs.contains("Redis rate limiter failed"), "{logs}");
+    assert_no_canary("the log", &logs);
+    crate::support::clear_redis_prefix(&prefix);
+}
+
+/// Stops the server with SIGTERM, checks it exits cleanly, and returns all
+/// it logged.
+async fn stop_and_read_log(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    log_path: &std::path::Path,
+) -> String {
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -557,14 +565,5 @@ async fn no_secret_appears_in_logs_responses_or_the_document() {
         .expect("the server exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let logs = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
-    // The log is there to be searched: start-up, the requests, the LLM
-    // calls, and Redis failing on the password it was given (the test Redis
-    // has none), so the cache and the rate limiter fell back.
-    assert!(logs.contains("server_started"), "{logs}");
-    assert!(logs.contains("connected to PostgreSQL"), "{logs}");
-    assert!(logs.lines().count() > 50, "{logs}");
-    assert!(logs.contains("Redis rate limiter failed"), "{logs}");
-    assert_no_canary("the log", &logs);
-    crate::support::clear_redis_prefix(&prefix);
+    String::from_utf8_lossy(&std::fs::read(log_path).unwrap()).into_owned()
 }
