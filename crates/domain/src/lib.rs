@@ -5,6 +5,31 @@
 //! ports), which take the [`Actor`] asking and decide what it may do.
 //!
 //! This crate performs no I/O and depends on no crate of the workspace.
+//!
+//! # Embedding the engine
+//!
+//! A Rust service runs conversations in process with four pieces:
+//!
+//! 1. A [`ScriptEngine`] — `heartrule_script_engine::runtime::HeartRuleEngine`,
+//!    built over an [`LlmProvider`] (the offline mock, or the OpenAI-compatible
+//!    stack of `heartrule_llm::build`) and a source of prompt templates.
+//! 2. [`Adapters`] for a [`Ports`] type naming every storage, cache, clock and
+//!    id adapter. `heartrule_persistence::MemoryStore::adapters(engine)` gives
+//!    the in-memory set (nothing survives a restart); the server wires
+//!    PostgreSQL and Redis instead.
+//! 3. A [`ScriptCatalog`] over those adapters to store scripts
+//!    ([`ScriptCatalog::import`] with the [`Actor`] storing them, e.g.
+//!    [`Actor::local_operator`]).
+//! 4. A [`SessionManager`] over the same adapters:
+//!    [`SessionManager::create_session`] runs a session's first turn and
+//!    [`SessionManager::process_input`] each user message, returning a
+//!    [`TurnResult`] with the AI messages, the position and the variables.
+//!    Turns of one session are serialised by a lease: a second message while
+//!    one runs fails with [`ErrorCode::TurnInProgress`].
+//!
+//! `crates/server/examples/embed.rs` does all of it in a few dozen lines
+//! (`cargo run --example embed -p heartrule-server`); the conversation-test
+//! runner (`heartrule test`) embeds the engine the same way.
 
 pub mod actor;
 pub mod audit;

@@ -35,7 +35,7 @@ pub mod pg;
 pub mod schema;
 mod turn_check;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryPorts, MemoryStore};
 pub use migrate::{revert_all_migrations, run_migrations, MIGRATIONS};
 pub use observe::{ERRORS_TOTAL, METRICS, POOL_ACQUIRE_DURATION, QUERY_DURATION};
 pub use pg::{PgConfig, PgStore, PoolStats};

@@ -8,14 +8,16 @@ use crate::turn_check::{check_failure_lease, check_turn_record, lease_length, le
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use heartrule_domain::{
-    AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DeliveryAttempt, ErasedUser, ExecutionStatus,
-    FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId, RepositoryError,
-    SafetyDeliveryLog, Script, ScriptFilter, ScriptId, ScriptRepository, Session, SessionData,
-    SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease,
-    TurnRecord, UserData, UserDataStore, VariableSnapshot,
+    Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DeliveryAttempt, ErasedUser,
+    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId,
+    RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId, ScriptRepository, Session,
+    SessionData, SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId,
+    TurnLease, TurnRecord, UserData, UserDataStore, VariableSnapshot,
 };
+use heartrule_domain::{NoCache, Ports, RandomIds, ScriptEngine, SystemClock};
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// In-memory storage. Clones share the same data.
@@ -611,6 +613,52 @@ impl SafetyDeliveryLog for MemoryStore {
             .unwrap_or_default();
         deliveries.sort_by_key(|d| (d.attempted_at, d.attempt));
         Ok(deliveries)
+    }
+}
+
+/// The adapter set of a deployment that keeps everything in one
+/// [`MemoryStore`]: no cache, the system clock, random ids, and the script
+/// engine `E`. What an embedding service or a test needs to run the domain's
+/// services without a database (see [`MemoryStore::adapters`]).
+pub struct MemoryPorts<E: ?Sized>(PhantomData<fn() -> Box<E>>);
+
+impl<E: ScriptEngine + ?Sized + 'static> Ports for MemoryPorts<E> {
+    type Scripts = MemoryStore;
+    type Sessions = MemoryStore;
+    type History = MemoryStore;
+    type ScriptCache = NoCache;
+    type SessionCache = NoCache;
+    type Engine = E;
+    type Clock = SystemClock;
+    type Ids = RandomIds;
+    type Audit = MemoryStore;
+    type UserData = MemoryStore;
+    type CacheJanitor = NoCache;
+}
+
+impl MemoryStore {
+    /// The adapters of [`MemoryPorts`] over this store (clones share its
+    /// data) and `engine`, ready for `SessionManager::new` and
+    /// `ScriptCatalog::new`.
+    #[must_use]
+    pub fn adapters<E: ScriptEngine + ?Sized + 'static>(
+        &self,
+        engine: Arc<E>,
+    ) -> Adapters<MemoryPorts<E>> {
+        let store = Arc::new(self.clone());
+        Adapters {
+            scripts: Arc::clone(&store),
+            sessions: Arc::clone(&store),
+            history: Arc::clone(&store),
+            script_cache: Arc::new(NoCache),
+            session_cache: Arc::new(NoCache),
+            engine,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            audit: Arc::clone(&store),
+            user_data: store,
+            cache_janitor: Arc::new(NoCache),
+        }
     }
 }
 

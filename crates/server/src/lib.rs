@@ -2,6 +2,7 @@
 //! the HTTP server. The only crate that knows all the others.
 
 pub mod config;
+pub mod conversation_tests;
 pub mod maintenance;
 mod preload;
 mod readiness;
@@ -105,6 +106,22 @@ pub async fn migrate(config: &AppConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Conversation-test options of `config`: its LLM stack, prompt templates and
+/// engine options. Wording is checked only when the configured provider is
+/// the deterministic mock.
+pub fn conversation_test_options(
+    config: &AppConfig,
+) -> anyhow::Result<conversation_tests::RunOptions> {
+    let llm = heartrule_llm::build(&config.llm).context("configuring the LLM (llm.*)")?;
+    Ok(conversation_tests::RunOptions {
+        llm: llm.provider,
+        templates: wiring::prompt_templates(config)?,
+        engine: wiring::engine_options(config),
+        check_wording: config.llm.provider == heartrule_llm::ProviderKind::Mock
+            && config.llm.fallback.is_none(),
+    })
 }
 
 /// One line per section, secrets left out.

@@ -51,9 +51,31 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Run conversation tests (`*.test.yaml` files, or folders holding them)
+    /// against their scripts with the engine in process and print the
+    /// results and the coverage of each script; fails when a case fails.
+    Test {
+        /// Test files or folders to search for `*.test.yaml` / `*.test.yml`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// `mock`: the deterministic offline LLM (reproducible, every
+        /// expectation checked); `configured`: the LLM of the configuration
+        /// (`llm.*`), checking only what does not depend on its wording.
+        #[arg(long, value_enum, default_value_t = TestLlm::Mock)]
+        llm: TestLlm,
+        /// Print the reports as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Data retention jobs (run by a CronJob; see docs/operations/retention.md).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TestLlm {
+    Mock,
+    Configured,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +107,16 @@ fn main() -> anyhow::Result<()> {
         print!("{}", catalogue.markdown_table());
         return Ok(());
     }
+    if let Some(Command::Test {
+        paths,
+        llm: TestLlm::Mock,
+        json,
+    }) = &cli.command
+    {
+        // The mock needs no configuration, so tests run on a fresh checkout.
+        let options = heartrule_server::conversation_tests::RunOptions::mock();
+        return run_conversation_tests(paths, &options, *json);
+    }
     let config = AppConfig::load(&cli.config_dir)
         .with_context(|| format!("loading configuration from {}", cli.config_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +139,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve => runtime.block_on(heartrule_server::serve(config)),
         Command::Migrate => runtime.block_on(heartrule_server::migrate(&config)),
         Command::MetricsDoc | Command::Token { .. } => Ok(()),
+        Command::Test { paths, json, .. } => {
+            let options = heartrule_server::conversation_test_options(&config)?;
+            run_conversation_tests(&paths, &options, json)
+        }
         Command::Maintenance(MaintenanceCommand::Cleanup {
             dry_run,
             metrics_file,
@@ -128,4 +164,42 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs the test files of `paths` and prints their reports.
+fn run_conversation_tests(
+    paths: &[PathBuf],
+    options: &heartrule_server::conversation_tests::RunOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    use heartrule_server::conversation_tests as tests;
+    let files = tests::find_test_files(paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no conversation test files (*.test.yaml) found");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let reports = runtime.block_on(async {
+        let mut reports = Vec::with_capacity(files.len());
+        for file in &files {
+            reports.push(tests::run_file(file, options).await?);
+        }
+        Ok::<_, tests::TestFileError>(reports)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", tests::render_text(&reports));
+    }
+    let failed: usize = reports
+        .iter()
+        .flat_map(|r| r.cases.iter())
+        .filter(|c| !c.passed())
+        .count();
+    if failed > 0 {
+        anyhow::bail!("{failed} conversation test case(s) failed");
+    }
+    Ok(())
 }

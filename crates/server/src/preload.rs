@@ -1,11 +1,12 @@
 //! Imports the example scripts at start-up so a newcomer can chat at once.
 
+use crate::conversation_tests::is_test_file;
 use anyhow::Context;
 use heartrule_domain::{Actor, LoadMode, Ports, ScriptCatalog, ScriptImport};
 use std::path::{Path, PathBuf};
 
 /// Imports every `*.yaml` in `dir/techniques/` and `dir/` (upsert by file
-/// stem). A missing folder is not an error; a script that fails to load is.
+/// stem) but the conversation tests (`*.test.yaml`). A missing folder is not an error; a script that fails to load is.
 pub(crate) async fn import_dir<P: Ports>(
     catalog: &ScriptCatalog<P>,
     dir: &Path,
@@ -61,10 +62,38 @@ fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
         );
-        if path.is_file() && is_yaml {
+        // Conversation tests live beside their scripts; they are no scripts.
+        if path.is_file() && is_yaml && !is_test_file(&path) {
             files.push(path);
         }
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartrule_llm::MockProvider;
+    use heartrule_persistence::MemoryStore;
+    use heartrule_script_engine::runtime::templates::EmbeddedTemplates;
+    use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn the_examples_are_imported_without_their_conversation_tests() {
+        let engine = HeartRuleEngine::new(
+            Arc::new(MockProvider::new()),
+            Arc::new(EmbeddedTemplates::new()),
+            EngineOptions::default(),
+        );
+        let catalog = ScriptCatalog::new(MemoryStore::new().adapters(Arc::new(engine)));
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scripts");
+        assert!(dir.join("hello.test.yaml").is_file());
+        let imported = import_dir(&catalog, &dir).await.unwrap();
+        assert_eq!(
+            imported, 4,
+            "hello, cbt_intake, deprecated_fields and the technique"
+        );
+    }
 }

@@ -139,29 +139,10 @@ pub async fn build_app(
     .context("configuring the LLM (llm.*)")?;
     warn_if_lease_is_short(config);
 
-    let templates: Arc<dyn TemplateSource> = if config.engine.prompts_dir.is_dir() {
-        Arc::new(
-            DirectoryTemplates::load(&config.engine.prompts_dir).with_context(|| {
-                format!(
-                    "loading prompt templates from {}",
-                    config.engine.prompts_dir.display()
-                )
-            })?,
-        )
-    } else {
-        tracing::info!(
-            dir = %config.engine.prompts_dir.display(),
-            "prompt folder not found: using the built-in templates"
-        );
-        Arc::new(EmbeddedTemplates::new())
-    };
     let engine = HeartRuleEngine::new(
         Arc::clone(&llm.provider),
-        templates,
-        EngineOptions {
-            monitors: config.engine.monitors,
-            history_window: config.engine.history_window,
-        },
+        prompt_templates(config)?,
+        engine_options(config),
     );
 
     let adapters = Adapters::<ServerPorts> {
@@ -595,5 +576,33 @@ fn warn_if_lease_is_short(config: &AppConfig) {
             slowest_llm_call = ?slowest,
             "engine.turn_lease is shorter than one LLM call with all its retries: slow turns may lose their lease"
         );
+    }
+}
+
+/// The prompt templates of `engine.prompts_dir`, or the built-in ones when
+/// that folder does not exist.
+pub(crate) fn prompt_templates(config: &AppConfig) -> anyhow::Result<Arc<dyn TemplateSource>> {
+    if config.engine.prompts_dir.is_dir() {
+        let templates =
+            DirectoryTemplates::load(&config.engine.prompts_dir).with_context(|| {
+                format!(
+                    "loading prompt templates from {}",
+                    config.engine.prompts_dir.display()
+                )
+            })?;
+        return Ok(Arc::new(templates));
+    }
+    tracing::info!(
+        dir = %config.engine.prompts_dir.display(),
+        "prompt folder not found: using the built-in templates"
+    );
+    Ok(Arc::new(EmbeddedTemplates::new()))
+}
+
+/// The engine's options from `engine.*`.
+pub(crate) fn engine_options(config: &AppConfig) -> EngineOptions {
+    EngineOptions {
+        monitors: config.engine.monitors,
+        history_window: config.engine.history_window,
     }
 }
