@@ -161,6 +161,7 @@ pub async fn build_app(
         EngineOptions {
             monitors: config.engine.monitors,
             history_window: config.engine.history_window,
+            degraded_mode: config.llm.degraded_mode,
         },
     );
 
@@ -194,7 +195,12 @@ pub async fn build_app(
     let catalog = ScriptCatalog::new(adapters);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
-    let readiness = ServerReadiness::new(store.clone(), cache.clone(), Arc::clone(&llm.status));
+    let readiness = ServerReadiness::new(
+        store.clone(),
+        cache.clone(),
+        Arc::clone(&llm.status),
+        config.llm.degraded_mode,
+    );
     let h = &config.http;
     let mut state = AppState::new(
         Arc::new(manager),
