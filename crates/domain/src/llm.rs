@@ -105,8 +105,8 @@ pub enum DegradedMode {
     /// The conversation continues on the script's own texts: `ai_say` and
     /// `ai_ask` send their scripted `content`, answers that needed
     /// extraction are stored raw with the source [`UNEXTRACTED_SOURCE`],
-    /// `ai_think` writes nothing, and every such message carries
-    /// [`DEGRADED_METADATA_KEY`]` = true`.
+    /// `ai_think` writes nothing, and every such message carries `true`
+    /// under [`DEGRADED_METADATA_KEY`] in its metadata.
     Scripted,
 }
 
