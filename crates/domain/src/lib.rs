@@ -66,7 +66,10 @@ pub use engine::{
 };
 pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Recovery};
 pub use ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
-pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
+pub use llm::{
+    DegradedMode, LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage,
+    DEGRADED_METADATA_KEY, UNEXTRACTED_SOURCE,
+};
 pub use manager::{
     ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SafetyProtocol, SessionManager,
     SessionManagerConfig, TurnResult, TurnStart, METRICS, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,

@@ -80,7 +80,53 @@ impl LlmError {
             Self::Timeout(_) | Self::RateLimited { .. } | Self::Unavailable(_)
         )
     }
+
+    /// Whether this error, as the final answer of the whole LLM stack
+    /// (retries done, the fallback tried), means no provider could answer:
+    /// an open breaker, or a transient failure that outlasted the retries.
+    /// A provider that answered badly (`Rejected`, `InvalidResponse`) or a
+    /// configuration mistake (`NotConfigured`) is not unavailability: the
+    /// same request would fail the same way, so degrading would hide a bug.
+    #[must_use]
+    pub fn means_unavailable(&self) -> bool {
+        matches!(self, Self::CircuitOpen) || self.is_transient()
+    }
 }
+
+/// What the engine does when the LLM is unavailable (see
+/// [`LlmError::means_unavailable`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradedMode {
+    /// The turn fails with `LLM_SERVICE_ERROR` (503) and the session keeps
+    /// its previous state, so the client can retry.
+    #[default]
+    Off,
+    /// The conversation continues on the script's own texts: `ai_say` and
+    /// `ai_ask` send their scripted `content`, answers that needed
+    /// extraction are stored raw with the source [`UNEXTRACTED_SOURCE`],
+    /// `ai_think` writes nothing, and every such message carries `true`
+    /// under [`DEGRADED_METADATA_KEY`] in its metadata.
+    Scripted,
+}
+
+impl DegradedMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Scripted => "scripted",
+        }
+    }
+}
+
+/// Metadata key set to `true` on every AI message (and action result) the
+/// engine produced without the LLM, in [`DegradedMode::Scripted`].
+pub const DEGRADED_METADATA_KEY: &str = "degraded";
+
+/// The `source` of a variable holding the user's raw answer where the LLM
+/// should have extracted a value but was unavailable.
+pub const UNEXTRACTED_SOURCE: &str = "unextracted";
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -90,4 +136,35 @@ pub trait LlmProvider: Send + Sync {
     async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError>;
     /// Streams the completion; the last item is [`LlmChunk::Done`].
     async fn stream(&self, request: &LlmRequest) -> Result<LlmStream, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_no_provider_could_answer_mean_unavailable() {
+        let unavailable = [
+            LlmError::CircuitOpen,
+            LlmError::Timeout(Duration::from_secs(1)),
+            LlmError::RateLimited { retry_after: None },
+            LlmError::Unavailable("down".to_owned()),
+        ];
+        assert!(unavailable.iter().all(LlmError::means_unavailable));
+        let answered_badly = [
+            LlmError::Rejected("bad request".to_owned()),
+            LlmError::InvalidResponse("garbage".to_owned()),
+            LlmError::NotConfigured("no key".to_owned()),
+        ];
+        assert!(!answered_badly.iter().any(LlmError::means_unavailable));
+    }
+
+    #[test]
+    fn degraded_mode_reads_its_config_words_and_defaults_to_off() {
+        assert_eq!(DegradedMode::default(), DegradedMode::Off);
+        let scripted: DegradedMode = serde_json::from_str("\"scripted\"").unwrap();
+        assert_eq!(scripted, DegradedMode::Scripted);
+        assert_eq!(scripted.as_str(), "scripted");
+        assert!(serde_json::from_str::<DegradedMode>("\"on\"").is_err());
+    }
 }

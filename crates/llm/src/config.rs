@@ -21,8 +21,10 @@
 //!     breaker: { failure_threshold: 5, open_for: 30s, half_open_max_calls: 1 }
 //!   fallback:                   # optional; same shape without its own fallback
 //!     provider: mock
+//!   degraded_mode: off          # off (default) | scripted
 //! ```
 
+pub use heartrule_domain::DegradedMode;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,6 +61,11 @@ pub struct LlmConfig {
     /// A second provider used when the primary fails after its retries or
     /// its circuit breaker is open.
     pub fallback: Option<FallbackConfig>,
+    /// What conversations do when no provider can answer (the breakers
+    /// open, or transient failures outlasting the retries and the
+    /// fallback): `off` fails the turn with 503, `scripted` continues on
+    /// the script's own texts.
+    pub degraded_mode: DegradedMode,
 }
 
 /// The fallback provider: a provider kind with its own settings and its own

@@ -22,8 +22,8 @@ pub mod telemetry;
 
 pub use breaker::{counts_as_failure, BreakerState};
 pub use config::{
-    BreakerConfig, FallbackConfig, LlmConfig, LlmConfigError, OpenAiConfig, ProviderKind,
-    ResilienceConfig,
+    BreakerConfig, DegradedMode, FallbackConfig, LlmConfig, LlmConfigError, OpenAiConfig,
+    ProviderKind, ResilienceConfig,
 };
 pub use mock::MockProvider;
 pub use openai::{HeaderInjector, OpenAiProvider};

@@ -13,6 +13,7 @@ pub mod templates;
 
 mod ask;
 mod cursor;
+mod degraded;
 mod engine;
 mod exit;
 mod flow;
@@ -24,4 +25,5 @@ mod skill;
 mod think;
 mod turn;
 
+pub use degraded::{DEGRADED_ACTIONS_TOTAL, DEGRADED_ACTIVE, METRICS};
 pub use engine::{EngineOptions, HeartRuleEngine};

@@ -7,9 +7,10 @@
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use heartrule_domain::{
-    EngineState, ExecutionStatus, HistoryEntry, LlmChunk, LlmError, LlmProvider, LlmRequest,
-    LlmResponse, LlmStream, LoadMode, ScriptDocument, ScriptEngine, SessionScript, TechniqueScript,
-    TokenUsage, TurnRequest, VariableStore,
+    DegradedMode, EngineState, ExecutionStatus, HistoryEntry, LlmChunk, LlmError, LlmProvider,
+    LlmRequest, LlmResponse, LlmStream, LoadMode, NewMessage, ScriptDocument, ScriptEngine,
+    SessionScript, TechniqueScript, TokenUsage, TurnRequest, VariableStore, DEGRADED_METADATA_KEY,
+    UNEXTRACTED_SOURCE,
 };
 use heartrule_script_engine::loader::load;
 use heartrule_script_engine::runtime::templates::EmbeddedTemplates;
@@ -112,6 +113,17 @@ async fn run_to_completion(
         Arc::new(EmbeddedTemplates::new()),
         EngineOptions::default(),
     );
+    let (state, turns, _) = run_with(&engine, script, techniques).await;
+    (state, turns)
+}
+
+/// [`run_to_completion`] on a given engine; also returns every AI message.
+async fn run_with(
+    engine: &HeartRuleEngine,
+    script: SessionScript,
+    techniques: BTreeMap<String, TechniqueScript>,
+) -> (EngineState, usize, Vec<NewMessage>) {
+    let mut ai_messages = Vec::new();
     let script = Arc::new(script);
     let techniques = Arc::new(techniques);
     let mut state = EngineState::initial(VariableStore::default());
@@ -130,9 +142,10 @@ async fn run_to_completion(
         for message in outcome.user_message.iter().chain(&outcome.messages) {
             history.push(message.to_history());
         }
+        ai_messages.extend(outcome.messages);
         state = outcome.state;
         if state.status == ExecutionStatus::Completed {
-            return (state, turn + 1);
+            return (state, turn + 1, ai_messages);
         }
         assert_eq!(state.status, ExecutionStatus::WaitingInput, "turn {turn}");
     }
@@ -162,6 +175,87 @@ async fn cbt_intake_runs_to_completion_through_its_technique() {
         assert!(flat.contains_key(name), "missing {name}: {flat:?}");
     }
     assert!(state.skill_frames.is_empty());
+}
+
+/// Every call finds the breaker open, as behind an LLM that went down.
+struct DownLlm(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl LlmProvider for DownLlm {
+    fn name(&self) -> &str {
+        "down"
+    }
+
+    async fn complete(&self, _: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(LlmError::CircuitOpen)
+    }
+
+    async fn stream(&self, _: &LlmRequest) -> Result<LlmStream, LlmError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(LlmError::CircuitOpen)
+    }
+}
+
+#[tokio::test]
+async fn cbt_intake_completes_on_scripted_texts_when_the_llm_is_down() {
+    let llm = Arc::new(DownLlm(0.into()));
+    let engine = HeartRuleEngine::new(
+        llm.clone(),
+        Arc::new(EmbeddedTemplates::new()),
+        EngineOptions {
+            degraded_mode: DegradedMode::Scripted,
+            ..EngineOptions::default()
+        },
+    );
+    let technique = technique_of(SOCRATIC);
+    let techniques = BTreeMap::from([(technique.technique_id.clone(), technique)]);
+    let (state, turns, messages) = run_with(&engine, session_of(CBT_INTAKE), techniques).await;
+    assert_eq!(state.status, ExecutionStatus::Completed);
+    // One call per turn at most: after the first unavailable answer the
+    // turn runs on without calling.
+    let calls = llm.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls <= turns, "{calls} calls in {turns} turns");
+
+    let texts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        texts[0],
+        "Hello, and thank you for coming today. I'm here to listen and to think things through with you.",
+        "the greeting is the scripted text, unrewritten"
+    );
+    assert!(
+        texts.contains(&"Ask how the client would like to be addressed during our conversations."),
+        "{texts:?}"
+    );
+    assert!(messages
+        .iter()
+        .all(|m| m.metadata[DEGRADED_METADATA_KEY] == true));
+    // The user's raw answers stand in for the extracted values, flagged.
+    let name = &state.variables.session["user_name"];
+    assert_eq!(name.source, UNEXTRACTED_SOURCE);
+    assert!(name.value.as_str().unwrap().starts_with("answer "));
+    assert_eq!(
+        texts.last().copied(),
+        Some(
+            format!(
+                "Thank you, {}. You did real work today. See you next time.",
+                name.value.as_str().unwrap()
+            )
+            .as_str()
+        )
+    );
+    // ai_think wrote nothing; the technique ran through under the same rules.
+    let flat = state.variables.flat();
+    assert!(!flat.contains_key("formulation"));
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Ask what makes the thought")),
+        "{texts:?}"
+    );
+    assert!(state.skill_frames.is_empty());
+    let degraded = state.metadata["degradedActions"].as_array().unwrap();
+    assert!(degraded.iter().any(|d| d["actionType"] == "ai_think"));
 }
 
 #[tokio::test]

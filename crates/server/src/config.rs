@@ -842,6 +842,34 @@ mod tests {
     }
 
     #[test]
+    fn degraded_mode_is_off_by_default_and_only_takes_its_two_words() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        assert_eq!(config.llm.degraded_mode, heartrule_llm::DegradedMode::Off);
+        let production =
+            AppConfig::load_from(&config_dir(), &env(&[("APP_ENV", "production")])).unwrap();
+        assert_eq!(
+            production.llm.degraded_mode,
+            heartrule_llm::DegradedMode::Off
+        );
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__LLM__DEGRADED_MODE", "scripted")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.llm.degraded_mode,
+            heartrule_llm::DegradedMode::Scripted
+        );
+        let err = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__LLM__DEGRADED_MODE", "sometimes")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("degraded_mode"), "{err}");
+    }
+
+    #[test]
     fn retention_defaults_are_the_documented_ones() {
         let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
         let day = Duration::from_secs(24 * 3600);

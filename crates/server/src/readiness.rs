@@ -1,17 +1,20 @@
 //! `/ready`: PostgreSQL and the LLM are critical, Redis is not (the server
-//! serves from PostgreSQL without it, so its loss only degrades).
+//! serves from PostgreSQL without it, so its loss only degrades). With
+//! `llm.degraded_mode: scripted` an unavailable LLM only degrades too:
+//! conversations go on with the script's own texts.
 
 use crate::wiring::Store;
 use async_trait::async_trait;
 use heartrule_cache::RedisCache;
 use heartrule_http_adapter::{ComponentState, ComponentStatus, Readiness, ReadinessProbe};
-use heartrule_llm::{BreakerState, LlmStatus};
+use heartrule_llm::{BreakerState, DegradedMode, LlmStatus};
 use std::sync::Arc;
 
 pub(crate) struct ServerReadiness {
     store: Store,
     cache: Option<Arc<RedisCache>>,
     llm: Arc<dyn LlmStatus>,
+    degraded_mode: DegradedMode,
 }
 
 impl ServerReadiness {
@@ -19,8 +22,14 @@ impl ServerReadiness {
         store: Store,
         cache: Option<Arc<RedisCache>>,
         llm: Arc<dyn LlmStatus>,
+        degraded_mode: DegradedMode,
     ) -> Self {
-        Self { store, cache, llm }
+        Self {
+            store,
+            cache,
+            llm,
+            degraded_mode,
+        }
     }
 }
 
@@ -50,14 +59,15 @@ impl ReadinessProbe for ServerReadiness {
             };
             components.push(status);
         }
-        components.push(llm_status(self.llm.as_ref()));
+        components.push(llm_status(self.llm.as_ref(), self.degraded_mode));
         Readiness { components }
     }
 }
 
 /// Open primary breaker: down, unless a fallback with a closed breaker
-/// still answers (then degraded).
-fn llm_status(llm: &dyn LlmStatus) -> ComponentStatus {
+/// still answers (then degraded), or degraded mode carries the
+/// conversations on scripted texts (degraded, and the detail says so).
+fn llm_status(llm: &dyn LlmStatus, degraded_mode: DegradedMode) -> ComponentStatus {
     let primary = llm.breaker_state();
     let fallback = llm.fallback_breaker_state();
     let detail = match fallback {
@@ -72,6 +82,11 @@ fn llm_status(llm: &dyn LlmStatus) -> ComponentStatus {
         }
         (BreakerState::Open, _) => ComponentState::Down,
     };
+    if state == ComponentState::Down && degraded_mode == DegradedMode::Scripted {
+        return ComponentStatus::new("llm", ComponentState::Degraded, true).with_detail(format!(
+            "{detail}; degraded mode: conversations continue with scripted texts"
+        ));
+    }
     ComponentStatus::new("llm", state, true).with_detail(detail)
 }
 
@@ -91,21 +106,46 @@ mod tests {
 
     #[test]
     fn open_breaker_is_down_unless_a_fallback_answers() {
+        let off = DegradedMode::Off;
         assert_eq!(
-            llm_status(&Fixed(BreakerState::Closed, None)).status,
+            llm_status(&Fixed(BreakerState::Closed, None), off).status,
             ComponentState::Up
         );
         assert_eq!(
-            llm_status(&Fixed(BreakerState::Open, None)).status,
+            llm_status(&Fixed(BreakerState::Open, None), off).status,
             ComponentState::Down
         );
         assert_eq!(
-            llm_status(&Fixed(BreakerState::Open, Some(BreakerState::Closed))).status,
+            llm_status(&Fixed(BreakerState::Open, Some(BreakerState::Closed)), off).status,
             ComponentState::Degraded
         );
         assert_eq!(
-            llm_status(&Fixed(BreakerState::Open, Some(BreakerState::Open))).status,
+            llm_status(&Fixed(BreakerState::Open, Some(BreakerState::Open)), off).status,
             ComponentState::Down
         );
+    }
+
+    #[test]
+    fn scripted_degraded_mode_turns_down_into_degraded_and_says_why() {
+        let scripted = DegradedMode::Scripted;
+        for fixed in [
+            Fixed(BreakerState::Open, None),
+            Fixed(BreakerState::Open, Some(BreakerState::Open)),
+        ] {
+            let status = llm_status(&fixed, scripted);
+            assert_eq!(status.status, ComponentState::Degraded);
+            assert!(
+                status
+                    .detail
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("degraded mode"),
+                "{status:?}"
+            );
+            assert!(status.critical);
+        }
+        let up = llm_status(&Fixed(BreakerState::Closed, None), scripted);
+        assert_eq!(up.status, ComponentState::Up);
+        assert!(!up.detail.unwrap_or_default().contains("degraded mode"));
     }
 }

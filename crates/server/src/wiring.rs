@@ -175,7 +175,12 @@ pub async fn build_app(
     let catalog = ScriptCatalog::new(adapters);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
-    let readiness = ServerReadiness::new(store.clone(), cache.clone(), Arc::clone(&llm.status));
+    let readiness = ServerReadiness::new(
+        store.clone(),
+        cache.clone(),
+        Arc::clone(&llm.status),
+        config.llm.degraded_mode,
+    );
     let h = &config.http;
     let mut state = AppState::new(
         Arc::new(manager),
@@ -604,5 +609,6 @@ pub(crate) fn engine_options(config: &AppConfig) -> EngineOptions {
     EngineOptions {
         monitors: config.engine.monitors,
         history_window: config.engine.history_window,
+        degraded_mode: config.llm.degraded_mode,
     }
 }

@@ -51,7 +51,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     path = "/ready",
     tag = "system",
     responses(
-        (status = 200, description = "Ready: `ok`, or `degraded` when only a non-critical component (Redis) is down", body = ReadyBody),
+        (status = 200, description = "Ready: `ok`, or `degraded` when only a non-critical component (Redis) is down or a component is degraded (the LLM answering through its fallback or half-open breaker, or unavailable while `llm.degraded_mode: scripted` carries conversations on scripted texts; the `llm` component's `detail` says which)", body = ReadyBody),
         (status = 503, description = "Not ready: a critical component is down", body = ReadyBody)
     )
 )]

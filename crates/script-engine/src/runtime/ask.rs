@@ -21,6 +21,8 @@ const DEFAULT_TONE: &str = "温和、同理心、专业";
 const DEFAULT_EXIT: &str = "用户提供了足够的信息";
 const DEFAULT_MAX_ROUNDS: u32 = 3;
 const DEFAULT_AI_ROLE: &str = "咨询师";
+/// `exit_reason` of a multi-round ask ended by degraded mode.
+const LLM_UNAVAILABLE_EXIT: &str = "llm_unavailable";
 /// The reply to an empty answer.
 pub(crate) const EMPTY_ANSWER_PROMPT: &str = "请提供您的回答。";
 
@@ -35,7 +37,17 @@ pub(crate) async fn run(
         .filter(|m| *m > 0)
         .unwrap_or(DEFAULT_MAX_ROUNDS);
     if call.round == 0 {
-        let question = generate(turn, &call, config, multi_round, Streaming::JsonContent).await?;
+        let Some(question) =
+            generate(turn, &call, config, multi_round, Streaming::JsonContent).await?
+        else {
+            return Ok(degraded_question(
+                turn,
+                &call,
+                config,
+                multi_round,
+                max_rounds,
+            ));
+        };
         return Ok(question_outcome(
             &question,
             config,
@@ -74,6 +86,7 @@ pub(crate) async fn run(
                 name: target.to_owned(),
                 scope: VariableScope::Session,
                 value: Value::String(answer),
+                unextracted: false,
             });
         }
         return Ok(outcome);
@@ -87,7 +100,9 @@ pub(crate) async fn run(
     } else {
         Streaming::JsonContent
     };
-    let question = generate(turn, &call, config, true, streaming).await?;
+    let Some(question) = generate(turn, &call, config, true, streaming).await? else {
+        return Ok(degraded_finish(turn, &call, config, &answer, max_rounds));
+    };
     let lookup = |name: &str| turn.lookup(call.loc, name).cloned();
     let decision = exit::evaluate(&ExitInput {
         supports_exit: true,
@@ -141,14 +156,15 @@ fn fallback(raw: &str) -> Map<String, Value> {
     object
 }
 
-/// Builds the ai_ask prompt and asks the LLM.
+/// Builds the ai_ask prompt and asks the LLM; `None` when degraded mode
+/// stands in for an unavailable LLM.
 async fn generate(
     turn: &mut Turn,
     call: &ActionCall<'_>,
     config: &AskConfig,
     multi_round: bool,
     streaming: Streaming,
-) -> Result<Question, DomainError> {
+) -> Result<Option<Question>, DomainError> {
     let template = turn.template(call.action_id, AI_ASK_TEMPLATE)?;
     let loc = call.loc;
     let who = turn.counselor_name(loc, "心理咨询师");
@@ -194,15 +210,104 @@ async fn generate(
         prompt.push_str("\n\n");
         prompt.push_str(feedback);
     }
-    let raw = turn
-        .call_llm(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
-        .await?;
+    let Some(raw) = turn
+        .call_llm_or_degrade(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
+        .await?
+    else {
+        return Ok(None);
+    };
     let reply = reply::read(&raw, fallback);
-    Ok(Question {
+    Ok(Some(Question {
         raw,
         reply,
         template,
-    })
+    }))
+}
+
+/// The scripted question (`content`, substituted) asked as is, without the
+/// LLM; the answer is handled like any other.
+fn degraded_question(
+    turn: &Turn,
+    call: &ActionCall<'_>,
+    config: &AskConfig,
+    multi_round: bool,
+    max_rounds: u32,
+) -> ActionOutcome {
+    let message = turn
+        .substitute_text(call.loc, &config.content)
+        .trim()
+        .to_owned();
+    turn.emit(call.action_id, &message);
+    let mut outcome = ActionOutcome::new(false, 1, max_rounds);
+    outcome.metadata = base_metadata(1, max_rounds);
+    outcome
+        .metadata
+        .insert("waitingFor".to_owned(), json!("answer"));
+    if let Some(target) = config.target_variable.as_ref().filter(|_| !multi_round) {
+        outcome
+            .metadata
+            .insert("extractTo".to_owned(), json!(target));
+    }
+    outcome.data = json!({ "mode": if multi_round { "multi" } else { "simple" } });
+    outcome.message = Some(message);
+    outcome.mark_degraded();
+    outcome
+}
+
+/// A multi-round answer without the LLM to judge it: the action ends.
+/// Every output variable gets the value an earlier reply of this action
+/// carried, else the user's raw answer flagged as unextracted (each of
+/// them, so later placeholders still read the client's words); no message.
+fn degraded_finish(
+    turn: &Turn,
+    call: &ActionCall<'_>,
+    config: &AskConfig,
+    answer: &str,
+    max_rounds: u32,
+) -> ActionOutcome {
+    let mut writes: Vec<VariableWrite> = config
+        .output
+        .iter()
+        .filter(|f| !f.get.trim().is_empty())
+        .map(
+            |field| match history_value(&turn.history, call.action_id, &field.get) {
+                Some(value) => VariableWrite {
+                    name: field.get.clone(),
+                    scope: field.scope.unwrap_or(VariableScope::Session),
+                    value,
+                    unextracted: false,
+                },
+                None => VariableWrite {
+                    name: field.get.clone(),
+                    scope: field.scope.unwrap_or(VariableScope::Session),
+                    value: Value::String(answer.to_owned()),
+                    unextracted: true,
+                },
+            },
+        )
+        .collect();
+    if let Some(target) = config
+        .target_variable
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
+        if !writes.iter().any(|w| w.name == target) {
+            writes.push(VariableWrite {
+                name: target.to_owned(),
+                scope: VariableScope::Session,
+                value: Value::String(answer.to_owned()),
+                unextracted: false,
+            });
+        }
+    }
+    let mut outcome = ActionOutcome::new(true, call.round, max_rounds);
+    outcome.metadata = base_metadata(call.round, max_rounds);
+    outcome
+        .metadata
+        .insert("exit_reason".to_owned(), json!(LLM_UNAVAILABLE_EXIT));
+    outcome.writes = writes;
+    outcome.mark_degraded();
+    outcome
 }
 
 /// The message: `content`, else `json[ai_role]`, else `json.response`.
@@ -227,6 +332,7 @@ fn output_values(object: &Map<String, Value>, config: &AskConfig) -> Vec<Variabl
                     name: field.get.clone(),
                     scope: field.scope.unwrap_or(VariableScope::Session),
                     value: value.clone(),
+                    unextracted: false,
                 })
         })
         .collect()
@@ -395,7 +501,9 @@ async fn finish(
 ) -> Result<ActionOutcome, DomainError> {
     let round = call.round;
     let mut writes = Vec::new();
+    let mut degraded = false;
     for field in config.output.iter().filter(|f| !f.get.trim().is_empty()) {
+        let mut unextracted = false;
         let mut value = question
             .reply
             .object
@@ -406,18 +514,25 @@ async fn finish(
         let define = field.define.as_deref().map(str::trim).unwrap_or_default();
         if value.is_none() && !define.is_empty() {
             let prompt = extraction_prompt(&turn.history, &field.get, define);
-            let extracted = turn
-                .call_llm(call.action_id, "extract", prompt, 0.3, 500, Streaming::Off)
-                .await?;
-            let extracted = extracted.trim();
-            if !extracted.is_empty() {
-                value = Some(Value::String(extracted.to_owned()));
+            match turn
+                .call_llm_or_degrade(call.action_id, "extract", prompt, 0.3, 500, Streaming::Off)
+                .await?
+            {
+                Some(extracted) if !extracted.trim().is_empty() => {
+                    value = Some(Value::String(extracted.trim().to_owned()));
+                }
+                Some(_) => {}
+                None => {
+                    unextracted = true;
+                    degraded = true;
+                }
             }
         }
         writes.push(VariableWrite {
             name: field.get.clone(),
             scope: field.scope.unwrap_or(VariableScope::Session),
             value: value.unwrap_or_else(|| Value::String(answer.to_owned())),
+            unextracted,
         });
     }
     if let Some(target) = config
@@ -430,6 +545,7 @@ async fn finish(
                 name: target.to_owned(),
                 scope: VariableScope::Session,
                 value: Value::String(answer.to_owned()),
+                unextracted: false,
             });
         }
     }
@@ -457,5 +573,8 @@ async fn finish(
     outcome.exit_decision = Some(decision.to_json());
     outcome.metrics = Some(metrics);
     outcome.writes = writes;
+    if degraded {
+        outcome.mark_degraded();
+    }
     Ok(outcome)
 }

@@ -4,8 +4,8 @@ use super::templates::TemplateSource;
 use super::turn::{Turn, TurnInput};
 use async_trait::async_trait;
 use heartrule_domain::{
-    DomainError, LlmProvider, LoadMode, ParsedScript, ScriptEngine, ScriptLoadError, TurnOutcome,
-    TurnRequest,
+    DegradedMode, DomainError, LlmProvider, LoadMode, ParsedScript, ScriptEngine, ScriptLoadError,
+    TurnOutcome, TurnRequest,
 };
 use std::sync::Arc;
 
@@ -17,6 +17,10 @@ pub struct EngineOptions {
     pub monitors: bool,
     /// How many of the request's newest history entries prompts may see.
     pub history_window: usize,
+    /// What a turn does when the LLM is unavailable: fail (`Off`, the
+    /// default) or continue on the script's own texts (`Scripted`). Decided
+    /// per call: when the LLM answers again, the next call uses it.
+    pub degraded_mode: DegradedMode,
 }
 
 impl Default for EngineOptions {
@@ -24,6 +28,7 @@ impl Default for EngineOptions {
         Self {
             monitors: false,
             history_window: 20,
+            degraded_mode: DegradedMode::Off,
         }
     }
 }

@@ -3,11 +3,12 @@
 //! result-handling path.
 
 use super::cursor::{settle, settle_in_topic};
+use super::degraded::DEGRADED_ACTIONS_TOTAL;
 use super::turn::{action_error, ActionCall, ActionOutcome, Location, Turn};
 use super::{ask, monitor, say, think};
 use heartrule_domain::{
     Action, ActionKind, DomainError, ErrorKind, ExecutionStatus, HistoryEntry, MessageRole,
-    NewMessage, PendingAction, TurnOutcome, LLM_RAW_OUTPUT,
+    NewMessage, PendingAction, TurnOutcome, LLM_RAW_OUTPUT, UNEXTRACTED_SOURCE,
 };
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -241,16 +242,30 @@ impl Turn {
         let action_id = action.action_id.as_str();
         let action_type = action.action_type();
         for write in &outcome.writes {
-            self.write_variable(
-                loc,
-                &write.name,
-                write.scope,
-                write.value.clone(),
-                action_id,
-            );
+            let source = if write.unextracted {
+                UNEXTRACTED_SOURCE
+            } else {
+                action_id
+            };
+            self.write_variable(loc, &write.name, write.scope, write.value.clone(), source);
         }
 
         let timestamp = self.now.to_rfc3339();
+        if outcome.degraded {
+            metrics::counter!(DEGRADED_ACTIONS_TOTAL, "action_type" => action_type.as_str())
+                .increment(1);
+            // The state keeps the trace even for actions without a message
+            // (ai_think, a finished ai_ask).
+            push_capped(
+                &mut self.state.metadata,
+                "degradedActions",
+                json!({
+                    "actionId": action_id,
+                    "actionType": action_type.as_str(),
+                    "timestamp": timestamp,
+                }),
+            );
+        }
         let round_info = json!({
             "currentRound": outcome.round,
             "maxRounds": outcome.max_rounds,
@@ -324,7 +339,8 @@ impl Turn {
             return;
         }
         let mut data = outcome.data.clone();
-        if self.options.monitors {
+        // Without the LLM a monitor has nothing to call.
+        if self.options.monitors && !self.llm_unavailable {
             if let Some(request) = &outcome.monitor {
                 if let Some(feedback) = monitor::review(self, loc, action_id, request).await {
                     if !data.is_object() {

@@ -15,6 +15,8 @@ const DEFAULT_MAX_ROUNDS: u32 = 5;
 const DEFAULT_UNDERSTANDING_THRESHOLD: u32 = 80;
 const DEFAULT_AI_ROLE: &str = "咨询师";
 const NO_HISTORY: &str = "（暂无对话历史）";
+/// `exit_reason` of a template ai_say ended by degraded mode.
+const LLM_UNAVAILABLE_EXIT: &str = "llm_unavailable";
 
 pub(crate) async fn run(
     turn: &mut Turn,
@@ -53,8 +55,8 @@ async fn legacy_mode(
         return Ok(outcome);
     }
     let text = turn.substitute_text(call.loc, &config.content);
-    let raw = turn
-        .call_llm(
+    let rewritten = turn
+        .call_llm_or_degrade(
             call.action_id,
             "rewrite",
             rewrite_prompt(&text),
@@ -63,6 +65,13 @@ async fn legacy_mode(
             Streaming::Raw,
         )
         .await?;
+    // Degraded: the scripted text itself, unrewritten.
+    let degraded = rewritten.is_none();
+    let raw = rewritten.unwrap_or_else(|| {
+        let scripted = text.trim().to_owned();
+        turn.emit(call.action_id, &scripted);
+        scripted
+    });
     let message = raw.trim().to_owned();
 
     let mut outcome = ActionOutcome::new(!config.require_acknowledgment, 1, 1);
@@ -70,6 +79,9 @@ async fn legacy_mode(
     outcome
         .metadata
         .insert("safety_check".to_owned(), safety::scan(&raw));
+    if degraded {
+        outcome.mark_degraded();
+    }
     if config.require_acknowledgment {
         outcome
             .metadata
@@ -161,8 +173,8 @@ async fn template_mode(
         prompt.push_str(feedback);
     }
 
-    let raw = turn
-        .call_llm(
+    let Some(raw) = turn
+        .call_llm_or_degrade(
             call.action_id,
             "ai_say",
             prompt,
@@ -170,7 +182,17 @@ async fn template_mode(
             1000,
             Streaming::JsonContent,
         )
-        .await?;
+        .await?
+    else {
+        let scripted = turn.substitute_text(loc, &config.content);
+        return Ok(degraded_template(
+            turn,
+            call.action_id,
+            &scripted,
+            round,
+            max_rounds,
+        ));
+    };
     let reply = reply::read(&raw, fallback);
     let lookup = |name: &str| turn.lookup(loc, name).cloned();
     let decision = exit::evaluate(&ExitInput {
@@ -232,6 +254,30 @@ async fn template_mode(
     }
     outcome.message = Some(message);
     Ok(outcome)
+}
+
+/// Template mode without the LLM: the scripted `content` (substituted) is
+/// the message, and the action ends with it as if its last round was
+/// reached. The prompt's `content` is written as guidance to the LLM, but
+/// it is the only text the script has for this step.
+fn degraded_template(
+    turn: &Turn,
+    action_id: &str,
+    scripted: &str,
+    round: u32,
+    max_rounds: u32,
+) -> ActionOutcome {
+    let message = scripted.trim().to_owned();
+    turn.emit(action_id, &message);
+    let mut outcome = ActionOutcome::new(true, round, max_rounds);
+    outcome.metadata = base_metadata("template", round, max_rounds);
+    outcome
+        .metadata
+        .insert("exit_reason".to_owned(), json!(LLM_UNAVAILABLE_EXIT));
+    outcome.data = json!({ "mode": "template" });
+    outcome.message = Some(message);
+    outcome.mark_degraded();
+    outcome
 }
 
 struct TemplateResult<'a> {

@@ -46,8 +46,8 @@ pub(crate) async fn run(
     vars.insert("who", who);
     vars.insert("user", user);
     let prompt = turn.render(loc, &template.text, &vars);
-    let raw = turn
-        .call_llm(
+    let Some(raw) = turn
+        .call_llm_or_degrade(
             call.action_id,
             "ai_think",
             prompt,
@@ -55,7 +55,18 @@ pub(crate) async fn run(
             1000,
             Streaming::Off,
         )
-        .await?;
+        .await?
+    else {
+        // Without the LLM there is nothing to think with: no variable is
+        // written (later placeholders of them stay unfilled) and the
+        // script moves on.
+        let mut outcome = ActionOutcome::new(true, 1, 1);
+        outcome
+            .metadata
+            .insert("actionType".to_owned(), json!("ai_think"));
+        outcome.mark_degraded();
+        return Ok(outcome);
+    };
 
     // A reply without an object writes nothing; the think step never
     // fails the turn over its format.
@@ -80,6 +91,7 @@ pub(crate) async fn run(
                     name: field.get.clone(),
                     scope: field.scope.unwrap_or(VariableScope::Session),
                     value: value.clone(),
+                    unextracted: false,
                 })
         })
         .collect();

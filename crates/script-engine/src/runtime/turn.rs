@@ -3,6 +3,7 @@
 //! (variable lookup and writes, placeholder substitution, templates, LLM
 //! calls with streaming and call records).
 
+use super::degraded::DEGRADED_ACTIVE;
 use super::engine::EngineOptions;
 use super::llm_json::ContentStreamExtractor;
 use super::monitor::MonitorRequest;
@@ -13,9 +14,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
-    ContentSink, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord, LlmChunk,
-    LlmError, LlmProvider, LlmRequest, LlmResponse, NewMessage, SessionScript, TechniqueScript,
-    VariableChange, VariableScope, VariableValue,
+    ContentSink, DegradedMode, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord,
+    LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, NewMessage, SessionScript,
+    TechniqueScript, VariableChange, VariableScope, VariableValue, DEGRADED_METADATA_KEY,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +50,10 @@ pub(crate) struct VariableWrite {
     pub name: String,
     pub scope: VariableScope,
     pub value: Value,
+    /// The user's raw answer stored where the LLM was to extract a value
+    /// but was unavailable (degraded mode): written with the source
+    /// [`heartrule_domain::UNEXTRACTED_SOURCE`] instead of the action id.
+    pub unextracted: bool,
 }
 
 /// How an action was invoked.
@@ -84,6 +89,9 @@ pub(crate) struct ActionOutcome {
     pub metrics: Option<Value>,
     /// Set when a monitor may review this (incomplete) result.
     pub monitor: Option<MonitorRequest>,
+    /// Produced without the LLM (degraded mode); the message metadata says
+    /// so too.
+    pub degraded: bool,
 }
 
 impl ActionOutcome {
@@ -99,7 +107,17 @@ impl ActionOutcome {
             exit_decision: None,
             metrics: None,
             monitor: None,
+            degraded: false,
         }
+    }
+
+    /// Marks the result as produced without the LLM: flagged in the
+    /// message metadata, never reviewed by a monitor.
+    pub(crate) fn mark_degraded(&mut self) {
+        self.degraded = true;
+        self.monitor = None;
+        self.metadata
+            .insert(DEGRADED_METADATA_KEY.to_owned(), Value::Bool(true));
     }
 
     /// The message when there is one to show.
@@ -130,6 +148,27 @@ pub(crate) struct Turn {
     sensitive_actions: BTreeSet<String>,
     /// The LLM's safety reading of each action that gave one.
     pub safety_readings: Vec<Value>,
+    /// An LLM call of this turn found the LLM unavailable in degraded
+    /// mode: the turn's later calls are not attempted (each could cost a
+    /// full timeout with its retries); the next turn tries again.
+    pub llm_unavailable: bool,
+}
+
+/// Why [`Turn::request_llm`] failed.
+struct CallFailure {
+    error: LlmError,
+    /// Some of the reply had already reached the content sink, so the
+    /// user saw part of an LLM message: too late to replace it.
+    streamed: bool,
+}
+
+impl From<LlmError> for CallFailure {
+    fn from(error: LlmError) -> Self {
+        Self {
+            error,
+            streamed: false,
+        }
+    }
 }
 
 /// Everything [`Turn::new`] needs besides the ports.
@@ -188,6 +227,7 @@ impl Turn {
             sensitive_names,
             sensitive_actions,
             safety_readings: Vec::new(),
+            llm_unavailable: false,
         }
     }
 
@@ -305,7 +345,8 @@ impl Turn {
     }
 
     /// One LLM call, recorded in the turn's call list. User-facing replies
-    /// stream to the sink when the request has one.
+    /// stream to the sink when the request has one. Any failure fails the
+    /// action (the calls whose action cannot do without the LLM).
     pub(crate) async fn call_llm(
         &mut self,
         action_id: &str,
@@ -315,6 +356,85 @@ impl Turn {
         max_tokens: u32,
         streaming: Streaming,
     ) -> Result<String, DomainError> {
+        self.request_llm(
+            action_id,
+            purpose,
+            prompt,
+            temperature,
+            max_tokens,
+            streaming,
+        )
+        .await
+        .map_err(|failure| DomainError::from(failure.error))
+    }
+
+    /// [`Self::call_llm`] for an action that can run on its scripted text:
+    /// `Ok(None)` when the LLM is unavailable and the engine runs in
+    /// [`DegradedMode::Scripted`] (the caller then degrades). Not when part
+    /// of a streamed reply already reached the user: that turn fails as
+    /// without degraded mode, rather than show two different messages.
+    pub(crate) async fn call_llm_or_degrade(
+        &mut self,
+        action_id: &str,
+        purpose: &str,
+        prompt: String,
+        temperature: f32,
+        max_tokens: u32,
+        streaming: Streaming,
+    ) -> Result<Option<String>, DomainError> {
+        if self.llm_unavailable {
+            return Ok(None);
+        }
+        match self
+            .request_llm(
+                action_id,
+                purpose,
+                prompt,
+                temperature,
+                max_tokens,
+                streaming,
+            )
+            .await
+        {
+            Ok(text) => Ok(Some(text)),
+            Err(failure)
+                if self.options.degraded_mode == DegradedMode::Scripted
+                    && failure.error.means_unavailable()
+                    && !failure.streamed =>
+            {
+                tracing::warn!(
+                    action_id,
+                    purpose,
+                    error = %failure.error,
+                    "LLM unavailable; degraded mode continues with the scripted text"
+                );
+                self.llm_unavailable = true;
+                metrics::gauge!(DEGRADED_ACTIVE).set(1.0);
+                Ok(None)
+            }
+            Err(failure) => Err(failure.error.into()),
+        }
+    }
+
+    /// Sends text the engine wrote itself (degraded mode) to the content
+    /// sink, so a streaming client sees every message of the turn.
+    pub(crate) fn emit(&self, action_id: &str, text: &str) {
+        if let Some(sink) = &self.sink {
+            if !text.is_empty() {
+                sink.delta(action_id, text);
+            }
+        }
+    }
+
+    async fn request_llm(
+        &mut self,
+        action_id: &str,
+        purpose: &str,
+        prompt: String,
+        temperature: f32,
+        max_tokens: u32,
+        streaming: Streaming,
+    ) -> Result<String, CallFailure> {
         let request = LlmRequest {
             prompt,
             temperature,
@@ -335,6 +455,10 @@ impl Turn {
             }
             None => self.llm.complete(&request).await?,
         };
+        if self.options.degraded_mode == DegradedMode::Scripted {
+            // The LLM answered: degraded mode is over (until the next failure).
+            metrics::gauge!(DEGRADED_ACTIVE).set(0.0);
+        }
         let text = response.text.clone();
         // The debug record never holds a sensitive value.
         self.llm_calls.push(LlmCallRecord {
@@ -361,12 +485,14 @@ impl Turn {
         action_id: &str,
         sink: &dyn ContentSink,
         mut extractor: Option<ContentStreamExtractor>,
-    ) -> Result<LlmResponse, LlmError> {
+    ) -> Result<LlmResponse, CallFailure> {
         let mut stream = self.llm.stream(request).await?;
         let mut assembled = String::new();
         let mut done = None;
+        let mut streamed = false;
         while let Some(chunk) = stream.next().await {
-            match chunk? {
+            let chunk = chunk.map_err(|error| CallFailure { error, streamed })?;
+            match chunk {
                 LlmChunk::Delta(text) => {
                     assembled.push_str(&text);
                     let visible = match extractor.as_mut() {
@@ -375,6 +501,7 @@ impl Turn {
                     };
                     if !visible.is_empty() {
                         sink.delta(action_id, &visible);
+                        streamed = true;
                     }
                 }
                 LlmChunk::Done(response) => {
@@ -386,10 +513,12 @@ impl Turn {
         if let Some(rest) = extractor.as_mut().map(ContentStreamExtractor::finish) {
             if !rest.is_empty() {
                 sink.delta(action_id, &rest);
+                streamed = true;
             }
         }
-        let mut response = done.ok_or_else(|| {
-            LlmError::InvalidResponse("the stream ended without its final chunk".to_owned())
+        let mut response = done.ok_or_else(|| CallFailure {
+            error: LlmError::InvalidResponse("the stream ended without its final chunk".to_owned()),
+            streamed,
         })?;
         if !assembled.is_empty() {
             response.text = assembled;

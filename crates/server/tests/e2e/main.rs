@@ -12,6 +12,7 @@ mod degraded;
 mod edge;
 mod errors;
 mod leases;
+mod llm_degraded;
 mod llm_faults;
 mod maintenance;
 mod openapi;
