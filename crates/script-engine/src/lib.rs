@@ -4,3 +4,5 @@
 
 pub mod loader;
 pub mod runtime;
+
+pub use runtime::{METRICS, OUTPUT_GUARD_TOTAL};

@@ -16,6 +16,7 @@ mod cursor;
 mod engine;
 mod exit;
 mod flow;
+mod guard;
 mod monitor;
 mod reply;
 mod safety;
@@ -25,3 +26,4 @@ mod think;
 mod turn;
 
 pub use engine::{EngineOptions, HeartRuleEngine};
+pub use guard::{METRICS, OUTPUT_GUARD_TOTAL};

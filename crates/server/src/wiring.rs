@@ -160,6 +160,7 @@ pub async fn build_app(
         templates,
         EngineOptions {
             monitors: config.engine.monitors,
+            output_guard: config.engine.output_guard.enabled,
             history_window: config.engine.history_window,
         },
     );

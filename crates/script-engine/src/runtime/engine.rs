@@ -17,6 +17,11 @@ pub struct EngineOptions {
     pub monitors: bool,
     /// How many of the request's newest history entries prompts may see.
     pub history_window: usize,
+    /// Guard the AI replies of ai_say / ai_ask: a reply with diagnosis,
+    /// prescription or guarantee language (or a flagged `safety_risk`) is
+    /// regenerated once, then replaced by the action's scripted text, and
+    /// streamed text is released sentence by sentence once it passed.
+    pub output_guard: bool,
 }
 
 impl Default for EngineOptions {
@@ -24,6 +29,7 @@ impl Default for EngineOptions {
         Self {
             monitors: false,
             history_window: 20,
+            output_guard: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `ai_say`: legacy rewrite mode and template mode.
 
 use super::exit::{self, ExitDecision, ExitInput, ExitSource};
+use super::guard::{GuardedCall, GuardedReply, ReplyFormat};
 use super::monitor::{MonitorRequest, FEEDBACK_KEY, SAY_METRICS};
 use super::prompts::{beijing_time_text, chat_lines, rewrite_prompt, AI_SAY_TEMPLATE};
 use super::reply::{self, Reply};
@@ -53,23 +54,28 @@ async fn legacy_mode(
         return Ok(outcome);
     }
     let text = turn.substitute_text(call.loc, &config.content);
-    let raw = turn
-        .call_llm(
-            call.action_id,
-            "rewrite",
-            rewrite_prompt(&text),
-            0.7,
-            500,
-            Streaming::Raw,
-        )
+    let guarded = turn
+        .guarded_llm(GuardedCall {
+            action_id: call.action_id,
+            action_type: ActionType::AiSay,
+            purpose: "rewrite",
+            prompt: rewrite_prompt(&text),
+            temperature: 0.7,
+            max_tokens: 500,
+            streaming: Streaming::Raw,
+            format: ReplyFormat::Text,
+            scripted: text.clone(),
+        })
         .await?;
-    let message = raw.trim().to_owned();
+    let raw = &guarded.raw;
+    let message = guarded.message(|| raw.trim().to_owned());
 
     let mut outcome = ActionOutcome::new(!config.require_acknowledgment, 1, 1);
     outcome.metadata = base_metadata("legacy", 1, 1);
     outcome
         .metadata
-        .insert("safety_check".to_owned(), safety::scan(&raw));
+        .insert("safety_check".to_owned(), safety::scan(raw));
+    guarded.record_into(&mut outcome.metadata);
     if config.require_acknowledgment {
         outcome
             .metadata
@@ -126,6 +132,7 @@ async fn template_mode(
     let template = turn.template(call.action_id, AI_SAY_TEMPLATE)?;
     let loc = call.loc;
     let topic_content = turn.substitute_text(loc, &config.content);
+    let scripted = topic_content.clone();
     let chat = chat_lines(&turn.history, 10, "用户", "AI");
     let threshold = config
         .exit_criteria
@@ -161,17 +168,21 @@ async fn template_mode(
         prompt.push_str(feedback);
     }
 
-    let raw = turn
-        .call_llm(
-            call.action_id,
-            "ai_say",
+    let guarded = turn
+        .guarded_llm(GuardedCall {
+            action_id: call.action_id,
+            action_type: ActionType::AiSay,
+            purpose: "ai_say",
             prompt,
-            0.7,
-            1000,
-            Streaming::JsonContent,
-        )
+            temperature: 0.7,
+            max_tokens: 1000,
+            streaming: Streaming::JsonContent,
+            format: ReplyFormat::Json,
+            scripted,
+        })
         .await?;
-    let reply = reply::read(&raw, fallback);
+    let raw = &guarded.raw;
+    let reply = reply::read(raw, fallback);
     let lookup = |name: &str| turn.lookup(loc, name).cloned();
     let decision = exit::evaluate(&ExitInput {
         supports_exit: true,
@@ -187,7 +198,7 @@ async fn template_mode(
         lookup: &lookup,
     });
     let ai_role = config.ai_role.as_deref().unwrap_or(DEFAULT_AI_ROLE);
-    let message = message_of(&reply.object, ai_role);
+    let message = guarded.message(|| message_of(&reply.object, ai_role));
     let early_exit = decision.should_exit && decision.source != ExitSource::MaxRounds;
     let completed = early_exit || (max_rounds != 1 && round >= max_rounds);
     let (progress, unknown_progress) = reply::progress_suggestion(&reply.object);
@@ -205,7 +216,7 @@ async fn template_mode(
     let mut outcome = ActionOutcome::new(completed, round, max_rounds);
     outcome.metadata = template_metadata(TemplateResult {
         reply: &reply,
-        raw: &raw,
+        guarded: &guarded,
         round,
         max_rounds,
         waiting: !completed && !message.trim().is_empty(),
@@ -236,7 +247,7 @@ async fn template_mode(
 
 struct TemplateResult<'a> {
     reply: &'a Reply,
-    raw: &'a str,
+    guarded: &'a GuardedReply,
     round: u32,
     max_rounds: u32,
     waiting: bool,
@@ -269,7 +280,8 @@ fn template_metadata(result: TemplateResult<'_>) -> Map<String, Value> {
     if let Some(risk) = object.get("safety_risk") {
         metadata.insert("safety_risk".to_owned(), risk.clone());
     }
-    metadata.insert("safety_check".to_owned(), safety::scan(result.raw));
+    metadata.insert("safety_check".to_owned(), safety::scan(&result.guarded.raw));
+    result.guarded.record_into(&mut metadata);
     if let Some(brief) = reply::text(object, "BRIEF") {
         metadata.insert("brief".to_owned(), json!(brief));
     }

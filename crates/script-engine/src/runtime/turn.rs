@@ -315,27 +315,57 @@ impl Turn {
         max_tokens: u32,
         streaming: Streaming,
     ) -> Result<String, DomainError> {
-        let request = LlmRequest {
+        let request = self.llm_request(action_id, purpose, prompt, temperature, max_tokens);
+        let response = match self.sink_for(streaming) {
+            Some(sink) => {
+                let extract = (streaming == Streaming::JsonContent)
+                    .then(|| ContentStreamExtractor::new("content"));
+                self.stream(&request, extract, &mut |text| sink.delta(action_id, text))
+                    .await?
+            }
+            None => self.complete(&request).await?,
+        };
+        let text = response.text.clone();
+        self.record_call(action_id, request, response);
+        Ok(text)
+    }
+
+    /// The sink a call with `streaming` sends its text to, if any.
+    pub(crate) fn sink_for(&self, streaming: Streaming) -> Option<Arc<dyn ContentSink>> {
+        match streaming {
+            Streaming::Off => None,
+            Streaming::JsonContent | Streaming::Raw => self.sink.clone(),
+        }
+    }
+
+    pub(crate) fn llm_request(
+        &self,
+        action_id: &str,
+        purpose: &str,
+        prompt: String,
+        temperature: f32,
+        max_tokens: u32,
+    ) -> LlmRequest {
+        LlmRequest {
             prompt,
             temperature,
             max_tokens,
             purpose: purpose.to_owned(),
             sensitive: self.sensitive_values(action_id),
-        };
-        let sink = match streaming {
-            Streaming::Off => None,
-            Streaming::JsonContent | Streaming::Raw => self.sink.clone(),
-        };
-        let response = match sink {
-            Some(sink) => {
-                let extract = (streaming == Streaming::JsonContent)
-                    .then(|| ContentStreamExtractor::new("content"));
-                self.stream(&request, action_id, sink.as_ref(), extract)
-                    .await?
-            }
-            None => self.llm.complete(&request).await?,
-        };
-        let text = response.text.clone();
+        }
+    }
+
+    pub(crate) async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        self.llm.complete(request).await
+    }
+
+    /// Adds a call to the turn's call list.
+    pub(crate) fn record_call(
+        &mut self,
+        action_id: &str,
+        request: LlmRequest,
+        response: LlmResponse,
+    ) {
         // The debug record never holds a sensitive value.
         self.llm_calls.push(LlmCallRecord {
             action_id: action_id.to_owned(),
@@ -344,23 +374,21 @@ impl Turn {
             purpose: request.purpose,
             provider: response.provider,
             model: response.model,
-            temperature,
-            max_tokens,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
             usage: response.usage,
             started_at: self.now,
         });
-        Ok(text)
     }
 
-    /// Streams one completion, forwarding message text to the sink. The
-    /// returned response carries the text assembled from the deltas (what
-    /// the user saw), or the final chunk's text if no delta arrived.
-    async fn stream(
+    /// Streams one completion, handing message text to `visible` as it
+    /// arrives. The returned response carries the text assembled from the
+    /// deltas, or the final chunk's text if no delta arrived.
+    pub(crate) async fn stream(
         &self,
         request: &LlmRequest,
-        action_id: &str,
-        sink: &dyn ContentSink,
         mut extractor: Option<ContentStreamExtractor>,
+        visible: &mut (dyn FnMut(&str) + Send),
     ) -> Result<LlmResponse, LlmError> {
         let mut stream = self.llm.stream(request).await?;
         let mut assembled = String::new();
@@ -369,12 +397,12 @@ impl Turn {
             match chunk? {
                 LlmChunk::Delta(text) => {
                     assembled.push_str(&text);
-                    let visible = match extractor.as_mut() {
+                    let shown = match extractor.as_mut() {
                         Some(extractor) => extractor.push(&text),
                         None => text,
                     };
-                    if !visible.is_empty() {
-                        sink.delta(action_id, &visible);
+                    if !shown.is_empty() {
+                        visible(&shown);
                     }
                 }
                 LlmChunk::Done(response) => {
@@ -385,7 +413,7 @@ impl Turn {
         }
         if let Some(rest) = extractor.as_mut().map(ContentStreamExtractor::finish) {
             if !rest.is_empty() {
-                sink.delta(action_id, &rest);
+                visible(&rest);
             }
         }
         let mut response = done.ok_or_else(|| {
