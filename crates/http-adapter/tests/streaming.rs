@@ -483,7 +483,12 @@ async fn sse_withdraws_a_diagnosis_and_streams_its_regeneration() {
     assert_eq!(state["aiMessage"], STREAM_MOOD_QUESTION);
 
     let stored = get(&app, &format!("/api/sessions/{session_id}/messages")).await;
-    let last = stored.body["data"].as_array().unwrap().last().unwrap().clone();
+    let last = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["content"], STREAM_MOOD_QUESTION);
     assert_eq!(h.llm.pending_replies(), 0);
 }

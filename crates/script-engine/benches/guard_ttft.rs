@@ -136,7 +136,9 @@ fn main() {
             r#"{"content": "Thank you for telling me about this. Could you describe the last night you slept badly?", "EXIT": "false"}"#,
         ),
     ];
-    println!("output guard: time to first text (median of {RUNS} turns, one character every {DELAY:?})");
+    println!(
+        "output guard: time to first text (median of {RUNS} turns, one character every {DELAY:?})"
+    );
     for (name, reply) in replies {
         let (off_first, off_whole) = runtime.block_on(measure(reply, false));
         let (on_first, on_whole) = runtime.block_on(measure(reply, true));

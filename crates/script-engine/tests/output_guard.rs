@@ -48,7 +48,11 @@ fn guard_record(outcome: &heartrule_domain::TurnOutcome, index: usize) -> Value 
 }
 
 fn purposes(outcome: &heartrule_domain::TurnOutcome) -> Vec<String> {
-    outcome.llm_calls.iter().map(|c| c.purpose.clone()).collect()
+    outcome
+        .llm_calls
+        .iter()
+        .map(|c| c.purpose.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -128,10 +132,7 @@ async fn a_flagged_self_check_is_regenerated_but_a_crisis_type_is_left_to_the_pr
     let record = guard_record(&out, 0);
     assert_eq!(record["verdict"], "regenerated");
     assert_eq!(record["violations"][0]["category"], "safety_risk");
-    assert_eq!(
-        record["violations"][0]["risk_type"],
-        "inappropriate_advice"
-    );
+    assert_eq!(record["violations"][0]["risk_type"], "inappropriate_advice");
 
     // A crisis risk type reads the user, not the reply: it passes, and
     // its reading still reaches the crisis protocol.
@@ -143,8 +144,7 @@ async fn a_flagged_self_check_is_regenerated_but_a_crisis_type_is_left_to_the_pr
     assert_eq!(guard_record(&out, 0)["verdict"], "passed");
     assert_eq!(out.llm_calls.len(), 1);
     assert_eq!(
-        out.messages[0].metadata["safety_check"]["violations"][0]["category"],
-        "crisis",
+        out.messages[0].metadata["safety_check"]["violations"][0]["category"], "crisis",
         "crisis words are still recorded"
     );
     assert_eq!(out.safety_readings.len(), 1);

@@ -492,7 +492,8 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["category"], "safety_risk");
         assert_eq!(found[0]["risk_type"], "inappropriate_advice");
-        let crisis = r#"{"content":"好的","safety_risk":{"detected":true,"risk_type":"self_harm"}}"#;
+        let crisis =
+            r#"{"content":"好的","safety_risk":{"detected":true,"risk_type":"self_harm"}}"#;
         assert!(reply_violations(crisis, ReplyFormat::Json).is_empty());
         let clean = r#"{"content":"好的","safety_risk":{"detected":false}}"#;
         assert!(reply_violations(clean, ReplyFormat::Json).is_empty());

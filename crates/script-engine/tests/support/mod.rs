@@ -83,7 +83,10 @@ impl ContentSink for CollectingSink {
     }
 
     fn retract(&self, action_id: &str) {
-        self.events.lock().unwrap().push((action_id.to_owned(), None));
+        self.events
+            .lock()
+            .unwrap()
+            .push((action_id.to_owned(), None));
     }
 }
 
