@@ -151,6 +151,23 @@ async fn a_flagged_self_check_is_regenerated_but_a_crisis_type_is_left_to_the_pr
 }
 
 #[tokio::test]
+async fn a_withdrawn_reply_still_reports_its_crisis_signal() {
+    let mut h = ask_harness();
+    let withdrawn =
+        json!({"content": DIAGNOSIS, "EXIT": "false", "metadata": {"crisis_signal": true}});
+    h.llm.replies([withdrawn.to_string(), j(CLEAN)]);
+    let out = h.turn(None).await;
+    assert_eq!(guard_record(&out, 0)["verdict"], "regenerated");
+    assert!(
+        out.safety_readings
+            .iter()
+            .any(|r| r["crisis_signal"] == json!(true)),
+        "{:?}",
+        out.safety_readings
+    );
+}
+
+#[tokio::test]
 async fn legacy_say_falls_back_to_its_scripted_text() {
     let mut h = Harness::new(LEGACY_SAY_SCRIPT);
     h.llm.replies([

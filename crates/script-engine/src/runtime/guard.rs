@@ -14,6 +14,7 @@
 //! sent.
 
 use super::llm_json::{flag, parse_reply, ContentStreamExtractor};
+use super::reply;
 use super::safety;
 use super::turn::{Streaming, Turn};
 use heartrule_domain::safety::CRISIS_RISK_TYPES;
@@ -236,6 +237,26 @@ pub(crate) fn reply_violations(raw: &str, format: ReplyFormat) -> Vec<Value> {
     violations
 }
 
+/// The safety reading (`metadata.crisis_signal`, `safety_risk`) of a JSON
+/// reply, as the action's metadata would have carried it.
+fn withdrawn_reading(raw: &str, format: ReplyFormat) -> Option<Value> {
+    if format != ReplyFormat::Json {
+        return None;
+    }
+    let object = parse_reply(raw).object?;
+    let mut metadata = Map::new();
+    if let Some(llm_metadata) = reply::llm_metadata(&object) {
+        metadata.insert(
+            "llm_metadata".to_owned(),
+            Value::Object(llm_metadata.clone()),
+        );
+    }
+    if let Some(risk) = object.get("safety_risk") {
+        metadata.insert("safety_risk".to_owned(), risk.clone());
+    }
+    heartrule_domain::safety::safety_reading(&metadata)
+}
+
 /// The instruction appended to the prompt of the regeneration.
 pub(crate) fn corrective_instruction(violations: &[Value]) -> String {
     let problems: Vec<String> = violations
@@ -304,7 +325,6 @@ impl Turn {
         }
 
         let mut record = Map::new();
-        record.insert("violations".to_owned(), json!(first.violations));
         let prompt = format!(
             "{}\n\n{}",
             call.prompt,
@@ -313,6 +333,12 @@ impl Turn {
         let retry = self
             .attempt(&call, sink.as_deref(), GUARD_RETRY_PURPOSE, prompt)
             .await;
+        if retry.is_ok() {
+            // The withdrawn reply's reading of the user (a crisis signal)
+            // still reaches the crisis protocol.
+            self.safety_readings
+                .extend(withdrawn_reading(&first.raw, call.format));
+        }
         let (verdict, raw) = match retry {
             Ok(mut second) if second.violations.is_empty() => {
                 release_rest(sink.as_deref(), call.action_id, &mut second.gate);
@@ -361,8 +387,8 @@ impl Turn {
             tracing::warn!(
                 target: SAFETY_EVENT_TARGET,
                 event = "output_guard",
-                action.id = %call.action_id,
-                action.r#type = call.action_type.as_str(),
+                "action.id" = %call.action_id,
+                "action.type" = call.action_type.as_str(),
                 outcome = verdict.as_str(),
                 categories = ?categories,
                 "AI reply withdrawn by the output guard"
@@ -370,9 +396,7 @@ impl Turn {
         }
         let mut record = extra.unwrap_or_default();
         record.insert("verdict".to_owned(), json!(verdict.as_str()));
-        record
-            .entry("violations".to_owned())
-            .or_insert_with(|| json!(violations));
+        record.insert("violations".to_owned(), json!(violations));
         GuardedReply {
             raw,
             replacement: (verdict == Verdict::Replaced).then(|| call.scripted.clone()),
