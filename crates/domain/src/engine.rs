@@ -210,8 +210,23 @@ impl EngineState {
 }
 
 /// Receives the text of AI messages as the LLM produces it (streaming).
+///
+/// The engine's output guard releases text sentence by sentence, only once
+/// it has passed the guard's scan; a reply the guard withdraws after some of
+/// it was released is followed by [`ContentSink::retract`], then by the text
+/// that replaces it (a regenerated reply, or the action's scripted text).
 pub trait ContentSink: Send + Sync {
+    /// More text of the AI message of `action_id`, to append to what the
+    /// client shows of it.
     fn delta(&self, action_id: &str, text: &str);
+
+    /// The text sent so far for the AI message of `action_id` is withdrawn:
+    /// the client discards what it shows of that message; the deltas that
+    /// follow are its replacement. The default does nothing, for sinks whose
+    /// client cannot take text back (they only ever show released text).
+    fn retract(&self, action_id: &str) {
+        let _ = action_id;
+    }
 }
 
 /// One turn's input.

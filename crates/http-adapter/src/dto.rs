@@ -415,18 +415,22 @@ pub enum LoadModeName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StreamEventBody {
     pub event: StreamEventName,
-    /// JSON: `chunk` → `{"chunk","actionId"}`, `state` → the body of
+    /// JSON: `chunk` → `{"chunk","actionId"}`, `retract` → `{"actionId"}`
+    /// (discard what was shown of that message), `state` → the body of
     /// `POST /api/sessions/{id}/messages`, `done` → `{"done":true}`,
     /// `error` → `{"error":{…}}`.
     pub data: String,
 }
 
-/// The events of `POST /api/chat/stream`, in order: `chunk`* → `state` →
-/// `done`, or `error`.
+/// The events of `POST /api/chat/stream`, in order: (`chunk` | `retract`)*
+/// → `state` → `done`, or `error`. `retract` withdraws the text sent so far
+/// of one action's message (the output guard stopped it); the chunks after
+/// it are its replacement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamEventName {
     Chunk,
+    Retract,
     State,
     Done,
     Error,

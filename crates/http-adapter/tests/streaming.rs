@@ -425,3 +425,118 @@ async fn a_plain_get_of_a_session_socket_is_a_400_not_a_server_error() {
         .unwrap()
         .contains("WebSocket handshake failed"));
 }
+
+/// A reply whose second sentence is a diagnosis, then a clean one.
+const DIAGNOSIS_REPLY: &str =
+    r#"{"content": "小明，谢谢你告诉我。你患有抑郁症，需要治疗。", "EXIT": "false"}"#;
+
+#[actix_web::test]
+async fn sse_withdraws_a_diagnosis_and_streams_its_regeneration() {
+    // Without debug info: the LLM calls (the withdrawn reply among them)
+    // stay out of the `state` event, so nothing at all carries it.
+    let h = Harness::new(HttpConfig {
+        include_debug_info: false,
+        ..HttpConfig::default()
+    });
+    let app = h.service().await;
+    let session_id = stream_session(&h, &app).await;
+    h.llm.reply(DIAGNOSIS_REPLY);
+    queue_stream_second_turn(&h.llm);
+
+    let reply = post(
+        &app,
+        "/api/chat/stream",
+        json!({"sessionId": session_id, "message": "小明"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        !reply.text.contains("你患有"),
+        "the client never receives the diagnosis: {}",
+        reply.text
+    );
+    let events = parse_sse(&reply.text);
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    let retract = names.iter().position(|n| *n == "retract").unwrap();
+    assert_eq!(names[..retract], ["chunk"], "{names:?}");
+    assert_eq!(events[0].data["chunk"], "小明，谢谢你告诉我。");
+    assert_eq!(events[retract].data, json!({"actionId": "ask_mood"}));
+    let documented =
+        &heartrule_http_adapter::openapi_json()["components"]["schemas"]["StreamEventName"]["enum"];
+    assert!(documented.as_array().unwrap().contains(&json!("retract")));
+
+    let after: Vec<&SseEvent> = events[retract + 1..]
+        .iter()
+        .take_while(|e| e.name == "chunk")
+        .collect();
+    let replacement: String = after
+        .iter()
+        .map(|e| e.data["chunk"].as_str().unwrap())
+        .collect();
+    assert_eq!(replacement, STREAM_MOOD_QUESTION);
+    assert_eq!(
+        names[retract + 1 + after.len()..],
+        ["state", "done"],
+        "{names:?}"
+    );
+    let state = &events[retract + 1 + after.len()].data;
+    assert_eq!(state["aiMessage"], STREAM_MOOD_QUESTION);
+
+    let stored = get(&app, &format!("/api/sessions/{session_id}/messages")).await;
+    let last = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["content"], STREAM_MOOD_QUESTION);
+    assert_eq!(h.llm.pending_replies(), 0);
+}
+
+#[actix_web::test]
+async fn websocket_retracts_and_sends_the_scripted_text_when_the_retry_fails_too() {
+    let h = Harness::new(HttpConfig {
+        include_debug_info: false,
+        ..ws_config()
+    });
+    let mut srv = start_server(&h).await;
+    let session_id = server_session(&h, &srv).await;
+    h.llm.reply(DIAGNOSIS_REPLY);
+    h.llm
+        .reply(r#"{"content": "小明，别担心。我保证你会好起来。", "EXIT": "false"}"#);
+
+    let mut framed = srv
+        .ws_at(&format!("/api/sessions/{session_id}/ws"))
+        .await
+        .unwrap();
+    framed
+        .send(Message::Text(
+            json!({"type": "message", "content": "小明"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let turn = loop {
+        let frame = next_json(&mut framed).await;
+        if frame["type"] == "turn" {
+            break frame;
+        }
+        frames.push(frame);
+    };
+    let scripted = "问问小明最近的心情";
+    assert_eq!(
+        frames,
+        [
+            json!({"type": "chunk", "actionId": "ask_mood", "text": "小明，谢谢你告诉我。"}),
+            json!({"type": "retract", "actionId": "ask_mood"}),
+            json!({"type": "chunk", "actionId": "ask_mood", "text": "小明，别担心。"}),
+            json!({"type": "retract", "actionId": "ask_mood"}),
+            json!({"type": "chunk", "actionId": "ask_mood", "text": scripted}),
+        ]
+    );
+    assert_eq!(turn["aiMessage"], scripted);
+    assert_eq!(turn["executionStatus"], "waiting_input");
+    framed.send(Message::Close(None)).await.unwrap();
+}

@@ -5,4 +5,4 @@
 pub mod loader;
 pub mod runtime;
 
-pub use runtime::METRICS;
+pub use runtime::{METRICS, OUTPUT_GUARD_TOTAL};

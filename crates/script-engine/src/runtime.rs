@@ -17,6 +17,7 @@ mod degraded;
 mod engine;
 mod exit;
 mod flow;
+mod guard;
 mod monitor;
 mod reply;
 mod safety;
@@ -25,5 +26,31 @@ mod skill;
 mod think;
 mod turn;
 
-pub use degraded::{DEGRADED_ACTIONS_TOTAL, DEGRADED_ACTIVE, METRICS};
+pub use degraded::{DEGRADED_ACTIONS_TOTAL, DEGRADED_ACTIVE};
 pub use engine::{EngineOptions, HeartRuleEngine};
+pub use guard::OUTPUT_GUARD_TOTAL;
+
+use heartrule_domain::{MetricDecl, MetricSet};
+
+/// The metrics this crate records.
+pub const METRICS: MetricSet = MetricSet {
+    emitted_by: env!("CARGO_PKG_NAME"),
+    metrics: &[
+        MetricDecl::counter(
+            OUTPUT_GUARD_TOTAL,
+            &["action_type", "outcome"],
+            "AI replies checked by the output guard, by action type and outcome (passed; regenerated once with a corrective instruction; replaced by the action's scripted text).",
+        ),
+        MetricDecl::counter(
+            DEGRADED_ACTIONS_TOTAL,
+            &["action_type"],
+            "Actions that ran on their scripted text because the LLM was unavailable (degraded mode), by action type.",
+        ),
+        MetricDecl::gauge(
+            DEGRADED_ACTIVE,
+            None,
+            &[],
+            "1 while degraded mode is in effect (the last LLM call of this instance found the LLM unavailable), else 0.",
+        ),
+    ],
+};

@@ -304,7 +304,7 @@ async fn monitors_are_skipped_for_degraded_results() {
     assert!(!h.state.metadata.contains_key("monitorFeedback"));
 }
 
-/// Streams one piece of the reply, then fails as a connection would.
+/// Streams one sentence of the reply, then fails as a connection would.
 struct BreaksMidStream;
 
 #[async_trait]
@@ -319,7 +319,7 @@ impl LlmProvider for BreaksMidStream {
 
     async fn stream(&self, _: &LlmRequest) -> Result<LlmStream, LlmError> {
         let chunks = vec![
-            Ok(LlmChunk::Delta("您好，".to_owned())),
+            Ok(LlmChunk::Delta("您好。".to_owned())),
             Err(LlmError::Unavailable("connection reset".into())),
         ];
         Ok(Box::pin(futures::stream::iter(chunks)))
@@ -327,10 +327,13 @@ impl LlmProvider for BreaksMidStream {
 }
 
 #[tokio::test]
-async fn a_reply_that_broke_after_the_user_saw_part_of_it_fails_the_turn() {
-    let engine = HeartRuleEngine::new(Arc::new(BreaksMidStream), memory_templates(), scripted());
+async fn without_the_guard_a_reply_that_broke_after_the_user_saw_part_of_it_fails_the_turn() {
+    let unguarded = EngineOptions {
+        output_guard: false,
+        ..scripted()
+    };
     let mut h = harness(TWO_SAYS);
-    h.engine = engine;
+    h.engine = HeartRuleEngine::new(Arc::new(BreaksMidStream), memory_templates(), unguarded);
     let sink = Arc::new(CollectingSink::default());
     h.sink = Some(sink.clone());
     let failed = h.try_turn(None).await.unwrap_err();
@@ -338,13 +341,28 @@ async fn a_reply_that_broke_after_the_user_saw_part_of_it_fails_the_turn() {
         failed.kind,
         ErrorKind::Llm(LlmError::Unavailable(_))
     ));
-    assert_eq!(sink.text_for("say1"), "您好，");
+    assert_eq!(sink.text_for("say1"), "您好。");
 
     // Without a sink nothing was shown yet, so the same failure degrades.
     let mut h = harness(TWO_SAYS);
-    h.engine = HeartRuleEngine::new(Arc::new(BreaksMidStream), memory_templates(), scripted());
+    h.engine = HeartRuleEngine::new(Arc::new(BreaksMidStream), memory_templates(), unguarded);
     let out = h.engine.run_turn(h.request(None)).await.unwrap();
     assert_eq!(out.messages[0].metadata[DEGRADED_METADATA_KEY], true);
+}
+
+#[tokio::test]
+async fn with_the_guard_a_broken_reply_is_retracted_and_the_scripted_text_replaces_it() {
+    let mut h = harness(TWO_SAYS);
+    h.set_session_var("name", json!("小明"));
+    h.engine = HeartRuleEngine::new(Arc::new(BreaksMidStream), memory_templates(), scripted());
+    let sink = Arc::new(CollectingSink::default());
+    h.sink = Some(sink.clone());
+    let out = h.turn(None).await;
+    assert_eq!(contents(&out), ["你好，小明", "第二段"]);
+    assert_eq!(out.messages[0].metadata[DEGRADED_METADATA_KEY], true);
+    // The sentence the client saw was withdrawn before the scripted text.
+    assert_eq!(sink.retractions_for("say1"), 1);
+    assert_eq!(sink.shown_for("say1"), "你好，小明");
 }
 
 type Series = Vec<(String, Vec<String>, DebugValue)>;

@@ -237,9 +237,21 @@ pub struct EngineSection {
     pub script_memo_ttl: Duration,
     /// Run the topic-level monitor after incomplete ask/say rounds.
     pub monitors: bool,
+    /// The output guard of AI replies.
+    pub output_guard: OutputGuardSection,
     /// Prompt templates (`default/`, `custom/<scheme>/`); the built-in copies
     /// are used when the folder does not exist.
     pub prompts_dir: PathBuf,
+}
+
+/// The output guard: AI replies with diagnosis, prescription or guarantee
+/// language (or a flagged `safety_risk`) are regenerated once, then replaced
+/// by the action's scripted text; streamed text is released sentence by
+/// sentence after it passed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputGuardSection {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -809,6 +821,25 @@ mod tests {
         assert_eq!(config.http.body_limit_bytes, 2048);
         assert_eq!(config.engine.history_window, 7);
         assert_eq!(config.llm.openai.api_key.as_deref(), Some("sk-test"));
+    }
+
+    #[test]
+    fn the_output_guard_is_on_by_default_and_can_be_turned_off() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        assert!(config.engine.output_guard.enabled);
+        let off = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__ENGINE__OUTPUT_GUARD__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert!(!off.engine.output_guard.enabled);
+        let err = AppConfig::load_from(
+            &config_dir(),
+            &env(&[("HEARTRULE__ENGINE__OUTPUT_GUARD__ENABLED", "sometimes")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("output_guard"), "{err}");
     }
 
     #[test]

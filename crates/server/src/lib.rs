@@ -27,8 +27,8 @@ pub fn metrics_catalogue(
     heartrule_telemetry::Catalogue::new([
         heartrule_http_adapter::METRICS,
         heartrule_domain::METRICS,
-        heartrule_llm::METRICS,
         heartrule_script_engine::METRICS,
+        heartrule_llm::METRICS,
         heartrule_persistence::METRICS,
         METRICS,
         heartrule_cache::METRICS,

@@ -608,6 +608,7 @@ pub(crate) fn prompt_templates(config: &AppConfig) -> anyhow::Result<Arc<dyn Tem
 pub(crate) fn engine_options(config: &AppConfig) -> EngineOptions {
     EngineOptions {
         monitors: config.engine.monitors,
+        output_guard: config.engine.output_guard.enabled,
         history_window: config.engine.history_window,
         degraded_mode: config.llm.degraded_mode,
     }

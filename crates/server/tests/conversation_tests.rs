@@ -41,7 +41,12 @@ async fn the_example_scripts_pass_their_conversation_tests() {
             render_text(std::slice::from_ref(&report))
         );
         let (reached, total) = report.coverage.summary();
-        assert_eq!(reached, total, "{}", render_text(std::slice::from_ref(&report)));
+        assert_eq!(
+            reached,
+            total,
+            "{}",
+            render_text(std::slice::from_ref(&report))
+        );
     }
 }
 
@@ -148,7 +153,11 @@ cases:
         ..RunOptions::mock()
     };
     let report = run_file(&path, &options).await.unwrap();
-    assert!(report.passed(), "{}", render_text(std::slice::from_ref(&report)));
+    assert!(
+        report.passed(),
+        "{}",
+        render_text(std::slice::from_ref(&report))
+    );
     assert_eq!(report.cases[0].skipped_checks, 3);
     assert!(render_text(&[report]).contains("3 wording-dependent check(s) skipped"));
 }

@@ -93,6 +93,13 @@ impl ContentSink for SseSink {
             ))
             .is_err();
     }
+
+    fn retract(&self, action_id: &str) {
+        let _client_gone = self
+            .events
+            .send(sse_event("retract", &json!({"actionId": action_id})))
+            .is_err();
+    }
 }
 
 /// Runs one turn and streams it as server-sent events.
@@ -101,7 +108,10 @@ impl ContentSink for SseSink {
     path = "/api/chat/stream",
     tag = "chat",
     description = "Runs the real turn and streams it as server-sent events: `event: chunk` \
-        (`{\"chunk\",\"actionId\"}`, the AI message text as the LLM produces it), then \
+        (`{\"chunk\",\"actionId\"}`, the AI message text as the LLM produces it, released \
+        sentence by sentence once the output guard passed it), `event: retract` \
+        (`{\"actionId\"}`: discard what was shown of that action's message; the chunks that \
+        follow replace it, a regenerated reply or the script's own text), then \
         `event: state` (the same body as `POST /api/sessions/{id}/messages`), then \
         `event: done` (`{\"done\":true}`); a failure is `event: error` (`{\"error\":{…}}`). \
         The turn runs in its own task and is NOT cancelled when the client disconnects: \
@@ -110,7 +120,7 @@ impl ContentSink for SseSink {
     params(IdempotencyKeyHeader),
     request_body = ChatRequest,
     responses(
-        (status = 200, description = "`text/event-stream`: chunk* → state → done, or error; a replayed key sends no chunks. Errors before the stream starts are plain JSON.", content_type = "text/event-stream", body = StreamEventBody),
+        (status = 200, description = "`text/event-stream`: (chunk | retract)* → state → done, or error; a replayed key sends no chunks. Errors before the stream starts are plain JSON.", content_type = "text/event-stream", body = StreamEventBody),
         (status = 400, description = "Invalid request", body = ErrorBody),
         SessionNotFound, TurnConflict, JsonBody, Protected
     )

@@ -1,5 +1,7 @@
 //! WebSocket chat: `{"type":"message","content":"…"}` in; `chunk` frames
-//! while the AI message is generated, then one `turn` frame (the body of
+//! while the AI message is generated (a `retract` frame withdraws what was
+//! sent of an action's message; the chunks after it replace it), then one
+//! `turn` frame (the body of
 //! `POST /api/sessions/{id}/messages`); `error` frames on failure.
 //!
 //! The server pings every `ws_ping_interval` and closes a connection that
@@ -38,6 +40,10 @@ enum ServerFrame {
         action_id: String,
         text: String,
     },
+    #[serde(rename_all = "camelCase")]
+    Retract {
+        action_id: String,
+    },
     Turn(Box<TurnBody>),
     Error(Box<ErrorBody>),
 }
@@ -45,6 +51,7 @@ enum ServerFrame {
 /// What the turn task reports to the socket loop.
 enum TurnEvent {
     Chunk { action_id: String, text: String },
+    Retract { action_id: String },
     Finished(ServerFrame),
 }
 
@@ -64,6 +71,15 @@ impl ContentSink for SocketSink {
             })
             .is_err();
     }
+
+    fn retract(&self, action_id: &str) {
+        let _loop_gone = self
+            .events
+            .send(TurnEvent::Retract {
+                action_id: action_id.to_owned(),
+            })
+            .is_err();
+    }
 }
 
 /// Opens a chat WebSocket on a session.
@@ -72,7 +88,9 @@ impl ContentSink for SocketSink {
     path = "/api/sessions/{id}/ws",
     tag = "chat",
     description = "WebSocket chat. Client: `{\"type\":\"message\",\"content\":\"…\"}`. Server: \
-        `{\"type\":\"chunk\",\"actionId\",\"text\"}`* then `{\"type\":\"turn\", …same body as \
+        `{\"type\":\"chunk\",\"actionId\",\"text\"}`* (released sentence by sentence once the \
+        output guard passed it; `{\"type\":\"retract\",\"actionId\"}` withdraws what was sent of \
+        that action's message, and the chunks after it replace it) then `{\"type\":\"turn\", …same body as \
         POST /api/sessions/{id}/messages}`; failures `{\"type\":\"error\",\"error\":{…}}`. \
         One turn at a time per socket; the server pings periodically and closes idle clients.",
     params(("id" = Uuid, Path, description = "Session id")),
@@ -167,6 +185,7 @@ impl Connection {
                 Some(event) = turn_events.recv() => {
                     let frame = match event {
                         TurnEvent::Chunk { action_id, text } => ServerFrame::Chunk { action_id, text },
+                        TurnEvent::Retract { action_id } => ServerFrame::Retract { action_id },
                         TurnEvent::Finished(frame) => {
                             turn_running = false;
                             frame

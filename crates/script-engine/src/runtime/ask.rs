@@ -3,6 +3,7 @@
 //! decision, then the finish extraction of every `output` variable).
 
 use super::exit::{self, ExitDecision, ExitInput, ExitSource};
+use super::guard::{GuardedCall, GuardedReply, ReplyFormat};
 use super::monitor::{MonitorRequest, ASK_METRICS, FEEDBACK_KEY};
 use super::prompts::{
     beijing_time_text, chat_lines, extraction_prompt, output_list, AI_ASK_TEMPLATE,
@@ -143,7 +144,7 @@ fn base_metadata(round: u32, max_rounds: u32) -> Map<String, Value> {
 
 /// A generated question with what produced it.
 struct Question {
-    raw: String,
+    guarded: GuardedReply,
     reply: Reply,
     template: ResolvedTemplate,
 }
@@ -196,7 +197,8 @@ async fn generate(
             String::new()
         },
     );
-    vars.insert("task", turn.substitute_text(loc, &config.content));
+    let task = turn.substitute_text(loc, &config.content);
+    vars.insert("task", task.clone());
     vars.insert(
         "exit",
         config
@@ -210,15 +212,32 @@ async fn generate(
         prompt.push_str("\n\n");
         prompt.push_str(feedback);
     }
-    let Some(raw) = turn
-        .call_llm_or_degrade(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
+    let guarded = if streaming == Streaming::Off {
+        // An unstreamed question is one the certain exit discards: nobody
+        // sees it, so there is nothing to guard.
+        turn.call_llm_or_degrade(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
+            .await?
+            .map(GuardedReply::unguarded)
+    } else {
+        turn.guarded_llm(GuardedCall {
+            action_id: call.action_id,
+            action_type: ActionType::AiAsk,
+            purpose: "ai_ask",
+            prompt,
+            temperature: 0.7,
+            max_tokens: 800,
+            streaming,
+            format: ReplyFormat::Json,
+            scripted: task,
+        })
         .await?
-    else {
+    };
+    let Some(guarded) = guarded else {
         return Ok(None);
     };
-    let reply = reply::read(&raw, fallback);
+    let reply = reply::read(&guarded.raw, fallback);
     Ok(Some(Question {
-        raw,
+        guarded,
         reply,
         template,
     }))
@@ -378,7 +397,11 @@ fn reply_metadata(
     }
     metadata.insert(LLM_RAW_OUTPUT.to_owned(), question.reply.raw_output.clone());
     reply::template_metadata(&question.template, &mut metadata);
-    metadata.insert("safety_check".to_owned(), safety::scan(&question.raw));
+    metadata.insert(
+        "safety_check".to_owned(),
+        safety::scan(&question.guarded.raw),
+    );
+    question.guarded.record_into(&mut metadata);
     if let Some(risk) = object.get("safety_risk") {
         metadata.insert("safety_risk".to_owned(), risk.clone());
     }
@@ -414,7 +437,7 @@ fn question_outcome(
 ) -> ActionOutcome {
     let object = &question.reply.object;
     let ai_role = config.ai_role.as_deref().unwrap_or(DEFAULT_AI_ROLE);
-    let message = message_of(object, ai_role);
+    let message = question.guarded.message(|| message_of(object, ai_role));
     let (progress, unknown_progress) = reply::progress_suggestion(object);
     let metrics = reply::metrics(object, &ASK_METRICS);
 

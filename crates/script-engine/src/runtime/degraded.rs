@@ -1,8 +1,6 @@
 //! Degraded mode: the LLM unavailable and the conversation running on the
 //! script's own texts. The metrics it records.
 
-use heartrule_domain::{MetricDecl, MetricSet};
-
 /// Counter `{action_type}` of actions that ran without the LLM in degraded
 /// mode (`ai_say`, `ai_ask`, `ai_think`).
 pub const DEGRADED_ACTIONS_TOTAL: &str = "heartrule_llm_degraded_actions_total";
@@ -10,21 +8,3 @@ pub const DEGRADED_ACTIONS_TOTAL: &str = "heartrule_llm_degraded_actions_total";
 /// and degraded mode took over, 0 after the next call the LLM answered.
 /// Only moves while `llm.degraded_mode` is `scripted`.
 pub const DEGRADED_ACTIVE: &str = "heartrule_llm_degraded_active";
-
-/// The metrics this crate records.
-pub const METRICS: MetricSet = MetricSet {
-    emitted_by: env!("CARGO_PKG_NAME"),
-    metrics: &[
-        MetricDecl::counter(
-            DEGRADED_ACTIONS_TOTAL,
-            &["action_type"],
-            "Actions that ran on their scripted text because the LLM was unavailable (degraded mode), by action type.",
-        ),
-        MetricDecl::gauge(
-            DEGRADED_ACTIVE,
-            None,
-            &[],
-            "1 while degraded mode is in effect (the last LLM call of this instance found the LLM unavailable), else 0.",
-        ),
-    ],
-};

@@ -21,6 +21,11 @@ pub struct EngineOptions {
     /// default) or continue on the script's own texts (`Scripted`). Decided
     /// per call: when the LLM answers again, the next call uses it.
     pub degraded_mode: DegradedMode,
+    /// Guard the AI replies of ai_say / ai_ask: a reply with diagnosis,
+    /// prescription or guarantee language (or a flagged `safety_risk`) is
+    /// regenerated once, then replaced by the action's scripted text, and
+    /// streamed text is released sentence by sentence once it passed.
+    pub output_guard: bool,
 }
 
 impl Default for EngineOptions {
@@ -29,6 +34,7 @@ impl Default for EngineOptions {
             monitors: false,
             history_window: 20,
             degraded_mode: DegradedMode::Off,
+            output_guard: true,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The safety scan of AI replies. It only records what it
-//! found in the message metadata; it never blocks a message.
+//! The safety scan of AI replies. Its findings are recorded in the message
+//! metadata (`safety_check`); the output guard ([`super::guard`]) withdraws
+//! replies with findings in the [`GUARDED_CATEGORIES`].
 
 use serde_json::{json, Value};
 
@@ -54,9 +55,30 @@ const RULES: &[Rule] = &[
     },
 ];
 
+/// The categories the output guard blocks. Crisis words are only recorded:
+/// a counselor may name them, giving hotline information for one.
+pub(crate) const GUARDED_CATEGORIES: &[&str] = &["diagnosis", "prescription", "guarantee"];
+
 /// `{passed, violations[{category, matched_pattern, severity}]}`.
 pub(crate) fn scan(text: &str) -> Value {
-    let violations: Vec<Value> = RULES
+    let violations = violations(text);
+    json!({ "passed": violations.is_empty(), "violations": violations })
+}
+
+/// The findings of the guarded categories, as [`scan`] reports them.
+pub(crate) fn guarded_violations(text: &str) -> Vec<Value> {
+    violations(text)
+        .into_iter()
+        .filter(|v| {
+            v["category"]
+                .as_str()
+                .is_some_and(|c| GUARDED_CATEGORIES.contains(&c))
+        })
+        .collect()
+}
+
+fn violations(text: &str) -> Vec<Value> {
+    RULES
         .iter()
         .flat_map(|rule| {
             rule.patterns
@@ -70,8 +92,7 @@ pub(crate) fn scan(text: &str) -> Value {
                     })
                 })
         })
-        .collect();
-    json!({ "passed": violations.is_empty(), "violations": violations })
+        .collect()
 }
 
 #[cfg(test)]
@@ -100,5 +121,16 @@ mod tests {
             ["diagnosis", "prescription", "guarantee", "crisis"]
         );
         assert_eq!(result["violations"][3]["severity"], "critical");
+    }
+
+    #[test]
+    fn the_guard_blocks_all_but_crisis_words() {
+        let found = guarded_violations("你患有抑郁，建议服用这个，一定会好的。有人想自杀吗");
+        let categories: Vec<&str> = found
+            .iter()
+            .map(|v| v["category"].as_str().unwrap())
+            .collect();
+        assert_eq!(categories, ["diagnosis", "prescription", "guarantee"]);
+        assert!(guarded_violations("如果你有自杀的想法，请拨打热线。").is_empty());
     }
 }

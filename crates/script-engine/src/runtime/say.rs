@@ -1,6 +1,7 @@
 //! `ai_say`: legacy rewrite mode and template mode.
 
 use super::exit::{self, ExitDecision, ExitInput, ExitSource};
+use super::guard::{GuardedCall, GuardedReply, ReplyFormat};
 use super::monitor::{MonitorRequest, FEEDBACK_KEY, SAY_METRICS};
 use super::prompts::{beijing_time_text, chat_lines, rewrite_prompt, AI_SAY_TEMPLATE};
 use super::reply::{self, Reply};
@@ -55,32 +56,40 @@ async fn legacy_mode(
         return Ok(outcome);
     }
     let text = turn.substitute_text(call.loc, &config.content);
-    let rewritten = turn
-        .call_llm_or_degrade(
-            call.action_id,
-            "rewrite",
-            rewrite_prompt(&text),
-            0.7,
-            500,
-            Streaming::Raw,
-        )
+    let guarded = turn
+        .guarded_llm(GuardedCall {
+            action_id: call.action_id,
+            action_type: ActionType::AiSay,
+            purpose: "rewrite",
+            prompt: rewrite_prompt(&text),
+            temperature: 0.7,
+            max_tokens: 500,
+            streaming: Streaming::Raw,
+            format: ReplyFormat::Text,
+            scripted: text.clone(),
+        })
         .await?;
-    // Degraded: the scripted text itself, unrewritten.
-    let degraded = rewritten.is_none();
-    let raw = rewritten.unwrap_or_else(|| {
-        let scripted = text.trim().to_owned();
-        turn.emit(call.action_id, &scripted);
-        scripted
-    });
-    let message = raw.trim().to_owned();
+    let (raw, message) = match &guarded {
+        Some(guarded) => (
+            guarded.raw.clone(),
+            guarded.message(|| guarded.raw.trim().to_owned()),
+        ),
+        // Degraded: the scripted text itself, unrewritten.
+        None => {
+            let scripted = text.trim().to_owned();
+            turn.emit(call.action_id, &scripted);
+            (scripted.clone(), scripted)
+        }
+    };
 
     let mut outcome = ActionOutcome::new(!config.require_acknowledgment, 1, 1);
     outcome.metadata = base_metadata("legacy", 1, 1);
     outcome
         .metadata
         .insert("safety_check".to_owned(), safety::scan(&raw));
-    if degraded {
-        outcome.mark_degraded();
+    match &guarded {
+        Some(guarded) => guarded.record_into(&mut outcome.metadata),
+        None => outcome.mark_degraded(),
     }
     if config.require_acknowledgment {
         outcome
@@ -138,6 +147,7 @@ async fn template_mode(
     let template = turn.template(call.action_id, AI_SAY_TEMPLATE)?;
     let loc = call.loc;
     let topic_content = turn.substitute_text(loc, &config.content);
+    let scripted = topic_content.clone();
     let chat = chat_lines(&turn.history, 10, "用户", "AI");
     let threshold = config
         .exit_criteria
@@ -173,18 +183,20 @@ async fn template_mode(
         prompt.push_str(feedback);
     }
 
-    let Some(raw) = turn
-        .call_llm_or_degrade(
-            call.action_id,
-            "ai_say",
+    let Some(guarded) = turn
+        .guarded_llm(GuardedCall {
+            action_id: call.action_id,
+            action_type: ActionType::AiSay,
+            purpose: "ai_say",
             prompt,
-            0.7,
-            1000,
-            Streaming::JsonContent,
-        )
+            temperature: 0.7,
+            max_tokens: 1000,
+            streaming: Streaming::JsonContent,
+            format: ReplyFormat::Json,
+            scripted: scripted.clone(),
+        })
         .await?
     else {
-        let scripted = turn.substitute_text(loc, &config.content);
         return Ok(degraded_template(
             turn,
             call.action_id,
@@ -193,7 +205,8 @@ async fn template_mode(
             max_rounds,
         ));
     };
-    let reply = reply::read(&raw, fallback);
+    let raw = &guarded.raw;
+    let reply = reply::read(raw, fallback);
     let lookup = |name: &str| turn.lookup(loc, name).cloned();
     let decision = exit::evaluate(&ExitInput {
         supports_exit: true,
@@ -209,7 +222,7 @@ async fn template_mode(
         lookup: &lookup,
     });
     let ai_role = config.ai_role.as_deref().unwrap_or(DEFAULT_AI_ROLE);
-    let message = message_of(&reply.object, ai_role);
+    let message = guarded.message(|| message_of(&reply.object, ai_role));
     let early_exit = decision.should_exit && decision.source != ExitSource::MaxRounds;
     let completed = early_exit || (max_rounds != 1 && round >= max_rounds);
     let (progress, unknown_progress) = reply::progress_suggestion(&reply.object);
@@ -227,7 +240,7 @@ async fn template_mode(
     let mut outcome = ActionOutcome::new(completed, round, max_rounds);
     outcome.metadata = template_metadata(TemplateResult {
         reply: &reply,
-        raw: &raw,
+        guarded: &guarded,
         round,
         max_rounds,
         waiting: !completed && !message.trim().is_empty(),
@@ -282,7 +295,7 @@ fn degraded_template(
 
 struct TemplateResult<'a> {
     reply: &'a Reply,
-    raw: &'a str,
+    guarded: &'a GuardedReply,
     round: u32,
     max_rounds: u32,
     waiting: bool,
@@ -315,7 +328,8 @@ fn template_metadata(result: TemplateResult<'_>) -> Map<String, Value> {
     if let Some(risk) = object.get("safety_risk") {
         metadata.insert("safety_risk".to_owned(), risk.clone());
     }
-    metadata.insert("safety_check".to_owned(), safety::scan(result.raw));
+    metadata.insert("safety_check".to_owned(), safety::scan(&result.guarded.raw));
+    result.guarded.record_into(&mut metadata);
     if let Some(brief) = reply::text(object, "BRIEF") {
         metadata.insert("brief".to_owned(), json!(brief));
     }

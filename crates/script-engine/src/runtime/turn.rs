@@ -398,22 +398,30 @@ impl Turn {
         {
             Ok(text) => Ok(Some(text)),
             Err(failure)
-                if self.options.degraded_mode == DegradedMode::Scripted
-                    && failure.error.means_unavailable()
-                    && !failure.streamed =>
+                if !failure.streamed && self.degrades_on(&failure.error, action_id, purpose) =>
             {
-                tracing::warn!(
-                    action_id,
-                    purpose,
-                    error = %failure.error,
-                    "LLM unavailable; degraded mode continues with the scripted text"
-                );
-                self.llm_unavailable = true;
-                metrics::gauge!(DEGRADED_ACTIVE).set(1.0);
                 Ok(None)
             }
             Err(failure) => Err(failure.error.into()),
         }
+    }
+
+    /// Whether a call that failed with `error` lets the action run on its
+    /// scripted text: degraded mode is on and no provider could answer. When
+    /// it does, the turn's later calls are not attempted.
+    pub(crate) fn degrades_on(&mut self, error: &LlmError, action_id: &str, purpose: &str) -> bool {
+        if self.options.degraded_mode != DegradedMode::Scripted || !error.means_unavailable() {
+            return false;
+        }
+        tracing::warn!(
+            action_id,
+            purpose,
+            error = %error,
+            "LLM unavailable; degraded mode continues with the scripted text"
+        );
+        self.llm_unavailable = true;
+        metrics::gauge!(DEGRADED_ACTIVE).set(1.0);
+        true
     }
 
     /// Sends text the engine wrote itself (degraded mode) to the content
@@ -435,31 +443,67 @@ impl Turn {
         max_tokens: u32,
         streaming: Streaming,
     ) -> Result<String, CallFailure> {
-        let request = LlmRequest {
+        let request = self.llm_request(action_id, purpose, prompt, temperature, max_tokens);
+        let response = match self.sink_for(streaming) {
+            Some(sink) => {
+                let extract = (streaming == Streaming::JsonContent)
+                    .then(|| ContentStreamExtractor::new("content"));
+                let mut streamed = false;
+                let response = self
+                    .stream(&request, extract, &mut |text| {
+                        streamed = true;
+                        sink.delta(action_id, text);
+                    })
+                    .await;
+                response.map_err(|error| CallFailure { error, streamed })?
+            }
+            None => self.complete(&request).await?,
+        };
+        let text = response.text.clone();
+        self.record_call(action_id, request, response);
+        Ok(text)
+    }
+
+    /// The sink a call with `streaming` sends its text to, if any.
+    pub(crate) fn sink_for(&self, streaming: Streaming) -> Option<Arc<dyn ContentSink>> {
+        match streaming {
+            Streaming::Off => None,
+            Streaming::JsonContent | Streaming::Raw => self.sink.clone(),
+        }
+    }
+
+    pub(crate) fn llm_request(
+        &self,
+        action_id: &str,
+        purpose: &str,
+        prompt: String,
+        temperature: f32,
+        max_tokens: u32,
+    ) -> LlmRequest {
+        LlmRequest {
             prompt,
             temperature,
             max_tokens,
             purpose: purpose.to_owned(),
             sensitive: self.sensitive_values(action_id),
-        };
-        let sink = match streaming {
-            Streaming::Off => None,
-            Streaming::JsonContent | Streaming::Raw => self.sink.clone(),
-        };
-        let response = match sink {
-            Some(sink) => {
-                let extract = (streaming == Streaming::JsonContent)
-                    .then(|| ContentStreamExtractor::new("content"));
-                self.stream(&request, action_id, sink.as_ref(), extract)
-                    .await?
-            }
-            None => self.llm.complete(&request).await?,
-        };
+        }
+    }
+
+    pub(crate) async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        self.llm.complete(request).await
+    }
+
+    /// Adds an answered call to the turn's call list.
+    pub(crate) fn record_call(
+        &mut self,
+        action_id: &str,
+        request: LlmRequest,
+        response: LlmResponse,
+    ) {
         if self.options.degraded_mode == DegradedMode::Scripted {
             // The LLM answered: degraded mode is over (until the next failure).
             metrics::gauge!(DEGRADED_ACTIVE).set(0.0);
         }
-        let text = response.text.clone();
         // The debug record never holds a sensitive value.
         self.llm_calls.push(LlmCallRecord {
             action_id: action_id.to_owned(),
@@ -468,40 +512,35 @@ impl Turn {
             purpose: request.purpose,
             provider: response.provider,
             model: response.model,
-            temperature,
-            max_tokens,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
             usage: response.usage,
             started_at: self.now,
         });
-        Ok(text)
     }
 
-    /// Streams one completion, forwarding message text to the sink. The
-    /// returned response carries the text assembled from the deltas (what
-    /// the user saw), or the final chunk's text if no delta arrived.
-    async fn stream(
+    /// Streams one completion, handing message text to `visible` as it
+    /// arrives. The returned response carries the text assembled from the
+    /// deltas, or the final chunk's text if no delta arrived.
+    pub(crate) async fn stream(
         &self,
         request: &LlmRequest,
-        action_id: &str,
-        sink: &dyn ContentSink,
         mut extractor: Option<ContentStreamExtractor>,
-    ) -> Result<LlmResponse, CallFailure> {
+        visible: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<LlmResponse, LlmError> {
         let mut stream = self.llm.stream(request).await?;
         let mut assembled = String::new();
         let mut done = None;
-        let mut streamed = false;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| CallFailure { error, streamed })?;
-            match chunk {
+            match chunk? {
                 LlmChunk::Delta(text) => {
                     assembled.push_str(&text);
-                    let visible = match extractor.as_mut() {
+                    let shown = match extractor.as_mut() {
                         Some(extractor) => extractor.push(&text),
                         None => text,
                     };
-                    if !visible.is_empty() {
-                        sink.delta(action_id, &visible);
-                        streamed = true;
+                    if !shown.is_empty() {
+                        visible(&shown);
                     }
                 }
                 LlmChunk::Done(response) => {
@@ -512,13 +551,11 @@ impl Turn {
         }
         if let Some(rest) = extractor.as_mut().map(ContentStreamExtractor::finish) {
             if !rest.is_empty() {
-                sink.delta(action_id, &rest);
-                streamed = true;
+                visible(&rest);
             }
         }
-        let mut response = done.ok_or_else(|| CallFailure {
-            error: LlmError::InvalidResponse("the stream ended without its final chunk".to_owned()),
-            streamed,
+        let mut response = done.ok_or_else(|| {
+            LlmError::InvalidResponse("the stream ended without its final chunk".to_owned())
         })?;
         if !assembled.is_empty() {
             response.text = assembled;

@@ -23,13 +23,38 @@ pub fn j(content: &str) -> String {
     serde_json::json!({ "content": content, "EXIT": "false" }).to_string()
 }
 
-/// Collects streamed deltas per action.
+/// Collects streamed deltas per action, and the retractions in order.
 #[derive(Default)]
 pub struct CollectingSink {
     pub deltas: Mutex<Vec<(String, String)>>,
+    /// Every call: `Some(text)` a delta, `None` a retraction.
+    pub events: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl CollectingSink {
+    /// What a client shows of the action's message: the deltas since the
+    /// last retraction.
+    pub fn shown_for(&self, action_id: &str) -> String {
+        let mut shown = String::new();
+        for (id, event) in self.events.lock().unwrap().iter() {
+            match event {
+                _ if id != action_id => {}
+                Some(text) => shown.push_str(text),
+                None => shown.clear(),
+            }
+        }
+        shown
+    }
+
+    pub fn retractions_for(&self, action_id: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, event)| id == action_id && event.is_none())
+            .count()
+    }
+
     pub fn text_for(&self, action_id: &str) -> String {
         self.deltas
             .lock()
@@ -51,6 +76,17 @@ impl ContentSink for CollectingSink {
             .lock()
             .unwrap()
             .push((action_id.to_owned(), text.to_owned()));
+        self.events
+            .lock()
+            .unwrap()
+            .push((action_id.to_owned(), Some(text.to_owned())));
+    }
+
+    fn retract(&self, action_id: &str) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((action_id.to_owned(), None));
     }
 }
 

@@ -26,14 +26,14 @@ session:
             - action_id: second_question
               action_type: ai_ask
               config:
-                content: "询问来访者最近睡得怎么样，晚上大概几点睡着，早上几点醒来"
+                content: "询问来访者最近睡得怎么样？晚上大概几点睡着，早上几点醒来"
             - action_id: goodbye
               action_type: ai_say
               config:
                 content: "谢谢你的分享，我们下次见。"
                 require_acknowledgment: false
 "#;
-const SECOND_QUESTION: &str = "询问来访者最近睡得怎么样，晚上大概几点睡着，早上几点醒来";
+const SECOND_QUESTION: &str = "询问来访者最近睡得怎么样？晚上大概几点睡着，早上几点醒来";
 
 async fn import_two_questions(app: &TestApp) -> String {
     let imported = app
@@ -96,6 +96,7 @@ async fn sse_streams_chunks_then_state_then_done_and_the_text_is_the_message() {
     let events = stream_turn(&app, session, "还不错").await;
     let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
     let chunks = names.iter().take_while(|n| **n == "chunk").count();
+    // Two sentences: the output guard releases each once it passed.
     assert!(chunks >= 2, "several chunks: {names:?}");
     assert_eq!(&names[chunks..], ["state", "done"], "{names:?}");
     let streamed: String = events[..chunks]
