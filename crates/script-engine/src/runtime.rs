@@ -25,3 +25,4 @@ mod think;
 mod turn;
 
 pub use engine::{EngineOptions, HeartRuleEngine};
+pub use turn::HISTORY_TRIMMED_KEY;

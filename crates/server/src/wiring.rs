@@ -161,6 +161,7 @@ pub async fn build_app(
         EngineOptions {
             monitors: config.engine.monitors,
             history_window: config.engine.history_window,
+            context_window_tokens: config.llm.context_window_tokens,
         },
     );
 
@@ -183,10 +184,12 @@ pub async fn build_app(
             history_window: config.engine.history_window,
             turn_lease: config.engine.turn_lease,
             script_memo_ttl: config.engine.script_memo_ttl,
+            quotas: config.quotas.to_domain(),
             ..SessionManagerConfig::default()
         },
     );
-    let admin = Arc::new(AdminService::new(adapters.clone()));
+    let admin =
+        Arc::new(AdminService::new(adapters.clone()).with_quotas(config.quotas.to_domain()));
     let manager = match safety_protocol(&config.safety, &store)? {
         Some(protocol) => manager.with_safety(protocol),
         None => manager,

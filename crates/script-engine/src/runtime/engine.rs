@@ -17,6 +17,10 @@ pub struct EngineOptions {
     pub monitors: bool,
     /// How many of the request's newest history entries prompts may see.
     pub history_window: usize,
+    /// The model's context window in tokens: a prompt whose estimate (see
+    /// [`heartrule_domain::estimate_tokens`]) leaves less than the call's
+    /// `max_tokens` loses its oldest history entries until it fits.
+    pub context_window_tokens: u32,
 }
 
 impl Default for EngineOptions {
@@ -24,6 +28,7 @@ impl Default for EngineOptions {
         Self {
             monitors: false,
             history_window: 20,
+            context_window_tokens: 128_000,
         }
     }
 }
