@@ -67,6 +67,7 @@ fn config(base_url: &str, provider_name: &str, max_retries: u32) -> LlmConfig {
         openai: openai(base_url, provider_name),
         resilience: resilience(max_retries),
         fallback: None,
+        ..LlmConfig::default()
     }
 }
 
