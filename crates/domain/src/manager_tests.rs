@@ -1765,3 +1765,107 @@ async fn a_spent_daily_quota_refuses_a_new_session_before_its_first_turn() {
         .unwrap_err();
     assert_eq!(quota_refusal(&error).limit, QuotaLimit::UserDaily);
 }
+
+/// The quota metrics as declared: tokens of a committed turn by kind, a
+/// refusal by limit, and the global budget's spend ratio.
+#[tokio::test]
+async fn token_and_quota_metrics_are_recorded_as_declared() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+
+    let script = script();
+    let session = stored_session(&script, 4);
+    let quotas = QuotaConfig {
+        global_hourly_tokens: Some(4_000),
+        ..QuotaConfig::default()
+    };
+    // A turn below the budget commits 10 + 5 tokens ...
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(1)
+        .returning(move |claim| {
+            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                lease: TurnLease::claimed(claim, &stored, FixedClock.now()),
+                session: stored.clone(),
+                history: vec![],
+                usage: Some(UsageTotals {
+                    global_hour_tokens: 1_000,
+                    ..UsageTotals::default()
+                }),
+            })))
+        });
+    sessions.expect_commit_turn().returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine.expect_run_turn().returning(|r| {
+        let mut outcome = outcome_from(&r, ExecutionStatus::WaitingInput);
+        outcome.llm_calls = vec![call_record(
+            "p",
+            "r",
+            crate::llm::TokenUsage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+            },
+        )];
+        Ok(outcome)
+    });
+    let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
+    m.process_input(input(session.id, "hi")).await.unwrap();
+    // ... then one over it is refused.
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions_refusing(
+            &session,
+            UsageTotals {
+                global_hour_tokens: 4_000,
+                ..UsageTotals::default()
+            },
+        ),
+        engine_never_runs(),
+        quotas,
+    );
+    m.process_input(input(session.id, "hi")).await.unwrap_err();
+
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        METRICS
+            .check_series(key.name(), key.labels().map(metrics::Label::key))
+            .unwrap_or_else(|problem| panic!("{problem}"));
+        let labels: Vec<String> = key.labels().map(|l| l.value().to_owned()).collect();
+        match value {
+            DebugValue::Counter(count) if key.name() != TURNS_TOTAL => {
+                counters.push((key.name().to_owned(), labels, count));
+            }
+            DebugValue::Gauge(value) => gauges.push((key.name().to_owned(), labels, value)),
+            _ => {}
+        }
+    }
+    counters.sort();
+    assert_eq!(
+        counters,
+        vec![
+            (
+                LLM_TOKENS_TOTAL.to_owned(),
+                vec!["completion".to_owned()],
+                5
+            ),
+            (LLM_TOKENS_TOTAL.to_owned(), vec!["prompt".to_owned()], 10),
+            (
+                QUOTA_EXCEEDED_TOTAL.to_owned(),
+                vec!["global_hourly".to_owned()],
+                1
+            ),
+        ]
+    );
+    assert_eq!(gauges.len(), 1, "{gauges:?}");
+    assert_eq!(gauges[0].0, BUDGET_USED_RATIO);
+    assert_eq!(gauges[0].1, ["global_hourly"]);
+    // The last check read the spent budget.
+    assert!((gauges[0].2.into_inner() - 1.0).abs() < f64::EPSILON);
+}

@@ -17,6 +17,7 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod process;
+mod quotas;
 mod safety;
 mod secrets;
 mod streaming;
