@@ -6,6 +6,7 @@ use crate::engine::{ScriptLoadError, ValidationIssue};
 use crate::ids::{ScriptId, SessionId};
 use crate::llm::LlmError;
 use crate::ports::RepositoryError;
+use crate::quota::{QuotaExceeded, QuotaLimit};
 use crate::session::Position;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,10 @@ pub enum ErrorCode {
     /// the operation needs. (Another user's session answers `SESSION_NOT_FOUND`
     /// instead, so ids cannot be probed.)
     Forbidden,
+    /// Addition to the original codes: a token budget is spent (the
+    /// session's, the user's daily one or the global hourly one); the turn
+    /// was refused before any LLM call and nothing of it was applied.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -54,6 +59,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::TurnInProgress => "TURN_IN_PROGRESS",
             Self::Forbidden => "FORBIDDEN",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
         }
     }
 }
@@ -151,6 +157,9 @@ pub enum ErrorKind {
     /// The actor lacks the role the operation needs.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A token budget is spent; the turn did not run.
+    #[error("token quota exceeded: {0}")]
+    QuotaExceeded(QuotaExceeded),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -209,6 +218,7 @@ impl DomainError {
             ErrorKind::Conflict(_) => ErrorCode::Conflict,
             ErrorKind::TurnInProgress { .. } => ErrorCode::TurnInProgress,
             ErrorKind::Forbidden(_) => ErrorCode::Forbidden,
+            ErrorKind::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -220,7 +230,9 @@ impl DomainError {
                 ErrorType::Configuration
             }
             ErrorCode::ScriptParseError => ErrorType::Syntax,
-            ErrorCode::SessionNotFound | ErrorCode::TurnInProgress => ErrorType::Session,
+            ErrorCode::SessionNotFound | ErrorCode::TurnInProgress | ErrorCode::QuotaExceeded => {
+                ErrorType::Session
+            }
             ErrorCode::SessionExecutionError
             | ErrorCode::ActionExecutionError
             | ErrorCode::LlmServiceError
@@ -247,6 +259,7 @@ impl DomainError {
             ErrorCode::Conflict => "The request conflicts with the current state",
             ErrorCode::TurnInProgress => "Another message of this session is being processed",
             ErrorCode::Forbidden => "You are not allowed to do this",
+            ErrorCode::QuotaExceeded => "The token quota is used up",
         }
     }
 
@@ -259,6 +272,25 @@ impl DomainError {
                 Some("Send the message again"),
                 "This turn outlived its lease and another turn took the session over; nothing of it was applied",
             );
+        }
+        if let ErrorKind::QuotaExceeded(exceeded) = &self.kind {
+            return match exceeded.limit {
+                QuotaLimit::Session => Recovery::new(
+                    false,
+                    Some("Start a new session"),
+                    "This session has used all the tokens one session may use; a new session starts with a fresh budget",
+                ),
+                QuotaLimit::UserDaily => Recovery::new(
+                    true,
+                    Some("Send the message again after the reset"),
+                    "The daily token quota of this user is used up; it resets at the next UTC midnight (Retry-After)",
+                ),
+                QuotaLimit::GlobalHourly => Recovery::new(
+                    true,
+                    Some("Send the message again after the reset"),
+                    "The service's hourly token budget is used up; it resets at the next full UTC hour (Retry-After)",
+                ),
+            };
         }
         match self.code() {
             ErrorCode::ScriptParseError | ErrorCode::ScriptValidationError => Recovery {

@@ -44,6 +44,7 @@ pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
 pub mod privacy;
+pub mod quota;
 pub mod rate_limit;
 pub mod retention;
 pub mod safety;
@@ -84,6 +85,10 @@ pub use ports::{
 };
 pub use ports_bundle::{Adapters, Ports};
 pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
+pub use quota::{
+    estimate_tokens, DailyUsage, QuotaConfig, QuotaExceeded, QuotaLimit, QuotaState, TurnUsage,
+    UsageTotals, UsageWindows, UserUsage,
+};
 pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,

@@ -16,6 +16,7 @@ use crate::ports::{
     TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
+use crate::quota::{QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
 use crate::safety::{llm_signal, protocol_level};
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
@@ -41,6 +42,12 @@ pub const SESSIONS_CREATED_TOTAL: &str = "heartrule_sessions_created_total";
 pub const SESSION_LOCK_WAIT: &str = "heartrule_session_lock_wait_seconds";
 /// Counter of risk detections on user messages, labels `source`, `level`.
 pub const SAFETY_EVENTS_TOTAL: &str = "heartrule_safety_events_total";
+/// Counter of LLM tokens of committed turns, label `kind`.
+pub const LLM_TOKENS_TOTAL: &str = "heartrule_llm_tokens_total";
+/// Counter of turns refused by a token quota, label `limit`.
+pub const QUOTA_EXCEEDED_TOTAL: &str = "heartrule_quota_exceeded_total";
+/// Gauge of the spend against a budget, label `budget`.
+pub const BUDGET_USED_RATIO: &str = "heartrule_llm_budget_used_ratio";
 
 /// The metrics the [`SessionManager`] records.
 pub const METRICS: MetricSet = MetricSet {
@@ -71,6 +78,22 @@ pub const METRICS: MetricSet = MetricSet {
             &["source", "level"],
             "Risk detections on user messages, by detector (local, llm) and level (low, medium, high, imminent).",
         ),
+        MetricDecl::counter(
+            LLM_TOKENS_TOTAL,
+            &["kind"],
+            "LLM tokens of the turns that reached their commit, by kind (prompt, completion); provider-reported, estimated where the provider reported none.",
+        ),
+        MetricDecl::counter(
+            QUOTA_EXCEEDED_TOTAL,
+            &["limit"],
+            "Turns refused with QUOTA_EXCEEDED before any LLM call, by limit (session, user_daily, global_hourly).",
+        ),
+        MetricDecl::gauge(
+            BUDGET_USED_RATIO,
+            None,
+            &["budget"],
+            "Tokens spent against the global hourly budget (budget=global_hourly) as a fraction of it, as read by this instance's last quota check; 1 or more means spent.",
+        ),
     ],
 };
 
@@ -90,6 +113,8 @@ pub struct SessionManagerConfig {
     /// without asking the stores again. An edited session script has a new
     /// content hash and is used at once; an edited technique within this time.
     pub script_memo_ttl: Duration,
+    /// Token limits checked before a turn runs (all off by default).
+    pub quotas: QuotaConfig,
 }
 
 impl Default for SessionManagerConfig {
@@ -99,6 +124,7 @@ impl Default for SessionManagerConfig {
             user_sessions_limit: 100,
             turn_lease: Duration::from_secs(300),
             script_memo_ttl: Duration::from_secs(30),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -356,6 +382,13 @@ impl<P: Ports> SessionManager<P> {
             let a = &self.adapters;
             let script = self.runnable_script(request.script_id, None).await?;
             let now = a.clock.now();
+            if self.config.quotas.limits_creation() {
+                let totals = a
+                    .sessions
+                    .usage_totals(&request.user_id, &UsageWindows::at(now))
+                    .await?;
+                self.check_quota(&totals, now)?;
+            }
             let session_id = a.ids.session_id();
             tracing::Span::current().record("session.id", tracing::field::display(session_id));
 
@@ -480,6 +513,11 @@ impl<P: Ports> SessionManager<P> {
             history_window: self.config.history_window,
             idempotency_key: input.idempotency.as_ref().map(|k| k.key.clone()),
             owner,
+            usage: self
+                .config
+                .quotas
+                .is_enabled()
+                .then(|| UsageWindows::at(self.adapters.clock.now())),
         };
         let claimed = self
             .adapters
@@ -489,7 +527,29 @@ impl<P: Ports> SessionManager<P> {
             .map_err(|e| DomainError::from(e).with_session(session_id))?;
         metrics::histogram!(SESSION_LOCK_WAIT).record(started.elapsed().as_secs_f64());
         match claimed {
-            ClaimOutcome::Claimed(context) => Ok(Claimed::Turn(context)),
+            ClaimOutcome::Claimed(context) => {
+                if let Some(totals) = &context.usage {
+                    if let Err(refused) = self.check_quota(totals, self.adapters.clock.now()) {
+                        // Refused before the turn starts: no failed turn is
+                        // recorded (the client still has its words), the
+                        // lease is simply given back.
+                        if let Err(e) = self
+                            .adapters
+                            .sessions
+                            .release_turn(&context.lease, None)
+                            .await
+                        {
+                            tracing::error!(
+                                session.id = %session_id,
+                                release_error = %e,
+                                "refused turn could not release its lease; it lapses by itself"
+                            );
+                        }
+                        return Err(refused.with_session(session_id));
+                    }
+                }
+                Ok(Claimed::Turn(context))
+            }
             ClaimOutcome::Replay(stored) => {
                 // Only a request with a key can be answered by a replay.
                 let key = input.idempotency.as_ref().ok_or_else(|| {
@@ -524,6 +584,7 @@ impl<P: Ports> SessionManager<P> {
             lease,
             mut session,
             history,
+            usage: _,
         } = context;
         let session_id = session.id;
         let was_completed = session.status == SessionStatus::Completed;
@@ -672,6 +733,12 @@ impl<P: Ports> SessionManager<P> {
                 created_at: now,
             }
         };
+        let usage = TurnUsage::of_calls(&outcome.llm_calls);
+        if !usage.is_empty() {
+            metrics::counter!(LLM_TOKENS_TOTAL, "kind" => "prompt").increment(usage.prompt_tokens);
+            metrics::counter!(LLM_TOKENS_TOTAL, "kind" => "completion")
+                .increment(usage.completion_tokens);
+        }
         let user_message = outcome.user_message.map(&mut stamp);
         let ai_messages: Vec<Message> = outcome.messages.into_iter().map(&mut stamp).collect();
 
@@ -736,8 +803,31 @@ impl<P: Ports> SessionManager<P> {
             messages,
             variables,
             idempotency,
+            usage,
         };
         Ok((record, result))
+    }
+
+    /// Refuses a turn (or a session's creation) whose totals reached a
+    /// limit, and publishes the global budget's spend.
+    fn check_quota(&self, totals: &UsageTotals, now: DateTime<Utc>) -> Result<(), DomainError> {
+        let quotas = &self.config.quotas;
+        if let Some(budget) = quotas.global_hourly_tokens.filter(|b| *b > 0) {
+            #[allow(clippy::cast_precision_loss)] // a ratio: precision loss is fine
+            let ratio = totals.global_hour_tokens as f64 / budget as f64;
+            metrics::gauge!(BUDGET_USED_RATIO, "budget" => "global_hourly").set(ratio);
+        }
+        quotas.check(totals, now).map_err(|refused| {
+            metrics::counter!(QUOTA_EXCEEDED_TOTAL, "limit" => refused.limit.as_str()).increment(1);
+            tracing::warn!(
+                event = "quota_exceeded",
+                quota.limit = refused.limit.as_str(),
+                quota.used = refused.used,
+                quota.limit_tokens = refused.limit_tokens,
+                "turn refused: token quota exceeded"
+            );
+            DomainError::new(ErrorKind::QuotaExceeded(refused))
+        })
     }
 
     /// Ends a turn that did not commit: records the failure with the user's

@@ -11,6 +11,7 @@ use crate::ports::{
     MockMessageHistory, MockScriptRepository, MockSessionCache, MockSessionRepository, NoCache,
     RandomIds, RepositoryError,
 };
+use crate::quota::{QuotaConfig, QuotaLimit, TurnUsage, UsageTotals, UsageWindows};
 use crate::script::{
     Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
 };
@@ -293,6 +294,7 @@ fn claimed(session: &Session, claim: &TurnClaim) -> ClaimOutcome {
         lease: TurnLease::claimed(claim, session, FixedClock.now()),
         session: session.clone(),
         history: vec![],
+        usage: claim.usage.map(|_| UsageTotals::default()),
     }))
 }
 
@@ -1493,4 +1495,377 @@ mod safety_protocol {
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Conflict);
     }
+}
+
+// ------------------------------------------------------------------ quotas
+
+fn quota_manager(
+    scripts: MockScriptRepository,
+    sessions: MockSessionRepository,
+    engine: MockScriptEngine,
+    quotas: QuotaConfig,
+) -> SessionManager<MockPorts> {
+    let mut cache = MockSessionCache::new();
+    cache.expect_get().returning(|_| None);
+    cache.expect_put().returning(|_| ());
+    cache.expect_invalidate().returning(|_| ());
+    let plain = manager_with_cache(scripts, sessions, engine, cache);
+    SessionManager::new(
+        plain.adapters.clone(),
+        SessionManagerConfig {
+            quotas,
+            ..SessionManagerConfig::default()
+        },
+    )
+}
+
+/// A store whose one claim reads `totals`; the refused turn must release
+/// its lease without a failure record and never commit.
+fn sessions_refusing(session: &Session, totals: UsageTotals) -> MockSessionRepository {
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(1)
+        .withf(|claim| claim.usage == Some(UsageWindows::at(FixedClock.now())))
+        .returning(move |claim| {
+            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                lease: TurnLease::claimed(claim, &stored, FixedClock.now()),
+                session: stored.clone(),
+                history: vec![],
+                usage: Some(totals),
+            })))
+        });
+    sessions
+        .expect_release_turn()
+        .times(1)
+        .withf(|_, failure| failure.is_none())
+        .returning(|_, _| Ok(()));
+    sessions.expect_commit_turn().times(0);
+    sessions
+}
+
+fn engine_never_runs() -> MockScriptEngine {
+    let mut engine = MockScriptEngine::new();
+    engine.expect_run_turn().times(0);
+    engine
+}
+
+fn quota_refusal(error: &DomainError) -> crate::quota::QuotaExceeded {
+    assert_eq!(error.code(), ErrorCode::QuotaExceeded);
+    match &error.kind {
+        ErrorKind::QuotaExceeded(refused) => *refused,
+        other => panic!("not a quota refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_spent_session_budget_refuses_the_turn_before_the_engine_without_reset() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let totals = UsageTotals {
+        session_tokens: 500,
+        ..UsageTotals::default()
+    };
+    let quotas = QuotaConfig {
+        session_max_tokens: Some(500),
+        ..QuotaConfig::default()
+    };
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions_refusing(&session, totals),
+        engine_never_runs(),
+        quotas,
+    );
+    let error = m.process_input(input(session.id, "hi")).await.unwrap_err();
+    let refused = quota_refusal(&error);
+    assert_eq!(refused.limit, QuotaLimit::Session);
+    assert_eq!((refused.used, refused.limit_tokens), (500, 500));
+    assert_eq!(refused.reset_at, None);
+    assert!(!error.recovery().can_retry, "a spent session never resets");
+    assert_eq!(error.context.session_id, Some(session.id));
+}
+
+#[tokio::test]
+async fn a_spent_daily_quota_refuses_the_turn_until_utc_midnight() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let totals = UsageTotals {
+        session_tokens: 10,
+        user_day_tokens: 1_001,
+        global_hour_tokens: 1_001,
+    };
+    let quotas = QuotaConfig {
+        session_max_tokens: Some(500),
+        user_daily_tokens: Some(1_000),
+        global_hourly_tokens: Some(100_000),
+    };
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions_refusing(&session, totals),
+        engine_never_runs(),
+        quotas,
+    );
+    let error = m.process_input(input(session.id, "hi")).await.unwrap_err();
+    let refused = quota_refusal(&error);
+    assert_eq!(refused.limit, QuotaLimit::UserDaily);
+    assert_eq!((refused.used, refused.limit_tokens), (1_001, 1_000));
+    assert_eq!(
+        refused.reset_at,
+        Some(Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap())
+    );
+    assert!(error.recovery().can_retry);
+}
+
+#[tokio::test]
+async fn a_spent_global_budget_refuses_the_turn_until_the_next_hour() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let totals = UsageTotals {
+        global_hour_tokens: 7_000,
+        ..UsageTotals::default()
+    };
+    let quotas = QuotaConfig {
+        global_hourly_tokens: Some(7_000),
+        ..QuotaConfig::default()
+    };
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions_refusing(&session, totals),
+        engine_never_runs(),
+        quotas,
+    );
+    let error = m.process_input(input(session.id, "hi")).await.unwrap_err();
+    let refused = quota_refusal(&error);
+    assert_eq!(refused.limit, QuotaLimit::GlobalHourly);
+    assert_eq!(
+        refused.reset_at,
+        Some(Utc.with_ymd_and_hms(2026, 11, 27, 13, 0, 0).unwrap())
+    );
+}
+
+fn call_record(prompt: &str, response: &str, usage: crate::llm::TokenUsage) -> LlmCallRecord {
+    LlmCallRecord {
+        action_id: "a1".into(),
+        purpose: "ai_say".into(),
+        prompt: prompt.into(),
+        response: response.into(),
+        provider: "mock".into(),
+        model: "m".into(),
+        temperature: 0.7,
+        max_tokens: 100,
+        usage,
+        started_at: FixedClock.now(),
+    }
+}
+
+#[tokio::test]
+async fn a_turn_below_its_limits_runs_and_commits_its_tokens() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let quotas = QuotaConfig {
+        session_max_tokens: Some(500),
+        user_daily_tokens: Some(1_000),
+        global_hourly_tokens: Some(100_000),
+    };
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions.expect_release_turn().times(0);
+    sessions
+        .expect_commit_turn()
+        .times(1)
+        .withf(|_, record| {
+            // 10 + 5 reported; "abcdefgh" → 2 and "你好" → 2 estimated.
+            record.usage
+                == TurnUsage {
+                    prompt_tokens: 12,
+                    completion_tokens: 7,
+                    total_tokens: 19,
+                    llm_calls: 2,
+                }
+        })
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine.expect_run_turn().times(1).returning(|r| {
+        let mut outcome = outcome_from(&r, ExecutionStatus::WaitingInput);
+        outcome.llm_calls = vec![
+            call_record(
+                "p",
+                "r",
+                crate::llm::TokenUsage {
+                    prompt_tokens: 10,
+                    completion_tokens: 5,
+                    total_tokens: 15,
+                },
+            ),
+            call_record("abcdefgh", "你好", crate::llm::TokenUsage::default()),
+        ];
+        Ok(outcome)
+    });
+    let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
+    m.process_input(input(session.id, "hi")).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_quotas_no_totals_are_read() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(1)
+        .withf(|claim| claim.usage.is_none())
+        .returning(move |claim| Ok(claimed(&stored, claim)));
+    sessions.expect_usage_totals().times(0);
+    sessions
+        .expect_commit_turn()
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts_returning(&script), sessions, engine);
+    m.process_input(input(session.id, "hi")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_daily_quota_refuses_a_new_session_before_its_first_turn() {
+    let script = script();
+    let mut sessions = MockSessionRepository::new();
+    sessions
+        .expect_usage_totals()
+        .times(1)
+        .withf(|user, windows| user == "u1" && *windows == UsageWindows::at(FixedClock.now()))
+        .returning(|_, _| {
+            Ok(UsageTotals {
+                session_tokens: 0,
+                user_day_tokens: 2_000,
+                global_hour_tokens: 2_000,
+            })
+        });
+    sessions.expect_create().times(0);
+    let quotas = QuotaConfig {
+        user_daily_tokens: Some(2_000),
+        ..QuotaConfig::default()
+    };
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions,
+        engine_never_runs(),
+        quotas,
+    );
+    let error = m
+        .create_session(CreateSession {
+            user_id: "u1".into(),
+            script_id: script.id,
+            initial_variables: serde_json::Map::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(quota_refusal(&error).limit, QuotaLimit::UserDaily);
+}
+
+/// The quota metrics as declared: tokens of a committed turn by kind, a
+/// refusal by limit, and the global budget's spend ratio.
+#[tokio::test]
+async fn token_and_quota_metrics_are_recorded_as_declared() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+
+    let script = script();
+    let session = stored_session(&script, 4);
+    let quotas = QuotaConfig {
+        global_hourly_tokens: Some(4_000),
+        ..QuotaConfig::default()
+    };
+    // A turn below the budget commits 10 + 5 tokens ...
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(1)
+        .returning(move |claim| {
+            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                lease: TurnLease::claimed(claim, &stored, FixedClock.now()),
+                session: stored.clone(),
+                history: vec![],
+                usage: Some(UsageTotals {
+                    global_hour_tokens: 1_000,
+                    ..UsageTotals::default()
+                }),
+            })))
+        });
+    sessions.expect_commit_turn().returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine.expect_run_turn().returning(|r| {
+        let mut outcome = outcome_from(&r, ExecutionStatus::WaitingInput);
+        outcome.llm_calls = vec![call_record(
+            "p",
+            "r",
+            crate::llm::TokenUsage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+            },
+        )];
+        Ok(outcome)
+    });
+    let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
+    m.process_input(input(session.id, "hi")).await.unwrap();
+    // ... then one over it is refused.
+    let m = quota_manager(
+        scripts_returning(&script),
+        sessions_refusing(
+            &session,
+            UsageTotals {
+                global_hour_tokens: 4_000,
+                ..UsageTotals::default()
+            },
+        ),
+        engine_never_runs(),
+        quotas,
+    );
+    m.process_input(input(session.id, "hi")).await.unwrap_err();
+
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        METRICS
+            .check_series(key.name(), key.labels().map(metrics::Label::key))
+            .unwrap_or_else(|problem| panic!("{problem}"));
+        let labels: Vec<String> = key.labels().map(|l| l.value().to_owned()).collect();
+        match value {
+            DebugValue::Counter(count) if key.name() != TURNS_TOTAL => {
+                counters.push((key.name().to_owned(), labels, count));
+            }
+            DebugValue::Gauge(value) => gauges.push((key.name().to_owned(), labels, value)),
+            _ => {}
+        }
+    }
+    counters.sort();
+    assert_eq!(
+        counters,
+        vec![
+            (
+                LLM_TOKENS_TOTAL.to_owned(),
+                vec!["completion".to_owned()],
+                5
+            ),
+            (LLM_TOKENS_TOTAL.to_owned(), vec!["prompt".to_owned()], 10),
+            (
+                QUOTA_EXCEEDED_TOTAL.to_owned(),
+                vec!["global_hourly".to_owned()],
+                1
+            ),
+        ]
+    );
+    assert_eq!(gauges.len(), 1, "{gauges:?}");
+    assert_eq!(gauges[0].0, BUDGET_USED_RATIO);
+    assert_eq!(gauges[0].1, ["global_hourly"]);
+    // The last check read the spent budget.
+    assert!((gauges[0].2.into_inner() - 1.0).abs() < f64::EPSILON);
 }

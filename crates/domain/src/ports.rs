@@ -4,11 +4,12 @@
 use crate::error::ErrorCode;
 use crate::ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 use crate::message::{HistoryEntry, Message};
+use crate::quota::{DailyUsage, TurnUsage, UsageTotals, UsageWindows};
 use crate::script::{Script, ScriptDocument, ScriptStatus, ScriptType};
 use crate::session::{Position, Session};
 use crate::variables::{ValueType, VariableScope};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -89,6 +90,10 @@ pub struct TurnRecord {
     /// `Idempotency-Key` and the response to replay for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<IdempotentResponse>,
+    /// The tokens the turn's LLM calls used, added to the session's and
+    /// the user's totals of the UTC hour of `session.updated_at`.
+    #[serde(default)]
+    pub usage: TurnUsage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +143,9 @@ pub struct TurnClaim {
     /// its stored responses is replayed. `None` claims any session (an
     /// administrator, or an embedding service that checked access itself).
     pub owner: Option<String>,
+    /// Read the session's, its user's and the global token totals in these
+    /// windows with the claim (for quota checks); `None` reads none.
+    pub usage: Option<UsageWindows>,
 }
 
 /// The lease a claimed turn holds on its session.
@@ -180,6 +188,8 @@ pub struct TurnContext {
     /// The newest messages as the engine sees them (at most the claim's
     /// `history_window`), oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The token totals, when the claim asked for them.
+    pub usage: Option<UsageTotals>,
 }
 
 /// The answer to a [`TurnClaim`].
@@ -232,6 +242,22 @@ pub trait SessionRepository: Send + Sync {
         lease: &TurnLease,
         failure: Option<&'a FailedTurn>,
     ) -> Result<(), RepositoryError>;
+    /// The user's token total of the UTC day and every user's total of the
+    /// UTC hour of `windows` (`session_tokens` is 0): what a new session's
+    /// quota check reads.
+    async fn usage_totals(
+        &self,
+        user_id: &str,
+        windows: &UsageWindows,
+    ) -> Result<UsageTotals, RepositoryError>;
+    /// The user's token usage per UTC day from `from` to `to` (inclusive),
+    /// oldest first; days without usage are left out.
+    async fn user_daily_usage(
+        &self,
+        user_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, RepositoryError>;
 }
 
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]

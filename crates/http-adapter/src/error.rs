@@ -73,7 +73,8 @@ pub struct RecoveryBody {
 pub struct ErrorDetailBody {
     /// `SCRIPT_NOT_FOUND`, `SESSION_NOT_FOUND`, `SCRIPT_PARSE_ERROR`,
     /// `SCRIPT_VALIDATION_ERROR`, `LLM_SERVICE_ERROR`, `CONFLICT`,
-    /// `TURN_IN_PROGRESS`, `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
+    /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `DATABASE_ERROR`,
+    /// `INVALID_REQUEST`, `NOT_FOUND`, …
     pub code: String,
     /// `syntax`, `configuration`, `runtime`, `session`, `system` or `request`.
     #[serde(rename = "type")]
@@ -396,6 +397,7 @@ impl From<DomainError> for ApiError {
             ErrorCode::LlmServiceError => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::TurnInProgress => StatusCode::CONFLICT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::DatabaseError => match &error.kind {
                 ErrorKind::Repository(
                     RepositoryError::Unavailable(_) | RepositoryError::Timeout(_),
@@ -416,6 +418,13 @@ impl From<DomainError> for ApiError {
             ErrorKind::Llm(LlmError::RateLimited { retry_after }) => *retry_after,
             // The running turn usually answers within about one LLM call.
             ErrorKind::TurnInProgress { .. } => Some(TURN_IN_PROGRESS_RETRY_AFTER),
+            // Until the window resets; the session limit never does.
+            ErrorKind::QuotaExceeded(refused) => refused.reset_at.map(|at| {
+                (at - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(1))
+            }),
             _ => None,
         };
         let internal = code == ErrorCode::InternalServerError;
@@ -615,6 +624,53 @@ mod tests {
         assert_eq!(json["error"]["code"], "TURN_IN_PROGRESS");
         assert_eq!(json["error"]["type"], "session");
         assert_eq!(json["error"]["recovery"]["canRetry"], true);
+    }
+
+    #[test]
+    fn quota_exceeded_is_429_with_retry_after_until_the_reset_or_none_for_a_session() {
+        use heartrule_domain::{QuotaExceeded, QuotaLimit};
+        let daily = ApiError::from(DomainError::new(ErrorKind::QuotaExceeded(QuotaExceeded {
+            limit: QuotaLimit::UserDaily,
+            used: 1_200,
+            limit_tokens: 1_000,
+            reset_at: Some(Utc::now() + chrono::TimeDelta::seconds(90)),
+        })));
+        let response = daily.render(&ctx());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let secs: u64 = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((89..=91).contains(&secs), "{secs}");
+        let json = serde_json::to_value(daily.body(&ctx())).unwrap();
+        assert_eq!(json["error"]["code"], "QUOTA_EXCEEDED");
+        assert_eq!(json["error"]["type"], "session");
+        assert_eq!(json["error"]["recovery"]["canRetry"], true);
+        let details = json["error"]["details"].as_str().unwrap();
+        assert!(
+            details.contains("user_daily") && details.contains("1200 of 1000"),
+            "{details}"
+        );
+
+        let session = ApiError::from(DomainError::new(ErrorKind::QuotaExceeded(QuotaExceeded {
+            limit: QuotaLimit::Session,
+            used: 500,
+            limit_tokens: 500,
+            reset_at: None,
+        })));
+        let response = session.render(&ctx());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let json = serde_json::to_value(session.body(&ctx())).unwrap();
+        assert_eq!(json["error"]["recovery"]["canRetry"], false);
+        assert_eq!(
+            json["error"]["recovery"]["retryAction"],
+            "Start a new session"
+        );
     }
 
     #[test]

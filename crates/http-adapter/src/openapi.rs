@@ -54,6 +54,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         admin::audit_events,
         admin::export_user,
         admin::erase_user,
+        admin::user_usage,
     ),
     components(schemas(
         dto::CreateSessionRequest,
@@ -104,6 +105,9 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         admin::UserExportBody,
         admin::ErasedCountsBody,
         admin::UserErasureBody,
+        admin::DailyUsageBody,
+        admin::QuotaStateBody,
+        admin::UserUsageBody,
         hooks::ComponentStatus,
         hooks::ComponentState,
         hooks::ReadinessLevel,

@@ -288,6 +288,8 @@ async fn the_admin_routes_refuse_anyone_but_an_admin() {
         TestRequest::get().uri("/api/admin/audit-events"),
         TestRequest::get().uri("/api/admin/users/alice/export"),
         TestRequest::delete().uri("/api/admin/users/alice"),
+        // Even the client's own usage: the report is for administrators.
+        TestRequest::get().uri("/api/users/alice/usage"),
     ] {
         call(&app, request).await.error(403, "FORBIDDEN");
     }
@@ -305,6 +307,9 @@ async fn what_the_document_refuses_the_admin_routes_refuse() {
         "/api/admin/audit-events?limit=501",
         "/api/admin/audit-events?targetType=session",
         "/api/admin/users/alice/export?includeSensitive=maybe",
+        "/api/users/a%00b/usage",
+        "/api/users/alice/usage?from=yesterday",
+        "/api/users/alice/usage?to=2026-13-01",
     ] {
         get(&app, uri).await.error(400, "INVALID_REQUEST");
     }

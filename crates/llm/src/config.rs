@@ -52,7 +52,7 @@ impl ProviderKind {
 }
 
 /// The whole `llm:` section.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlmConfig {
     pub provider: ProviderKind,
@@ -66,6 +66,27 @@ pub struct LlmConfig {
     /// fallback): `off` fails the turn with 503, `scripted` continues on
     /// the script's own texts.
     pub degraded_mode: DegradedMode,
+    /// The model's context window in tokens (prompt and reply together):
+    /// the engine drops the oldest history from a prompt that would not
+    /// leave room for the call's `max_tokens`.
+    pub context_window_tokens: u32,
+}
+
+/// `llm.context_window_tokens` when not configured: the window of the
+/// default model (`gpt-4o-mini`, 128k tokens).
+pub const DEFAULT_CONTEXT_WINDOW_TOKENS: u32 = 128_000;
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::default(),
+            openai: OpenAiConfig::default(),
+            resilience: ResilienceConfig::default(),
+            fallback: None,
+            degraded_mode: DegradedMode::default(),
+            context_window_tokens: DEFAULT_CONTEXT_WINDOW_TOKENS,
+        }
+    }
 }
 
 /// The fallback provider: a provider kind with its own settings and its own

@@ -23,7 +23,7 @@ pub mod telemetry;
 pub use breaker::{counts_as_failure, BreakerState};
 pub use config::{
     BreakerConfig, DegradedMode, FallbackConfig, LlmConfig, LlmConfigError, OpenAiConfig,
-    ProviderKind, ResilienceConfig,
+    ProviderKind, ResilienceConfig, DEFAULT_CONTEXT_WINDOW_TOKENS,
 };
 pub use mock::MockProvider;
 pub use openai::{HeaderInjector, OpenAiProvider};

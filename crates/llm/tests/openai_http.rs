@@ -12,8 +12,8 @@ use heartrule_llm::telemetry::{
     BREAKER_STATE, OPERATION_DURATION_SECONDS, RETRIES_TOTAL, TOKEN_USAGE,
 };
 use heartrule_llm::{
-    build, build_with, BreakerConfig, BreakerState, BuildOptions, DegradedMode, FallbackConfig,
-    LlmConfig, LlmStack, OpenAiConfig, OpenAiProvider, ProviderKind, ResilienceConfig,
+    build, build_with, BreakerConfig, BreakerState, BuildOptions, FallbackConfig, LlmConfig,
+    LlmStack, OpenAiConfig, OpenAiProvider, ProviderKind, ResilienceConfig,
 };
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::json;
@@ -67,7 +67,7 @@ fn config(base_url: &str, provider_name: &str, max_retries: u32) -> LlmConfig {
         openai: openai(base_url, provider_name),
         resilience: resilience(max_retries),
         fallback: None,
-        degraded_mode: DegradedMode::Off,
+        ..LlmConfig::default()
     }
 }
 

@@ -6,17 +6,19 @@
 
 use crate::turn_check::{check_failure_lease, check_turn_record, lease_length, lease_lost};
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
+use heartrule_domain::quota::hour_start;
 use heartrule_domain::{
-    Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DeliveryAttempt, ErasedUser,
-    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory, MessageId,
-    RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId, ScriptRepository, Session,
-    SessionData, SessionId, SessionRepository, SessionStatus, TurnClaim, TurnContext, TurnId,
-    TurnLease, TurnRecord, UserData, UserDataStore, VariableSnapshot,
+    Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DailyUsage, DeliveryAttempt,
+    ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
+    MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
+    ScriptRepository, Session, SessionData, SessionId, SessionRepository, SessionStatus, TurnClaim,
+    TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals, UsageWindows, UserData,
+    UserDataStore, VariableSnapshot,
 };
 use heartrule_domain::{NoCache, Ports, RandomIds, ScriptEngine, SystemClock};
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -57,6 +59,52 @@ struct StoredSession {
     failed_turns: Vec<FailedTurn>,
     /// Deleted with the session, like the rows of `ON DELETE CASCADE`.
     safety_deliveries: Vec<DeliveryAttempt>,
+    /// Tokens by UTC hour; deleted with the session like `token_usage`.
+    usage: BTreeMap<DateTime<Utc>, TurnUsage>,
+}
+
+impl StoredSession {
+    /// The session's tokens in hours `from..to` (all when `None`).
+    fn tokens_between(&self, range: Option<(DateTime<Utc>, DateTime<Utc>)>) -> u64 {
+        self.usage
+            .iter()
+            .filter(|(hour, _)| range.is_none_or(|(from, to)| **hour >= from && **hour < to))
+            .map(|(_, usage)| usage.total_tokens)
+            .sum()
+    }
+}
+
+/// The user's day and every user's hour, as `token_usage` sums them.
+fn user_and_global_totals(
+    sessions: &HashMap<SessionId, StoredSession>,
+    user_id: &str,
+    windows: &UsageWindows,
+) -> UsageTotals {
+    let day = (windows.day_start, windows.day_start + TimeDelta::days(1));
+    let hour = (windows.hour_start, windows.hour_start + TimeDelta::hours(1));
+    UsageTotals {
+        session_tokens: 0,
+        user_day_tokens: sessions
+            .values()
+            .filter(|s| s.session.user_id == user_id)
+            .map(|s| s.tokens_between(Some(day)))
+            .sum(),
+        global_hour_tokens: sessions
+            .values()
+            .map(|s| s.tokens_between(Some(hour)))
+            .sum(),
+    }
+}
+
+/// Adds a committed turn's tokens to its hour.
+fn add_usage(stored: &mut StoredSession, record: &TurnRecord) {
+    if !record.usage.is_empty() {
+        stored
+            .usage
+            .entry(hour_start(record.session.updated_at))
+            .or_default()
+            .add(&record.usage);
+    }
 }
 
 /// PostgreSQL keeps microseconds; so does this store, so both return the
@@ -169,6 +217,7 @@ impl MemoryStore {
         session.updated_at = micros(committed.updated_at);
         session.completed_at = committed.completed_at.map(micros);
         append_rows(message_ids, stored, record);
+        add_usage(stored, record);
         Ok(())
     }
 }
@@ -333,9 +382,11 @@ impl SessionRepository for MemoryStore {
             idempotency: HashMap::new(),
             failed_turns: Vec::new(),
             safety_deliveries: Vec::new(),
+            usage: BTreeMap::new(),
         };
         check_new_rows(&data.message_ids, &stored, first_turn)?;
         append_rows(&mut data.message_ids, &mut stored, first_turn);
+        add_usage(&mut stored, first_turn);
         data.sessions.insert(session.id, stored);
         Ok(())
     }
@@ -363,6 +414,13 @@ impl SessionRepository for MemoryStore {
     async fn claim_turn(&self, claim: &TurnClaim) -> Result<ClaimOutcome, RepositoryError> {
         let now = Utc::now();
         let mut data = self.lock();
+        let usage = match (&claim.usage, data.sessions.get(&claim.session_id)) {
+            (Some(windows), Some(stored)) => Some(UsageTotals {
+                session_tokens: stored.tokens_between(None),
+                ..user_and_global_totals(&data.sessions, &stored.session.user_id, windows)
+            }),
+            _ => None,
+        };
         let Some(stored) = data.sessions.get_mut(&claim.session_id) else {
             return Ok(ClaimOutcome::NotFound);
         };
@@ -395,6 +453,7 @@ impl SessionRepository for MemoryStore {
                 .iter()
                 .map(Message::to_history)
                 .collect(),
+            usage,
         })))
     }
 
@@ -446,6 +505,64 @@ impl SessionRepository for MemoryStore {
             data.failed_turn_ids.insert(failure.turn_id);
         }
         Ok(())
+    }
+
+    async fn usage_totals(
+        &self,
+        user_id: &str,
+        windows: &UsageWindows,
+    ) -> Result<UsageTotals, RepositoryError> {
+        Ok(user_and_global_totals(
+            &self.lock().sessions,
+            user_id,
+            windows,
+        ))
+    }
+
+    async fn user_daily_usage(
+        &self,
+        user_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, RepositoryError> {
+        let data = self.lock();
+        let mut days: BTreeMap<NaiveDate, (DailyUsage, HashSet<SessionId>)> = BTreeMap::new();
+        for stored in data.sessions.values() {
+            if stored.session.user_id != user_id {
+                continue;
+            }
+            for (hour, usage) in &stored.usage {
+                let day = hour.date_naive();
+                if day < from || day > to {
+                    continue;
+                }
+                let (daily, sessions) = days.entry(day).or_insert_with(|| {
+                    (
+                        DailyUsage {
+                            day,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            total_tokens: 0,
+                            llm_calls: 0,
+                            sessions: 0,
+                        },
+                        HashSet::new(),
+                    )
+                });
+                daily.prompt_tokens += usage.prompt_tokens;
+                daily.completion_tokens += usage.completion_tokens;
+                daily.total_tokens += usage.total_tokens;
+                daily.llm_calls += usage.llm_calls;
+                sessions.insert(stored.session.id);
+            }
+        }
+        Ok(days
+            .into_values()
+            .map(|(mut daily, sessions)| {
+                daily.sessions = sessions.len() as u64;
+                daily
+            })
+            .collect())
     }
 }
 
@@ -684,6 +801,7 @@ mod tests {
             history_window: 10,
             idempotency_key: None,
             owner: None,
+            usage: None,
         };
         assert_eq!(
             store.claim_turn(&claim).await.unwrap(),

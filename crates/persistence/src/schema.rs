@@ -111,6 +111,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    token_usage (session_id, hour) {
+        session_id -> Uuid,
+        hour -> Timestamptz,
+        #[max_length = 255]
+        user_id -> Varchar,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        total_tokens -> Int8,
+        llm_calls -> Int8,
+    }
+}
+
+diesel::table! {
     variables (id) {
         id -> Int8,
         session_id -> Uuid,
@@ -132,6 +145,7 @@ diesel::joinable!(idempotency_keys -> sessions (session_id));
 diesel::joinable!(messages -> sessions (session_id));
 diesel::joinable!(safety_deliveries -> sessions (session_id));
 diesel::joinable!(sessions -> scripts (script_id));
+diesel::joinable!(token_usage -> sessions (session_id));
 diesel::joinable!(variables -> sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -142,5 +156,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     safety_deliveries,
     scripts,
     sessions,
+    token_usage,
     variables,
 );

@@ -126,6 +126,7 @@ mod tests {
                 .collect(),
             variables: vec![],
             idempotency: None,
+            usage: heartrule_domain::TurnUsage::default(),
         }
     }
 

@@ -121,6 +121,8 @@ contract!(
     a_claim_with_an_owner_reaches_only_that_users_session,
     a_session_in_handoff_keeps_its_safety_record,
     safety_deliveries_are_recorded_per_attempt_and_listed_in_order,
+    token_usage_is_summed_per_session_user_day_and_hour,
+    token_usage_totals_come_with_the_claim_only_when_asked,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -1102,4 +1104,195 @@ async fn safety_deliveries_are_recorded_per_attempt_and_listed_in_order<S: Store
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A UTC time on 2026-12-`day`.
+fn utc(day: u32, hour: u32, minute: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2026, 12, day, hour, minute, 0)
+        .single()
+        .unwrap()
+}
+
+/// Creates a session of `user` at `at` whose first turn used `usage`
+/// (prompt, completion, calls).
+async fn create_session_at<S: Store>(
+    store: &S,
+    user: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    usage: (u64, u64, u64),
+) -> heartrule_domain::Session {
+    let script = session_script(&format!("script-{}", SessionId::new_random()));
+    store.insert(&script).await.unwrap();
+    let mut session = new_session(script.id, user);
+    session.created_at = at;
+    session.updated_at = at;
+    let record = with_usage(first_turn(session), usage.0, usage.1, usage.2);
+    store.create(&record).await.unwrap();
+    record.session
+}
+
+/// Commits a turn at `at` that used `usage` (prompt, completion, calls).
+async fn commit_turn_at<S: Store>(
+    store: &S,
+    session: &heartrule_domain::Session,
+    at: chrono::DateTime<chrono::Utc>,
+    usage: (u64, u64, u64),
+) {
+    let turn = claim(store, session.id).await;
+    let mut record = next_turn(&turn.session, "hi", &["ok"]);
+    record.session.updated_at = at;
+    let record = with_usage(record, usage.0, usage.1, usage.2);
+    store.commit_turn(&turn.lease, &record).await.unwrap();
+}
+
+async fn token_usage_is_summed_per_session_user_day_and_hour<S: Store>(store: &S) {
+    use heartrule_domain::{DailyUsage, UsageTotals, UsageWindows};
+    let day_before = utc(3, 23, 30);
+    let at = utc(4, 10, 20);
+    let ana = create_session_at(store, "ana", day_before, (10, 5, 1)).await;
+    commit_turn_at(store, &ana, at, (100, 50, 2)).await;
+    // The same hour again: added to the hour's row.
+    commit_turn_at(store, &ana, at + Duration::minutes(5), (1, 1, 1)).await;
+    // A first turn without LLM calls stores no usage.
+    let ana_2 = create_session_at(store, "ana", at, (0, 0, 0)).await;
+    commit_turn_at(store, &ana_2, at, (7, 3, 1)).await;
+    let bob = create_session_at(store, "bob", at, (1_000, 0, 1)).await;
+    // Another hour of the same day.
+    commit_turn_at(store, &bob, utc(4, 9, 59), (20, 0, 1)).await;
+
+    let windows = UsageWindows::at(at);
+    assert_eq!(
+        store.usage_totals("ana", &windows).await.unwrap(),
+        UsageTotals {
+            session_tokens: 0,
+            user_day_tokens: 150 + 2 + 10,
+            global_hour_tokens: 162 + 1_000,
+        }
+    );
+    assert_eq!(
+        store.usage_totals("nobody", &windows).await.unwrap(),
+        UsageTotals {
+            session_tokens: 0,
+            user_day_tokens: 0,
+            global_hour_tokens: 1_162,
+        }
+    );
+    let mut claim_ana = turn_claim(ana.id, 20);
+    claim_ana.usage = Some(windows);
+    let turn = claim_with(store, &claim_ana).await;
+    assert_eq!(
+        turn.usage,
+        Some(UsageTotals {
+            session_tokens: 15 + 150 + 2,
+            user_day_tokens: 162,
+            global_hour_tokens: 1_162,
+        })
+    );
+    // A released (refused) turn adds nothing.
+    store.release_turn(&turn.lease, None).await.unwrap();
+    assert_eq!(
+        store
+            .usage_totals("ana", &windows)
+            .await
+            .unwrap()
+            .user_day_tokens,
+        162
+    );
+
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+    assert_eq!(
+        store.user_daily_usage("ana", day(1), day(4)).await.unwrap(),
+        vec![
+            DailyUsage {
+                day: day(3),
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+                llm_calls: 1,
+                sessions: 1,
+            },
+            DailyUsage {
+                day: day(4),
+                prompt_tokens: 108,
+                completion_tokens: 54,
+                total_tokens: 162,
+                llm_calls: 4,
+                sessions: 2,
+            },
+        ]
+    );
+    assert_eq!(
+        store
+            .user_daily_usage("ana", day(4), day(4))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.user_daily_usage("bob", day(4), day(4)).await.unwrap(),
+        vec![DailyUsage {
+            day: day(4),
+            prompt_tokens: 1_020,
+            completion_tokens: 0,
+            total_tokens: 1_020,
+            llm_calls: 2,
+            sessions: 1,
+        }]
+    );
+    assert!(store
+        .user_daily_usage("ana", day(5), day(9))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Usage goes with the user's sessions when they are erased.
+    store.erase_user("ana").await.unwrap();
+    assert!(store
+        .user_daily_usage("ana", day(1), day(4))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.usage_totals("ana", &windows).await.unwrap(),
+        UsageTotals {
+            session_tokens: 0,
+            user_day_tokens: 0,
+            global_hour_tokens: 1_000,
+        }
+    );
+}
+
+async fn token_usage_totals_come_with_the_claim_only_when_asked<S: Store>(store: &S) {
+    use heartrule_domain::{UsageTotals, UsageWindows};
+    let at = utc(4, 10, 20);
+    let session = create_session_at(store, "ana", at, (3, 4, 1)).await;
+    let plain = claim(store, session.id).await;
+    assert_eq!(plain.usage, None);
+    store.release_turn(&plain.lease, None).await.unwrap();
+
+    // Another owner's claim finds nothing and reads no totals.
+    let mut foreign = turn_claim(session.id, 20);
+    foreign.owner = Some("mallory".into());
+    foreign.usage = Some(UsageWindows::at(at));
+    assert_eq!(
+        store.claim_turn(&foreign).await.unwrap(),
+        ClaimOutcome::NotFound
+    );
+
+    let mut asked = turn_claim(session.id, 20);
+    asked.owner = Some("ana".into());
+    asked.usage = Some(UsageWindows::at(at + Duration::days(1)));
+    let turn = claim_with(store, &asked).await;
+    // The next day: the session keeps its total, the day and hour are new.
+    assert_eq!(
+        turn.usage,
+        Some(UsageTotals {
+            session_tokens: 7,
+            user_day_tokens: 0,
+            global_hour_tokens: 0,
+        })
+    );
 }

@@ -152,6 +152,7 @@ async fn up_down_up_leaves_the_same_schema() {
             "safety_deliveries",
             "scripts",
             "sessions",
+            "token_usage",
             "variables"
         ]
     );

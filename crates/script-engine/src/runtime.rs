@@ -54,3 +54,4 @@ pub const METRICS: MetricSet = MetricSet {
         ),
     ],
 };
+pub use turn::HISTORY_TRIMMED_KEY;

@@ -5,12 +5,12 @@
 mod support;
 
 use heartrule_domain::{
-    ErrorKind, ExecutionStatus, LlmError, LoadMode, MessageRole, ScriptEngine, ScriptLoadError,
-    ValidationErrorType, VariableScope,
+    estimate_tokens, ErrorKind, ExecutionStatus, HistoryEntry, LlmError, LoadMode, MessageRole,
+    ScriptEngine, ScriptLoadError, ValidationErrorType, VariableScope,
 };
 use heartrule_script_engine::runtime::prompts::beijing_time_text;
 use heartrule_script_engine::runtime::templates::MemoryTemplates;
-use heartrule_script_engine::runtime::EngineOptions;
+use heartrule_script_engine::runtime::{EngineOptions, HISTORY_TRIMMED_KEY};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use support::{contents, j, test_now, test_templates, Harness};
@@ -894,4 +894,66 @@ async fn case_31_monitor_feedback_reaches_the_next_prompt_once() {
     assert_eq!(log[1]["analysis"]["parse_error"], true);
     assert_eq!(log[1]["analysis"]["intervention_needed"], false);
     let _: &Value = &log[0]["analysis"];
+}
+
+// Prompt-size guard: the oldest history leaves a prompt that would not
+// leave room for the call's reply; the turn never fails for size.
+fn long_history() -> Vec<HistoryEntry> {
+    (0..5)
+        .map(|i| HistoryEntry {
+            role: if i % 2 == 0 {
+                MessageRole::User
+            } else {
+                MessageRole::Assistant
+            },
+            // About 100 estimated tokens each.
+            content: format!("marker-{i} {}", "a".repeat(400)),
+            action_id: None,
+            llm_raw_output: None,
+        })
+        .collect()
+}
+
+async fn first_ask_prompt(context_window_tokens: u32) -> (String, heartrule_domain::TurnOutcome) {
+    let options = EngineOptions {
+        context_window_tokens,
+        ..EngineOptions::default()
+    };
+    let mut h = Harness::build(&one_topic(MULTI_ASK), support::memory_templates(), options);
+    h.history = long_history();
+    h.state
+        .metadata
+        .insert(HISTORY_TRIMMED_KEY.to_owned(), json!(99));
+    h.llm.replies([j("q1")]);
+    let outcome = h.turn(None).await;
+    (h.llm.last_call().prompt, outcome)
+}
+
+#[tokio::test]
+async fn the_oldest_history_is_trimmed_to_fit_the_context_window() {
+    // A window that fits: everything shown, the old report cleared.
+    let (full, outcome) = first_ask_prompt(128_000).await;
+    for i in 0..5 {
+        assert!(full.contains(&format!("marker-{i}")), "{full}");
+    }
+    assert!(!outcome.state.metadata.contains_key(HISTORY_TRIMMED_KEY));
+
+    // 250 tokens short: the three oldest entries (~100 each) go.
+    let window = estimate_tokens(&full) - 250 + 800;
+    let (trimmed, outcome) = first_ask_prompt(window).await;
+    assert!(estimate_tokens(&trimmed) + 800 <= window);
+    for i in 0..3 {
+        assert!(!trimmed.contains(&format!("marker-{i}")), "{trimmed}");
+    }
+    for i in 3..5 {
+        assert!(trimmed.contains(&format!("marker-{i}")), "{trimmed}");
+    }
+    assert_eq!(outcome.state.metadata[HISTORY_TRIMMED_KEY], json!(3));
+    assert_eq!(contents(&outcome), ["q1"]);
+
+    // Not even the template fits: sent without history, the turn goes on.
+    let (bare, outcome) = first_ask_prompt(900).await;
+    assert!(!bare.contains("marker-"), "{bare}");
+    assert_eq!(outcome.state.metadata[HISTORY_TRIMMED_KEY], json!(5));
+    assert_eq!(contents(&outcome), ["q1"]);
 }

@@ -24,6 +24,9 @@ pub struct AppConfig {
     pub rate_limits: RateLimitsSection,
     pub llm: heartrule_llm::LlmConfig,
     pub engine: EngineSection,
+    /// Token budgets; absent or `null` limits are off.
+    #[serde(default)]
+    pub quotas: QuotasSection,
     pub scripts: ScriptsSection,
     pub retention: RetentionSection,
     pub auth: AuthSection,
@@ -252,6 +255,31 @@ pub struct EngineSection {
 #[serde(deny_unknown_fields)]
 pub struct OutputGuardSection {
     pub enabled: bool,
+}
+
+/// Token budgets, checked before a turn's LLM calls (README "Token budgets
+/// and quotas"). Each limit is off when `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasSection {
+    /// Tokens one session may use over its lifetime.
+    pub session_max_tokens: Option<u64>,
+    /// Tokens one user may use per UTC day, over all their sessions.
+    pub user_daily_tokens: Option<u64>,
+    /// Tokens all users together may use per UTC hour.
+    pub global_hourly_tokens: Option<u64>,
+}
+
+impl QuotasSection {
+    /// The domain's form of this section.
+    #[must_use]
+    pub fn to_domain(self) -> heartrule_domain::QuotaConfig {
+        heartrule_domain::QuotaConfig {
+            session_max_tokens: self.session_max_tokens,
+            user_daily_tokens: self.user_daily_tokens,
+            global_hourly_tokens: self.global_hourly_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +529,10 @@ pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 /// Largest `retention.batch_size`: one statement stays short.
 pub const MAX_RETENTION_BATCH: usize = 10_000;
 
+/// The smallest `llm.context_window_tokens`: below it the built-in prompt
+/// templates alone would not fit.
+pub const MIN_CONTEXT_WINDOW_TOKENS: u32 = 1_024;
+
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -638,6 +670,25 @@ impl AppConfig {
             self.engine.turn_lease >= Duration::from_secs(1),
             "engine.turn_lease",
             "must be at least 1s",
+        )?;
+        for (key, limit) in [
+            ("quotas.session_max_tokens", self.quotas.session_max_tokens),
+            ("quotas.user_daily_tokens", self.quotas.user_daily_tokens),
+            (
+                "quotas.global_hourly_tokens",
+                self.quotas.global_hourly_tokens,
+            ),
+        ] {
+            check(
+                limit.is_none_or(|tokens| tokens > 0),
+                key,
+                "must be greater than 0 (or null to turn the limit off)",
+            )?;
+        }
+        check(
+            self.llm.context_window_tokens >= MIN_CONTEXT_WINDOW_TOKENS,
+            "llm.context_window_tokens",
+            "must be at least 1024",
         )?;
         self.http
             .cors
@@ -923,6 +974,58 @@ mod tests {
         .unwrap();
         assert_eq!(changed.retention.sessions, 365 * day);
         assert_eq!(changed.retention.batch_size, 50);
+    }
+
+    #[test]
+    fn quotas_are_off_by_default_and_set_and_checked_from_the_environment() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        assert_eq!(config.quotas, QuotasSection::default());
+        assert!(!config.quotas.to_domain().is_enabled());
+        assert_eq!(
+            config.llm.context_window_tokens,
+            heartrule_llm::DEFAULT_CONTEXT_WINDOW_TOKENS
+        );
+        let set = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__QUOTAS__USER_DAILY_TOKENS", "50000"),
+                ("HEARTRULE__QUOTAS__GLOBAL_HOURLY_TOKENS", "2000000"),
+                ("HEARTRULE__LLM__CONTEXT_WINDOW_TOKENS", "8192"),
+            ]),
+        )
+        .unwrap();
+        let quotas = set.quotas.to_domain();
+        assert_eq!(quotas.user_daily_tokens, Some(50_000));
+        assert_eq!(quotas.global_hourly_tokens, Some(2_000_000));
+        assert_eq!(quotas.session_max_tokens, None);
+        assert_eq!(set.llm.context_window_tokens, 8_192);
+        for (variable, value, key) in [
+            (
+                "HEARTRULE__QUOTAS__SESSION_MAX_TOKENS",
+                "0",
+                "quotas.session_max_tokens",
+            ),
+            (
+                "HEARTRULE__QUOTAS__USER_DAILY_TOKENS",
+                "0",
+                "quotas.user_daily_tokens",
+            ),
+            (
+                "HEARTRULE__QUOTAS__GLOBAL_HOURLY_TOKENS",
+                "0",
+                "quotas.global_hourly_tokens",
+            ),
+            (
+                "HEARTRULE__LLM__CONTEXT_WINDOW_TOKENS",
+                "100",
+                "llm.context_window_tokens",
+            ),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&[(variable, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{variable}={value}: {err}");
+        }
     }
 
     #[test]

@@ -164,10 +164,12 @@ pub async fn build_app(
             history_window: config.engine.history_window,
             turn_lease: config.engine.turn_lease,
             script_memo_ttl: config.engine.script_memo_ttl,
+            quotas: config.quotas.to_domain(),
             ..SessionManagerConfig::default()
         },
     );
-    let admin = Arc::new(AdminService::new(adapters.clone()));
+    let admin =
+        Arc::new(AdminService::new(adapters.clone()).with_quotas(config.quotas.to_domain()));
     let manager = match safety_protocol(&config.safety, &store)? {
         Some(protocol) => manager.with_safety(protocol),
         None => manager,
@@ -611,5 +613,6 @@ pub(crate) fn engine_options(config: &AppConfig) -> EngineOptions {
         output_guard: config.engine.output_guard.enabled,
         history_window: config.engine.history_window,
         degraded_mode: config.llm.degraded_mode,
+        context_window_tokens: config.llm.context_window_tokens,
     }
 }

@@ -6,8 +6,8 @@ use heartrule_domain::{
     ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageId, MessageRole, Phase,
     Position, SayConfig, Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType, Session,
     SessionId, SessionRepository, SessionScript, SessionStatus, TechniqueScript, Topic, TurnClaim,
-    TurnContext, TurnId, TurnRecord, ValueType, VariableScope, VariableSnapshot, VariableStore,
-    VariableValue, LLM_RAW_OUTPUT,
+    TurnContext, TurnId, TurnRecord, TurnUsage, ValueType, VariableScope, VariableSnapshot,
+    VariableStore, VariableValue, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Value};
 
@@ -167,6 +167,7 @@ pub fn first_turn(mut session: Session) -> TurnRecord {
         variables: vec![],
         idempotency: None,
         session,
+        usage: TurnUsage::default(),
     }
 }
 
@@ -178,6 +179,7 @@ pub fn silent_first_turn(session: Session) -> TurnRecord {
         messages: vec![],
         variables: vec![],
         idempotency: None,
+        usage: TurnUsage::default(),
     }
 }
 
@@ -229,6 +231,7 @@ pub fn next_turn(session: &Session, user_text: &str, ai_replies: &[&str]) -> Tur
         messages,
         idempotency: None,
         session: next,
+        usage: TurnUsage::default(),
     }
 }
 
@@ -239,6 +242,18 @@ pub fn with_idempotency(mut record: TurnRecord, key: &str) -> TurnRecord {
         request_hash: format!("hash-of-{key}"),
         response: json!({"turnId": record.turn_id, "messages": record.messages.len()}),
     });
+    record
+}
+
+/// The same turn, having used `prompt` and `completion` tokens in `calls`
+/// LLM calls.
+pub fn with_usage(mut record: TurnRecord, prompt: u64, completion: u64, calls: u64) -> TurnRecord {
+    record.usage = TurnUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        llm_calls: calls,
+    };
     record
 }
 
@@ -277,6 +292,7 @@ pub fn turn_claim(session_id: SessionId, history_window: usize) -> TurnClaim {
         history_window,
         idempotency_key: None,
         owner: None,
+        usage: None,
     }
 }
 

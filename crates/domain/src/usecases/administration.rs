@@ -10,10 +10,12 @@ use crate::ids::ScriptId;
 use crate::ports::{Clock, IdGenerator, RepositoryError, ScriptRepository, SessionRepository};
 use crate::ports_bundle::{Adapters, Ports};
 use crate::privacy::{ErasedCounts, UserDataStore, UserExport};
+use crate::quota::{QuotaConfig, QuotaState, UsageWindows, UserUsage};
 use crate::retention::CacheJanitor;
 use crate::script::{ScriptDocument, TechniqueScript};
 use crate::sensitive::sensitive_variable_names;
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,17 +54,28 @@ pub trait Administration: Send + Sync {
     /// Deletes everything stored about `user_id`, in the store and in the
     /// cache. Audited as `user.erase` once done; that record stays.
     async fn erase_user(&self, actor: &Actor, user_id: &str) -> Result<UserErasure, DomainError>;
+    /// The token usage of `user_id` per UTC day from `from` to `to`
+    /// (inclusive) and where the user's quota stands now.
+    async fn user_usage(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<UserUsage, DomainError>;
 }
 
 /// [`Administration`] on the domain's ports.
 pub struct AdminService<P: Ports> {
     adapters: Adapters<P>,
+    quotas: QuotaConfig,
 }
 
 impl<P: Ports> Clone for AdminService<P> {
     fn clone(&self) -> Self {
         Self {
             adapters: self.adapters.clone(),
+            quotas: self.quotas,
         }
     }
 }
@@ -71,7 +84,17 @@ impl<P: Ports> AdminService<P> {
     /// The service on `adapters`.
     #[must_use]
     pub fn new(adapters: Adapters<P>) -> Self {
-        Self { adapters }
+        Self {
+            adapters,
+            quotas: QuotaConfig::default(),
+        }
+    }
+
+    /// Reports the quota state against `quotas` (the session manager's).
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: QuotaConfig) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     fn event(&self, actor: &Actor, action: AuditAction, user_id: &str) -> AuditEvent {
@@ -233,6 +256,30 @@ impl<P: Ports> Administration for AdminService<P> {
             user_id: user_id.to_owned(),
             erased: counts,
             audit_event_id: event.id,
+        })
+    }
+
+    async fn user_usage(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<UserUsage, DomainError> {
+        actor.require_admin()?;
+        let a = &self.adapters;
+        let now = a.clock.now();
+        let days = a.sessions.user_daily_usage(user_id, from, to).await?;
+        let totals = a
+            .sessions
+            .usage_totals(user_id, &UsageWindows::at(now))
+            .await?;
+        Ok(UserUsage {
+            user_id: user_id.to_owned(),
+            from,
+            to,
+            days,
+            quota: QuotaState::new(self.quotas, &totals, now),
         })
     }
 }

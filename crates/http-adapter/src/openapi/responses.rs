@@ -47,11 +47,15 @@ impl IntoResponses for Protected {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         let mut rate_limited = error(
             "`RATE_LIMITED`: too many requests from this subject or client; \
-             `Retry-After` says when to try again",
+             `Retry-After` says when to try again. Or, on operations that run a turn, \
+             `QUOTA_EXCEEDED`: a token budget is spent and the turn did not run; `details` \
+             names the limit (`session`, `user_daily`, `global_hourly`), the tokens used, \
+             the limit and `resetAt`; `Retry-After` counts the seconds to the reset (absent \
+             for the session limit, which never resets: start a new session)",
         );
         rate_limited.headers.insert(
             "Retry-After".into(),
-            retry_after("Seconds to wait before the next request"),
+            retry_after("Seconds to wait before the next request (or until the quota resets)"),
         );
         responses([
             (

@@ -9,10 +9,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::openapi::responses::{AdminOnly, Protected};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use heartrule_domain::{
-    AuditAction, AuditEvent, AuditFilter, AuditTargetType, ErasedCounts, FailedTurn, SessionData,
-    UserErasure, UserExport, VariableSnapshot,
+    AuditAction, AuditEvent, AuditFilter, AuditTargetType, DailyUsage, ErasedCounts, FailedTurn,
+    QuotaState, SessionData, UserErasure, UserExport, UserUsage, VariableSnapshot,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -307,6 +307,140 @@ impl From<&UserErasure> for UserErasureBody {
     }
 }
 
+/// `GET /api/users/{userId}/usage` range: UTC days, both inclusive.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// First UTC day (`YYYY-MM-DD`); default 29 days before `to`.
+    #[param(value_type = Option<String>, format = Date)]
+    pub from: Option<NaiveDate>,
+    /// Last UTC day (`YYYY-MM-DD`); default today.
+    #[param(value_type = Option<String>, format = Date)]
+    pub to: Option<NaiveDate>,
+}
+
+/// One UTC day of a user's token usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyUsageBody {
+    #[schema(value_type = String, format = Date)]
+    pub day: NaiveDate,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// LLM calls of the day's committed turns.
+    pub llm_calls: u64,
+    /// Sessions with LLM calls that day.
+    pub sessions: u64,
+}
+
+impl From<&DailyUsage> for DailyUsageBody {
+    fn from(d: &DailyUsage) -> Self {
+        Self {
+            day: d.day,
+            prompt_tokens: d.prompt_tokens,
+            completion_tokens: d.completion_tokens,
+            total_tokens: d.total_tokens,
+            llm_calls: d.llm_calls,
+            sessions: d.sessions,
+        }
+    }
+}
+
+/// The configured token limits (`null` when off) and the spend against
+/// them now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStateBody {
+    /// Tokens one session may use over its lifetime.
+    pub session_max_tokens: Option<u64>,
+    /// Tokens the user may use per UTC day.
+    pub user_daily_tokens: Option<u64>,
+    /// Tokens all users together may use per UTC hour.
+    pub global_hourly_tokens: Option<u64>,
+    /// The user's tokens of the current UTC day.
+    pub user_day_tokens: u64,
+    /// What is left of the daily quota (`null` without one).
+    pub user_day_remaining: Option<u64>,
+    /// Every user's tokens of the current UTC hour.
+    pub global_hour_tokens: u64,
+    /// What is left of the hourly budget (`null` without one).
+    pub global_hour_remaining: Option<u64>,
+    /// When the daily total starts afresh (next UTC midnight).
+    pub day_resets_at: DateTime<Utc>,
+    /// When the hourly total starts afresh.
+    pub hour_resets_at: DateTime<Utc>,
+}
+
+impl From<&QuotaState> for QuotaStateBody {
+    fn from(q: &QuotaState) -> Self {
+        Self {
+            session_max_tokens: q.limits.session_max_tokens,
+            user_daily_tokens: q.limits.user_daily_tokens,
+            global_hourly_tokens: q.limits.global_hourly_tokens,
+            user_day_tokens: q.user_day_tokens,
+            user_day_remaining: q
+                .limits
+                .user_daily_tokens
+                .map(|limit| limit.saturating_sub(q.user_day_tokens)),
+            global_hour_tokens: q.global_hour_tokens,
+            global_hour_remaining: q
+                .limits
+                .global_hourly_tokens
+                .map(|limit| limit.saturating_sub(q.global_hour_tokens)),
+            day_resets_at: q.day_resets_at,
+            hour_resets_at: q.hour_resets_at,
+        }
+    }
+}
+
+/// A user's token usage per UTC day and their quota now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserUsageBody {
+    pub user_id: String,
+    #[schema(value_type = String, format = Date)]
+    pub from: NaiveDate,
+    #[schema(value_type = String, format = Date)]
+    pub to: NaiveDate,
+    /// Days with usage, oldest first (days without any are left out).
+    pub days: Vec<DailyUsageBody>,
+    pub quota: QuotaStateBody,
+}
+
+impl From<&UserUsage> for UserUsageBody {
+    fn from(u: &UserUsage) -> Self {
+        Self {
+            user_id: u.user_id.clone(),
+            from: u.from,
+            to: u.to,
+            days: u.days.iter().map(DailyUsageBody::from).collect(),
+            quota: QuotaStateBody::from(&u.quota),
+        }
+    }
+}
+
+/// Days of the usage range when not given.
+const DEFAULT_USAGE_DAYS: i64 = 30;
+
+/// The range asked for, within what the store's timestamps can hold
+/// (1970 to 9999). A reversed range is empty, not an error: the document
+/// cannot say that `from` must precede `to`.
+fn usage_range(query: &UsageQuery, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let earliest = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(NaiveDate::MIN);
+    let latest = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or(NaiveDate::MAX);
+    let to = query.to.unwrap_or(today).clamp(earliest, latest);
+    let from = query
+        .from
+        .unwrap_or_else(|| {
+            to.checked_sub_signed(chrono::TimeDelta::days(DEFAULT_USAGE_DAYS - 1))
+                .unwrap_or(earliest)
+        })
+        .clamp(earliest, latest);
+    (from, to)
+}
+
 fn parse<T: std::str::FromStr>(raw: Option<&str>, name: &str) -> Result<Option<T>, ApiError>
 where
     T::Err: std::fmt::Display,
@@ -513,4 +647,29 @@ mod names {
             );
         }
     }
+}
+
+/// A user's token usage per UTC day (prompt, completion and total tokens,
+/// LLM calls, sessions) and where their quota stands now (admin role).
+#[utoipa::path(
+    get,
+    path = "/api/users/{userId}/usage",
+    tag = "admin",
+    params(("userId" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$", description = "User id"), UsageQuery),
+    responses(
+        (status = 200, description = "The user's usage per day (no days when nothing was used) and the quota state", body = UserUsageBody),
+        (status = 400, description = "`INVALID_REQUEST`: `userId` is empty, longer than 255 characters or holds a NUL, or `from`/`to` is not a `YYYY-MM-DD` date", body = ErrorBody),
+        AdminOnly, Protected
+    )
+)]
+pub async fn user_usage(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
+    path: web::Path<StorableText>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&path)?;
+    let (from, to) = usage_range(&query, Utc::now().date_naive());
+    let usage = state.admin.user_usage(&actor, user, from, to).await?;
+    Ok(HttpResponse::Ok().json(UserUsageBody::from(&usage)))
 }

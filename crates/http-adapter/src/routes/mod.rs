@@ -67,6 +67,7 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
             web::resource("/api/users/{userId}/sessions")
                 .route(web::get().to(sessions::list_user_sessions)),
         )
+        .service(web::resource("/api/users/{userId}/usage").route(web::get().to(admin::user_usage)))
         .service(web::resource("/api/chat").route(web::post().to(chat::chat)))
         .service(web::resource("/api/chat/stream").route(web::post().to(chat::chat_stream)))
         .service(

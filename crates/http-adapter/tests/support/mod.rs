@@ -49,6 +49,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: HttpConfig) -> Self {
+        Self::with_manager(config, SessionManagerConfig::default())
+    }
+
+    /// The harness with the session manager's (and the admin service's
+    /// quota) settings of `manager`.
+    pub fn with_manager(config: HttpConfig, manager: SessionManagerConfig) -> Self {
         let store = MemoryStore::new();
         let llm = FakeLlm::failing_when_empty();
         let engine = HeartRuleEngine::new(
@@ -71,12 +77,9 @@ impl Harness {
             cache_janitor: Arc::new(NoCache),
         };
         let state = AppState::new(
-            Arc::new(SessionManager::new(
-                adapters.clone(),
-                SessionManagerConfig::default(),
-            )),
+            Arc::new(SessionManager::new(adapters.clone(), manager.clone())),
             Arc::new(ScriptCatalog::new(adapters.clone())),
-            Arc::new(AdminService::new(adapters)),
+            Arc::new(AdminService::new(adapters).with_quotas(manager.quotas)),
             config,
         );
         Self { state, store, llm }

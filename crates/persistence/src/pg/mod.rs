@@ -10,6 +10,7 @@ mod safety;
 mod scripts;
 mod sessions;
 mod turns;
+mod usage;
 
 use crate::observe::{observed, POOL_ACQUIRE_DURATION};
 use crate::PersistenceError;

@@ -7,17 +7,19 @@ use super::models::{
     NewIdempotencyRow, NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
 };
 use super::turns::{ClaimTurn, ClaimedRow, CommitTurn};
+use super::usage::{day_end, insert_first_usage, TotalsRow, CLAIM_TOTALS_SQL};
 use super::{map_diesel, PgStore};
 use crate::observe::observed;
 use crate::schema::{failed_turns, idempotency_keys, messages, sessions, variables};
 use crate::turn_check::{check_failure_lease, check_turn_record, lease_lost};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use heartrule_domain::{
-    ClaimOutcome, FailedTurn, RepositoryError, Session, SessionId, SessionRepository, TurnClaim,
-    TurnContext, TurnLease, TurnRecord, LLM_RAW_OUTPUT,
+    ClaimOutcome, DailyUsage, FailedTurn, RepositoryError, Session, SessionId, SessionRepository,
+    TurnClaim, TurnContext, TurnLease, TurnRecord, UsageTotals, UsageWindows, LLM_RAW_OUTPUT,
 };
 
 /// Rows per multi-row INSERT; keeps every statement far below PostgreSQL's
@@ -133,8 +135,21 @@ impl SessionRepository for PgStore {
                         None => Ok(None),
                     }
                 };
-                let (claimed, history, stored_response) =
-                    futures::join!(claimed, history, stored_response);
+                let usage = async {
+                    match &claim.usage {
+                        Some(windows) => diesel::sql_query(CLAIM_TOTALS_SQL)
+                            .bind::<SqlUuid, _>(session_id)
+                            .bind::<Timestamptz, _>(windows.day_start)
+                            .bind::<Timestamptz, _>(day_end(windows))
+                            .bind::<Timestamptz, _>(windows.hour_start)
+                            .get_result::<TotalsRow>(&mut &*conn)
+                            .await
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                };
+                let (claimed, history, stored_response, usage) =
+                    futures::join!(claimed, history, stored_response, usage);
                 let claimed = claimed.optional().map_err(map_diesel)?;
                 let stored_response = stored_response.map_err(map_diesel)?;
                 let Some(claimed) = claimed else {
@@ -166,11 +181,16 @@ impl SessionRepository for PgStore {
                     .into_iter()
                     .map(HistoryRow::into_domain)
                     .collect::<Result<Vec<_>, _>>()?;
+                let usage = usage
+                    .map_err(map_diesel)?
+                    .map(TotalsRow::into_domain)
+                    .transpose()?;
                 let session = claimed.session.into_domain()?;
                 Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
                     lease: TurnLease::claimed(claim, &session, claimed.lease_expires_at),
                     session,
                     history,
+                    usage,
                 })))
             }
             .await;
@@ -262,6 +282,23 @@ impl SessionRepository for PgStore {
         })
         .await
     }
+
+    async fn usage_totals(
+        &self,
+        user_id: &str,
+        windows: &UsageWindows,
+    ) -> Result<UsageTotals, RepositoryError> {
+        self.read_usage_totals(user_id, windows).await
+    }
+
+    async fn user_daily_usage(
+        &self,
+        user_id: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DailyUsage>, RepositoryError> {
+        self.read_user_daily_usage(user_id, from, to).await
+    }
 }
 
 impl PgStore {
@@ -316,5 +353,5 @@ async fn insert_turn_rows(
             .await
             .map_err(map_diesel)?;
     }
-    Ok(())
+    insert_first_usage(conn, record).await
 }

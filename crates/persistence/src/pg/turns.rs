@@ -3,6 +3,7 @@
 //! over another table), so both are written as SQL with typed binds.
 
 use super::models::{SessionRow, SessionTurnUpdate};
+use super::usage::usage_binds;
 use crate::turn_check::lease_length;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -11,6 +12,7 @@ use diesel::sql_types::{
     Array, BigInt, Date, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{QueryResult, QueryableByName};
+use heartrule_domain::quota::hour_start;
 use heartrule_domain::{ActionType, RepositoryError, TurnClaim, TurnLease, TurnRecord};
 use serde_json::Value;
 use uuid::Uuid;
@@ -102,7 +104,8 @@ impl QueryFragment<Pg> for ClaimTurn<'_> {
 ///                RETURNING id),
 ///      m AS (INSERT INTO messages … SELECT … FROM fence, unnest(…)),
 ///      v AS (INSERT INTO variables … SELECT … FROM fence, unnest(…) WITH ORDINALITY …),
-///      k AS (INSERT INTO idempotency_keys … SELECT … FROM fence)
+///      k AS (INSERT INTO idempotency_keys … SELECT … FROM fence),
+///      u AS (INSERT INTO token_usage … SELECT … FROM fence ON CONFLICT … DO UPDATE …)
 /// SELECT count(*) FROM fence
 /// ```
 ///
@@ -117,6 +120,9 @@ pub(crate) struct CommitTurn<'a> {
     messages: MessageColumns<'a>,
     variables: VariableColumns<'a>,
     idempotency: Option<IdempotencyColumns<'a>>,
+    /// The turn's tokens `(prompt, completion, total, calls)` and their UTC
+    /// hour, when it made LLM calls.
+    usage: Option<([i64; 4], DateTime<Utc>)>,
 }
 
 /// The turn's messages, one array per column, for `unnest`.
@@ -196,6 +202,14 @@ impl<'a> CommitTurn<'a> {
                 response: &idem.response,
                 created_at: record.session.updated_at,
             }),
+            usage: if record.usage.is_empty() {
+                None
+            } else {
+                Some((
+                    usage_binds(&record.usage)?,
+                    hour_start(record.session.updated_at),
+                ))
+            },
         })
     }
 }
@@ -242,7 +256,7 @@ impl QueryFragment<Pg> for CommitTurn<'_> {
         out.push_bind_param::<SqlUuid, _>(&self.lease_owner)?;
         out.push_sql(" AND turn_count = ");
         out.push_bind_param::<BigInt, _>(&self.read_turn_count)?;
-        out.push_sql(" RETURNING id)");
+        out.push_sql(" RETURNING id, user_id)");
 
         if !self.messages.id.is_empty() {
             let m = &self.messages;
@@ -319,6 +333,30 @@ impl QueryFragment<Pg> for CommitTurn<'_> {
             out.push_sql(", ");
             out.push_bind_param::<Timestamptz, _>(&idem.created_at)?;
             out.push_sql(" FROM fence)");
+        }
+        if let Some(([prompt, completion, total, calls], hour)) = &self.usage {
+            // Only this turn's lease holder writes the session's rows, so
+            // the upsert never waits on another turn.
+            out.push_sql(
+                ", new_usage AS (INSERT INTO token_usage (session_id, hour, user_id, \
+                 prompt_tokens, completion_tokens, total_tokens, llm_calls) SELECT fence.id, ",
+            );
+            out.push_bind_param::<Timestamptz, _>(hour)?;
+            out.push_sql(", fence.user_id, ");
+            out.push_bind_param::<BigInt, _>(prompt)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(completion)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(total)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, _>(calls)?;
+            out.push_sql(
+                " FROM fence ON CONFLICT (session_id, hour) DO UPDATE SET \
+                 prompt_tokens = token_usage.prompt_tokens + EXCLUDED.prompt_tokens, \
+                 completion_tokens = token_usage.completion_tokens + EXCLUDED.completion_tokens, \
+                 total_tokens = token_usage.total_tokens + EXCLUDED.total_tokens, \
+                 llm_calls = token_usage.llm_calls + EXCLUDED.llm_calls)",
+            );
         }
         out.push_sql(" SELECT count(*) FROM fence");
         Ok(())

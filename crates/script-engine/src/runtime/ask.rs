@@ -7,6 +7,7 @@ use super::guard::{GuardedCall, GuardedReply, ReplyFormat};
 use super::monitor::{MonitorRequest, ASK_METRICS, FEEDBACK_KEY};
 use super::prompts::{
     beijing_time_text, chat_lines, extraction_prompt, output_list, AI_ASK_TEMPLATE,
+    EXTRACTION_HISTORY_LEN,
 };
 use super::reply::{self, Reply};
 use super::safety;
@@ -17,6 +18,13 @@ use heartrule_domain::{
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+
+/// Conversation entries the `ai_ask` prompt shows.
+const ASK_CHAT_LEN: usize = 5;
+/// Reply budget of the `ai_ask` call.
+const ASK_MAX_TOKENS: u32 = 800;
+/// Reply budget of a finish extraction.
+const EXTRACT_MAX_TOKENS: u32 = 500;
 
 const DEFAULT_TONE: &str = "温和、同理心、专业";
 const DEFAULT_EXIT: &str = "用户提供了足够的信息";
@@ -172,9 +180,8 @@ async fn generate(
     let user = turn.user_name(loc);
     let mut vars: BTreeMap<&str, String> = BTreeMap::new();
     vars.insert("time", beijing_time_text(turn.now));
-    vars.insert("chat", chat_lines(&turn.history, 5, &user, &who));
-    vars.insert("who", who);
-    vars.insert("user", user);
+    vars.insert("who", who.clone());
+    vars.insert("user", user.clone());
     vars.insert(
         "tone",
         config
@@ -207,17 +214,35 @@ async fn generate(
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_EXIT.to_owned()),
     );
-    let mut prompt = turn.render(loc, &template.text, &vars);
-    if let Some(feedback) = call.data.get(FEEDBACK_KEY).and_then(Value::as_str) {
-        prompt.push_str("\n\n");
-        prompt.push_str(feedback);
-    }
+    let feedback = call.data.get(FEEDBACK_KEY).and_then(Value::as_str);
+    let prompt = turn.fit_prompt(
+        call.action_id,
+        ASK_CHAT_LEN,
+        ASK_MAX_TOKENS,
+        |turn, history| {
+            let mut vars = vars.clone();
+            vars.insert("chat", chat_lines(history, ASK_CHAT_LEN, &user, &who));
+            let mut prompt = turn.render(loc, &template.text, &vars);
+            if let Some(feedback) = feedback {
+                prompt.push_str("\n\n");
+                prompt.push_str(feedback);
+            }
+            prompt
+        },
+    );
     let guarded = if streaming == Streaming::Off {
         // An unstreamed question is one the certain exit discards: nobody
         // sees it, so there is nothing to guard.
-        turn.call_llm_or_degrade(call.action_id, "ai_ask", prompt, 0.7, 800, streaming)
-            .await?
-            .map(GuardedReply::unguarded)
+        turn.call_llm_or_degrade(
+            call.action_id,
+            "ai_ask",
+            prompt,
+            0.7,
+            ASK_MAX_TOKENS,
+            streaming,
+        )
+        .await?
+        .map(GuardedReply::unguarded)
     } else {
         turn.guarded_llm(GuardedCall {
             action_id: call.action_id,
@@ -225,7 +250,7 @@ async fn generate(
             purpose: "ai_ask",
             prompt,
             temperature: 0.7,
-            max_tokens: 800,
+            max_tokens: ASK_MAX_TOKENS,
             streaming,
             format: ReplyFormat::Json,
             scripted: task,
@@ -536,9 +561,21 @@ async fn finish(
             .or_else(|| history_value(&turn.history, call.action_id, &field.get));
         let define = field.define.as_deref().map(str::trim).unwrap_or_default();
         if value.is_none() && !define.is_empty() {
-            let prompt = extraction_prompt(&turn.history, &field.get, define);
+            let prompt = turn.fit_prompt(
+                call.action_id,
+                EXTRACTION_HISTORY_LEN,
+                EXTRACT_MAX_TOKENS,
+                |_, history| extraction_prompt(history, &field.get, define),
+            );
             match turn
-                .call_llm_or_degrade(call.action_id, "extract", prompt, 0.3, 500, Streaming::Off)
+                .call_llm_or_degrade(
+                    call.action_id,
+                    "extract",
+                    prompt,
+                    0.3,
+                    EXTRACT_MAX_TOKENS,
+                    Streaming::Off,
+                )
                 .await?
             {
                 Some(extracted) if !extracted.trim().is_empty() => {

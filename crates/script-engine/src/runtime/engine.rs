@@ -26,6 +26,10 @@ pub struct EngineOptions {
     /// regenerated once, then replaced by the action's scripted text, and
     /// streamed text is released sentence by sentence once it passed.
     pub output_guard: bool,
+    /// The model's context window in tokens: a prompt whose estimate (see
+    /// [`heartrule_domain::estimate_tokens`]) leaves less than the call's
+    /// `max_tokens` loses its oldest history entries until it fits.
+    pub context_window_tokens: u32,
 }
 
 impl Default for EngineOptions {
@@ -35,6 +39,7 @@ impl Default for EngineOptions {
             history_window: 20,
             degraded_mode: DegradedMode::Off,
             output_guard: true,
+            context_window_tokens: 128_000,
         }
     }
 }

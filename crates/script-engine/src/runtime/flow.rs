@@ -4,7 +4,7 @@
 
 use super::cursor::{settle, settle_in_topic};
 use super::degraded::DEGRADED_ACTIONS_TOTAL;
-use super::turn::{action_error, ActionCall, ActionOutcome, Location, Turn};
+use super::turn::{action_error, ActionCall, ActionOutcome, Location, Turn, HISTORY_TRIMMED_KEY};
 use super::{ask, monitor, say, think};
 use heartrule_domain::{
     Action, ActionKind, DomainError, ErrorKind, ExecutionStatus, HistoryEntry, MessageRole,
@@ -366,6 +366,15 @@ impl Turn {
         let pending = self.state.pending_action.as_ref();
         self.state.position.current_round = pending.map(|p| p.round);
         self.state.position.max_rounds = pending.map(|p| p.max_rounds);
+        // Only this turn's trimming is reported; a later turn that fits
+        // clears it.
+        if self.history_trimmed > 0 {
+            self.state
+                .metadata
+                .insert(HISTORY_TRIMMED_KEY.to_owned(), self.history_trimmed.into());
+        } else {
+            self.state.metadata.remove(HISTORY_TRIMMED_KEY);
+        }
         TurnOutcome {
             state: self.state,
             user_message,

@@ -11,6 +11,11 @@ use heartrule_domain::{ActionType, DomainError, SayConfig, LLM_RAW_OUTPUT};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+/// Conversation entries the template `ai_say` prompt shows.
+const SAY_CHAT_LEN: usize = 10;
+/// Reply budget of the template `ai_say` call.
+const SAY_MAX_TOKENS: u32 = 1000;
+
 const DEFAULT_TONE: &str = "专业、温暖、平和";
 const DEFAULT_MAX_ROUNDS: u32 = 5;
 const DEFAULT_UNDERSTANDING_THRESHOLD: u32 = 80;
@@ -148,7 +153,6 @@ async fn template_mode(
     let loc = call.loc;
     let topic_content = turn.substitute_text(loc, &config.content);
     let scripted = topic_content.clone();
-    let chat = chat_lines(&turn.history, 10, "用户", "AI");
     let threshold = config
         .exit_criteria
         .as_ref()
@@ -160,14 +164,6 @@ async fn template_mode(
     vars.insert("user", turn.user_name(loc));
     vars.insert("topic_content", topic_content);
     vars.insert(
-        "chat_history",
-        if chat.trim().is_empty() {
-            NO_HISTORY.to_owned()
-        } else {
-            chat
-        },
-    );
-    vars.insert(
         "tone",
         config
             .tone
@@ -177,11 +173,30 @@ async fn template_mode(
     vars.insert("understanding_threshold", threshold.to_string());
     vars.insert("current_round", round.to_string());
     vars.insert("max_rounds", max_rounds.to_string());
-    let mut prompt = turn.render(loc, &template.text, &vars);
-    if let Some(feedback) = call.data.get(FEEDBACK_KEY).and_then(Value::as_str) {
-        prompt.push_str("\n\n");
-        prompt.push_str(feedback);
-    }
+    let feedback = call.data.get(FEEDBACK_KEY).and_then(Value::as_str);
+    let prompt = turn.fit_prompt(
+        call.action_id,
+        SAY_CHAT_LEN,
+        SAY_MAX_TOKENS,
+        |turn, history| {
+            let chat = chat_lines(history, SAY_CHAT_LEN, "用户", "AI");
+            let mut vars = vars.clone();
+            vars.insert(
+                "chat_history",
+                if chat.trim().is_empty() {
+                    NO_HISTORY.to_owned()
+                } else {
+                    chat
+                },
+            );
+            let mut prompt = turn.render(loc, &template.text, &vars);
+            if let Some(feedback) = feedback {
+                prompt.push_str("\n\n");
+                prompt.push_str(feedback);
+            }
+            prompt
+        },
+    );
 
     let Some(guarded) = turn
         .guarded_llm(GuardedCall {
@@ -190,7 +205,7 @@ async fn template_mode(
             purpose: "ai_say",
             prompt,
             temperature: 0.7,
-            max_tokens: 1000,
+            max_tokens: SAY_MAX_TOKENS,
             streaming: Streaming::JsonContent,
             format: ReplyFormat::Json,
             scripted: scripted.clone(),

@@ -8,6 +8,11 @@ use heartrule_domain::{DomainError, ThinkConfig, VariableScope, LLM_RAW_OUTPUT};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// Conversation entries the `ai_think` prompt shows.
+const THINK_CHAT_LEN: usize = 10;
+/// Reply budget of the `ai_think` call.
+const THINK_MAX_TOKENS: u32 = 1000;
+
 const MISSING_INPUT: &str = "（未提供）";
 const NO_INPUTS: &str = "（无）";
 
@@ -42,17 +47,25 @@ pub(crate) async fn run(
         },
     );
     vars.insert("output_list", output_list(&config.output));
-    vars.insert("chat", chat_lines(&turn.history, 10, &user, &who));
-    vars.insert("who", who);
-    vars.insert("user", user);
-    let prompt = turn.render(loc, &template.text, &vars);
+    vars.insert("who", who.clone());
+    vars.insert("user", user.clone());
+    let prompt = turn.fit_prompt(
+        call.action_id,
+        THINK_CHAT_LEN,
+        THINK_MAX_TOKENS,
+        |turn, history| {
+            let mut vars = vars.clone();
+            vars.insert("chat", chat_lines(history, THINK_CHAT_LEN, &user, &who));
+            turn.render(loc, &template.text, &vars)
+        },
+    );
     let Some(raw) = turn
         .call_llm_or_degrade(
             call.action_id,
             "ai_think",
             prompt,
             0.3,
-            1000,
+            THINK_MAX_TOKENS,
             Streaming::Off,
         )
         .await?

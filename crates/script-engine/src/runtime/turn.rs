@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
-    ContentSink, DegradedMode, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord,
-    LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, NewMessage, SessionScript,
-    TechniqueScript, VariableChange, VariableScope, VariableValue, DEGRADED_METADATA_KEY,
+    estimate_tokens, ContentSink, DegradedMode, DomainError, EngineState, ErrorKind, HistoryEntry,
+    LlmCallRecord, LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, MessageRole,
+    NewMessage, SessionScript, TechniqueScript, VariableChange, VariableScope, VariableValue,
+    DEGRADED_METADATA_KEY,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,6 +149,9 @@ pub(crate) struct Turn {
     sensitive_actions: BTreeSet<String>,
     /// The LLM's safety reading of each action that gave one.
     pub safety_readings: Vec<Value>,
+    /// History entries left out of this turn's prompts to fit the context
+    /// window (summed over its calls).
+    pub history_trimmed: usize,
     /// An LLM call of this turn found the LLM unavailable in degraded
     /// mode: the turn's later calls are not attempted (each could cost a
     /// full timeout with its retries); the next turn tries again.
@@ -170,6 +174,10 @@ impl From<LlmError> for CallFailure {
         }
     }
 }
+
+/// The state metadata key reporting how many history entries the last
+/// turn's prompts left out to fit the model's context window.
+pub const HISTORY_TRIMMED_KEY: &str = "historyTrimmed";
 
 /// Everything [`Turn::new`] needs besides the ports.
 pub(crate) struct TurnInput {
@@ -228,6 +236,61 @@ impl Turn {
             sensitive_actions,
             safety_readings: Vec::new(),
             llm_unavailable: false,
+            history_trimmed: 0,
+        }
+    }
+
+    /// The prompt `build` makes from the newest `visible` conversation
+    /// entries (system entries never reach a prompt), with the oldest of
+    /// them dropped one by one while the prompt's estimated size leaves
+    /// less than `max_tokens` of the context window. Never fails: a prompt
+    /// that does not fit even without history is sent anyway, with a
+    /// warning. The entries dropped are counted in `history_trimmed`.
+    pub(crate) fn fit_prompt(
+        &mut self,
+        action_id: &str,
+        visible: usize,
+        max_tokens: u32,
+        build: impl Fn(&Turn, &[HistoryEntry]) -> String,
+    ) -> String {
+        let budget = self
+            .options
+            .context_window_tokens
+            .saturating_sub(max_tokens);
+        let spoken: Vec<usize> = self
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.role != MessageRole::System)
+            .map(|(i, _)| i)
+            .collect();
+        let shown = &spoken[spoken.len().saturating_sub(visible)..];
+        let mut dropped = 0;
+        loop {
+            let start = shown.get(dropped).copied().unwrap_or(self.history.len());
+            let prompt = build(self, &self.history[start..]);
+            let fits = estimate_tokens(&prompt) <= budget;
+            if fits || dropped == shown.len() {
+                if !fits {
+                    tracing::warn!(
+                        action_id,
+                        context_window_tokens = self.options.context_window_tokens,
+                        max_tokens,
+                        prompt_tokens = estimate_tokens(&prompt),
+                        "prompt exceeds the context window even without history; sent anyway"
+                    );
+                }
+                if dropped > 0 {
+                    tracing::info!(
+                        action_id,
+                        history_trimmed = dropped,
+                        "oldest history left out of the prompt to fit the context window"
+                    );
+                    self.history_trimmed += dropped;
+                }
+                return prompt;
+            }
+            dropped += 1;
         }
     }
 

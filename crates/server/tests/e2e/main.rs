@@ -18,6 +18,7 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod process;
+mod quotas;
 mod safety;
 mod secrets;
 mod streaming;

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/sessions/{id}/variables"),
     ("get", "/api/sessions/{id}/ws"),
     ("get", "/api/users/{userId}/sessions"),
+    ("get", "/api/users/{userId}/usage"),
     ("post", "/api/chat"),
     ("post", "/api/chat/stream"),
     ("get", "/api/scripts"),
