@@ -20,6 +20,7 @@ pub mod ports;
 pub mod ports_bundle;
 pub mod privacy;
 pub mod rate_limit;
+pub mod repair;
 pub mod retention;
 pub mod safety;
 pub mod script;
@@ -57,14 +58,18 @@ pub use ports::{
 pub use ports_bundle::{Adapters, Ports};
 pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
 pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
+pub use repair::{
+    IntentDetector, IntentPattern, IntentReading, IntentRules, RepairIntent, RepairPolicy,
+    RepairReplies, DECLINED_SOURCE,
+};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
 };
 pub use safety::{
-    DeliveryAttempt, DeliveryOutcome, Handoff, Hotline, LocalDetector, LocaleResponse, NoNotifier,
-    RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog, SafetyNotifier, SafetyPolicy,
-    SafetyState, ScriptSafety, SignalSource,
+    DeliveryAttempt, DeliveryOutcome, Handoff, HandoffReason, Hotline, LocalDetector,
+    LocaleResponse, NoNotifier, RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog,
+    SafetyNotifier, SafetyPolicy, SafetyState, ScriptSafety, SignalSource,
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,

@@ -16,7 +16,9 @@ use crate::ports::{
     TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
-use crate::safety::{llm_signal, protocol_level};
+use crate::repair::{IntentReading, RepairIntent};
+use crate::safety::{llm_signal, protocol_level, HandoffReason, SignalSource};
+use crate::script::ActionType;
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::usecases::{Conversations, PendingTurn, StartedTurn};
@@ -41,6 +43,8 @@ pub const SESSIONS_CREATED_TOTAL: &str = "heartrule_sessions_created_total";
 pub const SESSION_LOCK_WAIT: &str = "heartrule_session_lock_wait_seconds";
 /// Counter of risk detections on user messages, labels `source`, `level`.
 pub const SAFETY_EVENTS_TOTAL: &str = "heartrule_safety_events_total";
+/// Counter of repair intents acted on, labels `intent`, `source`.
+pub const REPAIR_INTENTS_TOTAL: &str = "heartrule_repair_intents_total";
 
 /// The metrics the [`SessionManager`] records.
 pub const METRICS: MetricSet = MetricSet {
@@ -70,6 +74,11 @@ pub const METRICS: MetricSet = MetricSet {
             SAFETY_EVENTS_TOTAL,
             &["source", "level"],
             "Risk detections on user messages, by detector (local, llm) and level (low, medium, high, imminent).",
+        ),
+        MetricDecl::counter(
+            REPAIR_INTENTS_TOTAL,
+            &["intent", "source"],
+            "Repair intents acted on in answers to ai_ask questions, by intent (skip, stop, human) and detector (local, llm).",
         ),
     ],
 };
@@ -253,6 +262,7 @@ pub struct SessionManager<P: Ports> {
     config: SessionManagerConfig,
     scripts: Arc<ScriptMemo>,
     safety: Option<Arc<SafetyProtocol>>,
+    repair: Option<Arc<RepairProtocol>>,
 }
 
 impl<P: Ports> Clone for SessionManager<P> {
@@ -262,6 +272,7 @@ impl<P: Ports> Clone for SessionManager<P> {
             config: self.config.clone(),
             scripts: Arc::clone(&self.scripts),
             safety: self.safety.clone(),
+            repair: self.repair.clone(),
         }
     }
 }
@@ -334,6 +345,7 @@ impl<P: Ports> SessionManager<P> {
             config,
             scripts: Arc::default(),
             safety: None,
+            repair: None,
         }
     }
 
@@ -341,6 +353,14 @@ impl<P: Ports> SessionManager<P> {
     #[must_use]
     pub fn with_safety(mut self, protocol: SafetyProtocol) -> Self {
         self.safety = Some(Arc::new(protocol));
+        self
+    }
+
+    /// Understands repair intents in answers to `ai_ask` questions (see
+    /// [`crate::repair`]).
+    #[must_use]
+    pub fn with_repair(mut self, repair: RepairProtocol) -> Self {
+        self.repair = Some(Arc::new(repair));
         self
     }
 
@@ -379,7 +399,7 @@ impl<P: Ports> SessionManager<P> {
                 completed_at: None,
             };
             let outcome = self
-                .run_engine(&script, &session, None, Vec::new(), None)
+                .run_engine(&script, &session, None, Vec::new(), None, (None, false))
                 .await?;
             let (record, result) =
                 self.build_turn(&script, session, a.ids.turn_id(), outcome, None)?;
@@ -532,7 +552,24 @@ impl<P: Ports> SessionManager<P> {
             .await
             .map_err(|e| e.with_session(session_id))?;
         let protocol = self.protocol();
-        if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
+        let waits_for_person = session.status == SessionStatus::Handoff
+            && session
+                .state
+                .safety
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.reason == HandoffReason::UserRequest);
+        if waits_for_person {
+            if !self.leave_expired_person_handoff(&mut session) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self.commit_waiting_turn(protocol.as_deref(), turn).await;
+            }
+        } else if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
             if let Some(protocol) = protocol.as_deref() {
                 let turn = SafetyTurn {
                     script: &script,
@@ -564,6 +601,35 @@ impl<P: Ports> SessionManager<P> {
                     .await;
             }
         }
+        // Repair intents are read only in answers to a question.
+        let repair = self.repair().filter(|_| {
+            session
+                .state
+                .pending_action
+                .as_ref()
+                .is_some_and(|p| p.action_type == ActionType::AiAsk)
+        });
+        let local_intent = repair
+            .as_deref()
+            .and_then(|r| r.detector.detect(&input.content));
+        if let (Some(r), Some(found)) = (repair.as_deref(), &local_intent) {
+            if found.intent != RepairIntent::Skip {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                let reading = IntentReading {
+                    intent: found.intent,
+                    source: SignalSource::Local,
+                };
+                let signals = Vec::from_iter(local.clone());
+                return self
+                    .commit_repair_turn(r, turn, reading, &signals, Vec::new())
+                    .await;
+            }
+        }
         let mut outcome = self
             .run_engine(
                 &script,
@@ -571,10 +637,13 @@ impl<P: Ports> SessionManager<P> {
                 Some(input.content.clone()),
                 history,
                 input.sink.clone(),
+                (local_intent.map(|m| m.intent), repair.is_some()),
             )
             .await?;
         // The engine carries the safety record; the manager owns it.
         outcome.state.safety = session.state.safety.clone();
+        // Signals a stop or human turn records instead of the script's.
+        let mut below_threshold = Vec::new();
         if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), local, threshold) {
             // The LLM's reading of the same message, from the replies of the
             // actions that asked for it: the script's outcome is dropped.
@@ -590,8 +659,31 @@ impl<P: Ports> SessionManager<P> {
                     .commit_protocol_turn(p, turn, &signals, level, outcome.llm_calls)
                     .await;
             }
-            self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
+            if outcome
+                .repair
+                .is_some_and(|r| r.intent != RepairIntent::Skip)
+            {
+                below_threshold = signals.to_vec();
+            } else {
+                self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
+            }
         }
+        // The LLM read a stop or a request for a person in the answer: the
+        // script's outcome is dropped, as for the crisis protocol.
+        if let (Some(r), Some(reading)) = (repair.as_deref(), outcome.repair) {
+            if reading.intent != RepairIntent::Skip {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self
+                    .commit_repair_turn(r, turn, reading, &below_threshold, outcome.llm_calls)
+                    .await;
+            }
+        }
+        let skipped = outcome.repair;
         let (record, result) = self.build_turn(
             &script,
             session,
@@ -619,6 +711,9 @@ impl<P: Ports> SessionManager<P> {
         if !was_completed && result.session_status == SessionStatus::Completed {
             tracing::info!(event = "session_completed", session.id = %session_id, "session completed");
         }
+        if let Some(reading) = skipped {
+            announce_intent(&result, reading);
+        }
         Ok(result)
     }
 
@@ -629,6 +724,7 @@ impl<P: Ports> SessionManager<P> {
         user_input: Option<String>,
         history: Vec<crate::message::HistoryEntry>,
         sink: Option<Arc<dyn ContentSink>>,
+        (intent, llm_intents): (Option<RepairIntent>, bool),
     ) -> Result<TurnOutcome, DomainError> {
         let request = TurnRequest {
             script: Arc::clone(&script.session),
@@ -638,6 +734,8 @@ impl<P: Ports> SessionManager<P> {
             history,
             now: self.adapters.clock.now(),
             sink,
+            intent,
+            llm_intents,
         };
         self.adapters.engine.run_turn(request).await.map_err(|e| {
             e.with_session(session.id)
@@ -1068,6 +1166,11 @@ fn replay(
 mod safety_turns;
 use safety_turns::SafetyTurn;
 pub use safety_turns::{SafetyProtocol, SAFETY_EVENT_TARGET};
+
+#[path = "manager_repair.rs"]
+mod repair_turns;
+use repair_turns::announce_intent;
+pub use repair_turns::{RepairProtocol, REPAIR_EVENT_TARGET};
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

@@ -184,6 +184,7 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
         }],
         llm_calls: vec![],
         safety_readings: vec![],
+        repair: None,
     }
 }
 
@@ -1351,6 +1352,7 @@ mod safety_protocol {
             since,
             level: RiskLevel::High,
             resume_status: ExecutionStatus::WaitingInput,
+            reason: crate::safety::HandoffReason::Crisis,
         });
         session
     }
@@ -1494,3 +1496,6 @@ mod safety_protocol {
         assert_eq!(err.code(), ErrorCode::Conflict);
     }
 }
+
+#[path = "manager_repair_tests.rs"]
+mod repair_intents;

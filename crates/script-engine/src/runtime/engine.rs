@@ -84,6 +84,8 @@ impl ScriptEngine for HeartRuleEngine {
             history,
             now,
             sink,
+            intent,
+            llm_intents,
         } = request;
         let turn = Turn::new(
             Arc::clone(&self.llm),
@@ -96,6 +98,8 @@ impl ScriptEngine for HeartRuleEngine {
                 history,
                 now,
                 sink,
+                intent,
+                llm_intents,
             },
         );
         turn.run(user_input).await

@@ -11,6 +11,7 @@ use super::prompts::beijing_time_text;
 use super::templates::{ResolvedTemplate, TemplateSource};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use heartrule_domain::repair::{IntentReading, RepairIntent};
 use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
     ContentSink, DomainError, EngineState, ErrorKind, HistoryEntry, LlmCallRecord, LlmChunk,
@@ -84,6 +85,9 @@ pub(crate) struct ActionOutcome {
     pub metrics: Option<Value>,
     /// Set when a monitor may review this (incomplete) result.
     pub monitor: Option<MonitorRequest>,
+    /// The source of the variables written, when not the action itself
+    /// (declined answers).
+    pub write_source: Option<&'static str>,
 }
 
 impl ActionOutcome {
@@ -99,6 +103,7 @@ impl ActionOutcome {
             exit_decision: None,
             metrics: None,
             monitor: None,
+            write_source: None,
         }
     }
 
@@ -130,6 +135,15 @@ pub(crate) struct Turn {
     sensitive_actions: BTreeSet<String>,
     /// The LLM's safety reading of each action that gave one.
     pub safety_readings: Vec<Value>,
+    /// The local repair intent of the user's input, until the question it
+    /// answers takes it.
+    pub intent: Option<RepairIntent>,
+    /// Whether the LLM's reading of an answer (`user_intent`) is acted on.
+    pub llm_intents: bool,
+    /// The repair intent the turn met (see [`heartrule_domain::TurnOutcome::repair`]).
+    pub repair: Option<IntentReading>,
+    /// The variables a skipped question left declined.
+    pub declined: Vec<String>,
 }
 
 /// Everything [`Turn::new`] needs besides the ports.
@@ -140,6 +154,8 @@ pub(crate) struct TurnInput {
     pub history: Vec<HistoryEntry>,
     pub now: DateTime<Utc>,
     pub sink: Option<Arc<dyn ContentSink>>,
+    pub intent: Option<RepairIntent>,
+    pub llm_intents: bool,
 }
 
 /// An action failure that is not an LLM failure.
@@ -188,6 +204,10 @@ impl Turn {
             sensitive_names,
             sensitive_actions,
             safety_readings: Vec::new(),
+            intent: input.intent,
+            llm_intents: input.llm_intents,
+            repair: None,
+            declined: Vec::new(),
         }
     }
 
