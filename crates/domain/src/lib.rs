@@ -44,8 +44,9 @@ pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Reco
 pub use ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 pub use llm::{LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, LlmStream, TokenUsage};
 pub use manager::{
-    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SafetyProtocol, SessionManager,
-    SessionManagerConfig, TurnResult, TurnStart, METRICS, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, RepairProtocol, SafetyProtocol,
+    SessionManager, SessionManagerConfig, TurnResult, TurnStart, METRICS, REPAIR_EVENT_TARGET,
+    REPAIR_INTENTS_TOTAL, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use metric::{MetricDecl, MetricKind, MetricSet};

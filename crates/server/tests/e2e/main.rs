@@ -17,6 +17,7 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod process;
+mod repair;
 mod safety;
 mod secrets;
 mod streaming;
