@@ -148,7 +148,7 @@ async fn the_llms_reading_is_ignored_unless_asked_for() {
     let out = h.turn(Some("我是老师")).await;
     assert_eq!(contents(&out), ["压力大吗？"]);
     assert_eq!(out.repair, None);
-    assert!(h.state.variables.session.get("job").is_none());
+    assert!(!h.state.variables.session.contains_key("job"));
 }
 
 #[tokio::test]
