@@ -68,7 +68,7 @@ pub use retention::{
     RetentionStore,
 };
 pub use safety::{
-    DeliveryAttempt, DeliveryOutcome, Handoff, HandoffReason, Hotline, LocalDetector,
+    AlertKind, DeliveryAttempt, DeliveryOutcome, Handoff, HandoffReason, Hotline, LocalDetector,
     LocaleResponse, NoNotifier, RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog,
     SafetyNotifier, SafetyPolicy, SafetyState, ScriptSafety, SignalSource,
 };

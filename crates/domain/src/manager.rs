@@ -626,7 +626,7 @@ impl<P: Ports> SessionManager<P> {
                 };
                 let signals = Vec::from_iter(local.clone());
                 return self
-                    .commit_repair_turn(r, turn, reading, &signals, Vec::new())
+                    .commit_repair_turn(r, turn, reading, &found.pattern_id, &signals, Vec::new())
                     .await;
             }
         }
@@ -679,7 +679,14 @@ impl<P: Ports> SessionManager<P> {
                     input,
                 };
                 return self
-                    .commit_repair_turn(r, turn, reading, &below_threshold, outcome.llm_calls)
+                    .commit_repair_turn(
+                        r,
+                        turn,
+                        reading,
+                        "llm.user_intent",
+                        &below_threshold,
+                        outcome.llm_calls,
+                    )
                     .await;
             }
         }

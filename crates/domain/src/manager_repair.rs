@@ -14,7 +14,9 @@ use crate::ports_bundle::Ports;
 use crate::repair::{
     IntentDetector, IntentReading, RepairIntent, RepairPolicy, ENDED_BY_KEY, ENDED_BY_USER,
 };
-use crate::safety::{detect_locale, Handoff, HandoffReason, RiskLevel, RiskSignal};
+use crate::safety::{
+    detect_locale, AlertKind, Handoff, HandoffReason, RiskLevel, RiskSignal, SafetyAlert,
+};
 use crate::session::{ExecutionStatus, Session, SessionStatus};
 use serde_json::json;
 use std::sync::Arc;
@@ -116,15 +118,18 @@ impl<P: Ports> SessionManager<P> {
     /// A stop or a request for a person, instead of the script's turn:
     /// the closing message and a completed session, or the neutral reply
     /// and the session held in handoff. `signals` are crisis signals below
-    /// the threshold, recorded as on any turn.
+    /// the threshold, recorded as on any turn; `pattern_id` names what read
+    /// the intent (safe to log).
     pub(super) async fn commit_repair_turn(
         &self,
         repair: &RepairProtocol,
         turn: SafetyTurn<'_>,
         reading: IntentReading,
+        pattern_id: &str,
         signals: &[RiskSignal],
         llm_calls: Vec<LlmCallRecord>,
     ) -> Result<TurnResult, DomainError> {
+        let user_id = turn.session.user_id.clone();
         let now = self.adapters.clock.now();
         let locale = detect_locale(&turn.input.content);
         let mut state = turn.session.state.clone();
@@ -184,6 +189,23 @@ impl<P: Ports> SessionManager<P> {
             .commit_safety_turn(turn, status, state, reply, llm_calls)
             .await?;
         announce_intent(&result, reading);
+        // Only once committed, and only when asked for: nothing is at risk.
+        if reading.intent == RepairIntent::Human && repair.policy.notify_on_human {
+            if let Some(protocol) = self.protocol() {
+                protocol.notifier.notify(SafetyAlert {
+                    kind: AlertKind::HumanRequest,
+                    alert_id: result.turn_id,
+                    session_id: result.session_id,
+                    user_id,
+                    script_id: result.script_id,
+                    level: RiskLevel::None,
+                    sources: vec![reading.source],
+                    pattern_ids: vec![pattern_id.to_owned()],
+                    handoff: true,
+                    occurred_at: self.adapters.clock.now(),
+                });
+            }
+        }
         Ok(result)
     }
 }

@@ -26,6 +26,7 @@ fn repair_policy() -> RepairPolicy {
     }
     RepairPolicy {
         enabled: true,
+        notify_on_human: false,
         default_locale: "zh".into(),
         locales,
         rules: crate::repair::IntentRules::default(),
@@ -446,4 +447,45 @@ async fn after_the_safety_cooldown_a_person_handoff_is_released_and_the_script_r
         .safety
         .handoff
         .is_none());
+}
+
+#[tokio::test]
+async fn a_request_for_a_person_alerts_the_on_call_webhook_only_when_configured() {
+    for (text, pattern) in [
+        ("我想和真人聊聊", "zh.human"),
+        ("Can I talk to a real person?", "en.human"),
+    ] {
+        let script = script();
+        let session = asking(&script);
+        let mut sessions = sessions_claiming(&session, 1);
+        let records = committed(&mut sessions);
+        let mut engine = MockScriptEngine::new();
+        engine.expect_run_turn().times(0);
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&alerts);
+        let commits = Arc::clone(&records);
+        let mut notifier = MockSafetyNotifier::new();
+        notifier.expect_notify().times(1).returning(move |alert| {
+            assert_eq!(
+                commits.lock().unwrap().len(),
+                1,
+                "notified before the commit"
+            );
+            kept.lock().unwrap().push(alert);
+        });
+        let mut policy = repair_policy();
+        policy.notify_on_human = true;
+        let m = manager(scripts_returning(&script), sessions, engine)
+            .with_safety(SafetyProtocol::new(safety_policy(None), Arc::new(notifier)))
+            .with_repair(RepairProtocol::new(policy));
+        let result = m.process_input(input(session.id, text)).await.unwrap();
+        assert_eq!(result.session_status, SessionStatus::Handoff);
+        let alert = alerts.lock().unwrap()[0].clone();
+        assert_eq!(alert.kind, crate::safety::AlertKind::HumanRequest);
+        assert_eq!(alert.alert_id, result.turn_id);
+        assert_eq!(alert.level, RiskLevel::None);
+        assert_eq!(alert.sources, [SignalSource::Local]);
+        assert_eq!(alert.pattern_ids, [pattern]);
+        assert!(alert.handoff);
+    }
 }

@@ -402,6 +402,7 @@ impl<P: Ports> SessionManager<P> {
             "crisis protocol followed"
         );
         protocol.notifier.notify(SafetyAlert {
+            kind: crate::safety::AlertKind::Crisis,
             alert_id: result.turn_id,
             session_id: result.session_id,
             user_id: decision.user_id.clone(),

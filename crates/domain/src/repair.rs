@@ -575,6 +575,9 @@ pub struct RepairReplies {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairPolicy {
     pub enabled: bool,
+    /// Whether a request for a person also alerts the crisis protocol's
+    /// on-call webhook (as a `repair.human_request`, level `none`).
+    pub notify_on_human: bool,
     /// Used when the message's locale has no entry in `locales`.
     pub default_locale: String,
     pub locales: BTreeMap<String, RepairReplies>,
@@ -787,6 +790,7 @@ mod tests {
         }
         let policy = RepairPolicy {
             enabled: true,
+            notify_on_human: false,
             default_locale: "en".into(),
             locales,
             rules: IntentRules::default(),

@@ -490,6 +490,9 @@ impl SafetySection {
 #[serde(deny_unknown_fields)]
 pub struct RepairIntentsSection {
     pub enabled: bool,
+    /// A request for a person also alerts `safety.webhook` (type
+    /// `repair.human_request`).
+    pub notify_on_human: bool,
     /// The locale whose replies are used when the message's has none.
     pub default_locale: String,
     pub locales: std::collections::BTreeMap<String, heartrule_domain::RepairReplies>,
@@ -504,6 +507,7 @@ impl RepairIntentsSection {
     pub fn policy(&self) -> heartrule_domain::RepairPolicy {
         heartrule_domain::RepairPolicy {
             enabled: self.enabled,
+            notify_on_human: self.notify_on_human,
             default_locale: self.default_locale.clone(),
             locales: self.locales.clone(),
             rules: heartrule_domain::IntentRules {
@@ -1154,6 +1158,7 @@ mod tests {
         let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
         let policy = config.repair_intents.policy();
         assert!(policy.enabled);
+        assert!(!policy.notify_on_human);
         assert_eq!(policy.default_locale, "zh");
         assert!(policy.human_reply("en").contains("person"));
         assert!(!policy.stop_reply("zh").is_empty());

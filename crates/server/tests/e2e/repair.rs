@@ -192,3 +192,33 @@ async fn skip_stop_and_a_request_for_a_person_in_each_language_do_what_they_say(
     assert!(hook.received().is_empty(), "no alert for repair intents");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn with_notify_on_human_a_request_for_a_person_alerts_the_on_call_webhook() {
+    let services = Services::new().await;
+    let llm = llm_server().await;
+    let hook = WebhookReceiver::start(&[]).await;
+    let app = TestApp::start(
+        &services
+            .env()
+            .openai(llm.base_url())
+            .set("HEARTRULE__SAFETY__WEBHOOK__URL", hook.url())
+            .set("HEARTRULE__SAFETY__WEBHOOK__SECRET", SECRET)
+            .set("HEARTRULE__REPAIR_INTENTS__NOTIFY_ON_HUMAN", "true"),
+    )
+    .await;
+    let id = session(&app).await;
+    let turn = app.send(&id, "I need a human counselor please").await.ok();
+    assert_eq!(turn["sessionStatus"], "handoff", "{turn}");
+    let hooks = hook.wait_for(1).await;
+    let body: Value = serde_json::from_slice(&hooks[0].body).unwrap();
+    assert_eq!(body["type"], "repair.human_request", "{body}");
+    assert_eq!(body["sessionId"], id.as_str());
+    assert_eq!(body["level"], "none");
+    assert_eq!(body["sources"][0], "local");
+    assert!(
+        !body.to_string().contains("human counselor please"),
+        "{body}"
+    );
+    app.stop().await;
+}
