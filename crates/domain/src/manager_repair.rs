@@ -26,7 +26,9 @@ pub const REPAIR_EVENT_TARGET: &str = "heartrule::repair";
 
 /// The repair intents a [`SessionManager`] understands.
 pub struct RepairProtocol {
+    /// The settings, replies included.
     pub policy: RepairPolicy,
+    /// Built from `policy.rules`.
     pub detector: IntentDetector,
 }
 

@@ -74,7 +74,9 @@ impl RepairIntent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IntentReading {
+    /// What the user asked for.
     pub intent: RepairIntent,
+    /// `local` (the [`IntentDetector`]) or `llm` (`metadata.user_intent`).
     pub source: SignalSource,
 }
 
@@ -97,6 +99,7 @@ pub fn llm_intent(reply_metadata: &Map<String, Value>) -> Option<RepairIntent> {
 pub struct IntentPattern {
     /// Safe to log (`en.skip_question`).
     pub id: String,
+    /// What the phrase asks for.
     pub intent: RepairIntent,
     /// `en`, `zh`, …: informative; every phrase is looked for in every message.
     pub language: String,
@@ -116,6 +119,7 @@ pub struct IntentPattern {
 /// Phrases added to the built-in Chinese and English ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntentRules {
+    /// Looked for besides the built-in phrases.
     #[serde(default)]
     pub patterns: Vec<IntentPattern>,
 }
@@ -420,6 +424,7 @@ impl Default for IntentDetector {
 /// What the local detector found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntentMatch {
+    /// What the user asked for.
     pub intent: RepairIntent,
     /// The id of the pattern that matched; safe to log.
     pub pattern_id: String,
@@ -574,13 +579,16 @@ pub struct RepairReplies {
 /// The repair intents' settings (configuration `repair_intents:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepairPolicy {
+    /// Off: such answers are answers like any other.
     pub enabled: bool,
     /// Whether a request for a person also alerts the crisis protocol's
     /// on-call webhook (as a `repair.human_request`, level `none`).
     pub notify_on_human: bool,
     /// Used when the message's locale has no entry in `locales`.
     pub default_locale: String,
+    /// The replies per locale (`zh`, `en`, …).
     pub locales: BTreeMap<String, RepairReplies>,
+    /// Phrases added to the local detector's.
     pub rules: IntentRules,
 }
 

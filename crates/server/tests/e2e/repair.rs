@@ -222,3 +222,36 @@ async fn with_notify_on_human_a_request_for_a_person_alerts_the_on_call_webhook(
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_streamed_stop_streams_the_closing_message_under_repair() {
+    let services = Services::new().await;
+    let llm = llm_server().await;
+    let app = TestApp::start(&services.env().openai(llm.base_url())).await;
+    let id = session(&app).await;
+    let response = app
+        .http
+        .post(app.at("/api/chat/stream"))
+        .json(&serde_json::json!({"sessionId": id, "message": "Let's end the session"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    let chunk = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(|event| event["actionId"] == "repair")
+        .unwrap_or_else(|| panic!("no repair chunk in {text}"));
+    assert!(
+        chunk["chunk"]
+            .as_str()
+            .unwrap()
+            .contains("stop here for today"),
+        "{chunk}"
+    );
+    let stored = app.get(&format!("/api/sessions/{id}")).await.ok();
+    assert_eq!(stored["status"], "completed");
+    app.stop().await;
+}
