@@ -737,6 +737,9 @@ pub struct SessionBody {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Why the session ended before its script did: `user_request` when the
+    /// user asked to stop (a repair intent); null otherwise.
+    pub ended_by: Option<String>,
     /// Highest risk level detected so far: `none`, `low`, `medium`, `high`, `imminent`.
     pub risk_level: String,
     /// Every detection on the user's messages, oldest first, with its evidence.
@@ -794,6 +797,12 @@ impl From<&Session> for SessionBody {
             created_at: s.created_at,
             updated_at: s.updated_at,
             completed_at: s.completed_at,
+            ended_by: s
+                .state
+                .metadata
+                .get(heartrule_domain::repair::ENDED_BY_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             risk_level: s.state.safety.risk_level.as_str().to_owned(),
             risk_events: s
                 .state

@@ -117,6 +117,7 @@ async fn skip_stop_and_a_request_for_a_person_in_each_language_do_what_they_say(
         );
         let stored = app.get(&format!("/api/sessions/{id}")).await.ok();
         assert_eq!(stored["status"], "completed");
+        assert_eq!(stored["endedBy"], "user_request", "{stored}");
         assert!(stored["completedAt"].is_string());
         let reply = last_messages(&app, &id, 1).await[0].clone();
         assert_eq!(reply["metadata"]["repair"]["endedBy"], "user_request");
@@ -177,6 +178,8 @@ async fn skip_stop_and_a_request_for_a_person_in_each_language_do_what_they_say(
         assert_eq!(released["sessionStatus"], "active", "{released}");
         let resumed = app.send(&id, "叫我小明").await.ok();
         assert_eq!(resumed["sessionStatus"], "completed", "{resumed}");
+        let stored = app.get(&format!("/api/sessions/{id}")).await.ok();
+        assert_eq!(stored["endedBy"], Value::Null, "the script ended it");
     }
 
     // Negated and benign phrasings are answers like any other.
