@@ -7,6 +7,7 @@
 use crate::error::{DomainError, ErrorKind};
 use crate::llm::TokenUsage;
 use crate::message::{HistoryEntry, NewMessage};
+use crate::repair::{IntentReading, RepairIntent};
 use crate::safety::SafetyState;
 use crate::script::{ActionType, ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position};
@@ -242,6 +243,17 @@ pub struct TurnRequest {
     pub history: Vec<HistoryEntry>,
     pub now: DateTime<Utc>,
     pub sink: Option<Arc<dyn ContentSink>>,
+    /// The local detector's repair intent of `user_input` (see
+    /// [`crate::repair`]). The engine acts on [`RepairIntent::Skip`] when the
+    /// pending action is an `ai_ask`: the question is completed with its
+    /// variables declined and the turn moves on. The session manager
+    /// handles stop and human itself.
+    pub intent: Option<RepairIntent>,
+    /// Whether the engine acts on the LLM's reading of the answer to an
+    /// `ai_ask` (`metadata.user_intent`): a skip is applied like a local
+    /// one, a stop or human request is reported in
+    /// [`TurnOutcome::repair`] for the session manager.
+    pub llm_intents: bool,
 }
 
 impl std::fmt::Debug for TurnRequest {
@@ -251,6 +263,7 @@ impl std::fmt::Debug for TurnRequest {
             .field("position", &self.state.position)
             .field("has_input", &self.user_input.is_some())
             .field("history_len", &self.history.len())
+            .field("intent", &self.intent)
             .finish_non_exhaustive()
     }
 }
@@ -301,6 +314,11 @@ pub struct TurnOutcome {
     /// objects with `crisis_signal` and/or `safety_risk` as the LLM gave them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub safety_readings: Vec<Value>,
+    /// The repair intent the turn met on the answer to an `ai_ask`: a skip
+    /// the engine applied (local or LLM), or a stop or human request the
+    /// LLM read, which the session manager acts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<IntentReading>,
 }
 
 /// The engine port.

@@ -46,6 +46,7 @@ pub mod ports_bundle;
 pub mod privacy;
 pub mod quota;
 pub mod rate_limit;
+pub mod repair;
 pub mod retention;
 pub mod safety;
 pub mod script;
@@ -72,8 +73,9 @@ pub use llm::{
     DEGRADED_METADATA_KEY, UNEXTRACTED_SOURCE,
 };
 pub use manager::{
-    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, SafetyProtocol, SessionManager,
-    SessionManagerConfig, TurnResult, TurnStart, METRICS, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
+    ClaimedTurn, CreateSession, IdempotencyKey, ProcessInput, RepairProtocol, SafetyProtocol,
+    SessionManager, SessionManagerConfig, TurnResult, TurnStart, METRICS, REPAIR_EVENT_TARGET,
+    REPAIR_INTENTS_TOTAL, SAFETY_EVENTS_TOTAL, SAFETY_EVENT_TARGET,
 };
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use metric::{MetricDecl, MetricKind, MetricSet};
@@ -90,14 +92,18 @@ pub use quota::{
     UsageTotals, UsageWindows, UserUsage,
 };
 pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
+pub use repair::{
+    IntentDetector, IntentPattern, IntentReading, IntentRules, RepairIntent, RepairPolicy,
+    RepairReplies, DECLINED_SOURCE,
+};
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,
     RetentionStore,
 };
 pub use safety::{
-    DeliveryAttempt, DeliveryOutcome, Handoff, Hotline, LocalDetector, LocaleResponse, NoNotifier,
-    RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog, SafetyNotifier, SafetyPolicy,
-    SafetyState, ScriptSafety, SignalSource,
+    AlertKind, DeliveryAttempt, DeliveryOutcome, Handoff, HandoffReason, Hotline, LocalDetector,
+    LocaleResponse, NoNotifier, RiskEvent, RiskLevel, RiskSignal, SafetyAlert, SafetyDeliveryLog,
+    SafetyNotifier, SafetyPolicy, SafetyState, ScriptSafety, SignalSource,
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,

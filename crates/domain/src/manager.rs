@@ -17,7 +17,9 @@ use crate::ports::{
 };
 use crate::ports_bundle::{Adapters, Ports};
 use crate::quota::{QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
-use crate::safety::{llm_signal, protocol_level};
+use crate::repair::{IntentReading, RepairIntent};
+use crate::safety::{llm_signal, protocol_level, HandoffReason, SignalSource};
+use crate::script::ActionType;
 use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::usecases::{Conversations, PendingTurn, StartedTurn};
@@ -48,6 +50,8 @@ pub const LLM_TOKENS_TOTAL: &str = "heartrule_llm_tokens_total";
 pub const QUOTA_EXCEEDED_TOTAL: &str = "heartrule_quota_exceeded_total";
 /// Gauge of the spend against a budget, label `budget`.
 pub const BUDGET_USED_RATIO: &str = "heartrule_llm_budget_used_ratio";
+/// Counter of repair intents acted on, labels `intent`, `source`.
+pub const REPAIR_INTENTS_TOTAL: &str = "heartrule_repair_intents_total";
 
 /// The metrics the [`SessionManager`] records.
 pub const METRICS: MetricSet = MetricSet {
@@ -93,6 +97,11 @@ pub const METRICS: MetricSet = MetricSet {
             None,
             &["budget"],
             "Tokens spent against the global hourly budget (budget=global_hourly) as a fraction of it, as read by this instance's last quota check; 1 or more means spent.",
+        ),
+        MetricDecl::counter(
+            REPAIR_INTENTS_TOTAL,
+            &["intent", "source"],
+            "Repair intents acted on in answers to ai_ask questions, by intent (skip, stop, human) and detector (local, llm).",
         ),
     ],
 };
@@ -279,6 +288,7 @@ pub struct SessionManager<P: Ports> {
     config: SessionManagerConfig,
     scripts: Arc<ScriptMemo>,
     safety: Option<Arc<SafetyProtocol>>,
+    repair: Option<Arc<RepairProtocol>>,
 }
 
 impl<P: Ports> Clone for SessionManager<P> {
@@ -288,6 +298,7 @@ impl<P: Ports> Clone for SessionManager<P> {
             config: self.config.clone(),
             scripts: Arc::clone(&self.scripts),
             safety: self.safety.clone(),
+            repair: self.repair.clone(),
         }
     }
 }
@@ -360,6 +371,7 @@ impl<P: Ports> SessionManager<P> {
             config,
             scripts: Arc::default(),
             safety: None,
+            repair: None,
         }
     }
 
@@ -367,6 +379,14 @@ impl<P: Ports> SessionManager<P> {
     #[must_use]
     pub fn with_safety(mut self, protocol: SafetyProtocol) -> Self {
         self.safety = Some(Arc::new(protocol));
+        self
+    }
+
+    /// Understands repair intents in answers to `ai_ask` questions (see
+    /// [`crate::repair`]).
+    #[must_use]
+    pub fn with_repair(mut self, repair: RepairProtocol) -> Self {
+        self.repair = Some(Arc::new(repair));
         self
     }
 
@@ -412,7 +432,7 @@ impl<P: Ports> SessionManager<P> {
                 completed_at: None,
             };
             let outcome = self
-                .run_engine(&script, &session, None, Vec::new(), None)
+                .run_engine(&script, &session, None, Vec::new(), None, (None, false))
                 .await?;
             let (record, result) =
                 self.build_turn(&script, session, a.ids.turn_id(), outcome, None)?;
@@ -593,7 +613,24 @@ impl<P: Ports> SessionManager<P> {
             .await
             .map_err(|e| e.with_session(session_id))?;
         let protocol = self.protocol();
-        if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
+        let waits_for_person = session.status == SessionStatus::Handoff
+            && session
+                .state
+                .safety
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.reason == HandoffReason::UserRequest);
+        if waits_for_person {
+            if !self.leave_expired_person_handoff(&mut session) {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self.commit_waiting_turn(protocol.as_deref(), turn).await;
+            }
+        } else if !self.leave_expired_handoff(protocol.as_deref(), &mut session) {
             if let Some(protocol) = protocol.as_deref() {
                 let turn = SafetyTurn {
                     script: &script,
@@ -625,6 +662,35 @@ impl<P: Ports> SessionManager<P> {
                     .await;
             }
         }
+        // Repair intents are read only in answers to a question.
+        let repair = self.repair().filter(|_| {
+            session
+                .state
+                .pending_action
+                .as_ref()
+                .is_some_and(|p| p.action_type == ActionType::AiAsk)
+        });
+        let local_intent = repair
+            .as_deref()
+            .and_then(|r| r.detector.detect(&input.content));
+        if let (Some(r), Some(found)) = (repair.as_deref(), &local_intent) {
+            if found.intent != RepairIntent::Skip {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                let reading = IntentReading {
+                    intent: found.intent,
+                    source: SignalSource::Local,
+                };
+                let signals = Vec::from_iter(local.clone());
+                return self
+                    .commit_repair_turn(r, turn, reading, &found.pattern_id, &signals, Vec::new())
+                    .await;
+            }
+        }
         let mut outcome = self
             .run_engine(
                 &script,
@@ -632,10 +698,13 @@ impl<P: Ports> SessionManager<P> {
                 Some(input.content.clone()),
                 history,
                 input.sink.clone(),
+                (local_intent.map(|m| m.intent), repair.is_some()),
             )
             .await?;
         // The engine carries the safety record; the manager owns it.
         outcome.state.safety = session.state.safety.clone();
+        // Signals a stop or human turn records instead of the script's.
+        let mut below_threshold = Vec::new();
         if let (Some(p), Some(local), Some(threshold)) = (protocol.as_deref(), local, threshold) {
             // The LLM's reading of the same message, from the replies of the
             // actions that asked for it: the script's outcome is dropped.
@@ -651,8 +720,38 @@ impl<P: Ports> SessionManager<P> {
                     .commit_protocol_turn(p, turn, &signals, level, outcome.llm_calls)
                     .await;
             }
-            self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
+            if outcome
+                .repair
+                .is_some_and(|r| r.intent != RepairIntent::Skip)
+            {
+                below_threshold = signals.to_vec();
+            } else {
+                self.note_signals(&mut outcome.state, &signals, lease.turn_id, &input.content);
+            }
         }
+        // The LLM read a stop or a request for a person in the answer: the
+        // script's outcome is dropped, as for the crisis protocol.
+        if let (Some(r), Some(reading)) = (repair.as_deref(), outcome.repair) {
+            if reading.intent != RepairIntent::Skip {
+                let turn = SafetyTurn {
+                    script: &script,
+                    session,
+                    lease: &lease,
+                    input,
+                };
+                return self
+                    .commit_repair_turn(
+                        r,
+                        turn,
+                        reading,
+                        "llm.user_intent",
+                        &below_threshold,
+                        outcome.llm_calls,
+                    )
+                    .await;
+            }
+        }
+        let skipped = outcome.repair;
         let (record, result) = self.build_turn(
             &script,
             session,
@@ -680,6 +779,9 @@ impl<P: Ports> SessionManager<P> {
         if !was_completed && result.session_status == SessionStatus::Completed {
             tracing::info!(event = "session_completed", session.id = %session_id, "session completed");
         }
+        if let Some(reading) = skipped {
+            announce_intent(&result, reading);
+        }
         Ok(result)
     }
 
@@ -690,6 +792,7 @@ impl<P: Ports> SessionManager<P> {
         user_input: Option<String>,
         history: Vec<crate::message::HistoryEntry>,
         sink: Option<Arc<dyn ContentSink>>,
+        (intent, llm_intents): (Option<RepairIntent>, bool),
     ) -> Result<TurnOutcome, DomainError> {
         let request = TurnRequest {
             script: Arc::clone(&script.session),
@@ -699,6 +802,8 @@ impl<P: Ports> SessionManager<P> {
             history,
             now: self.adapters.clock.now(),
             sink,
+            intent,
+            llm_intents,
         };
         self.adapters.engine.run_turn(request).await.map_err(|e| {
             e.with_session(session.id)
@@ -1158,6 +1263,11 @@ fn replay(
 mod safety_turns;
 use safety_turns::SafetyTurn;
 pub use safety_turns::{SafetyProtocol, SAFETY_EVENT_TARGET};
+
+#[path = "manager_repair.rs"]
+mod repair_turns;
+use repair_turns::announce_intent;
+pub use repair_turns::{RepairProtocol, REPAIR_EVENT_TARGET};
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

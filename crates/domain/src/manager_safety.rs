@@ -14,8 +14,8 @@ use crate::message::{MessageRole, NewMessage};
 use crate::ports::{Clock, SessionCache, SessionRepository, TurnLease};
 use crate::ports_bundle::Ports;
 use crate::safety::{
-    detect_locale, Handoff, LocalDetector, RiskEvent, RiskLevel, RiskSignal, SafetyAlert,
-    SafetyNotifier, SafetyPolicy, SafetyState,
+    detect_locale, Handoff, HandoffReason, LocalDetector, RiskEvent, RiskLevel, RiskSignal,
+    SafetyAlert, SafetyNotifier, SafetyPolicy, SafetyState,
 };
 use crate::session::{ExecutionStatus, Session, SessionStatus};
 use chrono::{DateTime, Utc};
@@ -44,7 +44,7 @@ impl SafetyProtocol {
         }
     }
 
-    fn cooldown_elapsed(&self, handoff: Option<&Handoff>, now: DateTime<Utc>) -> bool {
+    pub(super) fn cooldown_elapsed(&self, handoff: Option<&Handoff>, now: DateTime<Utc>) -> bool {
         match (self.policy.handoff_cooldown, handoff) {
             (Some(cooldown), Some(handoff)) => chrono::Duration::from_std(cooldown)
                 .is_ok_and(|cooldown| now >= handoff.since + cooldown),
@@ -89,7 +89,7 @@ fn record_events(
 
 /// Leaves handoff in place: the session is active again and its script
 /// resumes where it stood.
-fn release(session: &mut Session) {
+pub(super) fn release(session: &mut Session) {
     if let Some(handoff) = session.state.safety.handoff.take() {
         session.state.status = handoff.resume_status;
     } else if session.state.status == ExecutionStatus::Paused {
@@ -110,6 +110,14 @@ pub(super) struct SafetyTurn<'a> {
     pub session: Session,
     pub lease: &'a TurnLease,
     pub input: &'a ProcessInput,
+}
+
+/// A reply the manager wrote instead of the script.
+pub(super) struct WrittenReply {
+    pub text: String,
+    pub metadata: Value,
+    /// The action id its text streams under.
+    pub stream_as: &'static str,
 }
 
 /// What a protocol turn decided, for its event, metric and alert.
@@ -189,10 +197,18 @@ impl<P: Ports> SessionManager<P> {
             true,
         );
         if hold {
+            // A session already waiting for a person keeps the status it
+            // waited from.
+            let resume_status = state
+                .safety
+                .handoff
+                .as_ref()
+                .map_or(state.status, |h| h.resume_status);
             state.safety.handoff = Some(Handoff {
                 since: now,
                 level,
-                resume_status: state.status,
+                resume_status,
+                reason: HandoffReason::Crisis,
             });
             state.status = ExecutionStatus::Paused;
         }
@@ -222,7 +238,12 @@ impl<P: Ports> SessionManager<P> {
             lease,
             input,
         };
-        self.commit_safety_turn(turn, status, state, reply, metadata, llm_calls)
+        let reply = WrittenReply {
+            text: reply,
+            metadata,
+            stream_as: "safety",
+        };
+        self.commit_safety_turn(turn, status, state, reply, llm_calls)
             .await
             .inspect(|result| self.announce(protocol, result, &decision))
     }
@@ -268,8 +289,13 @@ impl<P: Ports> SessionManager<P> {
             lease,
             input,
         };
+        let reply = WrittenReply {
+            text: reply,
+            metadata,
+            stream_as: "safety",
+        };
         let result = self
-            .commit_safety_turn(turn, status, state, reply, metadata, Vec::new())
+            .commit_safety_turn(turn, status, state, reply, Vec::new())
             .await?;
         match alert {
             Some(level) => self.announce(
@@ -287,16 +313,20 @@ impl<P: Ports> SessionManager<P> {
         Ok(result)
     }
 
-    /// Commits a turn whose reply the protocol wrote.
-    async fn commit_safety_turn(
+    /// Commits a turn whose reply the protocol (or a repair intent) wrote.
+    pub(super) async fn commit_safety_turn(
         &self,
         turn: SafetyTurn<'_>,
         status: SessionStatus,
         state: crate::engine::EngineState,
-        reply: String,
-        metadata: Value,
+        reply: WrittenReply,
         llm_calls: Vec<LlmCallRecord>,
     ) -> Result<TurnResult, DomainError> {
+        let WrittenReply {
+            text: reply,
+            metadata,
+            stream_as,
+        } = reply;
         let SafetyTurn {
             script,
             mut session,
@@ -304,7 +334,8 @@ impl<P: Ports> SessionManager<P> {
             input,
         } = turn;
         let session_id = session.id;
-        let pending = state.pending_action.as_ref();
+        // The action the message answered, as it stood before this turn.
+        let pending = session.state.pending_action.as_ref();
         let user_message = NewMessage {
             role: MessageRole::User,
             content: input.content.clone(),
@@ -313,7 +344,7 @@ impl<P: Ports> SessionManager<P> {
             metadata: Value::Object(serde_json::Map::new()),
         };
         if let Some(sink) = &input.sink {
-            sink.delta("safety", &reply);
+            sink.delta(stream_as, &reply);
         }
         let outcome = TurnOutcome {
             state,
@@ -328,6 +359,7 @@ impl<P: Ports> SessionManager<P> {
             variable_changes: Vec::new(),
             llm_calls,
             safety_readings: Vec::new(),
+            repair: None,
         };
         session.status = status;
         let (record, result) = self.build_turn(
@@ -370,6 +402,7 @@ impl<P: Ports> SessionManager<P> {
             "crisis protocol followed"
         );
         protocol.notifier.notify(SafetyAlert {
+            kind: crate::safety::AlertKind::Crisis,
             alert_id: result.turn_id,
             session_id: result.session_id,
             user_id: decision.user_id.clone(),
@@ -461,6 +494,7 @@ impl<P: Ports> SessionManager<P> {
             variable_changes: Vec::new(),
             llm_calls: Vec::new(),
             safety_readings: Vec::new(),
+            repair: None,
         };
         let (record, result) = self.build_turn(&script, session, lease.turn_id, outcome, None)?;
         self.adapters

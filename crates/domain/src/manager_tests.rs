@@ -185,6 +185,7 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
         }],
         llm_calls: vec![],
         safety_readings: vec![],
+        repair: None,
     }
 }
 
@@ -1353,6 +1354,7 @@ mod safety_protocol {
             since,
             level: RiskLevel::High,
             resume_status: ExecutionStatus::WaitingInput,
+            reason: crate::safety::HandoffReason::Crisis,
         });
         session
     }
@@ -1869,3 +1871,6 @@ async fn token_and_quota_metrics_are_recorded_as_declared() {
     // The last check read the spent budget.
     assert!((gauges[0].2.into_inner() - 1.0).abs() < f64::EPSILON);
 }
+
+#[path = "manager_repair_tests.rs"]
+mod repair_intents;

@@ -13,7 +13,7 @@
 //!
 //! This is a safety net, not a clinical service.
 
-mod detector;
+pub(crate) mod detector;
 
 pub use detector::{
     detect_locale, CrisisPattern, DetectorRules, LocalDetector, PatternKind, ScoreLevels,
@@ -195,7 +195,30 @@ pub struct RiskEvent {
     pub protocol: bool,
 }
 
-/// A session paused by the protocol.
+/// Why a session waits in handoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffReason {
+    /// The crisis protocol holds it.
+    #[default]
+    Crisis,
+    /// The user asked to speak to a person (a repair intent, see
+    /// [`crate::repair`]): no risk is recorded.
+    UserRequest,
+}
+
+impl HandoffReason {
+    /// The stored spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crisis => "crisis",
+            Self::UserRequest => "user_request",
+        }
+    }
+}
+
+/// A session paused by the protocol, or at the user's request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handoff {
@@ -203,6 +226,9 @@ pub struct Handoff {
     pub level: RiskLevel,
     /// The execution status to return to when released.
     pub resume_status: ExecutionStatus,
+    /// Absent in records written before repair intents: a crisis.
+    #[serde(default)]
+    pub reason: HandoffReason,
 }
 
 /// The safety side of a session, kept in its engine state.
@@ -342,11 +368,37 @@ pub fn protocol_level(threshold: RiskLevel, signals: &[RiskSignal]) -> Option<Ri
         .filter(|level| *level > RiskLevel::None && *level >= threshold)
 }
 
+/// What an alert to the on-call endpoint is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The crisis protocol ran.
+    #[default]
+    Crisis,
+    /// The user asked to speak to a person (a repair intent; sent only when
+    /// `repair_intents.notify_on_human` is on). Its level is `none`.
+    HumanRequest,
+}
+
+impl AlertKind {
+    /// The alert body's `type`.
+    #[must_use]
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Crisis => "safety.crisis",
+            Self::HumanRequest => "repair.human_request",
+        }
+    }
+}
+
 /// What the on-call endpoint is told. It carries no conversation text:
 /// the evidence stays in the store, reachable through the session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SafetyAlert {
+    /// Sent as the body's `type`, not as a field of its own.
+    #[serde(skip)]
+    pub kind: AlertKind,
     /// The turn that followed the protocol (one alert per such turn).
     pub alert_id: TurnId,
     pub session_id: SessionId,

@@ -479,7 +479,8 @@ pub struct VariableBody {
     /// JSON type: `null`, `string`, `number`, `boolean`, `array`, `object`.
     #[serde(rename = "type")]
     pub value_type: String,
-    /// The action id that wrote it, or `initial`, `global`, `migrated`, `skill:<id>`.
+    /// The action id that wrote it, or `initial`, `global`, `migrated`, `skill:<id>`,
+    /// or `declined` (the user skipped the question: the value is null).
     pub source: String,
     pub scope: String,
     pub last_updated: DateTime<Utc>,
@@ -740,11 +741,15 @@ pub struct SessionBody {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Why the session ended before its script did: `user_request` when the
+    /// user asked to stop (a repair intent); null otherwise.
+    pub ended_by: Option<String>,
     /// Highest risk level detected so far: `none`, `low`, `medium`, `high`, `imminent`.
     pub risk_level: String,
     /// Every detection on the user's messages, oldest first, with its evidence.
     pub risk_events: Vec<RiskEventBody>,
-    /// Set while the crisis protocol holds the session (status `handoff`).
+    /// Set while the session waits in `handoff` (crisis protocol or the
+    /// user's request for a person).
     pub handoff: Option<HandoffBody>,
 }
 
@@ -764,12 +769,17 @@ pub struct RiskEventBody {
     pub protocol: bool,
 }
 
-/// A session held by the crisis protocol.
+/// A session held by the crisis protocol, or waiting for a person the user
+/// asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HandoffBody {
     pub since: DateTime<Utc>,
     pub level: String,
+    /// `crisis` (the crisis protocol) or `user_request` (the user asked to
+    /// speak to a person; level `none`).
+    #[schema(example = "crisis")]
+    pub reason: String,
 }
 
 impl From<&Session> for SessionBody {
@@ -791,6 +801,12 @@ impl From<&Session> for SessionBody {
             created_at: s.created_at,
             updated_at: s.updated_at,
             completed_at: s.completed_at,
+            ended_by: s
+                .state
+                .metadata
+                .get(heartrule_domain::repair::ENDED_BY_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             risk_level: s.state.safety.risk_level.as_str().to_owned(),
             risk_events: s
                 .state
@@ -810,6 +826,7 @@ impl From<&Session> for SessionBody {
             handoff: s.state.safety.handoff.as_ref().map(|h| HandoffBody {
                 since: h.since,
                 level: h.level.as_str().to_owned(),
+                reason: h.reason.as_str().to_owned(),
             }),
         }
     }

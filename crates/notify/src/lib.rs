@@ -139,7 +139,7 @@ impl WebhookNotifier {
     /// out; every attempt is recorded. Returns the last outcome.
     pub async fn deliver(&self, alert: &SafetyAlert) -> DeliveryOutcome {
         let body = match serde_json::to_vec(&Envelope {
-            kind: "safety.crisis",
+            kind: alert.kind.event_type(),
             alert,
         }) {
             Ok(body) => body,

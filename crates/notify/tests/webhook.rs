@@ -27,6 +27,7 @@ async fn store_with_session() -> (MemoryStore, SessionId) {
 
 fn alert(session_id: SessionId) -> SafetyAlert {
     SafetyAlert {
+        kind: heartrule_domain::safety::AlertKind::Crisis,
         alert_id: TurnId::new_random(),
         session_id,
         user_id: "user-1".into(),
@@ -135,4 +136,22 @@ fn only_http_urls_are_accepted() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("ftp://example"));
+}
+
+#[tokio::test]
+async fn a_request_for_a_person_is_sent_with_its_own_type() {
+    let (store, session_id) = store_with_session().await;
+    let receiver = WebhookReceiver::start(&[]).await;
+    let alert = SafetyAlert {
+        kind: heartrule_domain::safety::AlertKind::HumanRequest,
+        level: RiskLevel::None,
+        pattern_ids: vec!["en.human".into()],
+        ..alert(session_id)
+    };
+    let outcome = notifier(receiver.url(), 0, &store).deliver(&alert).await;
+    assert_eq!(outcome, DeliveryOutcome::Delivered);
+    let body: serde_json::Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(body["type"], "repair.human_request");
+    assert_eq!(body["level"], "none");
+    assert!(body.get("kind").is_none(), "{body}");
 }

@@ -1050,6 +1050,7 @@ async fn a_session_in_handoff_keeps_its_safety_record<S: Store>(store: &S) {
         since: at,
         level: RiskLevel::High,
         resume_status: ExecutionStatus::WaitingInput,
+        reason: heartrule_domain::safety::HandoffReason::Crisis,
     });
     store.commit_turn(&turn.lease, &record).await.unwrap();
     let stored = SessionRepository::get(store, session.id)

@@ -113,6 +113,8 @@ async fn measure(reply: &str, output_guard: bool) -> (Duration, Duration) {
             history: Vec::new(),
             now: Utc::now(),
             sink: Some(sink.clone()),
+            intent: None,
+            llm_intents: false,
         };
         engine.run_turn(request).await.expect("turn");
         whole.push(sink.start.elapsed());

@@ -93,6 +93,8 @@ fn bench_turns(c: &mut Criterion) {
         history: Vec::new(),
         now: Utc::now(),
         sink: None,
+        intent: None,
+        llm_intents: false,
     };
 
     c.bench_function("turn/first (legacy say + ask question)", |b| {

@@ -137,6 +137,8 @@ async fn run_with(
             history: history.clone(),
             now: Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
             sink: None,
+            intent: None,
+            llm_intents: false,
         };
         let outcome = engine.run_turn(request).await.unwrap();
         for message in outcome.user_message.iter().chain(&outcome.messages) {

@@ -31,6 +31,7 @@ pub struct AppConfig {
     pub retention: RetentionSection,
     pub auth: AuthSection,
     pub safety: SafetySection,
+    pub repair_intents: RepairIntentsSection,
     pub telemetry: heartrule_telemetry::TelemetryConfig,
 }
 
@@ -523,6 +524,74 @@ impl SafetySection {
     }
 }
 
+/// Repair intents in answers to questions (`repair_intents:`; README
+/// "Repair intents").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairIntentsSection {
+    pub enabled: bool,
+    /// A request for a person also alerts `safety.webhook` (type
+    /// `repair.human_request`).
+    pub notify_on_human: bool,
+    /// The locale whose replies are used when the message's has none.
+    pub default_locale: String,
+    pub locales: std::collections::BTreeMap<String, heartrule_domain::RepairReplies>,
+    /// Extra phrases of the local detector.
+    #[serde(default)]
+    pub patterns: Vec<heartrule_domain::IntentPattern>,
+}
+
+impl RepairIntentsSection {
+    /// The domain's policy.
+    #[must_use]
+    pub fn policy(&self) -> heartrule_domain::RepairPolicy {
+        heartrule_domain::RepairPolicy {
+            enabled: self.enabled,
+            notify_on_human: self.notify_on_human,
+            default_locale: self.default_locale.clone(),
+            locales: self.locales.clone(),
+            rules: heartrule_domain::IntentRules {
+                patterns: self.patterns.clone(),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if !self.enabled {
+            return Ok(());
+        }
+        if !self.locales.contains_key(&self.default_locale) {
+            return invalid(
+                "repair_intents.default_locale",
+                "must name one of repair_intents.locales",
+            );
+        }
+        for (locale, replies) in &self.locales {
+            if [&replies.stop, &replies.human, &replies.holding]
+                .iter()
+                .any(|text| text.trim().is_empty())
+            {
+                return invalid(
+                    &format!("repair_intents.locales.{locale}"),
+                    "needs a stop, a human and a holding reply",
+                );
+            }
+        }
+        if let Some(pattern) = self
+            .patterns
+            .iter()
+            .find(|p| p.id.trim().is_empty() || p.phrase.trim().is_empty())
+        {
+            return invalid(
+                "repair_intents.patterns",
+                &format!("entries need an id and a phrase (`{}`)", pattern.id),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Largest `auth.leeway`: a token expired longer ago than this is expired.
 pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -639,6 +708,7 @@ impl AppConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.safety.validate()?;
+        self.repair_intents.validate()?;
         let check = |ok: bool, key: &str, why: &str| {
             if ok {
                 Ok(())
@@ -1243,6 +1313,42 @@ mod tests {
         )
         .unwrap();
         assert!(!config.safety.policy().enabled);
+    }
+
+    #[test]
+    fn repair_intents_default_on_in_both_languages_and_bad_values_are_refused() {
+        let config = AppConfig::load_from(&config_dir(), &[]).unwrap();
+        let policy = config.repair_intents.policy();
+        assert!(policy.enabled);
+        assert!(!policy.notify_on_human);
+        assert_eq!(policy.default_locale, "zh");
+        assert!(policy.human_reply("en").contains("person"));
+        assert!(!policy.stop_reply("zh").is_empty());
+        assert_ne!(policy.holding_reply("zh"), policy.holding_reply("en"));
+        for (pairs, key) in [
+            (
+                vec![("HEARTRULE__REPAIR_INTENTS__DEFAULT_LOCALE", "fr")],
+                "repair_intents.default_locale",
+            ),
+            (
+                vec![("HEARTRULE__REPAIR_INTENTS__LOCALES__EN__STOP", " ")],
+                "repair_intents.locales.en",
+            ),
+        ] {
+            let err = AppConfig::load_from(&config_dir(), &env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+        let config = AppConfig::load_from(
+            &config_dir(),
+            &env(&[
+                ("HEARTRULE__REPAIR_INTENTS__ENABLED", "false"),
+                ("HEARTRULE__REPAIR_INTENTS__DEFAULT_LOCALE", "fr"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.repair_intents.policy().enabled);
     }
 
     #[test]

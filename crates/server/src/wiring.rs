@@ -13,8 +13,8 @@ use heartrule_domain::ports::{
 };
 use heartrule_domain::{
     Adapters, AdminService, AuditLog, CacheJanitor, MetricDecl, MetricSet, NoNotifier, Ports,
-    RateLimiter, SafetyDeliveryLog, SafetyNotifier, SafetyProtocol, ScriptCatalog, SessionManager,
-    SessionManagerConfig, UserDataStore,
+    RateLimiter, RepairProtocol, SafetyDeliveryLog, SafetyNotifier, SafetyProtocol, ScriptCatalog,
+    SessionManager, SessionManagerConfig, UserDataStore,
 };
 use heartrule_http_adapter::auth::{AuthenticationOff, Authenticator, JwtAuthenticator};
 use heartrule_http_adapter::{AppState, HttpConfig, MetricsRenderer, RequestTracing};
@@ -174,6 +174,15 @@ pub async fn build_app(
         Some(protocol) => manager.with_safety(protocol),
         None => manager,
     };
+    // Kept when off too: a session already waiting for a person still gets
+    // the configured holding reply.
+    if !config.repair_intents.enabled {
+        tracing::info!(
+            event = "repair_intents_disabled",
+            "repair intents are off (repair_intents.enabled): skip, stop and human requests are answers like any other"
+        );
+    }
+    let manager = manager.with_repair(RepairProtocol::new(config.repair_intents.policy()));
     let catalog = ScriptCatalog::new(adapters);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 

@@ -205,7 +205,7 @@ const BENIGN: &[&str] = &[
 ];
 
 /// Characters that end a clause: a negation does not reach across them.
-fn ends_clause(c: char) -> bool {
+pub(crate) fn ends_clause(c: char) -> bool {
     matches!(
         c,
         ',' | '.' | '!' | '?' | ';' | ':' | '，' | '。' | '！' | '？' | '；' | '：' | '\n'
@@ -219,7 +219,7 @@ fn ends_clause(c: char) -> bool {
 const NEGATION_WORDS: usize = 3;
 const NEGATION_CHARS: usize = 4;
 
-fn is_cjk(c: char) -> bool {
+pub(crate) fn is_cjk(c: char) -> bool {
     matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}')
 }
 
@@ -340,14 +340,14 @@ impl LocalDetector {
 }
 
 /// Lowercase, typographic apostrophes made plain, whitespace collapsed.
-fn normalize(text: &str) -> String {
+pub(crate) fn normalize(text: &str) -> String {
     let lowered = text.to_lowercase().replace(['\u{2019}', '\u{2018}'], "'");
     lowered.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The text with quoted spans blanked out: a book or film title in 《》,
 /// 「」, 『』, “” or "" names a work, not the writer's state.
-fn strip_quoted(text: &str) -> String {
+pub(crate) fn strip_quoted(text: &str) -> String {
     const PAIRS: &[(char, char)] = &[
         ('《', '》'),
         ('「', '」'),

@@ -183,7 +183,8 @@ pub async fn post_message(
     ))
 }
 
-/// Releases a session the crisis protocol holds in `handoff`: it is active
+/// Releases a session held in `handoff` (by the crisis protocol, or waiting
+/// for the person the user asked for): it is active
 /// again and its script resumes where it stood (a system message records
 /// who released it). Editors and administrators only.
 #[utoipa::path(

@@ -13,8 +13,10 @@ use super::reply::{self, Reply};
 use super::safety;
 use super::templates::ResolvedTemplate;
 use super::turn::{ActionCall, ActionOutcome, Streaming, Turn, VariableWrite};
+use heartrule_domain::repair::{llm_intent, IntentReading, RepairIntent};
 use heartrule_domain::{
-    ActionType, AskConfig, DomainError, HistoryEntry, MessageRole, VariableScope, LLM_RAW_OUTPUT,
+    ActionType, AskConfig, DomainError, HistoryEntry, MessageRole, SignalSource, VariableScope,
+    DECLINED_SOURCE, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -83,6 +85,17 @@ pub(crate) async fn run(
         return Ok(outcome);
     }
 
+    // The user asked to skip this question (the local detector).
+    if turn.intent.take() == Some(RepairIntent::Skip) {
+        return Ok(declined(
+            turn,
+            config,
+            call.round,
+            max_rounds,
+            SignalSource::Local,
+        ));
+    }
+
     if !multi_round {
         let mut outcome = ActionOutcome::new(true, call.round, max_rounds);
         outcome.metadata = base_metadata(call.round, max_rounds);
@@ -112,6 +125,22 @@ pub(crate) async fn run(
     let Some(question) = generate(turn, &call, config, true, streaming).await? else {
         return Ok(degraded_finish(turn, &call, config, &answer, max_rounds));
     };
+    if turn.llm_intents {
+        match user_intent(&question.reply.object) {
+            Some(RepairIntent::Skip) => {
+                return Ok(declined(turn, config, round, max_rounds, SignalSource::Llm));
+            }
+            // The session manager ends the session or hands it over and
+            // drops this turn's outcome.
+            Some(intent) => {
+                turn.repair = Some(IntentReading {
+                    intent,
+                    source: SignalSource::Llm,
+                });
+            }
+            None => {}
+        }
+    }
     let lookup = |name: &str| turn.lookup(call.loc, name).cloned();
     let decision = exit::evaluate(&ExitInput {
         supports_exit: true,
@@ -140,6 +169,62 @@ pub(crate) async fn run(
         turn, &call, config, &question, &decision, &answer, max_rounds,
     )
     .await
+}
+
+/// The LLM's reading of the answer: `metadata.user_intent` of its reply.
+fn user_intent(object: &Map<String, Value>) -> Option<RepairIntent> {
+    let mut probe = Map::new();
+    if let Some(metadata) = reply::llm_metadata(object) {
+        probe.insert("llm_metadata".to_owned(), Value::Object(metadata.clone()));
+    }
+    if let Some(intent) = object.get("user_intent") {
+        probe.insert("user_intent".to_owned(), intent.clone());
+    }
+    llm_intent(&probe)
+}
+
+/// A question the user skipped: completed without extraction, each of its
+/// variables (the `output` fields and `target_variable`) written as
+/// declined — `null` with source [`DECLINED_SOURCE`] — and no message, so
+/// the turn moves on to the next action.
+fn declined(
+    turn: &mut Turn,
+    config: &AskConfig,
+    round: u32,
+    max_rounds: u32,
+    source: SignalSource,
+) -> ActionOutcome {
+    let mut outcome = ActionOutcome::new(true, round, max_rounds);
+    outcome.metadata = base_metadata(round, max_rounds);
+    for field in config.output.iter().filter(|f| !f.get.trim().is_empty()) {
+        outcome.writes.push(VariableWrite {
+            name: field.get.clone(),
+            scope: field.scope.unwrap_or(VariableScope::Session),
+            value: Value::Null,
+            unextracted: false,
+        });
+    }
+    if let Some(target) = config
+        .target_variable
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
+        if !outcome.writes.iter().any(|w| w.name == target) {
+            outcome.writes.push(VariableWrite {
+                name: target.to_owned(),
+                scope: VariableScope::Session,
+                value: Value::Null,
+                unextracted: false,
+            });
+        }
+    }
+    outcome.write_source = Some(DECLINED_SOURCE);
+    turn.declined = outcome.writes.iter().map(|w| w.name.clone()).collect();
+    turn.repair = Some(IntentReading {
+        intent: RepairIntent::Skip,
+        source,
+    });
+    outcome
 }
 
 fn base_metadata(round: u32, max_rounds: u32) -> Map<String, Value> {

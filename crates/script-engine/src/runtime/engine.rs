@@ -100,6 +100,8 @@ impl ScriptEngine for HeartRuleEngine {
             history,
             now,
             sink,
+            intent,
+            llm_intents,
         } = request;
         let turn = Turn::new(
             Arc::clone(&self.llm),
@@ -112,6 +114,8 @@ impl ScriptEngine for HeartRuleEngine {
                 history,
                 now,
                 sink,
+                intent,
+                llm_intents,
             },
         );
         turn.run(user_input).await

@@ -32,7 +32,7 @@ enum Step {
 impl Turn {
     /// Runs the turn to its pause or end.
     pub(crate) async fn run(mut self, input: Option<String>) -> Result<TurnOutcome, DomainError> {
-        let user_message = input.as_ref().map(|text| {
+        let mut user_message = input.as_ref().map(|text| {
             let pending = self.state.pending_action.as_ref();
             NewMessage {
                 role: MessageRole::User,
@@ -62,6 +62,16 @@ impl Turn {
             );
         }
         self.walk(input).await?;
+        // The answer that skipped its question says so in the history.
+        if let (Some(message), Some(reading)) = (user_message.as_mut(), self.repair) {
+            message.metadata = json!({
+                "repair": {
+                    "intent": reading.intent,
+                    "source": reading.source,
+                    "declined": self.declined,
+                }
+            });
+        }
         Ok(self.finish(user_message))
     }
 
@@ -245,7 +255,7 @@ impl Turn {
             let source = if write.unextracted {
                 UNEXTRACTED_SOURCE
             } else {
-                action_id
+                outcome.write_source.unwrap_or(action_id)
             };
             self.write_variable(loc, &write.name, write.scope, write.value.clone(), source);
         }
@@ -382,6 +392,7 @@ impl Turn {
             variable_changes: self.variable_changes,
             llm_calls: self.llm_calls,
             safety_readings: self.safety_readings,
+            repair: self.repair,
         }
     }
 }

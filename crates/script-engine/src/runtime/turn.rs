@@ -12,6 +12,7 @@ use super::prompts::beijing_time_text;
 use super::templates::{ResolvedTemplate, TemplateSource};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use heartrule_domain::repair::{IntentReading, RepairIntent};
 use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
     estimate_tokens, ContentSink, DegradedMode, DomainError, EngineState, ErrorKind, HistoryEntry,
@@ -93,6 +94,9 @@ pub(crate) struct ActionOutcome {
     /// Produced without the LLM (degraded mode); the message metadata says
     /// so too.
     pub degraded: bool,
+    /// The source of the variables written, when not the action itself
+    /// (declined answers).
+    pub write_source: Option<&'static str>,
 }
 
 impl ActionOutcome {
@@ -109,6 +113,7 @@ impl ActionOutcome {
             metrics: None,
             monitor: None,
             degraded: false,
+            write_source: None,
         }
     }
 
@@ -156,6 +161,15 @@ pub(crate) struct Turn {
     /// mode: the turn's later calls are not attempted (each could cost a
     /// full timeout with its retries); the next turn tries again.
     pub llm_unavailable: bool,
+    /// The local repair intent of the user's input, until the question it
+    /// answers takes it.
+    pub intent: Option<RepairIntent>,
+    /// Whether the LLM's reading of an answer (`user_intent`) is acted on.
+    pub llm_intents: bool,
+    /// The repair intent the turn met (see [`heartrule_domain::TurnOutcome::repair`]).
+    pub repair: Option<IntentReading>,
+    /// The variables a skipped question left declined.
+    pub declined: Vec<String>,
 }
 
 /// Why [`Turn::request_llm`] failed.
@@ -187,6 +201,8 @@ pub(crate) struct TurnInput {
     pub history: Vec<HistoryEntry>,
     pub now: DateTime<Utc>,
     pub sink: Option<Arc<dyn ContentSink>>,
+    pub intent: Option<RepairIntent>,
+    pub llm_intents: bool,
 }
 
 /// An action failure that is not an LLM failure.
@@ -235,6 +251,10 @@ impl Turn {
             sensitive_names,
             sensitive_actions,
             safety_readings: Vec::new(),
+            intent: input.intent,
+            llm_intents: input.llm_intents,
+            repair: None,
+            declined: Vec::new(),
             llm_unavailable: false,
             history_trimmed: 0,
         }

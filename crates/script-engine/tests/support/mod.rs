@@ -5,11 +5,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, TimeZone, Utc};
-use heartrule_domain::ScriptEngine;
 use heartrule_domain::{
     ContentSink, DomainError, EngineState, HistoryEntry, SessionScript, TechniqueScript,
     TurnOutcome, TurnRequest, VariableScope, VariableStore, VariableValue,
 };
+use heartrule_domain::{RepairIntent, ScriptEngine};
 use heartrule_script_engine::runtime::templates::{MemoryTemplates, TemplateSource};
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
 use serde_json::Value;
@@ -184,6 +184,11 @@ pub struct Harness {
     pub state: EngineState,
     pub history: Vec<HistoryEntry>,
     pub sink: Option<Arc<dyn ContentSink>>,
+    /// The repair intent of the next turn's input (the session manager's
+    /// local detector); cleared after each turn.
+    pub intent: Option<RepairIntent>,
+    /// Whether the engine acts on the LLM's `user_intent`.
+    pub llm_intents: bool,
 }
 
 impl Harness {
@@ -202,6 +207,8 @@ impl Harness {
             state: EngineState::initial(VariableStore::default()),
             history: Vec::new(),
             sink: None,
+            intent: None,
+            llm_intents: false,
         }
     }
 
@@ -232,12 +239,16 @@ impl Harness {
             history: self.history.clone(),
             now: test_now(),
             sink: self.sink.clone(),
+            intent: self.intent,
+            llm_intents: self.llm_intents,
         }
     }
 
     /// Runs a turn; on success the state and history move forward.
     pub async fn try_turn(&mut self, input: Option<&str>) -> Result<TurnOutcome, DomainError> {
-        let outcome = self.engine.run_turn(self.request(input)).await?;
+        let request = self.request(input);
+        self.intent = None;
+        let outcome = self.engine.run_turn(request).await?;
         self.state = outcome.state.clone();
         for message in outcome.user_message.iter().chain(outcome.messages.iter()) {
             self.history.push(message.to_history());

@@ -19,6 +19,7 @@ mod openapi;
 mod privacy;
 mod process;
 mod quotas;
+mod repair;
 mod safety;
 mod secrets;
 mod streaming;
