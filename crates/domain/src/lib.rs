@@ -33,7 +33,9 @@ pub use audit::{
     AuditAction, AuditEvent, AuditFilter, AuditLog, AuditTargetType, UnknownAuditName,
     AUDIT_LOG_TARGET,
 };
-pub use catalog::{content_hash, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript};
+pub use catalog::{
+    content_hash, PublishDraft, Published, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript,
+};
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
     ScriptEngine, ScriptLoadError, SkillFrame, TurnOutcome, TurnRequest, ValidationErrorType,
@@ -68,8 +70,9 @@ pub use safety::{
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,
-    SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,
-    SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
+    SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, ScriptVersion, SessionScript,
+    SkillBinding, SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
+    WorkingDraft,
 };
 pub use sensitive::{SensitiveValues, SENSITIVE_MASK};
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};

@@ -12,7 +12,7 @@ use crate::ports::{
     RandomIds, RepositoryError,
 };
 use crate::script::{
-    Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
+    Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, ScriptVersion, Topic,
 };
 use chrono::TimeZone;
 use serde_json::json;
@@ -119,6 +119,7 @@ fn script() -> Script {
         content: "session: {}".into(),
         content_hash: "hash-1".into(),
         document,
+        current_version: 1,
         version: "1.0.0".into(),
         author: "test".into(),
         description: String::new(),
@@ -187,12 +188,17 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
     }
 }
 
+/// A store holding `script` as its current and only version.
 fn scripts_returning(script: &Script) -> MockScriptRepository {
     let mut scripts = MockScriptRepository::new();
     let found = script.clone();
     scripts
         .expect_get()
         .returning(move |_| Ok(Some(found.clone())));
+    let version = ScriptVersion::first_of(script);
+    scripts
+        .expect_find_version_by_hash()
+        .returning(move |_, hash| Ok((hash == version.content_hash).then(|| version.clone())));
     scripts
 }
 
@@ -393,9 +399,10 @@ async fn later_turns_reuse_the_parsed_script_without_fetching_it() {
     let mut scripts = MockScriptRepository::new();
     let found = script.clone();
     scripts
-        .expect_get()
+        .expect_find_version_by_hash()
         .times(1)
-        .returning(move |_| Ok(Some(found.clone())));
+        .returning(move |_, _| Ok(Some(ScriptVersion::first_of(&found))));
+    scripts.expect_get().times(0);
     let mut sessions = sessions_claiming(&session, 3);
     sessions
         .expect_commit_turn()
