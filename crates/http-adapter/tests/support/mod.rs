@@ -49,6 +49,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: HttpConfig) -> Self {
+        Self::with_manager(config, SessionManagerConfig::default())
+    }
+
+    /// With the session manager tuned (a zero `script_memo_ttl` makes
+    /// every turn load its script as another replica's first turn would).
+    pub fn with_manager(config: HttpConfig, manager: SessionManagerConfig) -> Self {
         let store = MemoryStore::new();
         let llm = FakeLlm::failing_when_empty();
         let engine = HeartRuleEngine::new(
@@ -71,10 +77,7 @@ impl Harness {
             cache_janitor: Arc::new(NoCache),
         };
         let state = AppState::new(
-            Arc::new(SessionManager::new(
-                adapters.clone(),
-                SessionManagerConfig::default(),
-            )),
+            Arc::new(SessionManager::new(adapters.clone(), manager)),
             Arc::new(ScriptCatalog::new(adapters.clone())),
             Arc::new(AdminService::new(adapters)),
             config,
