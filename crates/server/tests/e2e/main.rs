@@ -20,3 +20,4 @@ mod process;
 mod safety;
 mod secrets;
 mod streaming;
+mod versions;
