@@ -327,7 +327,7 @@ impl<P: Ports> ScriptCatalog<P> {
 
 #[path = "catalog_versions.rs"]
 mod versions;
-pub use versions::{PublishDraft, Published};
+pub use versions::{DiffTarget, PublishDraft, Published, VersionDiff};
 
 #[async_trait]
 impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
@@ -429,6 +429,16 @@ impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
         number: u32,
     ) -> Result<WorkingDraft, DomainError> {
         ScriptCatalog::restore(self, actor, id, number).await
+    }
+
+    async fn diff(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        from: u32,
+        to: DiffTarget,
+    ) -> Result<VersionDiff, DomainError> {
+        ScriptCatalog::diff(self, id, from, to).await
     }
 }
 

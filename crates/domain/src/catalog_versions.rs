@@ -35,7 +35,75 @@ pub struct Published {
     pub version: ScriptVersion,
 }
 
+/// What a version is compared with in [`ScriptCatalog::diff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffTarget {
+    /// Another stored version.
+    Version(u32),
+    /// The script's draft.
+    Draft,
+}
+
+/// A unified diff between a version and another version or the draft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionDiff {
+    /// `version N`: the `---` side.
+    pub from: String,
+    /// `version M` or `draft`: the `+++` side.
+    pub to: String,
+    /// The unified diff (three lines of context); empty when both are equal.
+    pub unified: String,
+    /// Lines only in `to`.
+    pub additions: usize,
+    /// Lines only in `from`.
+    pub deletions: usize,
+}
+
 impl<P: Ports> ScriptCatalog<P> {
+    /// The unified diff from version `from` to `to` (another version or
+    /// the draft), line by line.
+    pub async fn diff(
+        &self,
+        id: ScriptId,
+        from: u32,
+        to: DiffTarget,
+    ) -> Result<VersionDiff, DomainError> {
+        let old = self.version(id, from).await?;
+        let (to_label, new) = match to {
+            DiffTarget::Version(number) => (
+                format!("version {number}"),
+                self.version(id, number).await?.content,
+            ),
+            DiffTarget::Draft => ("draft".to_owned(), self.draft(id).await?.content),
+        };
+        let from_label = format!("version {from}");
+        let diff = similar::TextDiff::from_lines(old.content.as_str(), new.as_str());
+        let (mut additions, mut deletions) = (0, 0);
+        for change in diff.iter_all_changes() {
+            match change.tag() {
+                similar::ChangeTag::Insert => additions += 1,
+                similar::ChangeTag::Delete => deletions += 1,
+                similar::ChangeTag::Equal => {}
+            }
+        }
+        let unified = if additions + deletions == 0 {
+            String::new()
+        } else {
+            diff.unified_diff()
+                .context_radius(3)
+                .header(&from_label, &to_label)
+                .to_string()
+        };
+        Ok(VersionDiff {
+            from: from_label,
+            to: to_label,
+            unified,
+            additions,
+            deletions,
+        })
+    }
+
     /// The number the next published version of script `id` gets.
     pub(crate) async fn next_version_number(&self, id: ScriptId) -> Result<u32, DomainError> {
         let latest = self

@@ -34,7 +34,8 @@ pub use audit::{
     AUDIT_LOG_TARGET,
 };
 pub use catalog::{
-    content_hash, PublishDraft, Published, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript,
+    content_hash, DiffTarget, PublishDraft, Published, ScriptCatalog, ScriptDraft, ScriptImport,
+    StoredScript, VersionDiff,
 };
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,

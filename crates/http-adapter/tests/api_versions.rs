@@ -517,3 +517,75 @@ async fn clients_read_versions_but_only_editors_and_admins_change_them() {
     let draft = get(&app, &format!("/api/projects/{id}/draft")).await;
     assert_eq!(draft.body["revision"], 0, "nothing was written");
 }
+
+#[actix_web::test]
+async fn diffs_show_added_removed_and_changed_actions() {
+    let h = Harness::default_config();
+    let app = h.service().await;
+    let id = create_script(&app, "pinned", &versioned("v1")).await;
+    // `second` removed, `first` changed, `extra` added.
+    let edited = versioned("v1")
+        .replace(
+            "            - action_id: second_v1\n              action_type: ai_say\n              config:\n                content: \"second v1\"\n",
+            "",
+        )
+        .replace("content: \"first v1\"", "content: \"first, reworded\"")
+        + "            - action_id: extra\n              action_type: ai_say\n              config:\n                content: \"extra\"\n";
+    assert_eq!(put_draft(&app, &id, &edited, 0).await.status, 200);
+
+    let to_draft = get(&app, &format!("/api/projects/{id}/versions/1/diff")).await;
+    assert_eq!(to_draft.status, 200, "{}", to_draft.text);
+    let unified = to_draft.body["unified"].as_str().unwrap();
+    assert!(
+        unified.starts_with("--- version 1\n+++ draft\n"),
+        "{unified}"
+    );
+    for line in [
+        "-            - action_id: second_v1",
+        "-                content: \"second v1\"",
+        "-                content: \"first v1\"",
+        "+                content: \"first, reworded\"",
+        "+            - action_id: extra",
+    ] {
+        assert!(unified.lines().any(|l| l == line), "{line} in\n{unified}");
+    }
+    assert!(
+        !unified
+            .lines()
+            .any(|l| l == "-            - action_id: first_v1"),
+        "unchanged lines are context: {unified}"
+    );
+    assert_eq!(to_draft.body["additions"], 5);
+    assert_eq!(to_draft.body["deletions"], 5);
+
+    let published = post(
+        &app,
+        &format!("/api/projects/{id}/publish"),
+        json!({"mode": "compatible"}),
+    )
+    .await;
+    assert_eq!(published.status, 201, "{}", published.text);
+    let between = get(&app, &format!("/api/projects/{id}/versions/1/diff?to=2")).await;
+    assert_eq!(between.body["to"], "version 2");
+    assert_eq!(
+        between.body["unified"].as_str().unwrap(),
+        unified.replace("+++ draft", "+++ version 2")
+    );
+    let same = get(
+        &app,
+        &format!("/api/projects/{id}/versions/2/diff?to=draft"),
+    )
+    .await;
+    assert_eq!(same.body["unified"], "");
+    assert_eq!(same.body["additions"], 0);
+
+    get(&app, &format!("/api/projects/{id}/versions/1/diff?to=9"))
+        .await
+        .error(404, "VERSION_NOT_FOUND");
+    get(
+        &app,
+        &format!("/api/projects/{id}/versions/1/diff?to=latest"),
+    )
+    .await
+    .error(400, "INVALID_REQUEST");
+}

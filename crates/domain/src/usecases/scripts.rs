@@ -5,7 +5,9 @@
 //! publishing, versions, rollback and restore.
 
 use crate::actor::Actor;
-use crate::catalog::{PublishDraft, Published, ScriptDraft, ScriptImport, StoredScript};
+use crate::catalog::{
+    DiffTarget, PublishDraft, Published, ScriptDraft, ScriptImport, StoredScript, VersionDiff,
+};
 use crate::engine::{LoadMode, LoadWarning};
 use crate::error::DomainError;
 use crate::ids::ScriptId;
@@ -102,4 +104,13 @@ pub trait ScriptLibrary: Send + Sync {
         id: ScriptId,
         number: u32,
     ) -> Result<WorkingDraft, DomainError>;
+
+    /// The unified diff from version `from` to another version or the draft.
+    async fn diff(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        from: u32,
+        to: DiffTarget,
+    ) -> Result<VersionDiff, DomainError>;
 }

@@ -99,6 +99,10 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
                 .route(web::get().to(versions::get_version)),
         )
         .service(
+            web::resource("/api/projects/{id}/versions/{number}/diff")
+                .route(web::get().to(versions::diff)),
+        )
+        .service(
             web::resource("/api/projects/{id}/versions/{number}/restore")
                 .route(web::post().to(versions::restore)),
         )

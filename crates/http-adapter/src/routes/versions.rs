@@ -11,7 +11,9 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use heartrule_domain::{LoadMode, PublishDraft, ScriptId, ScriptVersion, WorkingDraft};
+use heartrule_domain::{
+    DiffTarget, LoadMode, PublishDraft, ScriptId, ScriptVersion, VersionDiff, WorkingDraft,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -438,4 +440,80 @@ pub async fn restore(
         .restore(&actor, project_id(&id)?, version_number(&number)?)
         .await?;
     Ok(draft_response(&draft))
+}
+
+/// `?to=` of the diff: a version number or `draft` (the default).
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// A version number, or `draft` (the default).
+    #[param(pattern = r"^(draft|[0-9]+)$")]
+    pub to: Option<String>,
+}
+
+/// `GET /api/projects/{id}/versions/{number}/diff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffBody {
+    /// `version N`: the `---` side.
+    pub from: String,
+    /// `version M` or `draft`: the `+++` side.
+    pub to: String,
+    /// The unified diff of the YAML, three lines of context; empty when
+    /// both sides are equal.
+    pub unified: String,
+    /// Lines only in `to`.
+    pub additions: usize,
+    /// Lines only in `from`.
+    pub deletions: usize,
+}
+
+impl From<VersionDiff> for DiffBody {
+    fn from(diff: VersionDiff) -> Self {
+        Self {
+            from: diff.from,
+            to: diff.to,
+            unified: diff.unified,
+            additions: diff.additions,
+            deletions: diff.deletions,
+        }
+    }
+}
+
+/// The unified diff from a version to another version or the draft.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{id}/versions/{number}/diff",
+    tag = "versions",
+    params(
+        ("id" = Uuid, Path, description = "Project (script) id"),
+        ("number" = u32, Path, description = "Version number (the `---` side)"),
+        DiffQuery,
+    ),
+    responses(
+        (status = 200, description = "The diff", body = DiffBody),
+        (status = 400, description = "`id` is not a UUID, `number` or `to` not a version number", body = ErrorBody),
+        (status = 404, description = "`SCRIPT_NOT_FOUND` or `VERSION_NOT_FOUND`", body = ErrorBody),
+        Protected
+    )
+)]
+pub async fn diff(
+    state: web::Data<AppState>,
+    CurrentActor(actor): CurrentActor,
+    path: web::Path<(String, String)>,
+    query: web::Query<DiffQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, number) = path.into_inner();
+    let to =
+        match query.to.as_deref() {
+            None | Some("draft") => DiffTarget::Draft,
+            Some(other) => DiffTarget::Version(other.parse().map_err(|_| {
+                ApiError::invalid_request("`to` must be a version number or `draft`")
+            })?),
+        };
+    let diff = state
+        .scripts
+        .diff(&actor, project_id(&id)?, version_number(&number)?, to)
+        .await?;
+    Ok(HttpResponse::Ok().json(DiffBody::from(diff)))
 }

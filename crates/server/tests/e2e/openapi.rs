@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/projects/{id}/versions"),
     ("get", "/api/projects/{id}/versions/{number}"),
     ("post", "/api/projects/{id}/versions/{number}/restore"),
+    ("get", "/api/projects/{id}/versions/{number}/diff"),
     ("post", "/api/projects/{id}/rollback"),
     ("put", "/api/projects/{id}/current-version"),
 ];
