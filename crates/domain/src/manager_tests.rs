@@ -1501,3 +1501,72 @@ mod safety_protocol {
         assert_eq!(err.code(), ErrorCode::Conflict);
     }
 }
+
+/// `script` republished as version 2: another hash, another session id.
+fn version_two_of(script: &Script) -> Script {
+    let mut current = script.clone();
+    current.content_hash = "hash-2".into();
+    current.current_version = 2;
+    if let ScriptDocument::Session(session) = &mut current.document {
+        session.session_id = "hello_v2".into();
+    }
+    current
+}
+
+#[tokio::test]
+async fn a_running_session_runs_on_the_version_it_started_on_not_the_current_one() {
+    let v1 = script();
+    let session = stored_session(&v1, 4);
+    let mut scripts = MockScriptRepository::new();
+    scripts.expect_get().times(0);
+    let pinned = ScriptVersion::first_of(&v1);
+    scripts
+        .expect_find_version_by_hash()
+        .withf(|_, hash| hash == "hash-1")
+        .times(1)
+        .returning(move |_, _| Ok(Some(pinned.clone())));
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions
+        .expect_commit_turn()
+        .withf(|_, record| record.session.script_hash == "hash-1")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.script.session_id == "hello")
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts, sessions, engine);
+    m.process_input(input(session.id, "好")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_whose_version_is_gone_continues_on_the_current_one() {
+    let v1 = script();
+    let current = version_two_of(&v1);
+    let session = stored_session(&v1, 4);
+    let mut scripts = MockScriptRepository::new();
+    scripts
+        .expect_find_version_by_hash()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    scripts
+        .expect_get()
+        .times(1)
+        .returning(move |_| Ok(Some(current.clone())));
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions
+        .expect_commit_turn()
+        .withf(|_, record| record.session.script_hash == "hash-2")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.script.session_id == "hello_v2")
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts, sessions, engine);
+    m.process_input(input(session.id, "好")).await.unwrap();
+}
