@@ -150,7 +150,7 @@ pub struct CurrentVersionRequest {
 pub struct IfMatchHeader {
     /// The draft revision the edit is based on, as the `ETag` gave it
     /// (`"3"`); instead of, or equal to, the body's `revision`.
-    #[param(rename = "If-Match")]
+    #[param(rename = "If-Match", pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#)]
     pub if_match: Option<String>,
 }
 
@@ -447,7 +447,7 @@ pub async fn restore(
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
     /// A version number, or `draft` (the default).
-    #[param(pattern = r"^(draft|[0-9]+)$")]
+    #[param(pattern = r"^(draft|[0-9]{1,9})$")]
     pub to: Option<String>,
 }
 
