@@ -31,7 +31,9 @@ pub struct PublishDraft {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
+    /// The script, now pointing at `version`.
     pub script: Script,
+    /// The version just stored.
     pub version: ScriptVersion,
 }
 

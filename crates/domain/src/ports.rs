@@ -91,6 +91,7 @@ pub trait ScriptRepository: Send + Sync {
         number: u32,
         updated_at: DateTime<Utc>,
     ) -> Result<Script, RepositoryError>;
+    /// Version `number` of script `id`; `None` when either is absent.
     async fn get_version(
         &self,
         id: ScriptId,
