@@ -5,11 +5,9 @@ use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::engine::{LoadMode, LoadWarning, ScriptEngine, ValidationErrorType, ValidationIssue};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
-use crate::ports::{
-    Clock, IdGenerator, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository,
-};
+use crate::ports::{Clock, IdGenerator, RepositoryError, ScriptFilter, ScriptRepository};
 use crate::ports_bundle::{Adapters, Ports};
-use crate::script::{Script, ScriptStatus, ScriptType};
+use crate::script::{Script, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft};
 use crate::usecases::ScriptLibrary;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -98,6 +96,7 @@ impl<P: Ports> ScriptCatalog<P> {
             content_hash: content_hash(&draft.content),
             content: draft.content,
             document: parsed.document,
+            current_version: 1,
             version: "1.0.0".into(),
             author: draft.author,
             description: draft.description,
@@ -105,7 +104,11 @@ impl<P: Ports> ScriptCatalog<P> {
             created_at: now,
             updated_at: now,
         };
-        a.scripts.insert(&script).await.map_err(name_conflict)?;
+        let first = first_version(&script, actor, &parsed.warnings);
+        a.scripts
+            .insert_with_version(&script, &first)
+            .await
+            .map_err(name_conflict)?;
         tracing::info!(
             event = "script_created",
             script.id = %script.id,
@@ -122,10 +125,12 @@ impl<P: Ports> ScriptCatalog<P> {
         })
     }
 
-    /// Creates the script, or replaces content, description and tags of the
-    /// script with the same name; an actor without the editor or admin role
-    /// is `FORBIDDEN`. Audited by `actor` as `script.import` (created) or
-    /// `script.update` (replaced, with both content hashes).
+    /// Creates the script (version 1), or publishes the content as a new
+    /// version of the script with the same name and replaces its
+    /// description and tags; an actor without the editor or admin role is
+    /// `FORBIDDEN`. Sessions already running keep their version. Audited by
+    /// `actor` as `script.import` (created) or `script.update` (replaced,
+    /// with both content hashes).
     pub async fn import(
         &self,
         actor: &Actor,
@@ -142,17 +147,14 @@ impl<P: Ports> ScriptCatalog<P> {
             if let Some(mut script) = a.scripts.find_by_name(&import.name).await? {
                 let before = script.clone();
                 let before_hash = script.content_hash.clone();
-                script.script_type = parsed.document.script_type();
-                script.content.clone_from(&import.content);
-                script.content_hash.clone_from(&hash);
-                script.document = parsed.document.clone();
                 if let Some(description) = &import.description {
                     script.description.clone_from(description);
                 }
                 if !import.tags.is_empty() {
                     script.tags.clone_from(&import.tags);
                 }
-                if script == before {
+                let new_content = script.content_hash != hash;
+                if !new_content && script == before {
                     // The same content again (a preload at every start, a
                     // retried import): nothing to write, nothing to audit.
                     return Ok(StoredScript {
@@ -162,8 +164,27 @@ impl<P: Ports> ScriptCatalog<P> {
                     });
                 }
                 script.updated_at = now;
-                a.scripts.update(&script).await?;
-                a.script_cache.invalidate(script.id).await;
+                if new_content {
+                    let number = self.next_version_number(script.id).await?;
+                    let version = ScriptVersion {
+                        script_id: script.id,
+                        number,
+                        content: import.content.clone(),
+                        content_hash: hash.clone(),
+                        document: parsed.document.clone(),
+                        author: actor.subject().to_owned(),
+                        note: "imported".into(),
+                        warnings: parsed.warnings.clone(),
+                        created_at: now,
+                    };
+                    become_version(&mut script, &version);
+                    a.scripts
+                        .publish(&script, &version)
+                        .await
+                        .map_err(publish_conflict)?;
+                } else {
+                    a.scripts.update(&script).await?;
+                }
                 tracing::info!(event = "script_updated", script.id = %script.id, script.name = %script.name, audit = true, "script imported over an existing one");
                 self.audit(actor, AuditAction::ScriptUpdate, &script, Some(before_hash))
                     .await;
@@ -181,6 +202,7 @@ impl<P: Ports> ScriptCatalog<P> {
                 content: import.content.clone(),
                 content_hash: hash.clone(),
                 document: parsed.document.clone(),
+                current_version: 1,
                 version: "1.0.0".into(),
                 author: "debug_user".into(),
                 description: import
@@ -195,7 +217,8 @@ impl<P: Ports> ScriptCatalog<P> {
                 created_at: now,
                 updated_at: now,
             };
-            match a.scripts.insert(&script).await {
+            let first = first_version(&script, actor, &parsed.warnings);
+            match a.scripts.insert_with_version(&script, &first).await {
                 Ok(()) => {
                     tracing::info!(event = "script_created", script.id = %script.id, script.name = %script.name, audit = true, "script imported");
                     self.audit(actor, AuditAction::ScriptImport, &script, None)
@@ -227,16 +250,40 @@ impl<P: Ports> ScriptCatalog<P> {
         script: &Script,
         before_hash: Option<String>,
     ) {
+        let details = serde_json::json!({
+            "scriptName": script.name,
+            "version": script.current_version,
+        });
+        self.record_audit(
+            actor,
+            action,
+            script.id,
+            (before_hash, Some(script.content_hash.clone())),
+            details,
+        )
+        .await;
+    }
+
+    /// Records an audit event about script `id` with the content hashes
+    /// before and after the write and the given details.
+    pub(crate) async fn record_audit(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        id: ScriptId,
+        (before_hash, after_hash): (Option<String>, Option<String>),
+        details: serde_json::Value,
+    ) {
         let a = &self.adapters;
         let event = AuditEvent::new(
             a.ids.audit_event_id(),
             a.clock.now(),
             actor,
             action,
-            script.id.to_string(),
+            id.to_string(),
         )
-        .with_hashes(before_hash, Some(script.content_hash.clone()))
-        .with_details(serde_json::json!({ "scriptName": script.name }));
+        .with_hashes(before_hash, after_hash)
+        .with_details(details);
         event.log();
         if let Err(error) = a.audit.record(&event).await {
             tracing::error!(
@@ -278,6 +325,10 @@ impl<P: Ports> ScriptCatalog<P> {
     }
 }
 
+#[path = "catalog_versions.rs"]
+mod versions;
+pub use versions::{DiffTarget, PublishDraft, Published, VersionDiff};
+
 #[async_trait]
 impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
     async fn list(
@@ -311,6 +362,112 @@ impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
         mode: LoadMode,
     ) -> Result<Vec<LoadWarning>, DomainError> {
         ScriptCatalog::validate(self, id, mode).await
+    }
+
+    async fn draft(&self, _actor: &Actor, id: ScriptId) -> Result<WorkingDraft, DomainError> {
+        ScriptCatalog::draft(self, id).await
+    }
+
+    async fn save_draft(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        content: String,
+        expected_revision: u64,
+    ) -> Result<WorkingDraft, DomainError> {
+        ScriptCatalog::save_draft(self, actor, id, content, expected_revision).await
+    }
+
+    async fn publish(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        request: PublishDraft,
+    ) -> Result<Published, DomainError> {
+        ScriptCatalog::publish(self, actor, id, request).await
+    }
+
+    async fn versions(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+    ) -> Result<Vec<ScriptVersion>, DomainError> {
+        ScriptCatalog::versions(self, id).await
+    }
+
+    async fn version(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        number: u32,
+    ) -> Result<ScriptVersion, DomainError> {
+        ScriptCatalog::version(self, id, number).await
+    }
+
+    async fn rollback(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        target: Option<u32>,
+    ) -> Result<Script, DomainError> {
+        ScriptCatalog::rollback(self, actor, id, target).await
+    }
+
+    async fn set_current_version(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        number: u32,
+    ) -> Result<Script, DomainError> {
+        ScriptCatalog::set_current_version(self, actor, id, number).await
+    }
+
+    async fn restore(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        number: u32,
+    ) -> Result<WorkingDraft, DomainError> {
+        ScriptCatalog::restore(self, actor, id, number).await
+    }
+
+    async fn diff(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        from: u32,
+        to: DiffTarget,
+    ) -> Result<VersionDiff, DomainError> {
+        ScriptCatalog::diff(self, id, from, to).await
+    }
+}
+
+/// Version 1 of a new script, published by `actor`.
+fn first_version(script: &Script, actor: &Actor, warnings: &[LoadWarning]) -> ScriptVersion {
+    ScriptVersion {
+        author: actor.subject().to_owned(),
+        note: "created".into(),
+        warnings: warnings.to_vec(),
+        ..ScriptVersion::first_of(script)
+    }
+}
+
+/// Makes `script` the row whose current version is `version`.
+pub(crate) fn become_version(script: &mut Script, version: &ScriptVersion) {
+    script.script_type = version.document.script_type();
+    script.content.clone_from(&version.content);
+    script.content_hash.clone_from(&version.content_hash);
+    script.document = version.document.clone();
+    script.current_version = version.number;
+}
+
+/// A publish that lost the race for its version number to another one.
+pub(crate) fn publish_conflict(error: RepositoryError) -> DomainError {
+    match error {
+        RepositoryError::Conflict(detail) => DomainError::new(ErrorKind::Conflict(format!(
+            "another version was published at the same time, or the name or technique id is taken ({detail}); retry"
+        ))),
+        other => other.into(),
     }
 }
 
@@ -434,7 +591,14 @@ mod tests {
     #[tokio::test]
     async fn a_created_script_is_audited_with_its_actor_and_hash() {
         let mut scripts = MockScriptRepository::new();
-        scripts.expect_insert().returning(|_| Ok(()));
+        scripts
+            .expect_insert_with_version()
+            .withf(|script, version| {
+                script.current_version == 1
+                    && version.number == 1
+                    && version.content_hash == script.content_hash
+            })
+            .returning(|_, _| Ok(()));
         let (catalog, events) = catalog_with(scripts);
         let stored = catalog
             .create(
@@ -464,6 +628,7 @@ mod tests {
             Some(content_hash("topic: {}").as_str())
         );
         assert_eq!(event.details["scriptName"], "t");
+        assert_eq!(event.details["version"], 1);
     }
 
     #[tokio::test]
@@ -473,7 +638,14 @@ mod tests {
             .expect_find_by_name()
             .times(1)
             .returning(|_| Ok(None));
-        scripts.expect_insert().returning(|_| Ok(()));
+        scripts
+            .expect_insert_with_version()
+            .withf(|script, version| {
+                script.current_version == 1
+                    && version.number == 1
+                    && version.content_hash == script.content_hash
+            })
+            .returning(|_, _| Ok(()));
         let (catalog, events) = catalog_with(scripts);
         catalog
             .import(&Actor::admin("root"), import("v1"))
@@ -486,7 +658,20 @@ mod tests {
         scripts
             .expect_find_by_name()
             .returning(move |_| Ok(Some(previous.clone())));
-        scripts.expect_update().returning(|_| Ok(()));
+        scripts
+            .expect_latest_version_number()
+            .returning(|_| Ok(Some(1)));
+        scripts
+            .expect_publish()
+            .withf(|script, version| {
+                version.number == 2
+                    && script.current_version == 2
+                    && version.content == "v2"
+                    && script.content == "v2"
+                    && version.author == "root"
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
         let (catalog, events) = catalog_with(scripts);
         let stored = catalog
             .import(&Actor::admin("root"), import("v2"))
@@ -516,6 +701,7 @@ mod tests {
             .expect_find_by_name()
             .returning(move |_| Ok(Some(previous.clone())));
         scripts.expect_update().times(0);
+        scripts.expect_publish().times(0);
         let (catalog, events) = catalog_with(scripts);
         let stored = catalog
             .import(&Actor::admin("root"), import("v1"))
@@ -536,6 +722,7 @@ mod tests {
             content: content.into(),
             content_hash: content_hash(content),
             document: document(),
+            current_version: 1,
             version: "1.0.0".into(),
             author: "a".into(),
             description: String::new(),

@@ -40,6 +40,12 @@ pub enum ErrorCode {
     /// session's, the user's daily one or the global hourly one); the turn
     /// was refused before any LLM call and nothing of it was applied.
     QuotaExceeded,
+    /// Addition to the original codes: the script has no version with the
+    /// requested number.
+    VersionNotFound,
+    /// Addition to the original codes: the draft cannot be published; the
+    /// validation issues say why.
+    DraftInvalid,
 }
 
 impl ErrorCode {
@@ -60,6 +66,8 @@ impl ErrorCode {
             Self::TurnInProgress => "TURN_IN_PROGRESS",
             Self::Forbidden => "FORBIDDEN",
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::VersionNotFound => "VERSION_NOT_FOUND",
+            Self::DraftInvalid => "DRAFT_INVALID",
         }
     }
 }
@@ -160,6 +168,12 @@ pub enum ErrorKind {
     /// A token budget is spent; the turn did not run.
     #[error("token quota exceeded: {0}")]
     QuotaExceeded(QuotaExceeded),
+    /// The script has no version with this number.
+    #[error("script {script_id} has no version {number}")]
+    VersionNotFound { script_id: ScriptId, number: u32 },
+    /// Publishing refused the draft: it does not parse or validate.
+    #[error("the draft failed validation with {} error(s)", .0.len())]
+    DraftInvalid(Vec<ValidationIssue>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -219,6 +233,8 @@ impl DomainError {
             ErrorKind::TurnInProgress { .. } => ErrorCode::TurnInProgress,
             ErrorKind::Forbidden(_) => ErrorCode::Forbidden,
             ErrorKind::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            ErrorKind::VersionNotFound { .. } => ErrorCode::VersionNotFound,
+            ErrorKind::DraftInvalid(_) => ErrorCode::DraftInvalid,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -226,9 +242,11 @@ impl DomainError {
     #[must_use]
     pub fn error_type(&self) -> ErrorType {
         match self.code() {
-            ErrorCode::ScriptNotFound | ErrorCode::ScriptValidationError | ErrorCode::Conflict => {
-                ErrorType::Configuration
-            }
+            ErrorCode::ScriptNotFound
+            | ErrorCode::ScriptValidationError
+            | ErrorCode::Conflict
+            | ErrorCode::VersionNotFound
+            | ErrorCode::DraftInvalid => ErrorType::Configuration,
             ErrorCode::ScriptParseError => ErrorType::Syntax,
             ErrorCode::SessionNotFound | ErrorCode::TurnInProgress | ErrorCode::QuotaExceeded => {
                 ErrorType::Session
@@ -260,6 +278,8 @@ impl DomainError {
             ErrorCode::TurnInProgress => "Another message of this session is being processed",
             ErrorCode::Forbidden => "You are not allowed to do this",
             ErrorCode::QuotaExceeded => "The token quota is used up",
+            ErrorCode::VersionNotFound => "Script version not found",
+            ErrorCode::DraftInvalid => "The draft cannot be published: it failed validation",
         }
     }
 
@@ -313,7 +333,7 @@ impl DomainError {
             ErrorCode::Conflict => Recovery::new(
                 false,
                 None,
-                "Use another name or a new Idempotency-Key for a different request",
+                "Use another name or a new Idempotency-Key for a different request; for a draft, reload it and apply the edit again",
             ),
             ErrorCode::TurnInProgress => Recovery::new(
                 true,
@@ -324,6 +344,16 @@ impl DomainError {
                 false,
                 None,
                 "Ask an administrator for a token with the role this operation needs",
+            ),
+            ErrorCode::VersionNotFound => Recovery::new(
+                false,
+                Some("List the script's versions"),
+                "Use a version number from GET /api/projects/{id}/versions",
+            ),
+            ErrorCode::DraftInvalid => Recovery::new(
+                false,
+                Some("Fix the draft and publish again"),
+                "Correct the issues listed in `errors`, save the draft, then publish",
             ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,
@@ -385,6 +415,20 @@ mod tests {
         assert_eq!(err.code().as_str(), "TURN_IN_PROGRESS");
         assert_eq!(err.error_type(), ErrorType::Session);
         assert!(err.recovery().can_retry);
+
+        let err = DomainError::new(ErrorKind::VersionNotFound {
+            script_id: ScriptId::new_random(),
+            number: 7,
+        });
+        assert_eq!(err.code().as_str(), "VERSION_NOT_FOUND");
+        assert_eq!(err.error_type(), ErrorType::Configuration);
+        assert!(!err.recovery().can_retry);
+        let err = DomainError::new(ErrorKind::DraftInvalid(vec![]));
+        assert_eq!(err.code().as_str(), "DRAFT_INVALID");
+        assert_eq!(
+            err.public_message(),
+            "The draft cannot be published: it failed validation"
+        );
 
         let err = DomainError::from(RepositoryError::LeaseLost("taken over".into()));
         assert_eq!(err.code(), ErrorCode::Conflict);

@@ -60,7 +60,10 @@ pub use audit::{
     AuditAction, AuditEvent, AuditFilter, AuditLog, AuditTargetType, UnknownAuditName,
     AUDIT_LOG_TARGET,
 };
-pub use catalog::{content_hash, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript};
+pub use catalog::{
+    content_hash, DiffTarget, PublishDraft, Published, ScriptCatalog, ScriptDraft, ScriptImport,
+    StoredScript, VersionDiff,
+};
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
     ScriptEngine, ScriptLoadError, SkillFrame, TurnOutcome, TurnRequest, ValidationErrorType,
@@ -107,8 +110,9 @@ pub use safety::{
 };
 pub use script::{
     Action, ActionKind, ActionType, AskConfig, CustomCondition, ExitCriteria, OutputField, Phase,
-    SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, SessionScript, SkillBinding,
-    SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
+    SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, ScriptVersion, SessionScript,
+    SkillBinding, SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
+    WorkingDraft,
 };
 pub use sensitive::{SensitiveValues, SENSITIVE_MASK};
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};

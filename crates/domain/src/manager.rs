@@ -980,7 +980,9 @@ impl<P: Ports> SessionManager<P> {
 
     /// The script document and the techniques it references: from the memo
     /// of recent turns, else from the cache when its hash matches, else from
-    /// the store.
+    /// the store. With `known_hash` (a running session's) it is the version
+    /// with that content, whatever is current now: a session runs on the
+    /// version it started on to its end. Without, it is the current version.
     async fn runnable_script(
         &self,
         script_id: ScriptId,
@@ -995,7 +997,6 @@ impl<P: Ports> SessionManager<P> {
             }
         }
         let a = &self.adapters;
-        let not_found = || DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()));
         let cached = match known_hash {
             Some(hash) => a
                 .script_cache
@@ -1006,13 +1007,7 @@ impl<P: Ports> SessionManager<P> {
         };
         let (document, name, hash) = match cached {
             Some(hit) => hit,
-            None => {
-                let script = a.scripts.get(script_id).await?.ok_or_else(not_found)?;
-                a.script_cache
-                    .put(script_id, &script.content_hash, &script.document)
-                    .await;
-                (script.document, Some(script.name), script.content_hash)
-            }
+            None => self.load_script(script_id, known_hash).await?,
         };
         let session = match document {
             ScriptDocument::Session(s) => s,
@@ -1047,6 +1042,42 @@ impl<P: Ports> SessionManager<P> {
         });
         self.scripts.put(&script);
         Ok(script)
+    }
+
+    /// The document, name and hash of the version with `known_hash` (the
+    /// current version when `None`) from the store, cached by hash.
+    async fn load_script(
+        &self,
+        script_id: ScriptId,
+        known_hash: Option<&str>,
+    ) -> Result<(ScriptDocument, Option<String>, String), DomainError> {
+        let a = &self.adapters;
+        if let Some(hash) = known_hash {
+            if let Some(version) = a.scripts.find_version_by_hash(script_id, hash).await? {
+                a.script_cache
+                    .put(script_id, &version.content_hash, &version.document)
+                    .await;
+                return Ok((version.document, None, version.content_hash));
+            }
+        }
+        let script =
+            a.scripts.get(script_id).await?.ok_or_else(|| {
+                DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()))
+            })?;
+        if known_hash.is_some_and(|hash| hash != script.content_hash) {
+            // Only a session started before versions were kept can name
+            // content no version has; the current version is all there is.
+            tracing::warn!(
+                event = "session_version_missing",
+                script.id = %script_id,
+                script.version = script.current_version,
+                "no stored version has the content this session started on; it continues on the current version"
+            );
+        }
+        a.script_cache
+            .put(script_id, &script.content_hash, &script.document)
+            .await;
+        Ok((script.document, Some(script.name), script.content_hash))
     }
 
     async fn techniques_for(

@@ -13,7 +13,7 @@ use crate::ports::{
 };
 use crate::quota::{QuotaConfig, QuotaLimit, TurnUsage, UsageTotals, UsageWindows};
 use crate::script::{
-    Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, Topic,
+    Action, ActionKind, Phase, SayConfig, Script, ScriptStatus, ScriptType, ScriptVersion, Topic,
 };
 use chrono::TimeZone;
 use serde_json::json;
@@ -120,6 +120,7 @@ fn script() -> Script {
         content: "session: {}".into(),
         content_hash: "hash-1".into(),
         document,
+        current_version: 1,
         version: "1.0.0".into(),
         author: "test".into(),
         description: String::new(),
@@ -189,12 +190,17 @@ fn outcome_from(request: &TurnRequest, status: ExecutionStatus) -> TurnOutcome {
     }
 }
 
+/// A store holding `script` as its current and only version.
 fn scripts_returning(script: &Script) -> MockScriptRepository {
     let mut scripts = MockScriptRepository::new();
     let found = script.clone();
     scripts
         .expect_get()
         .returning(move |_| Ok(Some(found.clone())));
+    let version = ScriptVersion::first_of(script);
+    scripts
+        .expect_find_version_by_hash()
+        .returning(move |_, hash| Ok((hash == version.content_hash).then(|| version.clone())));
     scripts
 }
 
@@ -396,9 +402,10 @@ async fn later_turns_reuse_the_parsed_script_without_fetching_it() {
     let mut scripts = MockScriptRepository::new();
     let found = script.clone();
     scripts
-        .expect_get()
+        .expect_find_version_by_hash()
         .times(1)
-        .returning(move |_| Ok(Some(found.clone())));
+        .returning(move |_, _| Ok(Some(ScriptVersion::first_of(&found))));
+    scripts.expect_get().times(0);
     let mut sessions = sessions_claiming(&session, 3);
     sessions
         .expect_commit_turn()
@@ -1874,3 +1881,72 @@ async fn token_and_quota_metrics_are_recorded_as_declared() {
 
 #[path = "manager_repair_tests.rs"]
 mod repair_intents;
+
+/// `script` republished as version 2: another hash, another session id.
+fn version_two_of(script: &Script) -> Script {
+    let mut current = script.clone();
+    current.content_hash = "hash-2".into();
+    current.current_version = 2;
+    if let ScriptDocument::Session(session) = &mut current.document {
+        session.session_id = "hello_v2".into();
+    }
+    current
+}
+
+#[tokio::test]
+async fn a_running_session_runs_on_the_version_it_started_on_not_the_current_one() {
+    let v1 = script();
+    let session = stored_session(&v1, 4);
+    let mut scripts = MockScriptRepository::new();
+    scripts.expect_get().times(0);
+    let pinned = ScriptVersion::first_of(&v1);
+    scripts
+        .expect_find_version_by_hash()
+        .withf(|_, hash| hash == "hash-1")
+        .times(1)
+        .returning(move |_, _| Ok(Some(pinned.clone())));
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions
+        .expect_commit_turn()
+        .withf(|_, record| record.session.script_hash == "hash-1")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.script.session_id == "hello")
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts, sessions, engine);
+    m.process_input(input(session.id, "好")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_whose_version_is_gone_continues_on_the_current_one() {
+    let v1 = script();
+    let current = version_two_of(&v1);
+    let session = stored_session(&v1, 4);
+    let mut scripts = MockScriptRepository::new();
+    scripts
+        .expect_find_version_by_hash()
+        .times(1)
+        .returning(|_, _| Ok(None));
+    scripts
+        .expect_get()
+        .times(1)
+        .returning(move |_| Ok(Some(current.clone())));
+    let mut sessions = sessions_claiming(&session, 1);
+    sessions
+        .expect_commit_turn()
+        .withf(|_, record| record.session.script_hash == "hash-2")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.script.session_id == "hello_v2")
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = manager(scripts, sessions, engine);
+    m.process_input(input(session.id, "好")).await.unwrap();
+}

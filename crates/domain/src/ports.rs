@@ -5,7 +5,9 @@ use crate::error::ErrorCode;
 use crate::ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 use crate::message::{HistoryEntry, Message};
 use crate::quota::{DailyUsage, TurnUsage, UsageTotals, UsageWindows};
-use crate::script::{Script, ScriptDocument, ScriptStatus, ScriptType};
+use crate::script::{
+    Script, ScriptDocument, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft,
+};
 use crate::session::{Position, Session};
 use crate::variables::{ValueType, VariableScope};
 use async_trait::async_trait;
@@ -49,10 +51,78 @@ pub struct ScriptFilter {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ScriptRepository: Send + Sync {
-    /// Fails with [`RepositoryError::Conflict`] when the name is taken.
-    async fn insert(&self, script: &Script) -> Result<(), RepositoryError>;
-    /// Replaces the script with the same id; [`RepositoryError::NotFound`] if absent.
+    /// Inserts the script together with its first published version: number
+    /// `script.current_version`, the script's content, authored by
+    /// `script.author`. Fails with [`RepositoryError::Conflict`] when the
+    /// name is taken.
+    async fn insert(&self, script: &Script) -> Result<(), RepositoryError> {
+        self.insert_with_version(script, &ScriptVersion::first_of(script))
+            .await
+    }
+    /// [`Self::insert`] with the first version given (its author, note and
+    /// warnings); `version` must carry the script's content and
+    /// `current_version` number.
+    async fn insert_with_version(
+        &self,
+        script: &Script,
+        version: &ScriptVersion,
+    ) -> Result<(), RepositoryError>;
+    /// Replaces the script's metadata (name, type, status, author,
+    /// description, tags, timestamps); [`RepositoryError::NotFound`] if
+    /// absent. Content only changes by publishing a version: a `script`
+    /// whose `content_hash` or `current_version` differs from the stored one
+    /// fails with [`RepositoryError::Conflict`] and writes nothing.
     async fn update(&self, script: &Script) -> Result<(), RepositoryError>;
+    /// Atomically stores `version` and makes it current: the script row
+    /// becomes `script`, whose content, hash, document and
+    /// `current_version` are the version's. [`RepositoryError::Conflict`]
+    /// when the version number is taken (a concurrent publish) or the name
+    /// is; [`RepositoryError::NotFound`] when the script is absent.
+    async fn publish(
+        &self,
+        script: &Script,
+        version: &ScriptVersion,
+    ) -> Result<(), RepositoryError>;
+    /// Makes the stored version `number` current (content, hash, document
+    /// copied into the script row) and returns the script as stored.
+    /// [`RepositoryError::NotFound`] when the script or the version is absent.
+    async fn set_current_version(
+        &self,
+        id: ScriptId,
+        number: u32,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Script, RepositoryError>;
+    /// Version `number` of script `id`; `None` when either is absent.
+    async fn get_version(
+        &self,
+        id: ScriptId,
+        number: u32,
+    ) -> Result<Option<ScriptVersion>, RepositoryError>;
+    /// The newest version of script `id` whose content hash is `content_hash`.
+    async fn find_version_by_hash(
+        &self,
+        id: ScriptId,
+        content_hash: &str,
+    ) -> Result<Option<ScriptVersion>, RepositoryError>;
+    /// The highest version number of the script (`None`: no such script).
+    async fn latest_version_number(&self, id: ScriptId) -> Result<Option<u32>, RepositoryError>;
+    /// Every version of the script, newest first (empty for an unknown script).
+    async fn list_versions(&self, id: ScriptId) -> Result<Vec<ScriptVersion>, RepositoryError>;
+    /// The script's draft; `None` when the script is absent.
+    async fn get_draft(&self, id: ScriptId) -> Result<Option<WorkingDraft>, RepositoryError>;
+    /// Saves the draft content and returns the draft as stored (revision one
+    /// more than before). With `expected_revision`, a draft at another
+    /// revision is left alone and the save fails with
+    /// [`RepositoryError::Conflict`]; [`RepositoryError::NotFound`] when the
+    /// script is absent.
+    async fn save_draft(
+        &self,
+        id: ScriptId,
+        content: &str,
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError>;
     async fn get(&self, id: ScriptId) -> Result<Option<Script>, RepositoryError>;
     async fn find_by_name(&self, name: &str) -> Result<Option<Script>, RepositoryError>;
     /// The technique script whose document declares `technique_id`.

@@ -80,6 +80,9 @@ pub struct Script {
     /// Hex SHA-256 of `content`; keys the parsed-script cache.
     pub content_hash: String,
     pub document: ScriptDocument,
+    /// The number of the published version `content` is (see
+    /// [`ScriptVersion`]); new sessions start on it.
+    pub current_version: u32,
     pub version: String,
     pub author: String,
     pub description: String,
@@ -97,6 +100,64 @@ impl Script {
             ScriptDocument::Session(_) => None,
         }
     }
+}
+
+/// One immutable published version of a script. Versions are numbered
+/// 1, 2, … per script and never change once stored; a session records the
+/// content hash of the version it started on and runs on it to its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptVersion {
+    pub script_id: ScriptId,
+    /// 1 for the first version, then one more per publish.
+    pub number: u32,
+    /// The YAML source of this version.
+    pub content: String,
+    /// Hex SHA-256 of `content`: what sessions started on it record.
+    pub content_hash: String,
+    pub document: ScriptDocument,
+    /// Subject of the actor who published it.
+    pub author: String,
+    /// The publisher's release note.
+    pub note: String,
+    /// What compatible-mode loading normalised when it was published.
+    pub warnings: Vec<crate::engine::LoadWarning>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ScriptVersion {
+    /// The version `script`'s content is: number `script.current_version`,
+    /// authored by `script.author` when it was created.
+    #[must_use]
+    pub fn first_of(script: &Script) -> Self {
+        Self {
+            script_id: script.id,
+            number: script.current_version,
+            content: script.content.clone(),
+            content_hash: script.content_hash.clone(),
+            document: script.document.clone(),
+            author: script.author.clone(),
+            note: String::new(),
+            warnings: Vec::new(),
+            created_at: script.created_at,
+        }
+    }
+}
+
+/// The mutable draft of a script editors work on. `revision` grows by one
+/// on every save: a save based on an older revision is refused, so two
+/// editors cannot overwrite each other silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkingDraft {
+    pub script_id: ScriptId,
+    /// The draft's YAML; the current version's content until first saved.
+    pub content: String,
+    /// 0 until the first save.
+    pub revision: u64,
+    /// When and by whom it was last saved; `None` until the first save.
+    pub updated_at: Option<DateTime<Utc>>,
+    pub updated_by: Option<String>,
 }
 
 /// A parsed script document.

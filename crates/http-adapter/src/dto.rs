@@ -941,10 +941,13 @@ pub struct ScriptBody {
     pub script_type: String,
     pub status: String,
     pub version: String,
+    /// The number of the published version `scriptContent` is; new
+    /// sessions start on it (see `/api/projects/{id}/versions`).
+    pub current_version: u32,
     pub author: String,
     pub description: String,
     pub tags: Vec<String>,
-    /// The YAML source as submitted.
+    /// The YAML source of the current version.
     pub script_content: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -963,6 +966,7 @@ impl ScriptBody {
             script_type: script.script_type.as_str().to_owned(),
             status: script.status.as_str().to_owned(),
             version: script.version.clone(),
+            current_version: script.current_version,
             author: script.author.clone(),
             description: script.description.clone(),
             tags: script.tags.clone(),

@@ -73,8 +73,8 @@ pub struct RecoveryBody {
 pub struct ErrorDetailBody {
     /// `SCRIPT_NOT_FOUND`, `SESSION_NOT_FOUND`, `SCRIPT_PARSE_ERROR`,
     /// `SCRIPT_VALIDATION_ERROR`, `LLM_SERVICE_ERROR`, `CONFLICT`,
-    /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `DATABASE_ERROR`,
-    /// `INVALID_REQUEST`, `NOT_FOUND`, …
+    /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `VERSION_NOT_FOUND`,
+    /// `DRAFT_INVALID`, `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
     pub code: String,
     /// `syntax`, `configuration`, `runtime`, `session`, `system` or `request`.
     #[serde(rename = "type")]
@@ -94,7 +94,8 @@ pub struct ErrorBody {
     /// Always `false`.
     pub success: bool,
     pub error: ErrorDetailBody,
-    /// Script problems, for `SCRIPT_PARSE_ERROR` and `SCRIPT_VALIDATION_ERROR`.
+    /// Script problems, for `SCRIPT_PARSE_ERROR`, `SCRIPT_VALIDATION_ERROR`
+    /// and `DRAFT_INVALID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<IssueBody>>,
 }
@@ -390,10 +391,12 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let code = error.code();
         let status = match code {
-            ErrorCode::ScriptNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
-            ErrorCode::ScriptParseError | ErrorCode::ScriptValidationError => {
-                StatusCode::BAD_REQUEST
+            ErrorCode::ScriptNotFound | ErrorCode::SessionNotFound | ErrorCode::VersionNotFound => {
+                StatusCode::NOT_FOUND
             }
+            ErrorCode::ScriptParseError
+            | ErrorCode::ScriptValidationError
+            | ErrorCode::DraftInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::LlmServiceError => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::TurnInProgress => StatusCode::CONFLICT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -411,7 +414,9 @@ impl From<DomainError> for ApiError {
         };
         let issues = match &error.kind {
             ErrorKind::ScriptParse(load) => Some(load.issues()),
-            ErrorKind::ScriptValidation(issues) => Some(issues.clone()),
+            ErrorKind::ScriptValidation(issues) | ErrorKind::DraftInvalid(issues) => {
+                Some(issues.clone())
+            }
             _ => None,
         };
         let retry_after = match &error.kind {
@@ -520,6 +525,15 @@ mod tests {
                 400,
             ),
             (ErrorKind::ScriptValidation(vec![]).into(), 400),
+            (ErrorKind::DraftInvalid(vec![]).into(), 400),
+            (
+                ErrorKind::VersionNotFound {
+                    script_id: heartrule_domain::ScriptId::new_random(),
+                    number: 3,
+                }
+                .into(),
+                404,
+            ),
             (LlmError::CircuitOpen.into(), 503),
             (ErrorKind::Conflict("c".into()).into(), 409),
             (

@@ -5,7 +5,7 @@ pub mod responses;
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{admin, chat, scripts, sessions, system, ws};
+use crate::routes::{admin, chat, scripts, sessions, system, versions, ws};
 use serde_json::Value;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -51,6 +51,15 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         scripts::list_scripts,
         scripts::import_script,
         scripts::validate_script,
+        versions::get_draft,
+        versions::put_draft,
+        versions::publish,
+        versions::list_versions,
+        versions::get_version,
+        versions::rollback,
+        versions::set_current_version,
+        versions::restore,
+        versions::diff,
         admin::audit_events,
         admin::export_user,
         admin::erase_user,
@@ -95,6 +104,15 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         dto::ReadyBody,
         scripts::InvalidBody,
         scripts::ValidationFailure,
+        versions::DraftBody,
+        versions::VersionBody,
+        versions::VersionListBody,
+        versions::SaveDraftRequest,
+        versions::PublishRequest,
+        versions::PublishedBody,
+        versions::RollbackRequest,
+        versions::CurrentVersionRequest,
+        versions::DiffBody,
         admin::AuditActionName,
         admin::AuditTargetTypeName,
         admin::AuditEventBody,
@@ -121,6 +139,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         (name = "sessions", description = "Conversation sessions"),
         (name = "chat", description = "Chat, streaming (SSE) and WebSocket"),
         (name = "scripts", description = "Script catalog"),
+        (name = "versions", description = "Script editor: the draft, immutable versions, publish, rollback and restore of a project (a script)"),
         (name = "admin", description = "Audit log and privacy operations (admin role)"),
     )
 )]

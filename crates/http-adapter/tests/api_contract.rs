@@ -38,7 +38,9 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 
 /// A concrete URI for a templated path.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", ID).replace("{userId}", "user-1")
+    path.replace("{id}", ID)
+        .replace("{userId}", "user-1")
+        .replace("{number}", "1")
 }
 
 /// Asserts `operation` declares `status` with the common error body.
@@ -126,6 +128,11 @@ fn role_ownership_and_turn_failures_are_declared_where_they_happen() {
         ("post", "/api/scripts"),
         ("post", "/api/scripts/import"),
         ("post", "/api/scripts/{id}/validate"),
+        ("put", "/api/projects/{id}/draft"),
+        ("post", "/api/projects/{id}/publish"),
+        ("post", "/api/projects/{id}/rollback"),
+        ("put", "/api/projects/{id}/current-version"),
+        ("post", "/api/projects/{id}/versions/{number}/restore"),
         ("post", "/api/sessions"),
         ("get", "/api/users/{userId}/sessions"),
     ] {
@@ -480,6 +487,19 @@ fn valid_bodies() -> Vec<(&'static str, Value)> {
             "/api/scripts/import",
             json!({"scriptName": "n", "yamlContent": "x: [", "description": "d"}),
         ),
+        (
+            "/api/projects/{id}/draft",
+            json!({"content": "x: [", "revision": 0}),
+        ),
+        (
+            "/api/projects/{id}/publish",
+            json!({"mode": "strict", "releaseNote": "n", "draftRevision": 0}),
+        ),
+        ("/api/projects/{id}/rollback", json!({"targetVersion": 1})),
+        (
+            "/api/projects/{id}/current-version",
+            json!({"versionNumber": 1}),
+        ),
     ]
 }
 
@@ -519,7 +539,11 @@ async fn text_with_nul_is_refused_where_the_document_says_so() {
             );
             let mut body = valid.clone();
             body[field] = bad;
-            let reply = post(&app, &concrete(&path), body).await;
+            let request = TestRequest::default()
+                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                .uri(&concrete(&path))
+                .set_json(body);
+            let reply = call(&app, request).await;
             let error = reply.error(400, "INVALID_REQUEST");
             assert!(
                 error["details"].as_str().unwrap().contains("U+0000"),

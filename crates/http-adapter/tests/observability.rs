@@ -39,6 +39,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/audit-events"),
     ("get", "/api/admin/users/{userId}/export"),
     ("delete", "/api/admin/users/{userId}"),
+    ("get", "/api/projects/{id}/draft"),
+    ("put", "/api/projects/{id}/draft"),
+    ("post", "/api/projects/{id}/publish"),
+    ("get", "/api/projects/{id}/versions"),
+    ("get", "/api/projects/{id}/versions/{number}"),
+    ("post", "/api/projects/{id}/versions/{number}/restore"),
+    ("get", "/api/projects/{id}/versions/{number}/diff"),
+    ("post", "/api/projects/{id}/rollback"),
+    ("put", "/api/projects/{id}/current-version"),
 ];
 
 #[actix_web::test]
@@ -92,7 +101,8 @@ async fn openapi_lists_every_route_and_each_is_served() {
     for (method, path) in ROUTES {
         let uri = path
             .replace("{id}", "00000000-0000-4000-8000-0000000000ff")
-            .replace("{userId}", "someone");
+            .replace("{userId}", "someone")
+            .replace("{number}", "1");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let reply = call(
             &app,

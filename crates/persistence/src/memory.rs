@@ -12,9 +12,9 @@ use heartrule_domain::{
     Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DailyUsage, DeliveryAttempt,
     ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
     MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
-    ScriptRepository, Session, SessionData, SessionId, SessionRepository, SessionStatus, TurnClaim,
-    TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals, UsageWindows, UserData,
-    UserDataStore, VariableSnapshot,
+    ScriptRepository, ScriptVersion, Session, SessionData, SessionId, SessionRepository,
+    SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals,
+    UsageWindows, UserData, UserDataStore, VariableSnapshot, WorkingDraft,
 };
 use heartrule_domain::{NoCache, Ports, RandomIds, ScriptEngine, SystemClock};
 use std::cmp::Reverse;
@@ -41,6 +41,10 @@ impl std::fmt::Debug for MemoryStore {
 #[derive(Default)]
 struct Data {
     scripts: HashMap<ScriptId, Script>,
+    /// Each script's versions, oldest first.
+    versions: HashMap<ScriptId, Vec<ScriptVersion>>,
+    /// Drafts saved at least once (else the current content is the draft).
+    drafts: HashMap<ScriptId, WorkingDraft>,
     sessions: HashMap<SessionId, StoredSession>,
     message_ids: HashSet<MessageId>,
     failed_turn_ids: HashSet<TurnId>,
@@ -121,6 +125,13 @@ fn stored_script(script: &Script) -> Script {
     }
 }
 
+fn stored_version(version: &ScriptVersion) -> ScriptVersion {
+    ScriptVersion {
+        created_at: micros(version.created_at),
+        ..version.clone()
+    }
+}
+
 fn stored_message(message: &Message) -> Message {
     Message {
         created_at: micros(message.created_at),
@@ -133,6 +144,34 @@ fn stored_snapshot(snapshot: &VariableSnapshot) -> VariableSnapshot {
         created_at: micros(snapshot.created_at),
         ..snapshot.clone()
     }
+}
+
+/// The name and technique id of `script` are free among the other scripts.
+fn check_unique(data: &Data, script: &Script) -> Result<(), RepositoryError> {
+    let mut others = data.scripts.values().filter(|s| s.id != script.id);
+    if others.clone().any(|s| s.name == script.name) {
+        return Err(name_taken(&script.name));
+    }
+    if let Some(technique_id) = script.technique_id() {
+        if others.any(|s| s.technique_id() == Some(technique_id)) {
+            return Err(technique_taken(technique_id));
+        }
+    }
+    Ok(())
+}
+
+/// The saved draft, or the current content at revision 0 before any save.
+fn draft_of(data: &Data, script: &Script) -> WorkingDraft {
+    data.drafts
+        .get(&script.id)
+        .cloned()
+        .unwrap_or_else(|| WorkingDraft {
+            script_id: script.id,
+            content: script.content.clone(),
+            revision: 0,
+            updated_at: None,
+            updated_by: None,
+        })
 }
 
 fn name_taken(name: &str) -> RepositoryError {
@@ -269,7 +308,11 @@ fn append_rows(
 
 #[async_trait]
 impl ScriptRepository for MemoryStore {
-    async fn insert(&self, script: &Script) -> Result<(), RepositoryError> {
+    async fn insert_with_version(
+        &self,
+        script: &Script,
+        version: &ScriptVersion,
+    ) -> Result<(), RepositoryError> {
         let mut data = self.lock();
         if data.scripts.contains_key(&script.id) {
             return Err(RepositoryError::Conflict(format!(
@@ -277,38 +320,172 @@ impl ScriptRepository for MemoryStore {
                 script.id
             )));
         }
-        if data.scripts.values().any(|s| s.name == script.name) {
-            return Err(name_taken(&script.name));
-        }
-        if let Some(technique_id) = script.technique_id() {
-            if data
-                .scripts
-                .values()
-                .any(|s| s.technique_id() == Some(technique_id))
-            {
-                return Err(technique_taken(technique_id));
-            }
-        }
+        check_unique(&data, script)?;
         data.scripts.insert(script.id, stored_script(script));
+        data.versions
+            .insert(script.id, vec![stored_version(version)]);
         Ok(())
     }
 
     async fn update(&self, script: &Script) -> Result<(), RepositoryError> {
         let mut data = self.lock();
+        let Some(stored) = data.scripts.get(&script.id) else {
+            return Err(RepositoryError::NotFound(format!("script {}", script.id)));
+        };
+        if stored.content_hash != script.content_hash
+            || stored.current_version != script.current_version
+        {
+            return Err(RepositoryError::Conflict(format!(
+                "script {} has other content than the update names: publish a version to change it",
+                script.id
+            )));
+        }
+        check_unique(&data, script)?;
+        let updated = Script {
+            name: script.name.clone(),
+            status: script.status,
+            version: script.version.clone(),
+            author: script.author.clone(),
+            description: script.description.clone(),
+            tags: script.tags.clone(),
+            created_at: script.created_at,
+            updated_at: script.updated_at,
+            ..stored.clone()
+        };
+        data.scripts.insert(script.id, stored_script(&updated));
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        script: &Script,
+        version: &ScriptVersion,
+    ) -> Result<(), RepositoryError> {
+        let mut data = self.lock();
         if !data.scripts.contains_key(&script.id) {
             return Err(RepositoryError::NotFound(format!("script {}", script.id)));
         }
-        let others = || data.scripts.values().filter(|s| s.id != script.id);
-        if others().any(|s| s.name == script.name) {
-            return Err(name_taken(&script.name));
+        let versions = data.versions.entry(script.id).or_default();
+        if versions.iter().any(|v| v.number == version.number) {
+            return Err(RepositoryError::Conflict(format!(
+                "script {} already has a version {}",
+                script.id, version.number
+            )));
         }
-        if let Some(technique_id) = script.technique_id() {
-            if others().any(|s| s.technique_id() == Some(technique_id)) {
-                return Err(technique_taken(technique_id));
-            }
-        }
+        check_unique(&data, script)?;
+        data.versions
+            .entry(script.id)
+            .or_default()
+            .push(stored_version(version));
         data.scripts.insert(script.id, stored_script(script));
         Ok(())
+    }
+
+    async fn set_current_version(
+        &self,
+        id: ScriptId,
+        number: u32,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Script, RepositoryError> {
+        let mut data = self.lock();
+        let version = data
+            .versions
+            .get(&id)
+            .and_then(|versions| versions.iter().find(|v| v.number == number))
+            .cloned()
+            .ok_or_else(|| RepositoryError::NotFound(format!("version {number} of script {id}")))?;
+        let script = data
+            .scripts
+            .get_mut(&id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("script {id}")))?;
+        script.script_type = version.document.script_type();
+        script.content = version.content;
+        script.content_hash = version.content_hash;
+        script.document = version.document;
+        script.current_version = number;
+        script.updated_at = micros(updated_at);
+        Ok(script.clone())
+    }
+
+    async fn get_version(
+        &self,
+        id: ScriptId,
+        number: u32,
+    ) -> Result<Option<ScriptVersion>, RepositoryError> {
+        Ok(self
+            .lock()
+            .versions
+            .get(&id)
+            .and_then(|versions| versions.iter().find(|v| v.number == number))
+            .cloned())
+    }
+
+    async fn find_version_by_hash(
+        &self,
+        id: ScriptId,
+        content_hash: &str,
+    ) -> Result<Option<ScriptVersion>, RepositoryError> {
+        Ok(self
+            .lock()
+            .versions
+            .get(&id)
+            .and_then(|versions| {
+                versions
+                    .iter()
+                    .filter(|v| v.content_hash == content_hash)
+                    .max_by_key(|v| v.number)
+            })
+            .cloned())
+    }
+
+    async fn latest_version_number(&self, id: ScriptId) -> Result<Option<u32>, RepositoryError> {
+        Ok(self
+            .lock()
+            .versions
+            .get(&id)
+            .and_then(|versions| versions.iter().map(|v| v.number).max()))
+    }
+
+    async fn list_versions(&self, id: ScriptId) -> Result<Vec<ScriptVersion>, RepositoryError> {
+        let mut versions = self.lock().versions.get(&id).cloned().unwrap_or_default();
+        versions.sort_by_key(|v| Reverse(v.number));
+        Ok(versions)
+    }
+
+    async fn get_draft(&self, id: ScriptId) -> Result<Option<WorkingDraft>, RepositoryError> {
+        let data = self.lock();
+        Ok(data.scripts.get(&id).map(|script| draft_of(&data, script)))
+    }
+
+    async fn save_draft(
+        &self,
+        id: ScriptId,
+        content: &str,
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError> {
+        let mut data = self.lock();
+        let script = data
+            .scripts
+            .get(&id)
+            .ok_or_else(|| RepositoryError::NotFound(format!("script {id}")))?;
+        let current = draft_of(&data, script);
+        if expected_revision.is_some_and(|expected| expected != current.revision) {
+            return Err(RepositoryError::Conflict(format!(
+                "the draft of script {id} is at revision {}",
+                current.revision
+            )));
+        }
+        let saved = WorkingDraft {
+            script_id: id,
+            content: content.to_owned(),
+            revision: current.revision + 1,
+            updated_at: Some(micros(updated_at)),
+            updated_by: Some(updated_by.to_owned()),
+        };
+        data.drafts.insert(id, saved.clone());
+        Ok(saved)
     }
 
     async fn get(&self, id: ScriptId) -> Result<Option<Script>, RepositoryError> {

@@ -83,6 +83,25 @@ diesel::table! {
         tags -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        current_version -> Nullable<Int4>,
+        draft_content -> Nullable<Text>,
+        draft_revision -> Int8,
+        draft_updated_at -> Nullable<Timestamptz>,
+        draft_updated_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    script_versions (script_id, number) {
+        script_id -> Uuid,
+        number -> Int4,
+        script_content -> Text,
+        content_hash -> Text,
+        parsed_content -> Jsonb,
+        author -> Text,
+        note -> Text,
+        warnings -> Jsonb,
+        created_at -> Timestamptz,
     }
 }
 
@@ -144,6 +163,7 @@ diesel::joinable!(failed_turns -> sessions (session_id));
 diesel::joinable!(idempotency_keys -> sessions (session_id));
 diesel::joinable!(messages -> sessions (session_id));
 diesel::joinable!(safety_deliveries -> sessions (session_id));
+diesel::joinable!(script_versions -> scripts (script_id));
 diesel::joinable!(sessions -> scripts (script_id));
 diesel::joinable!(token_usage -> sessions (session_id));
 diesel::joinable!(variables -> sessions (session_id));
@@ -154,6 +174,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     messages,
     safety_deliveries,
+    script_versions,
     scripts,
     sessions,
     token_usage,

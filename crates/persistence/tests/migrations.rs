@@ -112,6 +112,27 @@ async fn documents_rewritten_every_turn_are_compressed_with_lz4_when_the_server_
     assert_eq!(compressed, expected);
 }
 
+/// The functions and triggers of the public schema, one line each.
+async fn routines_and_triggers(db: &TestDb) -> Vec<String> {
+    let mut conn = db.connection().await;
+    let mut found = lines(
+        &mut conn,
+        "SELECT 'function | ' || proname AS line FROM pg_proc
+         WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .await;
+    found.extend(
+        lines(
+            &mut conn,
+            "SELECT concat_ws(' | ', 'trigger', tgrelid::regclass::text, tgname,
+                    pg_get_triggerdef(oid)) AS line
+             FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+        )
+        .await,
+    );
+    found
+}
+
 async fn application_tables(db: &TestDb) -> Vec<String> {
     let mut conn = db.connection().await;
     lines(
@@ -150,13 +171,16 @@ async fn up_down_up_leaves_the_same_schema() {
             "idempotency_keys",
             "messages",
             "safety_deliveries",
+            "script_versions",
             "scripts",
             "sessions",
             "token_usage",
             "variables"
         ]
     );
-    let first = schema_snapshot(&db).await;
+    let mut first = schema_snapshot(&db).await;
+    first.extend(routines_and_triggers(&db).await);
+    assert!(first.iter().any(|l| l.contains("scripts_record_version")));
     assert!(first.iter().any(|l| l.contains("messages_session_seq_key")));
 
     let reverted = revert_all_migrations(&db.url).await.unwrap();
@@ -167,9 +191,15 @@ async fn up_down_up_leaves_the_same_schema() {
         application_tables(&db).await.is_empty(),
         "down.sql removes everything"
     );
+    assert!(
+        routines_and_triggers(&db).await.is_empty(),
+        "down.sql removes the functions and triggers too"
+    );
 
     assert_eq!(run_migrations(&db.url).await.unwrap(), applied);
-    assert_eq!(schema_snapshot(&db).await, first);
+    let mut second = schema_snapshot(&db).await;
+    second.extend(routines_and_triggers(&db).await);
+    assert_eq!(second, first);
 }
 
 /// `table.column -> nullable sql type` from the checked-in diesel schema.
@@ -198,6 +228,7 @@ fn diesel_schema_columns() -> BTreeSet<String> {
                 "Text" => "text",
                 "Varchar" => "character varying",
                 "Jsonb" => "jsonb",
+                "Int4" => "integer",
                 "Int8" => "bigint",
                 "Timestamptz" => "timestamp with time zone",
                 "Date" => "date",

@@ -52,6 +52,7 @@ fn script(name: &str, document: ScriptDocument, created_at: DateTime<Utc>) -> Sc
         content_hash: content_hash(&content),
         content,
         document,
+        current_version: 1,
         version: "1.0.0".into(),
         author: "tests".into(),
         description: format!("{name} for storage tests"),

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod scripts;
 pub mod sessions;
 pub mod system;
+pub mod versions;
 pub mod ws;
 
 use crate::error::ApiError;
@@ -81,6 +82,37 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         .service(
             web::resource("/api/scripts/{id}/validate")
                 .route(web::post().to(scripts::validate_script)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/draft")
+                .route(web::get().to(versions::get_draft))
+                .route(web::put().to(versions::put_draft)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/publish").route(web::post().to(versions::publish)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/versions")
+                .route(web::get().to(versions::list_versions)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/versions/{number}")
+                .route(web::get().to(versions::get_version)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/versions/{number}/diff")
+                .route(web::get().to(versions::diff)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/versions/{number}/restore")
+                .route(web::post().to(versions::restore)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/rollback").route(web::post().to(versions::rollback)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/current-version")
+                .route(web::put().to(versions::set_current_version)),
         )
         .service(web::resource("/api/admin/audit-events").route(web::get().to(admin::audit_events)))
         .service(

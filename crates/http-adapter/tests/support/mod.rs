@@ -53,7 +53,8 @@ impl Harness {
     }
 
     /// The harness with the session manager's (and the admin service's
-    /// quota) settings of `manager`.
+    /// quota) settings of `manager` (a zero `script_memo_ttl` makes every
+    /// turn load its script as another replica's first turn would).
     pub fn with_manager(config: HttpConfig, manager: SessionManagerConfig) -> Self {
         let store = MemoryStore::new();
         let llm = FakeLlm::failing_when_empty();

@@ -23,7 +23,7 @@ use std::fmt::Display;
 use std::io::Write;
 use uuid::Uuid;
 
-fn corrupt(table: &str, column: &str, detail: impl Display) -> RepositoryError {
+pub(crate) fn corrupt(table: &str, column: &str, detail: impl Display) -> RepositoryError {
     RepositoryError::Corrupt(format!("{table}.{column}: {detail}"))
 }
 
@@ -36,7 +36,7 @@ fn known<T>(
     parsed.ok_or_else(|| corrupt(table, column, format_args!("unknown value `{text}`")))
 }
 
-fn from_json<T: DeserializeOwned>(
+pub(crate) fn from_json<T: DeserializeOwned>(
     value: Value,
     table: &str,
     column: &str,
@@ -80,6 +80,7 @@ pub(crate) struct ScriptRow {
     tags: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    current_version: Option<i32>,
 }
 
 impl ScriptRow {
@@ -98,12 +99,66 @@ impl ScriptRow {
             content: self.script_content,
             content_hash: self.content_hash,
             document: from_json(self.parsed_content, T, "parsed_content")?,
+            current_version: version_from_db(self.current_version, T, "current_version")?,
             version: self.version,
             author: self.author,
             description: self.description,
             tags: from_json(self.tags, T, "tags")?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A version number as stored: a positive `integer`, never NULL once
+/// written (the migration backfills it and a trigger keeps it set).
+pub(crate) fn version_from_db(
+    number: Option<i32>,
+    table: &str,
+    column: &str,
+) -> Result<u32, RepositoryError> {
+    number
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            corrupt(
+                table,
+                column,
+                format_args!("not a version number: {number:?}"),
+            )
+        })
+}
+
+pub(crate) fn version_to_db(number: u32) -> Result<i32, RepositoryError> {
+    i32::try_from(number)
+        .map_err(|_| RepositoryError::Query(format!("version number {number} is out of range")))
+}
+
+/// The columns of a script that are not its content, for the metadata UPDATE.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = scripts, treat_none_as_null = true)]
+pub(crate) struct ScriptMetadataWrite<'a> {
+    script_name: &'a str,
+    status: &'static str,
+    version: &'a str,
+    author: &'a str,
+    description: &'a str,
+    tags: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> ScriptMetadataWrite<'a> {
+    pub(crate) fn new(script: &'a Script) -> Result<Self, RepositoryError> {
+        Ok(Self {
+            script_name: &script.name,
+            status: script.status.as_str(),
+            version: &script.version,
+            author: &script.author,
+            description: &script.description,
+            tags: to_json(&script.tags, "the script tags")?,
+            created_at: script.created_at,
+            updated_at: script.updated_at,
         })
     }
 }
@@ -126,6 +181,7 @@ pub(crate) struct ScriptWrite<'a> {
     tags: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    current_version: Option<i32>,
 }
 
 impl<'a> ScriptWrite<'a> {
@@ -145,6 +201,7 @@ impl<'a> ScriptWrite<'a> {
             tags: to_json(&script.tags, "the script tags")?,
             created_at: script.created_at,
             updated_at: script.updated_at,
+            current_version: Some(version_to_db(script.current_version)?),
         })
     }
 }

@@ -23,3 +23,4 @@ mod repair;
 mod safety;
 mod secrets;
 mod streaming;
+mod versions;

@@ -30,6 +30,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/audit-events"),
     ("get", "/api/admin/users/{userId}/export"),
     ("delete", "/api/admin/users/{userId}"),
+    ("get", "/api/projects/{id}/draft"),
+    ("put", "/api/projects/{id}/draft"),
+    ("post", "/api/projects/{id}/publish"),
+    ("get", "/api/projects/{id}/versions"),
+    ("get", "/api/projects/{id}/versions/{number}"),
+    ("post", "/api/projects/{id}/versions/{number}/restore"),
+    ("get", "/api/projects/{id}/versions/{number}/diff"),
+    ("post", "/api/projects/{id}/rollback"),
+    ("put", "/api/projects/{id}/current-version"),
 ];
 
 #[actix_web::test]

@@ -128,6 +128,7 @@ fn script() -> Script {
         content: "session: {}".into(),
         content_hash: "h".into(),
         document,
+        current_version: 1,
         version: "1.0.0".into(),
         author: "t".into(),
         description: String::new(),
