@@ -254,6 +254,11 @@ pub struct TurnRequest {
     /// one, a stop or human request is reported in
     /// [`TurnOutcome::repair`] for the session manager.
     pub llm_intents: bool,
+    /// The LLM must not be called this turn (a spent token quota with
+    /// [`crate::quota::QuotaAction::Scripted`]): every action runs on its
+    /// scripted text as in degraded mode, whatever the engine's own degraded
+    /// setting.
+    pub llm_withheld: bool,
 }
 
 impl std::fmt::Debug for TurnRequest {

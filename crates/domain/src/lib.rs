@@ -91,8 +91,8 @@ pub use ports::{
 pub use ports_bundle::{Adapters, Ports};
 pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
 pub use quota::{
-    estimate_tokens, DailyUsage, QuotaConfig, QuotaExceeded, QuotaLimit, QuotaState, TurnUsage,
-    UsageTotals, UsageWindows, UserUsage,
+    estimate_tokens, DailyUsage, QuotaAction, QuotaConfig, QuotaExceeded, QuotaLimit, QuotaState,
+    TurnUsage, UsageTotals, UsageWindows, UserUsage,
 };
 pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use repair::{

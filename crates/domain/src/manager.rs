@@ -16,7 +16,7 @@ use crate::ports::{
     TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
-use crate::quota::{QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
+use crate::quota::{QuotaAction, QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
 use crate::repair::{IntentReading, RepairIntent};
 use crate::safety::{llm_signal, protocol_level, HandoffReason, SignalSource};
 use crate::script::ActionType;
@@ -89,8 +89,8 @@ pub const METRICS: MetricSet = MetricSet {
         ),
         MetricDecl::counter(
             QUOTA_EXCEEDED_TOTAL,
-            &["limit"],
-            "Turns refused with QUOTA_EXCEEDED before any LLM call, by limit (session, user_daily, global_hourly).",
+            &["limit", "action"],
+            "Turns over a token limit, by limit (session, user_daily, global_hourly) and what they got (refuse: QUOTA_EXCEEDED before any LLM call; scripted: run on scripted texts without the LLM).",
         ),
         MetricDecl::gauge(
             BUDGET_USED_RATIO,
@@ -218,6 +218,8 @@ pub struct ClaimedTurn<P: Ports> {
     manager: SessionManager<P>,
     input: ProcessInput,
     context: TurnContext,
+    /// A spent token quota keeps the LLM out of this turn.
+    llm_withheld: bool,
     started: std::time::Instant,
     span: tracing::Span,
 }
@@ -230,6 +232,7 @@ impl<P: Ports> ClaimedTurn<P> {
             manager,
             input,
             context,
+            llm_withheld,
             started,
             span,
         } = self;
@@ -238,7 +241,10 @@ impl<P: Ports> ClaimedTurn<P> {
         let lease = context.lease.clone();
         let position = context.session.state.position.clone();
         let outcome = async {
-            match manager.run_claimed_turn(context, &input).await {
+            match manager
+                .run_claimed_turn(context, &input, llm_withheld)
+                .await
+            {
                 Ok(result) => Ok(result),
                 Err(failure) => {
                     manager
@@ -257,8 +263,29 @@ impl<P: Ports> ClaimedTurn<P> {
 
 /// A claim's two happy answers.
 enum Claimed {
-    Turn(Box<TurnContext>),
+    /// The turn's context, and whether a spent token quota keeps the LLM
+    /// out of it (`quotas.when_exceeded: scripted`).
+    Turn(Box<TurnContext>, bool),
     Replay(Box<TurnResult>),
+}
+
+/// What the engine is told besides the script, state and input.
+#[derive(Debug, Clone, Copy, Default)]
+struct EngineFlags {
+    /// The local detector's repair intent of the input.
+    intent: Option<RepairIntent>,
+    /// Whether the LLM's reading of an answer's intent is acted on.
+    llm_intents: bool,
+    /// A spent token quota keeps the LLM out of the turn.
+    llm_withheld: bool,
+}
+
+/// Whether a claim checks the session's token quotas: a user's turn does,
+/// an editor's release of a handoff does not (it calls no LLM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotaCheck {
+    Apply,
+    Skip,
 }
 
 /// The turn's outcome on its span and in the turn metrics.
@@ -402,12 +429,13 @@ impl<P: Ports> SessionManager<P> {
             let a = &self.adapters;
             let script = self.runnable_script(request.script_id, None).await?;
             let now = a.clock.now();
+            let mut llm_withheld = false;
             if self.config.quotas.limits_creation() {
                 let totals = a
                     .sessions
                     .usage_totals(&request.user_id, &UsageWindows::at(now))
                     .await?;
-                self.check_quota(&totals, now)?;
+                llm_withheld = self.check_quota(&totals, now)?;
             }
             let session_id = a.ids.session_id();
             tracing::Span::current().record("session.id", tracing::field::display(session_id));
@@ -432,7 +460,17 @@ impl<P: Ports> SessionManager<P> {
                 completed_at: None,
             };
             let outcome = self
-                .run_engine(&script, &session, None, Vec::new(), None, (None, false))
+                .run_engine(
+                    &script,
+                    &session,
+                    None,
+                    Vec::new(),
+                    None,
+                    EngineFlags {
+                        llm_withheld,
+                        ..EngineFlags::default()
+                    },
+                )
                 .await?;
             let (record, result) =
                 self.build_turn(&script, session, a.ids.turn_id(), outcome, None)?;
@@ -497,17 +535,20 @@ impl<P: Ports> SessionManager<P> {
         );
         let started = std::time::Instant::now();
         let claimed = self
-            .claim(&input, owner, started)
+            .claim(&input, owner, QuotaCheck::Apply, started)
             .instrument(span.clone())
             .await;
         match claimed {
-            Ok(Claimed::Turn(context)) => Ok(TurnStart::Claimed(Box::new(ClaimedTurn {
-                manager: self.clone(),
-                input,
-                context: *context,
-                started,
-                span,
-            }))),
+            Ok(Claimed::Turn(context, llm_withheld)) => {
+                Ok(TurnStart::Claimed(Box::new(ClaimedTurn {
+                    manager: self.clone(),
+                    input,
+                    context: *context,
+                    llm_withheld,
+                    started,
+                    span,
+                })))
+            }
             Ok(Claimed::Replay(result)) => {
                 record_turn_outcome(&span, Ok(&result), started);
                 Ok(TurnStart::Replayed(result))
@@ -523,6 +564,7 @@ impl<P: Ports> SessionManager<P> {
         &self,
         input: &ProcessInput,
         owner: Option<String>,
+        quota_check: QuotaCheck,
         started: std::time::Instant,
     ) -> Result<Claimed, DomainError> {
         let session_id = input.session_id;
@@ -533,10 +575,7 @@ impl<P: Ports> SessionManager<P> {
             history_window: self.config.history_window,
             idempotency_key: input.idempotency.as_ref().map(|k| k.key.clone()),
             owner,
-            usage: self
-                .config
-                .quotas
-                .is_enabled()
+            usage: (quota_check == QuotaCheck::Apply && self.config.quotas.is_enabled())
                 .then(|| UsageWindows::at(self.adapters.clock.now())),
         };
         let claimed = self
@@ -548,27 +587,31 @@ impl<P: Ports> SessionManager<P> {
         metrics::histogram!(SESSION_LOCK_WAIT).record(started.elapsed().as_secs_f64());
         match claimed {
             ClaimOutcome::Claimed(context) => {
+                let mut llm_withheld = false;
                 if let Some(totals) = &context.usage {
-                    if let Err(refused) = self.check_quota(totals, self.adapters.clock.now()) {
-                        // Refused before the turn starts: no failed turn is
-                        // recorded (the client still has its words), the
-                        // lease is simply given back.
-                        if let Err(e) = self
-                            .adapters
-                            .sessions
-                            .release_turn(&context.lease, None)
-                            .await
-                        {
-                            tracing::error!(
-                                session.id = %session_id,
-                                release_error = %e,
-                                "refused turn could not release its lease; it lapses by itself"
-                            );
+                    match self.check_quota(totals, self.adapters.clock.now()) {
+                        Ok(withheld) => llm_withheld = withheld,
+                        Err(refused) => {
+                            // Refused before the turn starts: no failed turn is
+                            // recorded (the client still has its words), the
+                            // lease is simply given back.
+                            if let Err(e) = self
+                                .adapters
+                                .sessions
+                                .release_turn(&context.lease, None)
+                                .await
+                            {
+                                tracing::error!(
+                                    session.id = %session_id,
+                                    release_error = %e,
+                                    "refused turn could not release its lease; it lapses by itself"
+                                );
+                            }
+                            return Err(refused.with_session(session_id));
                         }
-                        return Err(refused.with_session(session_id));
                     }
                 }
-                Ok(Claimed::Turn(context))
+                Ok(Claimed::Turn(context, llm_withheld))
             }
             ClaimOutcome::Replay(stored) => {
                 // Only a request with a key can be answered by a replay.
@@ -599,6 +642,7 @@ impl<P: Ports> SessionManager<P> {
         &self,
         context: TurnContext,
         input: &ProcessInput,
+        llm_withheld: bool,
     ) -> Result<TurnResult, DomainError> {
         let TurnContext {
             lease,
@@ -698,7 +742,11 @@ impl<P: Ports> SessionManager<P> {
                 Some(input.content.clone()),
                 history,
                 input.sink.clone(),
-                (local_intent.map(|m| m.intent), repair.is_some()),
+                EngineFlags {
+                    intent: local_intent.map(|m| m.intent),
+                    llm_intents: repair.is_some(),
+                    llm_withheld,
+                },
             )
             .await?;
         // The engine carries the safety record; the manager owns it.
@@ -792,7 +840,7 @@ impl<P: Ports> SessionManager<P> {
         user_input: Option<String>,
         history: Vec<crate::message::HistoryEntry>,
         sink: Option<Arc<dyn ContentSink>>,
-        (intent, llm_intents): (Option<RepairIntent>, bool),
+        flags: EngineFlags,
     ) -> Result<TurnOutcome, DomainError> {
         let request = TurnRequest {
             script: Arc::clone(&script.session),
@@ -802,8 +850,9 @@ impl<P: Ports> SessionManager<P> {
             history,
             now: self.adapters.clock.now(),
             sink,
-            intent,
-            llm_intents,
+            intent: flags.intent,
+            llm_intents: flags.llm_intents,
+            llm_withheld: flags.llm_withheld,
         };
         self.adapters.engine.run_turn(request).await.map_err(|e| {
             e.with_session(session.id)
@@ -913,26 +962,38 @@ impl<P: Ports> SessionManager<P> {
         Ok((record, result))
     }
 
-    /// Refuses a turn (or a session's creation) whose totals reached a
-    /// limit, and publishes the global budget's spend.
-    fn check_quota(&self, totals: &UsageTotals, now: DateTime<Utc>) -> Result<(), DomainError> {
+    /// Checks a turn (or a session's creation) against the token limits and
+    /// publishes the global budget's spend. Over a limit it is refused, or,
+    /// with [`QuotaAction::Scripted`], allowed without the LLM: `Ok(true)`.
+    fn check_quota(&self, totals: &UsageTotals, now: DateTime<Utc>) -> Result<bool, DomainError> {
         let quotas = &self.config.quotas;
         if let Some(budget) = quotas.global_hourly_tokens.filter(|b| *b > 0) {
             #[allow(clippy::cast_precision_loss)] // a ratio: precision loss is fine
             let ratio = totals.global_hour_tokens as f64 / budget as f64;
             metrics::gauge!(BUDGET_USED_RATIO, "budget" => "global_hourly").set(ratio);
         }
-        quotas.check(totals, now).map_err(|refused| {
-            metrics::counter!(QUOTA_EXCEEDED_TOTAL, "limit" => refused.limit.as_str()).increment(1);
-            tracing::warn!(
-                event = "quota_exceeded",
-                quota.limit = refused.limit.as_str(),
-                quota.used = refused.used,
-                quota.limit_tokens = refused.limit_tokens,
-                "turn refused: token quota exceeded"
-            );
-            DomainError::new(ErrorKind::QuotaExceeded(refused))
-        })
+        let Err(exceeded) = quotas.check(totals, now) else {
+            return Ok(false);
+        };
+        let action = quotas.when_exceeded;
+        metrics::counter!(
+            QUOTA_EXCEEDED_TOTAL,
+            "limit" => exceeded.limit.as_str(),
+            "action" => action.as_str(),
+        )
+        .increment(1);
+        tracing::warn!(
+            event = "quota_exceeded",
+            quota.limit = exceeded.limit.as_str(),
+            quota.used = exceeded.used,
+            quota.limit_tokens = exceeded.limit_tokens,
+            quota.action = action.as_str(),
+            "token quota exceeded"
+        );
+        match action {
+            QuotaAction::Refuse => Err(DomainError::new(ErrorKind::QuotaExceeded(exceeded))),
+            QuotaAction::Scripted => Ok(true),
+        }
     }
 
     /// Ends a turn that did not commit: records the failure with the user's

@@ -4,7 +4,7 @@
 //! user's message and the reply are stored, fenced on the lease); the alert
 //! to the on-call endpoint is handed over only after the commit.
 
-use super::{Claimed, RunnableScript, SessionManager, SAFETY_EVENTS_TOTAL};
+use super::{Claimed, QuotaCheck, RunnableScript, SessionManager, SAFETY_EVENTS_TOTAL};
 use crate::actor::Actor;
 use crate::engine::{LlmCallRecord, TurnOutcome};
 use crate::error::{DomainError, ErrorKind};
@@ -435,8 +435,12 @@ impl<P: Ports> SessionManager<P> {
             idempotency: None,
             sink: None,
         };
-        let context = match self.claim(&input, None, std::time::Instant::now()).await? {
-            Claimed::Turn(context) => *context,
+        // A release calls no LLM: the user's token quota does not apply.
+        let claimed = self
+            .claim(&input, None, QuotaCheck::Skip, std::time::Instant::now())
+            .await?;
+        let context = match claimed {
+            Claimed::Turn(context, _) => *context,
             Claimed::Replay(_) => {
                 return Err(DomainError::new(ErrorKind::Internal(
                     "a release without an Idempotency-Key was answered by a replay".into(),

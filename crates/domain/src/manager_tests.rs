@@ -1449,6 +1449,40 @@ mod safety_protocol {
     }
 
     #[tokio::test]
+    async fn a_release_is_not_refused_by_the_users_spent_token_quota() {
+        let script = script();
+        let session = in_handoff(&script, FixedClock.now());
+        let mut sessions = MockSessionRepository::new();
+        let stored = session.clone();
+        // A release calls no LLM: its claim reads no totals, so a spent
+        // quota cannot keep the session in handoff.
+        sessions
+            .expect_claim_turn()
+            .times(1)
+            .withf(|claim| claim.usage.is_none())
+            .returning(move |claim| Ok(claimed(&stored, claim)));
+        let records = committed(&mut sessions);
+        let quotas = QuotaConfig {
+            session_max_tokens: Some(1),
+            ..QuotaConfig::default()
+        };
+        let m = quota_manager(
+            scripts_returning(&script),
+            sessions,
+            MockScriptEngine::new(),
+            quotas,
+        )
+        .with_safety(SafetyProtocol::new(
+            policy(None),
+            Arc::new(MockSafetyNotifier::new()),
+        ));
+        Conversations::release_handoff(&m, &Actor::admin("root"), session.id)
+            .await
+            .unwrap();
+        assert_eq!(records.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn only_editors_and_admins_release_and_only_a_session_in_handoff() {
         let script = script();
         let session = in_handoff(&script, FixedClock.now());
@@ -1608,6 +1642,7 @@ async fn a_spent_daily_quota_refuses_the_turn_until_utc_midnight() {
         session_max_tokens: Some(500),
         user_daily_tokens: Some(1_000),
         global_hourly_tokens: Some(100_000),
+        ..QuotaConfig::default()
     };
     let m = quota_manager(
         scripts_returning(&script),
@@ -1676,6 +1711,7 @@ async fn a_turn_below_its_limits_runs_and_commits_its_tokens() {
         session_max_tokens: Some(500),
         user_daily_tokens: Some(1_000),
         global_hourly_tokens: Some(100_000),
+        ..QuotaConfig::default()
     };
     let mut sessions = sessions_claiming(&session, 1);
     sessions.expect_release_turn().times(0);
@@ -1712,6 +1748,78 @@ async fn a_turn_below_its_limits_runs_and_commits_its_tokens() {
     });
     let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
     m.process_input(input(session.id, "hi")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_quota_with_when_exceeded_scripted_runs_the_turn_without_the_llm() {
+    let script = script();
+    let session = stored_session(&script, 4);
+    let quotas = QuotaConfig {
+        session_max_tokens: Some(500),
+        when_exceeded: QuotaAction::Scripted,
+        ..QuotaConfig::default()
+    };
+    let mut sessions = MockSessionRepository::new();
+    let stored = session.clone();
+    sessions
+        .expect_claim_turn()
+        .times(1)
+        .returning(move |claim| {
+            Ok(ClaimOutcome::Claimed(Box::new(TurnContext {
+                lease: TurnLease::claimed(claim, &stored, FixedClock.now()),
+                session: stored.clone(),
+                history: vec![],
+                usage: Some(UsageTotals {
+                    session_tokens: 500,
+                    ..UsageTotals::default()
+                }),
+            })))
+        });
+    sessions.expect_release_turn().times(0);
+    sessions
+        .expect_commit_turn()
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.llm_withheld)
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
+    m.process_input(input(session.id, "hi")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_daily_quota_with_when_exceeded_scripted_starts_the_session_without_the_llm() {
+    let script = script();
+    let mut sessions = MockSessionRepository::new();
+    sessions.expect_usage_totals().times(1).returning(|_, _| {
+        Ok(UsageTotals {
+            user_day_tokens: 2_000,
+            ..UsageTotals::default()
+        })
+    });
+    sessions.expect_create().times(1).returning(|_| Ok(()));
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .withf(|r| r.llm_withheld)
+        .times(1)
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let quotas = QuotaConfig {
+        user_daily_tokens: Some(2_000),
+        when_exceeded: QuotaAction::Scripted,
+        ..QuotaConfig::default()
+    };
+    let m = quota_manager(scripts_returning(&script), sessions, engine, quotas);
+    m.create_session(CreateSession {
+        user_id: "u1".into(),
+        script_id: script.id,
+        initial_variables: serde_json::Map::new(),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -1867,7 +1975,7 @@ async fn token_and_quota_metrics_are_recorded_as_declared() {
             (LLM_TOKENS_TOTAL.to_owned(), vec!["prompt".to_owned()], 10),
             (
                 QUOTA_EXCEEDED_TOTAL.to_owned(),
-                vec!["global_hourly".to_owned()],
+                vec!["global_hourly".to_owned(), "refuse".to_owned()],
                 1
             ),
         ]

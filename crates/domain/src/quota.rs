@@ -207,6 +207,28 @@ impl std::fmt::Display for QuotaExceeded {
     }
 }
 
+/// What a turn gets when a token limit is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaAction {
+    /// Refused with `QUOTA_EXCEEDED` before anything runs.
+    #[default]
+    Refuse,
+    /// Run without the LLM: every action goes on with its scripted text, as
+    /// in degraded mode, so the conversation continues at no token cost.
+    Scripted,
+}
+
+impl QuotaAction {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Scripted => "scripted",
+        }
+    }
+}
+
 /// Token limits; each is off when `None`, and all are off by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,6 +239,10 @@ pub struct QuotaConfig {
     pub user_daily_tokens: Option<u64>,
     /// Tokens all users together may spend per UTC hour.
     pub global_hourly_tokens: Option<u64>,
+    /// What a turn over a limit gets: refused (the default) or run on
+    /// scripted texts without the LLM.
+    #[serde(default)]
+    pub when_exceeded: QuotaAction,
 }
 
 impl QuotaConfig {
@@ -397,6 +423,7 @@ mod tests {
             session_max_tokens: Some(100),
             user_daily_tokens: Some(1_000),
             global_hourly_tokens: Some(10_000),
+            ..QuotaConfig::default()
         };
         let below = UsageTotals {
             session_tokens: 99,

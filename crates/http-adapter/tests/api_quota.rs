@@ -6,7 +6,7 @@
 mod support;
 
 use actix_web::test::TestRequest;
-use heartrule_domain::{Actor, QuotaConfig, SessionManagerConfig};
+use heartrule_domain::{Actor, QuotaAction, QuotaConfig, SessionManagerConfig};
 use heartrule_http_adapter::auth::{AuthFailure, Authenticator};
 use heartrule_http_adapter::HttpConfig;
 use serde_json::json;
@@ -155,4 +155,58 @@ async fn the_usage_report_is_forbidden_to_the_user_themself() {
     call(&app, TestRequest::get().uri("/api/users/user-1/usage"))
         .await
         .error(403, "FORBIDDEN");
+}
+
+#[actix_web::test]
+async fn with_when_exceeded_scripted_a_spent_quota_goes_on_without_the_llm() {
+    let h = Harness::with_manager(
+        HttpConfig::default(),
+        SessionManagerConfig {
+            quotas: QuotaConfig {
+                user_daily_tokens: Some(DAILY_TOKENS),
+                when_exceeded: QuotaAction::Scripted,
+                ..QuotaConfig::default()
+            },
+            ..SessionManagerConfig::default()
+        },
+    );
+    let app = h.service().await;
+    let script = create_script(&app, "quota-scripted", DEBUG_SCRIPT).await;
+    queue_debug_first_turn(&h.llm);
+    let created = create_session(&app, &script).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let session = created.body["sessionId"].as_str().unwrap().to_owned();
+
+    // The quota is spent: the answer is taken as it is, without the LLM.
+    let answered = post(
+        &app,
+        &format!("/api/sessions/{session}/messages"),
+        json!({"content": "小王"}),
+    )
+    .await;
+    assert_eq!(answered.status, 200, "{}", answered.text);
+    let variables = get(&app, &format!("/api/sessions/{session}/variables")).await;
+    assert!(variables.text.contains("小王"), "{}", variables.text);
+
+    // A new session starts on the scripted texts, flagged degraded.
+    let second = create_session(&app, &script).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert!(
+        second.text.contains("您好，这里是练习用的咨询会话"),
+        "{}",
+        second.text
+    );
+    assert!(
+        second.text.contains("请问该怎么称呼您？"),
+        "{}",
+        second.text
+    );
+    assert_eq!(h.llm.calls().len(), 2, "only the first turn asked the LLM");
+    let second_id = second.body["sessionId"].as_str().unwrap();
+    let messages = get(&app, &format!("/api/sessions/{second_id}/messages")).await;
+    assert!(
+        messages.text.contains("\"degraded\":true"),
+        "{}",
+        messages.text
+    );
 }

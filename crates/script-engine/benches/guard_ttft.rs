@@ -115,6 +115,7 @@ async fn measure(reply: &str, output_guard: bool) -> (Duration, Duration) {
             sink: Some(sink.clone()),
             intent: None,
             llm_intents: false,
+            llm_withheld: false,
         };
         engine.run_turn(request).await.expect("turn");
         whole.push(sink.start.elapsed());

@@ -95,6 +95,7 @@ fn bench_turns(c: &mut Criterion) {
         sink: None,
         intent: None,
         llm_intents: false,
+        llm_withheld: false,
     };
 
     c.bench_function("turn/first (legacy say + ask question)", |b| {

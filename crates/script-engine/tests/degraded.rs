@@ -444,3 +444,23 @@ fn the_declared_metrics_are_well_formed() {
         decl.check().unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_withheld_llm_runs_the_turn_on_scripted_texts_without_a_single_call() {
+    // Degraded mode off: a spent token quota withholds the LLM anyway.
+    let mut h = Harness::build(
+        &one_topic(TWO_SAYS),
+        memory_templates(),
+        EngineOptions::default(),
+    );
+    h.set_session_var("name", json!("小明"));
+    h.llm_withheld = true;
+    let out = h.turn(None).await;
+    assert_eq!(out.state.status, ExecutionStatus::Completed);
+    assert_eq!(contents(&out), ["你好，小明", "第二段"]);
+    for message in &out.messages {
+        assert_eq!(message.metadata[DEGRADED_METADATA_KEY], true);
+    }
+    assert_eq!(h.llm.call_count(), 0);
+    assert!(out.llm_calls.is_empty());
+}

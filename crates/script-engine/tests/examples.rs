@@ -139,6 +139,7 @@ async fn run_with(
             sink: None,
             intent: None,
             llm_intents: false,
+            llm_withheld: false,
         };
         let outcome = engine.run_turn(request).await.unwrap();
         for message in outcome.user_message.iter().chain(&outcome.messages) {

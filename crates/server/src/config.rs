@@ -269,6 +269,10 @@ pub struct QuotasSection {
     pub user_daily_tokens: Option<u64>,
     /// Tokens all users together may use per UTC hour.
     pub global_hourly_tokens: Option<u64>,
+    /// What a turn over a limit gets: `refuse` (429 QUOTA_EXCEEDED) or
+    /// `scripted` (the conversation goes on with the scripts' own texts,
+    /// without the LLM).
+    pub when_exceeded: heartrule_domain::QuotaAction,
 }
 
 impl QuotasSection {
@@ -279,6 +283,7 @@ impl QuotasSection {
             session_max_tokens: self.session_max_tokens,
             user_daily_tokens: self.user_daily_tokens,
             global_hourly_tokens: self.global_hourly_tokens,
+            when_exceeded: self.when_exceeded,
         }
     }
 }
@@ -1061,10 +1066,19 @@ mod tests {
                 ("HEARTRULE__QUOTAS__USER_DAILY_TOKENS", "50000"),
                 ("HEARTRULE__QUOTAS__GLOBAL_HOURLY_TOKENS", "2000000"),
                 ("HEARTRULE__LLM__CONTEXT_WINDOW_TOKENS", "8192"),
+                ("HEARTRULE__QUOTAS__WHEN_EXCEEDED", "scripted"),
             ]),
         )
         .unwrap();
         let quotas = set.quotas.to_domain();
+        assert_eq!(
+            quotas.when_exceeded,
+            heartrule_domain::QuotaAction::Scripted
+        );
+        assert_eq!(
+            config.quotas.to_domain().when_exceeded,
+            heartrule_domain::QuotaAction::Refuse
+        );
         assert_eq!(quotas.user_daily_tokens, Some(50_000));
         assert_eq!(quotas.global_hourly_tokens, Some(2_000_000));
         assert_eq!(quotas.session_max_tokens, None);

@@ -102,6 +102,7 @@ impl ScriptEngine for HeartRuleEngine {
             sink,
             intent,
             llm_intents,
+            llm_withheld,
         } = request;
         let turn = Turn::new(
             Arc::clone(&self.llm),
@@ -116,6 +117,7 @@ impl ScriptEngine for HeartRuleEngine {
                 sink,
                 intent,
                 llm_intents,
+                llm_withheld,
             },
         );
         turn.run(user_input).await

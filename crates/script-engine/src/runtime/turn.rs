@@ -203,6 +203,8 @@ pub(crate) struct TurnInput {
     pub sink: Option<Arc<dyn ContentSink>>,
     pub intent: Option<RepairIntent>,
     pub llm_intents: bool,
+    /// The LLM is withheld from the whole turn (a spent token quota).
+    pub llm_withheld: bool,
 }
 
 /// An action failure that is not an LLM failure.
@@ -255,7 +257,8 @@ impl Turn {
             llm_intents: input.llm_intents,
             repair: None,
             declined: Vec::new(),
-            llm_unavailable: false,
+            // A withheld LLM is, for this turn, an unavailable one.
+            llm_unavailable: input.llm_withheld,
             history_trimmed: 0,
         }
     }

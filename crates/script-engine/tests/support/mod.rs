@@ -189,6 +189,8 @@ pub struct Harness {
     pub intent: Option<RepairIntent>,
     /// Whether the engine acts on the LLM's `user_intent`.
     pub llm_intents: bool,
+    /// Whether the next turns run without the LLM (a spent token quota).
+    pub llm_withheld: bool,
 }
 
 impl Harness {
@@ -209,6 +211,7 @@ impl Harness {
             sink: None,
             intent: None,
             llm_intents: false,
+            llm_withheld: false,
         }
     }
 
@@ -241,6 +244,7 @@ impl Harness {
             sink: self.sink.clone(),
             intent: self.intent,
             llm_intents: self.llm_intents,
+            llm_withheld: self.llm_withheld,
         }
     }
 
