@@ -539,8 +539,37 @@ def conversations() -> dict:
         lay, "Turn routes: p95 latency", "95th percentile HTTP duration on the routes that run a turn.", "s",
         targets((f"histogram_quantile(0.95, sum by (le, route) ("
                  f"{rate(HTTP + '_bucket', TURN_ROUTES)}))", "{{route}}"))))
+    # Safety: what the crisis protocol, the output guard and the repair
+    # intents did, and whether on-call alerts reach the webhook.
+    p.append(timeseries(
+        lay, "Risk detections", "Risk detections on user messages per second, by detector (local patterns, the "
+        "LLM's reading) and level. High and imminent start the crisis protocol at the default threshold.", "ops",
+        targets((f"sum by (source, level) ({rate('heartrule_safety_events_total')}) or on () vector(0)",
+                 "{{source}} {{level}}")), stack=True))
+    p.append(timeseries(
+        lay, "On-call webhook deliveries", "Delivery attempts of safety alerts to the on-call webhook per second, "
+        "by outcome. Failures with no delivery mean alerts are lost (SafetyWebhookFailing).", "ops",
+        targets((f"sum by (outcome) ({rate('heartrule_safety_webhook_attempts_total')}) or on () vector(0)",
+                 "{{outcome}}")), stack=True))
+    p.append(timeseries(
+        lay, "Output guard", "AI replies withdrawn by the output guard per second, by outcome (regenerated once, "
+        "or replaced by the scripted text) and action type; passed replies are left out.", "ops",
+        targets((f"sum by (outcome, action_type) "
+                 f"({rate('heartrule_output_guard_total', 'outcome!=' + chr(34) + 'passed' + chr(34))})"
+                 " or on () vector(0)", "{{outcome}} {{action_type}}")), stack=True))
+    p.append(timeseries(
+        lay, "Repair intents", "Answers understood as a wish to skip the question, stop, or speak to a person, "
+        "per second, by intent and detector.", "ops",
+        targets((f"sum by (intent, source) ({rate('heartrule_repair_intents_total')}) or on () vector(0)",
+                 "{{intent}} {{source}}")), stack=True))
+    p.append(timeseries(
+        lay, "Token quotas reached", "Turns over a token limit per second, by limit (session, user_daily, "
+        "global_hourly) and what they got (refuse: 429 QUOTA_EXCEEDED; scripted: ran without the LLM).", "ops",
+        targets((f"sum by (limit, action) ({rate('heartrule_quota_exceeded_total')}) or on () vector(0)",
+                 "{{limit}} {{action}}")), stack=True))
     return dashboard("heartrule-conversations", "HeartRule / Conversations",
-                     "Sessions, turns by outcome, waiting sessions, turn latency and lease conflicts.", p)
+                     "Sessions, turns by outcome, waiting sessions, turn latency, lease conflicts, and what the "
+                     "safety features (crisis protocol, output guard, repair intents, token quotas) did.", p)
 
 
 LLM_MODEL = 'gen_ai_request_model=~"$model"'
@@ -613,6 +642,24 @@ def llm() -> dict:
         lay, "Tokens per call", "Mean tokens per LLM operation by token type.", "short",
         targets((f"sum by (gen_ai_token_type) ({rate(tok + '_sum', LLM_MODEL)})"
                  f" / sum by (gen_ai_token_type) ({rate(tok + '_count', LLM_MODEL)})", "{{gen_ai_token_type}}"))))
+    p.append(timeseries(
+        lay, "Degraded mode", "Actions per second that ran on their scripted text because the LLM was unavailable "
+        "(llm.degraded_mode scripted) or a token quota withheld it, by action type; and whether each instance's "
+        "last LLM call found the LLM unavailable (1).", "short",
+        targets(
+            (f"sum by (action_type) ({rate('heartrule_llm_degraded_actions_total')}) or on () vector(0)",
+             "degraded {{action_type}}/s"),
+            (f"max by (instance) (heartrule_llm_degraded_active{sel()}) or on () vector(0)",
+             "active {{instance}}"),
+        )))
+    p.append(timeseries(
+        lay, "Token budget", "Tokens of committed turns per second by kind, and the global hourly budget's "
+        "spend as a fraction of it (quotas.global_hourly_tokens; 1 means spent, 0 also when no budget is set).", "short",
+        targets(
+            (f"sum by (kind) ({rate('heartrule_llm_tokens_total')}) or on () vector(0)", "{{kind}} tokens/s"),
+            (f"max(heartrule_llm_budget_used_ratio{sel('budget=' + chr(34) + 'global_hourly' + chr(34))})"
+             " or on () vector(0)", "global hourly budget used"),
+        )))
     extra = [
         query_var("model", "Model",
                   'label_values(gen_ai_client_operation_duration_seconds_count{env=~"$env", instance=~"$instance"}, '
