@@ -43,8 +43,8 @@ pub const METRICS: MetricSet = MetricSet {
         ),
         MetricDecl::counter(
             DEGRADED_ACTIONS_TOTAL,
-            &["action_type"],
-            "Actions that ran on their scripted text because the LLM was unavailable (degraded mode), by action type.",
+            &["action_type", "reason"],
+            "Actions that ran on their scripted text without the LLM, by action type and reason (llm_unavailable: degraded mode; quota: a spent token quota with quotas.when_exceeded scripted).",
         ),
         MetricDecl::gauge(
             DEGRADED_ACTIVE,

@@ -419,7 +419,7 @@ async fn degraded_actions_are_counted_and_the_gauge_follows_the_llm() {
         series(&first, DEGRADED_ACTIVE),
         [(&[][..], &DebugValue::Gauge(1.0.into()))]
     );
-    let say = ["ai_say".to_owned()];
+    let say = ["ai_say".to_owned(), "llm_unavailable".to_owned()];
     assert_eq!(
         series(&first, DEGRADED_ACTIONS_TOTAL),
         [(&say[..], &DebugValue::Counter(1))]
@@ -455,7 +455,19 @@ async fn a_withheld_llm_runs_the_turn_on_scripted_texts_without_a_single_call() 
     );
     h.set_session_var("name", json!("小明"));
     h.llm_withheld = true;
-    let out = h.turn(None).await;
+    let mut out = None;
+    let recorded_series = recorded(async {
+        out = Some(h.turn(None).await);
+    })
+    .await;
+    let out = out.unwrap();
+    // Counted apart from an unavailable LLM, so the LlmDegradedMode alert
+    // does not fire for a spent quota.
+    let say = ["ai_say".to_owned(), "quota".to_owned()];
+    assert_eq!(
+        series(&recorded_series, DEGRADED_ACTIONS_TOTAL),
+        [(&say[..], &DebugValue::Counter(2))]
+    );
     assert_eq!(out.state.status, ExecutionStatus::Completed);
     assert_eq!(contents(&out), ["你好，小明", "第二段"]);
     for message in &out.messages {

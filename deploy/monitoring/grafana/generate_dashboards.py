@@ -647,8 +647,8 @@ def llm() -> dict:
         "(llm.degraded_mode scripted) or a token quota withheld it, by action type; and whether each instance's "
         "last LLM call found the LLM unavailable (1).", "short",
         targets(
-            (f"sum by (action_type) ({rate('heartrule_llm_degraded_actions_total')}) or on () vector(0)",
-             "degraded {{action_type}}/s"),
+            (f"sum by (action_type, reason) ({rate('heartrule_llm_degraded_actions_total')}) or on () vector(0)",
+             "degraded {{action_type}} ({{reason}})/s"),
             (f"max by (instance) (heartrule_llm_degraded_active{sel()}) or on () vector(0)",
              "active {{instance}}"),
         )))

@@ -262,8 +262,13 @@ impl Turn {
 
         let timestamp = self.now.to_rfc3339();
         if outcome.degraded {
-            metrics::counter!(DEGRADED_ACTIONS_TOTAL, "action_type" => action_type.as_str())
-                .increment(1);
+            let reason = self.degraded_reason();
+            metrics::counter!(
+                DEGRADED_ACTIONS_TOTAL,
+                "action_type" => action_type.as_str(),
+                "reason" => reason,
+            )
+            .increment(1);
             // The state keeps the trace even for actions without a message
             // (ai_think, a finished ai_ask).
             push_capped(
@@ -272,6 +277,7 @@ impl Turn {
                 json!({
                     "actionId": action_id,
                     "actionType": action_type.as_str(),
+                    "reason": reason,
                     "timestamp": timestamp,
                 }),
             );

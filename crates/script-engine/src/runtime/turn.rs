@@ -161,6 +161,9 @@ pub(crate) struct Turn {
     /// mode: the turn's later calls are not attempted (each could cost a
     /// full timeout with its retries); the next turn tries again.
     pub llm_unavailable: bool,
+    /// The LLM was withheld from the whole turn (a spent token quota)
+    /// rather than found unavailable.
+    pub llm_withheld: bool,
     /// The local repair intent of the user's input, until the question it
     /// answers takes it.
     pub intent: Option<RepairIntent>,
@@ -259,6 +262,7 @@ impl Turn {
             declined: Vec::new(),
             // A withheld LLM is, for this turn, an unavailable one.
             llm_unavailable: input.llm_withheld,
+            llm_withheld: input.llm_withheld,
             history_trimmed: 0,
         }
     }
@@ -508,6 +512,16 @@ impl Turn {
         self.llm_unavailable = true;
         metrics::gauge!(DEGRADED_ACTIVE).set(1.0);
         true
+    }
+
+    /// Why this turn's actions ran without the LLM: `quota` when a spent
+    /// token quota withheld it, else `llm_unavailable`.
+    pub(crate) fn degraded_reason(&self) -> &'static str {
+        if self.llm_withheld {
+            "quota"
+        } else {
+            "llm_unavailable"
+        }
     }
 
     /// Sends text the engine wrote itself (degraded mode) to the content
