@@ -385,6 +385,15 @@ INHIBITION_CASES = [
     ({"alertname": "TurnErrorBudgetBurn1d", "severity": "warning", "team": "heartrule",
       "env": "staging", "service": "heartrule", "slo": "turn-availability",
       "burn": "slow"}, False),
+    # Every LLM breaker of an instance open ...
+    ({"alertname": "LlmUnavailable", "severity": "critical", "team": "heartrule",
+      "env": "staging", "service": "heartrule", "instance": "heartrule-3"}, False),
+    # ... silences that instance's degraded-mode warning,
+    ({"alertname": "LlmDegradedMode", "severity": "warning", "team": "heartrule",
+      "env": "staging", "service": "heartrule", "instance": "heartrule-3"}, True),
+    # not another instance's (its LLM may fail for another reason).
+    ({"alertname": "LlmDegradedMode", "severity": "warning", "team": "heartrule",
+      "env": "staging", "service": "heartrule", "instance": "heartrule-4"}, False),
     # PostgreSQL down explains the database errors of its environment.
     ({"alertname": "PostgresDown", "severity": "critical", "team": "platform",
       "env": "staging", "service": "postgres", "instance": "staging-db"}, False),
