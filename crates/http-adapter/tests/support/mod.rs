@@ -11,8 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use actix_web::App;
 use heartrule_domain::{
-    Adapters, AdminService, LlmProvider, NoCache, Ports, RandomIds, ScriptCatalog, SessionManager,
-    SessionManagerConfig, SystemClock,
+    AdminService, LlmProvider, ScriptCatalog, SessionManager, SessionManagerConfig,
 };
 use heartrule_http_adapter::{configure, AppState, HttpConfig};
 use heartrule_persistence::MemoryStore;
@@ -22,23 +21,6 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub use heartrule_testkit::fake_llm::FakeLlm;
-
-/// The adapters of the tests: the real engine over the in-memory store.
-pub struct TestPorts;
-
-impl Ports for TestPorts {
-    type Scripts = MemoryStore;
-    type Sessions = MemoryStore;
-    type History = MemoryStore;
-    type ScriptCache = NoCache;
-    type SessionCache = NoCache;
-    type Engine = HeartRuleEngine;
-    type Clock = SystemClock;
-    type Ids = RandomIds;
-    type Audit = MemoryStore;
-    type UserData = MemoryStore;
-    type CacheJanitor = NoCache;
-}
 
 /// The app's state and the fakes behind it.
 pub struct Harness {
@@ -63,20 +45,8 @@ impl Harness {
             Arc::new(EmbeddedTemplates::new()),
             EngineOptions::default(),
         );
-        let shared = Arc::new(store.clone());
-        let adapters: Adapters<TestPorts> = Adapters {
-            scripts: Arc::clone(&shared),
-            sessions: Arc::clone(&shared),
-            history: Arc::clone(&shared),
-            script_cache: Arc::new(NoCache),
-            session_cache: Arc::new(NoCache),
-            engine: Arc::new(engine),
-            clock: Arc::new(SystemClock),
-            ids: Arc::new(RandomIds),
-            audit: Arc::clone(&shared),
-            user_data: shared,
-            cache_janitor: Arc::new(NoCache),
-        };
+        // The real engine over the in-memory store.
+        let adapters = store.adapters(Arc::new(engine));
         let state = AppState::new(
             Arc::new(SessionManager::new(adapters.clone(), manager.clone())),
             Arc::new(ScriptCatalog::new(adapters.clone())),
