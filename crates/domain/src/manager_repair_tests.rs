@@ -91,16 +91,6 @@ fn asking(script: &Script) -> Session {
     session
 }
 
-fn committed(sessions: &mut MockSessionRepository) -> Arc<Mutex<Vec<TurnRecord>>> {
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&records);
-    sessions.expect_commit_turn().returning(move |_, record| {
-        kept.lock().unwrap().push(record.clone());
-        Ok(())
-    });
-    records
-}
-
 /// The counters named `name`: labels and value.
 fn counters(snapshotter: &Snapshotter, name: &str) -> Vec<(Vec<String>, u64)> {
     snapshotter

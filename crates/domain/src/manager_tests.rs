@@ -317,6 +317,17 @@ fn sessions_claiming(session: &Session, claims: usize) -> MockSessionRepository 
     sessions
 }
 
+/// Expects every commit to succeed and keeps the committed records.
+fn committed(sessions: &mut MockSessionRepository) -> Arc<std::sync::Mutex<Vec<TurnRecord>>> {
+    let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&records);
+    sessions.expect_commit_turn().returning(move |_, record| {
+        kept.lock().unwrap().push(record.clone());
+        Ok(())
+    });
+    records
+}
+
 /// Expects `times` releases, each answering Ok.
 fn expect_releases(sessions: &mut MockSessionRepository, times: usize) {
     sessions
@@ -1145,16 +1156,6 @@ mod safety_protocol {
             data: json!({}),
         });
         session
-    }
-
-    fn committed(sessions: &mut MockSessionRepository) -> Arc<Mutex<Vec<TurnRecord>>> {
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&records);
-        sessions.expect_commit_turn().returning(move |_, record| {
-            kept.lock().unwrap().push(record.clone());
-            Ok(())
-        });
-        records
     }
 
     #[tokio::test]
