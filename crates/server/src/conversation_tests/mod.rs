@@ -207,25 +207,27 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<FileReport, T
         Arc::clone(&options.templates),
         options.engine,
     );
-    let mut coverage = Coverage::default();
-    for script_file in techniques.iter().chain(std::iter::once(&script)) {
-        let parsed = loader
-            .load(&script_file.source, LoadMode::Compatible)
+    let load = |file: &ScriptFile| {
+        loader
+            .load(&file.source, LoadMode::Compatible)
+            .map(|parsed| parsed.document)
             .map_err(|e| TestFileError::Script {
-                path: script_file.path.clone(),
+                path: file.path.clone(),
                 message: describe_load_error(&e),
-            })?;
-        coverage.add_script(&script_file.path, &script_file.source, &parsed.document);
+            })
+    };
+    let mut coverage = Coverage::default();
+    for technique in &techniques {
+        coverage.add_script(&technique.path, &technique.source, &load(technique)?);
     }
-    if !matches!(
-        loader.load(&script.source, LoadMode::Compatible),
-        Ok(parsed) if matches!(parsed.document, ScriptDocument::Session(_))
-    ) {
+    let session = load(&script)?;
+    if !matches!(session, ScriptDocument::Session(_)) {
         return Err(TestFileError::Script {
             path: script.path.clone(),
             message: "`script` must be a session script (root `session`)".into(),
         });
     }
+    coverage.add_script(&script.path, &script.source, &session);
 
     let mut reached = Reached::default();
     let mut cases = Vec::with_capacity(file.cases.len());
