@@ -13,7 +13,7 @@
 //! ([`heartrule_domain::ContentSink::retract`]) before its replacement is
 //! sent.
 
-use super::llm_json::{flag, parse_reply, ContentStreamExtractor};
+use super::llm_json::{flag, parse_reply};
 use super::reply;
 use super::safety;
 use super::turn::{Streaming, Turn};
@@ -439,10 +439,8 @@ impl Turn {
         let mut gate = SentenceGate::default();
         let response = match sink {
             Some(sink) => {
-                let extractor = (call.streaming == Streaming::JsonContent)
-                    .then(|| ContentStreamExtractor::new("content"));
                 let streamed = self
-                    .stream(&request, extractor, &mut |text| {
+                    .stream(&request, call.streaming, &mut |text| {
                         let released = gate.push(text);
                         if !released.is_empty() {
                             sink.delta(call.action_id, &released);

@@ -546,11 +546,9 @@ impl Turn {
         let request = self.llm_request(action_id, purpose, prompt, temperature, max_tokens);
         let response = match self.sink_for(streaming) {
             Some(sink) => {
-                let extract = (streaming == Streaming::JsonContent)
-                    .then(|| ContentStreamExtractor::new("content"));
                 let mut streamed = false;
                 let response = self
-                    .stream(&request, extract, &mut |text| {
+                    .stream(&request, streaming, &mut |text| {
                         streamed = true;
                         sink.delta(action_id, text);
                     })
@@ -620,14 +618,17 @@ impl Turn {
     }
 
     /// Streams one completion, handing message text to `visible` as it
-    /// arrives. The returned response carries the text assembled from the
-    /// deltas, or the final chunk's text if no delta arrived.
+    /// arrives (for a JSON reply, its `content` field only). The returned
+    /// response carries the text assembled from the deltas, or the final
+    /// chunk's text if no delta arrived.
     pub(crate) async fn stream(
         &self,
         request: &LlmRequest,
-        mut extractor: Option<ContentStreamExtractor>,
+        streaming: Streaming,
         visible: &mut (dyn FnMut(&str) + Send),
     ) -> Result<LlmResponse, LlmError> {
+        let mut extractor =
+            (streaming == Streaming::JsonContent).then(|| ContentStreamExtractor::new("content"));
         let mut stream = self.llm.stream(request).await?;
         let mut assembled = String::new();
         let mut done = None;
