@@ -5,7 +5,7 @@ use crate::error::CacheError;
 use crate::metrics::{record_lookup, record_redis_error};
 use crate::warn_limiter::WarnLimiter;
 use async_trait::async_trait;
-use heartrule_domain::{ScriptCache, ScriptDocument, ScriptId, Session, SessionCache, SessionId};
+use heartrule_domain::{ScriptCache, ScriptId, Session, SessionCache, SessionId, VersionBundle};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use std::future::Future;
@@ -76,9 +76,10 @@ pub struct CacheHealth {
 /// share the connection.
 ///
 /// Layout (all keys under `<key_prefix>:`):
-/// * `script:<script id>`: a hash from content hash to the JSON of the parsed
-///   [`ScriptDocument`]. A put replaces every older version of the script, so
-///   at most the newest parsed version is kept.
+/// * `script:<script id>`: a hash from version hash to the JSON of the
+///   parsed [`VersionBundle`] (document, technique and template files). A
+///   put replaces every older version of the script, so at most the newest
+///   parsed version is kept.
 /// * `session:<session id>`: the JSON of the [`Session`].
 /// * `ratelimit:<key>`: token buckets of [`crate::RedisRateLimiter`].
 #[derive(Clone)]
@@ -322,7 +323,7 @@ fn ttl_millis(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl ScriptCache for RedisCache {
-    async fn get(&self, id: ScriptId, content_hash: &str) -> Option<ScriptDocument> {
+    async fn get(&self, id: ScriptId, content_hash: &str) -> Option<VersionBundle> {
         let span = tracing::info_span!(
             "cache.get",
             cache.name = SCRIPT_CACHE,
@@ -342,7 +343,10 @@ impl ScriptCache for RedisCache {
             let document = match stored {
                 None => None,
                 Some(bytes) => {
-                    let decoded = Self::decode::<ScriptDocument>(SCRIPT_CACHE, &key, &bytes);
+                    // An entry of another shape (a document alone, as
+                    // written before versions carried files) is corrupt to
+                    // this reader: evicted, then refilled from the store.
+                    let decoded = Self::decode::<VersionBundle>(SCRIPT_CACHE, &key, &bytes);
                     if decoded.is_none() {
                         let mut evict = HDEL_IF_UNCHANGED.prepare_invoke();
                         evict.key(&key).arg(content_hash).arg(&bytes);
@@ -364,7 +368,7 @@ impl ScriptCache for RedisCache {
         .await
     }
 
-    async fn put(&self, id: ScriptId, content_hash: &str, document: &ScriptDocument) {
+    async fn put(&self, id: ScriptId, content_hash: &str, bundle: &VersionBundle) {
         let span = tracing::info_span!(
             "cache.put",
             cache.name = SCRIPT_CACHE,
@@ -372,7 +376,7 @@ impl ScriptCache for RedisCache {
             error = Empty,
         );
         async {
-            let Some(json) = self.encode("script.put", document) else {
+            let Some(json) = self.encode("script.put", bundle) else {
                 return;
             };
             let key = self.script_key(id);

@@ -11,7 +11,7 @@ use heartrule_cache::{
 use heartrule_domain::{
     Action, ActionKind, EngineState, Phase, RateLimit, RateLimitError, RateLimiter, SayConfig,
     ScriptCache, ScriptDocument, ScriptId, Session, SessionCache, SessionId, SessionScript,
-    SessionStatus, Topic, VariableStore,
+    SessionStatus, Topic, VariableStore, VersionBundle,
 };
 use heartrule_testkit::redis::{keys_under, redis_url, unique_prefix};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -113,7 +113,17 @@ fn say(id: &str, content: &str) -> Action {
     }
 }
 
-fn sample_document(greeting: &str) -> ScriptDocument {
+/// A cached version: the document with a template file of its own.
+fn sample_document(greeting: &str) -> VersionBundle {
+    let mut bundle = VersionBundle::of_document(sample_script(greeting));
+    bundle.templates.insert(
+        "custom/warm/ai_say_v1.md".into(),
+        format!("{greeting}, warmly"),
+    );
+    bundle
+}
+
+fn sample_script(greeting: &str) -> ScriptDocument {
     ScriptDocument::Session(SessionScript {
         session_id: "cache-test".into(),
         session_name: Some("Cache test".into()),
@@ -287,6 +297,20 @@ async fn script_cache_round_trips_and_misses_on_another_hash() {
     assert_eq!(ScriptCache::get(cache, id, "hash-2").await, Some(second));
     assert_eq!(ScriptCache::get(cache, id, "hash-1").await, None);
 
+    redis.clean_up().await;
+}
+
+#[tokio::test]
+async fn a_document_cached_before_bundles_is_a_miss_and_evicted() {
+    let mut redis = TestRedis::start().await;
+    let id = ScriptId::new_random();
+    let key = redis.cache.script_key(id);
+    let legacy = serde_json::to_vec(&sample_script("Hi")).unwrap();
+    redis
+        .command::<()>(redis::cmd("HSET").arg(&key).arg("hash").arg(legacy))
+        .await;
+    assert_eq!(ScriptCache::get(&redis.cache, id, "hash").await, None);
+    assert!(!redis.exists(&key).await, "the old-shape entry is evicted");
     redis.clean_up().await;
 }
 

@@ -7,6 +7,9 @@ use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
 use crate::ports::{Clock, IdGenerator, RepositoryError, ScriptFilter, ScriptRepository};
 use crate::ports_bundle::{Adapters, Ports};
+use crate::project::{
+    version_hash, DraftFile, FileWrite, ProjectFilter, ProjectPage, ProjectSummary,
+};
 use crate::script::{Script, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft};
 use crate::usecases::ScriptLibrary;
 use async_trait::async_trait;
@@ -153,6 +156,10 @@ impl<P: Ports> ScriptCatalog<P> {
                 if !import.tags.is_empty() {
                     script.tags.clone_from(&import.tags);
                 }
+                // An import replaces the session script only: the project's
+                // files of the current version go on into the new version.
+                let files = self.current_files(&script).await?;
+                let hash = version_hash(&import.content, &files);
                 let new_content = script.content_hash != hash;
                 if !new_content && script == before {
                     // The same content again (a preload at every start, a
@@ -172,6 +179,7 @@ impl<P: Ports> ScriptCatalog<P> {
                         content: import.content.clone(),
                         content_hash: hash.clone(),
                         document: parsed.document.clone(),
+                        files,
                         author: actor.subject().to_owned(),
                         note: "imported".into(),
                         warnings: parsed.warnings.clone(),
@@ -237,6 +245,24 @@ impl<P: Ports> ScriptCatalog<P> {
             "script `{}` is being imported concurrently; retry",
             import.name
         ))))
+    }
+
+    /// The files of `script`'s current version (none when its hash is
+    /// that of its content alone, so a plain script costs no read).
+    async fn current_files(
+        &self,
+        script: &Script,
+    ) -> Result<Vec<crate::project::ProjectFile>, DomainError> {
+        if script.content_hash == content_hash(&script.content) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .adapters
+            .scripts
+            .get_version(script.id, script.current_version)
+            .await?
+            .map(|v| v.files)
+            .unwrap_or_default())
     }
 
     /// Records a script write in the audit log. The write has happened by
@@ -328,6 +354,9 @@ impl<P: Ports> ScriptCatalog<P> {
 #[path = "catalog_versions.rs"]
 mod versions;
 pub use versions::{DiffTarget, PublishDraft, Published, VersionDiff};
+#[path = "catalog_projects.rs"]
+mod projects;
+pub use projects::{FileWritten, NewProject, ProjectDetails, ProjectUpdate, SAMPLE_SESSION};
 
 #[async_trait]
 impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
@@ -440,6 +469,101 @@ impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
     ) -> Result<VersionDiff, DomainError> {
         ScriptCatalog::diff(self, id, from, to).await
     }
+
+    async fn create_project(
+        &self,
+        actor: &Actor,
+        project: NewProject,
+    ) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::create_project(self, actor, project).await
+    }
+
+    async fn list_projects(
+        &self,
+        _actor: &Actor,
+        filter: &ProjectFilter,
+    ) -> Result<ProjectPage, DomainError> {
+        ScriptCatalog::list_projects(self, filter).await
+    }
+
+    async fn project(&self, _actor: &Actor, id: ScriptId) -> Result<ProjectDetails, DomainError> {
+        ScriptCatalog::project(self, id).await
+    }
+
+    async fn update_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        update: ProjectUpdate,
+    ) -> Result<ProjectSummary, DomainError> {
+        ScriptCatalog::update_project(self, actor, id, update).await
+    }
+
+    async fn deprecate_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+    ) -> Result<ProjectSummary, DomainError> {
+        ScriptCatalog::deprecate_project(self, actor, id).await
+    }
+
+    async fn reactivate_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+    ) -> Result<ProjectSummary, DomainError> {
+        ScriptCatalog::reactivate_project(self, actor, id).await
+    }
+
+    async fn copy_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        name: String,
+    ) -> Result<StoredScript, DomainError> {
+        ScriptCatalog::copy_project(self, actor, id, name).await
+    }
+
+    async fn files(&self, _actor: &Actor, id: ScriptId) -> Result<Vec<DraftFile>, DomainError> {
+        ScriptCatalog::files(self, id).await
+    }
+
+    async fn file(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+        path: &str,
+    ) -> Result<DraftFile, DomainError> {
+        ScriptCatalog::file(self, id, path).await
+    }
+
+    async fn write_file(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        write: FileWrite,
+        expected_revision: u64,
+    ) -> Result<FileWritten, DomainError> {
+        ScriptCatalog::write_file(self, actor, id, write, expected_revision).await
+    }
+
+    async fn template_schemes(
+        &self,
+        _actor: &Actor,
+        id: ScriptId,
+    ) -> Result<Vec<String>, DomainError> {
+        ScriptCatalog::template_schemes(self, id).await
+    }
+
+    async fn create_template_scheme(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        name: &str,
+        copy_from: Option<String>,
+    ) -> Result<FileWritten, DomainError> {
+        ScriptCatalog::create_template_scheme(self, actor, id, name, copy_from.as_deref()).await
+    }
 }
 
 /// Version 1 of a new script, published by `actor`.
@@ -471,7 +595,7 @@ pub(crate) fn publish_conflict(error: RepositoryError) -> DomainError {
     }
 }
 
-fn name_conflict(error: RepositoryError) -> DomainError {
+pub(crate) fn name_conflict(error: RepositoryError) -> DomainError {
     match error {
         RepositoryError::Conflict(detail) => DomainError::new(ErrorKind::Conflict(format!(
             "a script with this name already exists ({detail})"

@@ -11,6 +11,7 @@ use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
 use crate::ports::{Clock, RepositoryError, ScriptRepository};
 use crate::ports_bundle::Ports;
+use crate::project::{version_hash, ProjectFile};
 use crate::script::{Script, ScriptVersion, WorkingDraft};
 use serde::{Deserialize, Serialize};
 
@@ -54,12 +55,50 @@ pub struct VersionDiff {
     pub from: String,
     /// `version M` or `draft`: the `+++` side.
     pub to: String,
-    /// The unified diff (three lines of context); empty when both are equal.
+    /// The unified diff (three lines of context) of the session script,
+    /// then one section per changed file with the file's path in its
+    /// headers (`version N/<path>`, a missing side `/dev/null`); empty when
+    /// both sides are equal.
     pub unified: String,
     /// Lines only in `to`.
     pub additions: usize,
     /// Lines only in `from`.
     pub deletions: usize,
+    /// Paths of the files added, removed or changed, sorted.
+    #[serde(default)]
+    pub changed_files: Vec<String>,
+}
+
+/// Adds the unified diff of `old` → `new` under the given headers to
+/// `unified` and counts its lines; false when both are equal.
+fn diff_section(
+    unified: &mut String,
+    counts: &mut (usize, usize),
+    (old, new): (&str, &str),
+    (from, to): (&str, &str),
+) -> bool {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let (mut additions, mut deletions) = (0, 0);
+    for change in diff.iter_all_changes() {
+        match change.tag() {
+            similar::ChangeTag::Insert => additions += 1,
+            similar::ChangeTag::Delete => deletions += 1,
+            similar::ChangeTag::Equal => {}
+        }
+    }
+    if additions + deletions == 0 {
+        return false;
+    }
+    counts.0 += additions;
+    counts.1 += deletions;
+    unified.push_str(
+        &diff
+            .unified_diff()
+            .context_radius(3)
+            .header(from, to)
+            .to_string(),
+    );
+    true
 }
 
 impl<P: Ports> ScriptCatalog<P> {
@@ -72,37 +111,68 @@ impl<P: Ports> ScriptCatalog<P> {
         to: DiffTarget,
     ) -> Result<VersionDiff, DomainError> {
         let old = self.version(id, from).await?;
-        let (to_label, new) = match to {
-            DiffTarget::Version(number) => (
-                format!("version {number}"),
-                self.version(id, number).await?.content,
-            ),
-            DiffTarget::Draft => ("draft".to_owned(), self.draft(id).await?.content),
+        let (to_label, new, new_files) = match to {
+            DiffTarget::Version(number) => {
+                let version = self.version(id, number).await?;
+                (format!("version {number}"), version.content, version.files)
+            }
+            DiffTarget::Draft => {
+                let files = self.adapters.scripts.list_files(id).await?;
+                (
+                    "draft".to_owned(),
+                    self.draft(id).await?.content,
+                    files.into_iter().map(|f| f.file).collect(),
+                )
+            }
         };
         let from_label = format!("version {from}");
-        let diff = similar::TextDiff::from_lines(old.content.as_str(), new.as_str());
-        let (mut additions, mut deletions) = (0, 0);
-        for change in diff.iter_all_changes() {
-            match change.tag() {
-                similar::ChangeTag::Insert => additions += 1,
-                similar::ChangeTag::Delete => deletions += 1,
-                similar::ChangeTag::Equal => {}
+        let mut unified = String::new();
+        let mut counts = (0, 0);
+        diff_section(
+            &mut unified,
+            &mut counts,
+            (&old.content, &new),
+            (&from_label, &to_label),
+        );
+        let by_path = |files: &[ProjectFile]| -> std::collections::BTreeMap<String, String> {
+            files
+                .iter()
+                .map(|f| (f.path.clone(), f.content.clone()))
+                .collect()
+        };
+        let (old_files, new_files) = (by_path(&old.files), by_path(&new_files));
+        let paths: std::collections::BTreeSet<&String> =
+            old_files.keys().chain(new_files.keys()).collect();
+        let mut changed_files = Vec::new();
+        for path in paths {
+            let (before, after) = (old_files.get(path), new_files.get(path));
+            let from_header = before.map_or_else(
+                || "/dev/null".to_owned(),
+                |_| format!("{from_label}/{path}"),
+            );
+            let to_header =
+                after.map_or_else(|| "/dev/null".to_owned(), |_| format!("{to_label}/{path}"));
+            let changed = diff_section(
+                &mut unified,
+                &mut counts,
+                (
+                    before.map_or("", String::as_str),
+                    after.map_or("", String::as_str),
+                ),
+                (&from_header, &to_header),
+            );
+            // An empty file added or removed changes no line but is a change.
+            if changed || before.is_none() != after.is_none() {
+                changed_files.push(path.clone());
             }
         }
-        let unified = if additions + deletions == 0 {
-            String::new()
-        } else {
-            diff.unified_diff()
-                .context_radius(3)
-                .header(&from_label, &to_label)
-                .to_string()
-        };
         Ok(VersionDiff {
             from: from_label,
             to: to_label,
             unified,
-            additions,
-            deletions,
+            additions: counts.0,
+            deletions: counts.1,
+            changed_files,
         })
     }
 
@@ -186,11 +256,30 @@ impl<P: Ports> ScriptCatalog<P> {
                 return Err(stale_revision(id, expected, draft.revision));
             }
         }
-        let parsed = a.engine.load(&draft.content, request.mode).map_err(|e| {
-            DomainError::new(ErrorKind::DraftInvalid(e.issues())).with_script(id, None)
-        })?;
+        let files: Vec<ProjectFile> = a
+            .scripts
+            .list_files(id)
+            .await?
+            .into_iter()
+            .map(|f| f.file)
+            .collect();
+        let mut issues = Vec::new();
+        let parsed = match a.engine.load(&draft.content, request.mode) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                issues = e.issues();
+                None
+            }
+        };
+        issues.extend(self.check_draft_files(&files, request.mode));
+        let parsed = match parsed {
+            Some(parsed) if issues.is_empty() => parsed,
+            _ => {
+                return Err(DomainError::new(ErrorKind::DraftInvalid(issues)).with_script(id, None))
+            }
+        };
         let mut script = self.get(id).await?;
-        let hash = content_hash(&draft.content);
+        let hash = version_hash(&draft.content, &files);
         if hash == script.content_hash {
             return Err(DomainError::new(ErrorKind::Conflict(format!(
                 "the draft is version {} already: nothing to publish",
@@ -206,6 +295,7 @@ impl<P: Ports> ScriptCatalog<P> {
             content: draft.content,
             content_hash: hash,
             document: parsed.document,
+            files,
             author: actor.subject().to_owned(),
             note: request.note,
             warnings: parsed.warnings,
@@ -334,7 +424,7 @@ impl<P: Ports> ScriptCatalog<P> {
         Ok(script)
     }
 
-    /// Copies version `number` into the draft (a new draft revision; an
+    /// Copies version `number` (its content and files) into the draft (a new draft revision; an
     /// editor holding the older revision then gets `CONFLICT` on saving).
     pub async fn restore(
         &self,
@@ -345,12 +435,14 @@ impl<P: Ports> ScriptCatalog<P> {
         actor.require_script_manager()?;
         let version = self.version(id, number).await?;
         let before = self.draft(id).await?;
+        let before_files = self.adapters.scripts.list_files(id).await?;
         let saved = self
             .adapters
             .scripts
-            .save_draft(
+            .replace_draft(
                 id,
                 &version.content,
+                &version.files,
                 None,
                 actor.subject(),
                 self.adapters.clock.now(),
@@ -361,7 +453,7 @@ impl<P: Ports> ScriptCatalog<P> {
             AuditAction::ScriptUpdate,
             id,
             (
-                Some(content_hash(&before.content)),
+                Some(super::projects::draft_hash(&before, &before_files)),
                 Some(version.content_hash),
             ),
             serde_json::json!({

@@ -236,6 +236,11 @@ pub struct TurnRequest {
     pub script: Arc<SessionScript>,
     /// Techniques `use_skill` may run, by technique id.
     pub techniques: Arc<BTreeMap<String, TechniqueScript>>,
+    /// The session's version's own prompt templates by the engine's
+    /// relative template path (`default/ai_ask_v1.md`,
+    /// `custom/<scheme>/ai_ask_v1.md`): each overrides the engine's
+    /// template at the same path. Empty: the engine's templates only.
+    pub templates: Arc<BTreeMap<String, String>>,
     pub state: EngineState,
     /// `None` for the first run of a new session.
     pub user_input: Option<String>,
@@ -336,4 +341,9 @@ pub trait ScriptEngine: Send + Sync {
     /// Runs one turn. On error nothing of the turn may be kept: the error
     /// carries the position where the failing action stands.
     async fn run_turn(&self, request: TurnRequest) -> Result<TurnOutcome, DomainError>;
+
+    /// The engine's own default-layer prompt templates, by file name
+    /// (`ai_ask_v1.md` → text): what a project's new template scheme
+    /// starts from when the project has no default templates of its own.
+    fn default_templates(&self) -> BTreeMap<String, String>;
 }

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     /// Addition to the original codes: the draft cannot be published; the
     /// validation issues say why.
     DraftInvalid,
+    /// Addition to the original codes: the project has no file at the
+    /// requested path.
+    FileNotFound,
 }
 
 impl ErrorCode {
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
             Self::VersionNotFound => "VERSION_NOT_FOUND",
             Self::DraftInvalid => "DRAFT_INVALID",
+            Self::FileNotFound => "FILE_NOT_FOUND",
         }
     }
 }
@@ -174,6 +178,9 @@ pub enum ErrorKind {
     /// Publishing refused the draft: it does not parse or validate.
     #[error("the draft failed validation with {} error(s)", .0.len())]
     DraftInvalid(Vec<ValidationIssue>),
+    /// The project's draft has no file at this path.
+    #[error("project {script_id} has no file `{path}`")]
+    FileNotFound { script_id: ScriptId, path: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -235,6 +242,7 @@ impl DomainError {
             ErrorKind::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             ErrorKind::VersionNotFound { .. } => ErrorCode::VersionNotFound,
             ErrorKind::DraftInvalid(_) => ErrorCode::DraftInvalid,
+            ErrorKind::FileNotFound { .. } => ErrorCode::FileNotFound,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -246,7 +254,8 @@ impl DomainError {
             | ErrorCode::ScriptValidationError
             | ErrorCode::Conflict
             | ErrorCode::VersionNotFound
-            | ErrorCode::DraftInvalid => ErrorType::Configuration,
+            | ErrorCode::DraftInvalid
+            | ErrorCode::FileNotFound => ErrorType::Configuration,
             ErrorCode::ScriptParseError => ErrorType::Syntax,
             ErrorCode::SessionNotFound | ErrorCode::TurnInProgress | ErrorCode::QuotaExceeded => {
                 ErrorType::Session
@@ -280,6 +289,7 @@ impl DomainError {
             ErrorCode::QuotaExceeded => "The token quota is used up",
             ErrorCode::VersionNotFound => "Script version not found",
             ErrorCode::DraftInvalid => "The draft cannot be published: it failed validation",
+            ErrorCode::FileNotFound => "Project file not found",
         }
     }
 
@@ -354,6 +364,11 @@ impl DomainError {
                 false,
                 Some("Fix the draft and publish again"),
                 "Correct the issues listed in `errors`, save the draft, then publish",
+            ),
+            ErrorCode::FileNotFound => Recovery::new(
+                false,
+                Some("List the project's files"),
+                "Use a path from GET /api/projects/{id}/files",
             ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,

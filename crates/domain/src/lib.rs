@@ -44,6 +44,7 @@ pub mod metric;
 pub mod ports;
 pub mod ports_bundle;
 pub mod privacy;
+pub mod project;
 pub mod quota;
 pub mod rate_limit;
 pub mod repair;
@@ -61,8 +62,8 @@ pub use audit::{
     AUDIT_LOG_TARGET,
 };
 pub use catalog::{
-    content_hash, DiffTarget, PublishDraft, Published, ScriptCatalog, ScriptDraft, ScriptImport,
-    StoredScript, VersionDiff,
+    content_hash, DiffTarget, FileWritten, NewProject, ProjectDetails, ProjectUpdate, PublishDraft,
+    Published, ScriptCatalog, ScriptDraft, ScriptImport, StoredScript, VersionDiff, SAMPLE_SESSION,
 };
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
@@ -90,6 +91,11 @@ pub use ports::{
 };
 pub use ports_bundle::{Adapters, Ports};
 pub use privacy::{ErasedCounts, ErasedUser, SessionData, UserData, UserDataStore, UserExport};
+pub use project::{
+    check_file_path, template_key, template_scheme, version_hash, DraftFile, FileType, FileWrite,
+    ProjectFile, ProjectFilter, ProjectPage, ProjectStatus, ProjectSummary, VersionBundle,
+    DEFAULT_SCHEME, MAX_FILE_PATH_LEN, TEMPLATE_ROOT,
+};
 pub use quota::{
     estimate_tokens, DailyUsage, QuotaAction, QuotaConfig, QuotaExceeded, QuotaLimit, QuotaState,
     TurnUsage, UsageTotals, UsageWindows, UserUsage,

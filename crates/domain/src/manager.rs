@@ -16,11 +16,12 @@ use crate::ports::{
     TurnRecord, VariableSnapshot,
 };
 use crate::ports_bundle::{Adapters, Ports};
+use crate::project::VersionBundle;
 use crate::quota::{QuotaAction, QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
 use crate::repair::{IntentReading, RepairIntent};
 use crate::safety::{llm_signal, protocol_level, HandoffReason, SignalSource};
 use crate::script::ActionType;
-use crate::script::{ScriptDocument, SessionScript, TechniqueScript};
+use crate::script::{ScriptDocument, ScriptVersion, SessionScript, TechniqueScript};
 use crate::session::{ExecutionStatus, Position, Session, SessionStatus};
 use crate::usecases::{Conversations, PendingTurn, StartedTurn};
 use crate::variables::{ValueType, VariableScope, VariableStore, VariableValue};
@@ -381,13 +382,15 @@ impl ScriptMemo {
     }
 }
 
-/// A session script with the techniques it may call.
+/// A session script with the techniques it may call and its version's
+/// own prompt templates.
 struct RunnableScript {
     script_id: ScriptId,
     script_name: String,
     content_hash: String,
     session: Arc<SessionScript>,
     techniques: Arc<BTreeMap<String, TechniqueScript>>,
+    templates: Arc<BTreeMap<String, String>>,
 }
 
 impl<P: Ports> SessionManager<P> {
@@ -845,6 +848,7 @@ impl<P: Ports> SessionManager<P> {
         let request = TurnRequest {
             script: Arc::clone(&script.session),
             techniques: Arc::clone(&script.techniques),
+            templates: Arc::clone(&script.templates),
             state: session.state.clone(),
             user_input,
             history,
@@ -1039,11 +1043,13 @@ impl<P: Ports> SessionManager<P> {
         );
     }
 
-    /// The script document and the techniques it references: from the memo
-    /// of recent turns, else from the cache when its hash matches, else from
-    /// the store. With `known_hash` (a running session's) it is the version
-    /// with that content, whatever is current now: a session runs on the
-    /// version it started on to its end. Without, it is the current version.
+    /// The script document, the techniques it references and its
+    /// version's templates: from the memo of recent turns, else from the
+    /// cache when its hash matches, else from the store. With `known_hash`
+    /// (a running session's) it is the version with that hash, whatever is
+    /// current now: a session runs on the version it started on, with that
+    /// version's technique and template files, to its end. Without, it is
+    /// the current version, and a deprecated project is `CONFLICT`.
     async fn runnable_script(
         &self,
         script_id: ScriptId,
@@ -1063,13 +1069,18 @@ impl<P: Ports> SessionManager<P> {
                 .script_cache
                 .get(script_id, hash)
                 .await
-                .map(|document| (document, None, hash.to_owned())),
+                .map(|bundle| (bundle, None, hash.to_owned())),
             None => None,
         };
-        let (document, name, hash) = match cached {
+        let (bundle, name, hash) = match cached {
             Some(hit) => hit,
-            None => self.load_script(script_id, known_hash).await?,
+            None => self.load_version(script_id, known_hash).await?,
         };
+        let VersionBundle {
+            document,
+            techniques: own_techniques,
+            templates,
+        } = bundle;
         let session = match document {
             ScriptDocument::Session(s) => s,
             ScriptDocument::Technique(t) => {
@@ -1093,61 +1104,131 @@ impl<P: Ports> SessionManager<P> {
                 .with_script(script_id, name));
             }
         };
-        let techniques = self.techniques_for(&session, script_id).await?;
+        let techniques = self
+            .techniques_for(&session, script_id, own_techniques)
+            .await?;
         let script = Arc::new(RunnableScript {
             script_id,
             script_name: name.unwrap_or_else(|| session.session_id.clone()),
             content_hash: hash,
             session: Arc::new(session),
             techniques: Arc::new(techniques),
+            templates: Arc::new(templates),
         });
         self.scripts.put(&script);
         Ok(script)
     }
 
-    /// The document, name and hash of the version with `known_hash` (the
+    /// The bundle, name and hash of the version with `known_hash` (the
     /// current version when `None`) from the store, cached by hash.
-    async fn load_script(
+    async fn load_version(
         &self,
         script_id: ScriptId,
         known_hash: Option<&str>,
-    ) -> Result<(ScriptDocument, Option<String>, String), DomainError> {
+    ) -> Result<(VersionBundle, Option<String>, String), DomainError> {
         let a = &self.adapters;
         if let Some(hash) = known_hash {
             if let Some(version) = a.scripts.find_version_by_hash(script_id, hash).await? {
+                let bundle = self.bundle_of(&version)?;
                 a.script_cache
-                    .put(script_id, &version.content_hash, &version.document)
+                    .put(script_id, &version.content_hash, &bundle)
                     .await;
-                return Ok((version.document, None, version.content_hash));
+                return Ok((bundle, None, version.content_hash));
             }
-        }
-        let script =
-            a.scripts.get(script_id).await?.ok_or_else(|| {
+            let script = a.scripts.get(script_id).await?.ok_or_else(|| {
                 DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()))
             })?;
-        if known_hash.is_some_and(|hash| hash != script.content_hash) {
-            // Only a session started before versions were kept can name
-            // content no version has; the current version is all there is.
-            tracing::warn!(
-                event = "session_version_missing",
-                script.id = %script_id,
-                script.version = script.current_version,
-                "no stored version has the content this session started on; it continues on the current version"
-            );
+            if hash != script.content_hash {
+                // Only a session started before versions were kept can name
+                // content no version has; the current version is all there is.
+                tracing::warn!(
+                    event = "session_version_missing",
+                    script.id = %script_id,
+                    script.version = script.current_version,
+                    "no stored version has the content this session started on; it continues on the current version"
+                );
+            }
+            return self.current_bundle(script, false).await;
         }
-        a.script_cache
-            .put(script_id, &script.content_hash, &script.document)
-            .await;
-        Ok((script.document, Some(script.name), script.content_hash))
+        let project =
+            a.scripts.get_project(script_id).await?.ok_or_else(|| {
+                DomainError::new(ErrorKind::ScriptNotFound(script_id.to_string()))
+            })?;
+        if project.deprecated_at.is_some() {
+            return Err(DomainError::new(ErrorKind::Conflict(format!(
+                "project `{}` is deprecated: it starts no new sessions (running ones go on); restore it to start one",
+                project.script.name
+            )))
+            .with_script(script_id, Some(project.script.name)));
+        }
+        if let Some(bundle) = a
+            .script_cache
+            .get(script_id, &project.script.content_hash)
+            .await
+        {
+            let name = Some(project.script.name);
+            return Ok((bundle, name, project.script.content_hash));
+        }
+        self.current_bundle(project.script, true).await
     }
 
+    /// The bundle of `script`'s current version, cached by its hash. A
+    /// version without files is the script row itself; one with files is
+    /// read from the versions (unless `read_files` is false: the version
+    /// is known to be missing).
+    async fn current_bundle(
+        &self,
+        script: crate::script::Script,
+        read_files: bool,
+    ) -> Result<(VersionBundle, Option<String>, String), DomainError> {
+        let a = &self.adapters;
+        let bundle = if !read_files
+            || script.content_hash == crate::catalog::content_hash(&script.content)
+        {
+            VersionBundle::of_document(script.document)
+        } else {
+            let version = match a
+                .scripts
+                .get_version(script.id, script.current_version)
+                .await?
+            {
+                Some(v) if v.content_hash == script.content_hash => Some(v),
+                _ => {
+                    a.scripts
+                        .find_version_by_hash(script.id, &script.content_hash)
+                        .await?
+                }
+            };
+            match version {
+                Some(version) => self.bundle_of(&version)?,
+                None => VersionBundle::of_document(script.document),
+            }
+        };
+        a.script_cache
+            .put(script.id, &script.content_hash, &bundle)
+            .await;
+        Ok((bundle, Some(script.name), script.content_hash))
+    }
+
+    /// Parses a version's technique files and collects its template files.
+    fn bundle_of(&self, version: &ScriptVersion) -> Result<VersionBundle, DomainError> {
+        VersionBundle::build(&*self.adapters.engine, version)
+    }
+
+    /// The techniques `session` may run: the version's own technique files,
+    /// then, for a referenced technique no file of the version declares,
+    /// the technique script of that id.
     async fn techniques_for(
         &self,
         session: &SessionScript,
         script_id: ScriptId,
+        own: BTreeMap<String, TechniqueScript>,
     ) -> Result<BTreeMap<String, TechniqueScript>, DomainError> {
-        let mut techniques = BTreeMap::new();
+        let mut techniques = own;
         for skill in session.referenced_skills() {
+            if techniques.contains_key(&skill) {
+                continue;
+            }
             let technique = self
                 .adapters
                 .scripts

@@ -197,7 +197,19 @@ fn scripts_returning(script: &Script) -> MockScriptRepository {
     scripts
         .expect_get()
         .returning(move |_| Ok(Some(found.clone())));
+    let project = crate::project::ProjectSummary {
+        script: script.clone(),
+        deprecated_at: None,
+        file_count: 0,
+    };
+    scripts
+        .expect_get_project()
+        .returning(move |_| Ok(Some(project.clone())));
     let version = ScriptVersion::first_of(script);
+    let by_number = version.clone();
+    scripts
+        .expect_get_version()
+        .returning(move |_, n| Ok((n == by_number.number).then(|| by_number.clone())));
     scripts
         .expect_find_version_by_hash()
         .returning(move |_, hash| Ok((hash == version.content_hash).then(|| version.clone())));
@@ -255,7 +267,7 @@ async fn create_runs_first_turn_and_stores_it_atomically() {
 #[tokio::test]
 async fn create_with_missing_script_is_script_not_found_and_stores_nothing() {
     let mut scripts = MockScriptRepository::new();
-    scripts.expect_get().returning(|_| Ok(None));
+    scripts.expect_get_project().returning(|_| Ok(None));
     let mut sessions = MockSessionRepository::new();
     sessions.expect_create().times(0);
     let mut engine = MockScriptEngine::new();
@@ -952,7 +964,10 @@ mod authorisation {
     async fn a_session_for_another_user_is_forbidden_to_non_admins() {
         let mut scripts = MockScriptRepository::new();
         // The owner (and the admin) get past the check to the script lookup.
-        scripts.expect_get().times(2).returning(|_| Ok(None));
+        scripts
+            .expect_get_project()
+            .times(2)
+            .returning(|_| Ok(None));
         let mut sessions = MockSessionRepository::new();
         sessions.expect_create().times(0);
         let m = manager(scripts, sessions, engine_never_runs());

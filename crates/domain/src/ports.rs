@@ -4,10 +4,11 @@
 use crate::error::ErrorCode;
 use crate::ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
 use crate::message::{HistoryEntry, Message};
-use crate::quota::{DailyUsage, TurnUsage, UsageTotals, UsageWindows};
-use crate::script::{
-    Script, ScriptDocument, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft,
+use crate::project::{
+    DraftFile, FileWrite, ProjectFile, ProjectFilter, ProjectPage, ProjectSummary, VersionBundle,
 };
+use crate::quota::{DailyUsage, TurnUsage, UsageTotals, UsageWindows};
+use crate::script::{Script, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft};
 use crate::session::{Position, Session};
 use crate::variables::{ValueType, VariableScope};
 use async_trait::async_trait;
@@ -54,7 +55,7 @@ pub trait ScriptRepository: Send + Sync {
     /// Inserts the script together with its first published version: number
     /// `script.current_version`, the script's content, authored by
     /// `script.author`. Fails with [`RepositoryError::Conflict`] when the
-    /// name is taken.
+    /// name is taken. The version's files become the draft's files.
     async fn insert(&self, script: &Script) -> Result<(), RepositoryError> {
         self.insert_with_version(script, &ScriptVersion::first_of(script))
             .await
@@ -129,6 +130,50 @@ pub trait ScriptRepository: Send + Sync {
     async fn find_technique(&self, technique_id: &str) -> Result<Option<Script>, RepositoryError>;
     /// Newest first.
     async fn list(&self, filter: &ScriptFilter) -> Result<Vec<Script>, RepositoryError>;
+    /// The draft's files in path order (empty for an unknown script).
+    async fn list_files(&self, id: ScriptId) -> Result<Vec<DraftFile>, RepositoryError>;
+    /// Applies `write` to the draft's files and bumps the draft revision,
+    /// atomically, returning the draft as stored. With `expected_revision`,
+    /// a draft at another revision is left alone. Fails with
+    /// [`RepositoryError::Conflict`] for a stale revision or a
+    /// [`FileWrite::Create`] of a taken path, [`RepositoryError::NotFound`]
+    /// for an absent script or a replaced or deleted file that is absent.
+    async fn write_file(
+        &self,
+        id: ScriptId,
+        write: &FileWrite,
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError>;
+    /// Replaces the draft's content and all its files and bumps the
+    /// revision, atomically (restoring a version, adding a template
+    /// scheme). With `expected_revision`, a draft at another revision is
+    /// left alone ([`RepositoryError::Conflict`]);
+    /// [`RepositoryError::NotFound`] when the script is absent.
+    async fn replace_draft(
+        &self,
+        id: ScriptId,
+        content: &str,
+        files: &[ProjectFile],
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError>;
+    /// The project (any script type) with its deprecation and file count.
+    async fn get_project(&self, id: ScriptId) -> Result<Option<ProjectSummary>, RepositoryError>;
+    /// The session scripts passing `filter`, newest first, one page.
+    async fn list_projects(&self, filter: &ProjectFilter) -> Result<ProjectPage, RepositoryError>;
+    /// Deprecates the project (`Some(at)`) or makes it active again
+    /// (`None`) and returns it as stored. [`RepositoryError::Conflict`]
+    /// when it is already in that state, [`RepositoryError::NotFound`] when
+    /// absent.
+    async fn set_deprecated(
+        &self,
+        id: ScriptId,
+        deprecated_at: Option<DateTime<Utc>>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<ProjectSummary, RepositoryError>;
 }
 
 /// A variable value as written by one turn (the `variables` snapshot table).
@@ -347,13 +392,14 @@ pub trait MessageHistory: Send + Sync {
     ) -> Result<Vec<VariableSnapshot>, RepositoryError>;
 }
 
-/// Parsed-script cache. Implementations fail open: an unreachable cache is a
-/// miss, never an error.
+/// Parsed-version cache: the [`VersionBundle`] of a script's version by its
+/// version hash. Implementations fail open: an unreachable cache is a miss,
+/// never an error.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ScriptCache: Send + Sync {
-    async fn get(&self, id: ScriptId, content_hash: &str) -> Option<ScriptDocument>;
-    async fn put(&self, id: ScriptId, content_hash: &str, document: &ScriptDocument);
+    async fn get(&self, id: ScriptId, content_hash: &str) -> Option<VersionBundle>;
+    async fn put(&self, id: ScriptId, content_hash: &str, bundle: &VersionBundle);
     async fn invalidate(&self, id: ScriptId);
 }
 
@@ -374,10 +420,10 @@ pub struct NoCache;
 
 #[async_trait]
 impl ScriptCache for NoCache {
-    async fn get(&self, _id: ScriptId, _content_hash: &str) -> Option<ScriptDocument> {
+    async fn get(&self, _id: ScriptId, _content_hash: &str) -> Option<VersionBundle> {
         None
     }
-    async fn put(&self, _id: ScriptId, _content_hash: &str, _document: &ScriptDocument) {}
+    async fn put(&self, _id: ScriptId, _content_hash: &str, _bundle: &VersionBundle) {}
     async fn invalidate(&self, _id: ScriptId) {}
 }
 

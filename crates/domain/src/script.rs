@@ -77,7 +77,9 @@ pub struct Script {
     pub status: ScriptStatus,
     /// The YAML source as submitted.
     pub content: String,
-    /// Hex SHA-256 of `content`; keys the parsed-script cache.
+    /// The current version's identity hash
+    /// ([`crate::project::version_hash`]; hex SHA-256 of `content` when the
+    /// version has no files); keys the parsed-script cache.
     pub content_hash: String,
     pub document: ScriptDocument,
     /// The number of the published version `content` is (see
@@ -113,9 +115,13 @@ pub struct ScriptVersion {
     pub number: u32,
     /// The YAML source of this version.
     pub content: String,
-    /// Hex SHA-256 of `content`: what sessions started on it record.
+    /// The version's identity hash ([`crate::project::version_hash`] of
+    /// `content` and `files`): what sessions started on it record.
     pub content_hash: String,
     pub document: ScriptDocument,
+    /// The project files published with it (techniques, templates, tests).
+    #[serde(default)]
+    pub files: Vec<crate::project::ProjectFile>,
     /// Subject of the actor who published it.
     pub author: String,
     /// The publisher's release note.
@@ -136,6 +142,7 @@ impl ScriptVersion {
             content: script.content.clone(),
             content_hash: script.content_hash.clone(),
             document: script.document.clone(),
+            files: Vec::new(),
             author: script.author.clone(),
             note: String::new(),
             warnings: Vec::new(),

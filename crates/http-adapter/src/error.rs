@@ -73,7 +73,7 @@ pub struct RecoveryBody {
 pub struct ErrorDetailBody {
     /// `SCRIPT_NOT_FOUND`, `SESSION_NOT_FOUND`, `SCRIPT_PARSE_ERROR`,
     /// `SCRIPT_VALIDATION_ERROR`, `LLM_SERVICE_ERROR`, `CONFLICT`,
-    /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `VERSION_NOT_FOUND`,
+    /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `VERSION_NOT_FOUND`, `FILE_NOT_FOUND`,
     /// `DRAFT_INVALID`, `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
     pub code: String,
     /// `syntax`, `configuration`, `runtime`, `session`, `system` or `request`.
@@ -391,9 +391,10 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let code = error.code();
         let status = match code {
-            ErrorCode::ScriptNotFound | ErrorCode::SessionNotFound | ErrorCode::VersionNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::ScriptNotFound
+            | ErrorCode::SessionNotFound
+            | ErrorCode::VersionNotFound
+            | ErrorCode::FileNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ScriptParseError
             | ErrorCode::ScriptValidationError
             | ErrorCode::DraftInvalid => StatusCode::BAD_REQUEST,

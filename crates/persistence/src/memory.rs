@@ -16,6 +16,9 @@ use heartrule_domain::{
     SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals,
     UsageWindows, UserData, UserDataStore, VariableSnapshot, WorkingDraft,
 };
+use heartrule_domain::{
+    DraftFile, FileWrite, ProjectFile, ProjectFilter, ProjectPage, ProjectSummary,
+};
 use heartrule_domain::{NoCache, Ports, RandomIds, ScriptEngine, SystemClock};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,6 +48,10 @@ struct Data {
     versions: HashMap<ScriptId, Vec<ScriptVersion>>,
     /// Drafts saved at least once (else the current content is the draft).
     drafts: HashMap<ScriptId, WorkingDraft>,
+    /// Each script's draft files by path.
+    files: HashMap<ScriptId, BTreeMap<String, DraftFile>>,
+    /// When deprecated projects were deprecated.
+    deprecated: HashMap<ScriptId, DateTime<Utc>>,
     sessions: HashMap<SessionId, StoredSession>,
     message_ids: HashSet<MessageId>,
     failed_turn_ids: HashSet<TurnId>,
@@ -172,6 +179,53 @@ fn draft_of(data: &Data, script: &Script) -> WorkingDraft {
             updated_at: None,
             updated_by: None,
         })
+}
+
+/// The project view of a stored script.
+fn summary_of(data: &Data, script: &Script) -> ProjectSummary {
+    ProjectSummary {
+        script: script.clone(),
+        deprecated_at: data.deprecated.get(&script.id).copied(),
+        file_count: data.files.get(&script.id).map_or(0, BTreeMap::len),
+    }
+}
+
+/// The draft after one more save at `updated_at` by `updated_by`, checked
+/// against `expected_revision`.
+fn next_draft(
+    data: &Data,
+    id: ScriptId,
+    content: Option<&str>,
+    expected_revision: Option<u64>,
+    updated_by: &str,
+    updated_at: DateTime<Utc>,
+) -> Result<WorkingDraft, RepositoryError> {
+    let script = data
+        .scripts
+        .get(&id)
+        .ok_or_else(|| RepositoryError::NotFound(format!("script {id}")))?;
+    let current = draft_of(data, script);
+    if expected_revision.is_some_and(|expected| expected != current.revision) {
+        return Err(RepositoryError::Conflict(format!(
+            "the draft of script {id} is at revision {}",
+            current.revision
+        )));
+    }
+    Ok(WorkingDraft {
+        script_id: id,
+        content: content.map_or(current.content, str::to_owned),
+        revision: current.revision + 1,
+        updated_at: Some(micros(updated_at)),
+        updated_by: Some(updated_by.to_owned()),
+    })
+}
+
+fn draft_file(file: &ProjectFile, updated_by: &str, updated_at: DateTime<Utc>) -> DraftFile {
+    DraftFile {
+        file: file.clone(),
+        updated_at: micros(updated_at),
+        updated_by: updated_by.to_owned(),
+    }
 }
 
 fn name_taken(name: &str) -> RepositoryError {
@@ -324,6 +378,17 @@ impl ScriptRepository for MemoryStore {
         data.scripts.insert(script.id, stored_script(script));
         data.versions
             .insert(script.id, vec![stored_version(version)]);
+        let files = version
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    draft_file(f, &version.author, version.created_at),
+                )
+            })
+            .collect();
+        data.files.insert(script.id, files);
         Ok(())
     }
 
@@ -466,24 +531,14 @@ impl ScriptRepository for MemoryStore {
         updated_at: DateTime<Utc>,
     ) -> Result<WorkingDraft, RepositoryError> {
         let mut data = self.lock();
-        let script = data
-            .scripts
-            .get(&id)
-            .ok_or_else(|| RepositoryError::NotFound(format!("script {id}")))?;
-        let current = draft_of(&data, script);
-        if expected_revision.is_some_and(|expected| expected != current.revision) {
-            return Err(RepositoryError::Conflict(format!(
-                "the draft of script {id} is at revision {}",
-                current.revision
-            )));
-        }
-        let saved = WorkingDraft {
-            script_id: id,
-            content: content.to_owned(),
-            revision: current.revision + 1,
-            updated_at: Some(micros(updated_at)),
-            updated_by: Some(updated_by.to_owned()),
-        };
+        let saved = next_draft(
+            &data,
+            id,
+            Some(content),
+            expected_revision,
+            updated_by,
+            updated_at,
+        )?;
         data.drafts.insert(id, saved.clone());
         Ok(saved)
     }
@@ -525,6 +580,139 @@ impl ScriptRepository for MemoryStore {
             .take(filter.limit.unwrap_or(usize::MAX))
             .cloned()
             .collect())
+    }
+
+    async fn list_files(&self, id: ScriptId) -> Result<Vec<DraftFile>, RepositoryError> {
+        Ok(self
+            .lock()
+            .files
+            .get(&id)
+            .map(|files| files.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn write_file(
+        &self,
+        id: ScriptId,
+        write: &FileWrite,
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError> {
+        let mut data = self.lock();
+        let saved = next_draft(&data, id, None, expected_revision, updated_by, updated_at)?;
+        let files = data.files.entry(id).or_default();
+        let present = files.contains_key(write.path());
+        match (write, present) {
+            (FileWrite::Create(file), false) | (FileWrite::Replace(file), true) => {
+                files.insert(file.path.clone(), draft_file(file, updated_by, updated_at));
+            }
+            (FileWrite::Delete(path), true) => {
+                files.remove(path);
+            }
+            (FileWrite::Create(file), true) => {
+                return Err(RepositoryError::Conflict(format!(
+                    "script {id} has a file `{}` already",
+                    file.path
+                )));
+            }
+            (FileWrite::Replace(_) | FileWrite::Delete(_), false) => {
+                return Err(RepositoryError::NotFound(format!(
+                    "file `{}` of script {id}",
+                    write.path()
+                )));
+            }
+        }
+        data.drafts.insert(id, saved.clone());
+        Ok(saved)
+    }
+
+    async fn replace_draft(
+        &self,
+        id: ScriptId,
+        content: &str,
+        files: &[ProjectFile],
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError> {
+        let mut data = self.lock();
+        let saved = next_draft(
+            &data,
+            id,
+            Some(content),
+            expected_revision,
+            updated_by,
+            updated_at,
+        )?;
+        let files = files
+            .iter()
+            .map(|f| (f.path.clone(), draft_file(f, updated_by, updated_at)))
+            .collect();
+        data.files.insert(id, files);
+        data.drafts.insert(id, saved.clone());
+        Ok(saved)
+    }
+
+    async fn get_project(&self, id: ScriptId) -> Result<Option<ProjectSummary>, RepositoryError> {
+        let data = self.lock();
+        Ok(data.scripts.get(&id).map(|s| summary_of(&data, s)))
+    }
+
+    async fn list_projects(&self, filter: &ProjectFilter) -> Result<ProjectPage, RepositoryError> {
+        let data = self.lock();
+        let mut projects: Vec<ProjectSummary> = data
+            .scripts
+            .values()
+            .map(|s| summary_of(&data, s))
+            .filter(|p| filter.matches(p))
+            .collect();
+        projects.sort_by_key(|p| Reverse((p.script.created_at, p.script.id)));
+        let total = projects.len() as u64;
+        Ok(ProjectPage {
+            projects: projects
+                .into_iter()
+                .skip(filter.offset)
+                .take(filter.limit)
+                .collect(),
+            total,
+        })
+    }
+
+    async fn set_deprecated(
+        &self,
+        id: ScriptId,
+        deprecated_at: Option<DateTime<Utc>>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<ProjectSummary, RepositoryError> {
+        let mut data = self.lock();
+        if !data.scripts.contains_key(&id) {
+            return Err(RepositoryError::NotFound(format!("script {id}")));
+        }
+        let deprecated = data.deprecated.contains_key(&id);
+        match deprecated_at {
+            Some(_) if deprecated => {
+                return Err(RepositoryError::Conflict(format!(
+                    "script {id} is deprecated already"
+                )))
+            }
+            None if !deprecated => {
+                return Err(RepositoryError::Conflict(format!(
+                    "script {id} is not deprecated"
+                )))
+            }
+            Some(at) => {
+                data.deprecated.insert(id, micros(at));
+            }
+            None => {
+                data.deprecated.remove(&id);
+            }
+        }
+        if let Some(script) = data.scripts.get_mut(&id) {
+            script.updated_at = micros(updated_at);
+        }
+        let script = &data.scripts[&id];
+        Ok(summary_of(&data, script))
     }
 }
 

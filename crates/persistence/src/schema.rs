@@ -88,6 +88,7 @@ diesel::table! {
         draft_revision -> Int8,
         draft_updated_at -> Nullable<Timestamptz>,
         draft_updated_by -> Nullable<Text>,
+        deprecated_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -102,6 +103,18 @@ diesel::table! {
         note -> Text,
         warnings -> Jsonb,
         created_at -> Timestamptz,
+        files -> Jsonb,
+    }
+}
+
+diesel::table! {
+    script_files (script_id, path) {
+        script_id -> Uuid,
+        path -> Text,
+        file_type -> Text,
+        content -> Text,
+        updated_at -> Timestamptz,
+        updated_by -> Text,
     }
 }
 
@@ -163,6 +176,7 @@ diesel::joinable!(failed_turns -> sessions (session_id));
 diesel::joinable!(idempotency_keys -> sessions (session_id));
 diesel::joinable!(messages -> sessions (session_id));
 diesel::joinable!(safety_deliveries -> sessions (session_id));
+diesel::joinable!(script_files -> scripts (script_id));
 diesel::joinable!(script_versions -> scripts (script_id));
 diesel::joinable!(sessions -> scripts (script_id));
 diesel::joinable!(token_usage -> sessions (session_id));
@@ -174,6 +188,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     messages,
     safety_deliveries,
+    script_files,
     script_versions,
     scripts,
     sessions,

@@ -67,6 +67,7 @@ fn next_version(script: &Script, number: u32, content: &str) -> (Script, ScriptV
         content: content.into(),
         content_hash: content_hash(content),
         document: script.document.clone(),
+        files: vec![],
         author: "editor".into(),
         note: format!("version {number}"),
         warnings: vec![],

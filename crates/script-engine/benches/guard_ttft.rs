@@ -108,6 +108,7 @@ async fn measure(reply: &str, output_guard: bool) -> (Duration, Duration) {
         let request = TurnRequest {
             script: Arc::clone(&script),
             techniques: Arc::new(BTreeMap::new()),
+            templates: Arc::new(BTreeMap::new()),
             state: EngineState::initial(VariableStore::default()),
             user_input: None,
             history: Vec::new(),

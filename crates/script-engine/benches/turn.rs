@@ -88,6 +88,7 @@ fn bench_turns(c: &mut Criterion) {
     let first = TurnRequest {
         script,
         techniques: Arc::new(BTreeMap::new()),
+        templates: Arc::new(BTreeMap::new()),
         state: EngineState::initial(variables),
         user_input: None,
         history: Vec::new(),

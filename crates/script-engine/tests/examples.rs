@@ -132,6 +132,7 @@ async fn run_with(
         let request = TurnRequest {
             script: Arc::clone(&script),
             techniques: Arc::clone(&techniques),
+            templates: Arc::new(BTreeMap::new()),
             state: state.clone(),
             user_input: (turn > 0).then(|| format!("answer {turn}")),
             history: history.clone(),

@@ -6,12 +6,14 @@
 
 use crate::actor::Actor;
 use crate::catalog::{
-    DiffTarget, PublishDraft, Published, ScriptDraft, ScriptImport, StoredScript, VersionDiff,
+    DiffTarget, FileWritten, NewProject, ProjectDetails, ProjectUpdate, PublishDraft, Published,
+    ScriptDraft, ScriptImport, StoredScript, VersionDiff,
 };
 use crate::engine::{LoadMode, LoadWarning};
 use crate::error::DomainError;
 use crate::ids::ScriptId;
 use crate::ports::ScriptFilter;
+use crate::project::{DraftFile, FileWrite, ProjectFilter, ProjectPage, ProjectSummary};
 use crate::script::{Script, ScriptVersion, WorkingDraft};
 use async_trait::async_trait;
 
@@ -113,4 +115,85 @@ pub trait ScriptLibrary: Send + Sync {
         from: u32,
         to: DiffTarget,
     ) -> Result<VersionDiff, DomainError>;
+
+    /// Creates a project: a session script as version 1 (editor or admin).
+    async fn create_project(
+        &self,
+        actor: &Actor,
+        project: NewProject,
+    ) -> Result<StoredScript, DomainError>;
+
+    /// One page of the projects (session scripts) passing `filter`.
+    async fn list_projects(
+        &self,
+        actor: &Actor,
+        filter: &ProjectFilter,
+    ) -> Result<ProjectPage, DomainError>;
+
+    /// The project with its draft, draft files and versions.
+    async fn project(&self, actor: &Actor, id: ScriptId) -> Result<ProjectDetails, DomainError>;
+
+    /// Changes the project's name, description or tags (editor or admin).
+    async fn update_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        update: ProjectUpdate,
+    ) -> Result<ProjectSummary, DomainError>;
+
+    /// Deprecates the project: no new sessions (editor or admin).
+    async fn deprecate_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+    ) -> Result<ProjectSummary, DomainError>;
+
+    /// Makes a deprecated project active again (editor or admin).
+    async fn reactivate_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+    ) -> Result<ProjectSummary, DomainError>;
+
+    /// Copies the project's current version into a new project (editor or
+    /// admin).
+    async fn copy_project(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        name: String,
+    ) -> Result<StoredScript, DomainError>;
+
+    /// The draft's files, in path order.
+    async fn files(&self, actor: &Actor, id: ScriptId) -> Result<Vec<DraftFile>, DomainError>;
+
+    /// One draft file; `FILE_NOT_FOUND` when absent.
+    async fn file(&self, actor: &Actor, id: ScriptId, path: &str)
+        -> Result<DraftFile, DomainError>;
+
+    /// Adds, replaces or deletes a draft file based on the draft revision
+    /// `expected_revision` (editor or admin).
+    async fn write_file(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        write: FileWrite,
+        expected_revision: u64,
+    ) -> Result<FileWritten, DomainError>;
+
+    /// The draft's template schemes (`default` and its custom ones).
+    async fn template_schemes(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+    ) -> Result<Vec<String>, DomainError>;
+
+    /// Creates a custom template scheme in the draft (editor or admin).
+    async fn create_template_scheme(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        name: &str,
+        copy_from: Option<String>,
+    ) -> Result<FileWritten, DomainError>;
 }

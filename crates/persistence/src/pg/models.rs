@@ -84,6 +84,10 @@ pub(crate) struct ScriptRow {
 }
 
 impl ScriptRow {
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
     pub(crate) fn into_domain(self) -> Result<Script, RepositoryError> {
         const T: &str = "scripts";
         Ok(Script {

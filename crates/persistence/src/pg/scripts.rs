@@ -8,13 +8,15 @@ use super::models::{
 };
 use super::{map_diesel, PgStore};
 use crate::observe::observed;
-use crate::schema::{script_versions, scripts};
+use crate::schema::{script_files, script_versions, scripts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use heartrule_domain::{
-    RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, ScriptVersion, WorkingDraft,
+    DraftFile, FileType, FileWrite, ProjectFile, ProjectFilter, ProjectPage, ProjectStatus,
+    ProjectSummary, RepositoryError, Script, ScriptFilter, ScriptId, ScriptRepository, ScriptType,
+    ScriptVersion, WorkingDraft,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -43,7 +45,21 @@ impl ScriptRepository for PgStore {
                     .values(&row)
                     .execute(&mut *conn)
                     .await
-                    .map_err(map_diesel)
+                    .map_err(map_diesel)?;
+                // The first version's files are the draft's.
+                let files: Vec<FileRow> = version
+                    .files
+                    .iter()
+                    .map(|f| FileRow::new(script.id, f, &version.author, version.created_at))
+                    .collect();
+                if !files.is_empty() {
+                    diesel::insert_into(script_files::table)
+                        .values(&files)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_diesel)?;
+                }
+                Ok(())
             }
             .await;
             conn.finish(inserted).await?;
@@ -264,63 +280,15 @@ impl ScriptRepository for PgStore {
         updated_at: DateTime<Utc>,
     ) -> Result<WorkingDraft, RepositoryError> {
         observed!("update", "scripts", async {
-            let expected = expected_revision
-                .map(|r| {
-                    i64::try_from(r).map_err(|_| {
-                        RepositoryError::Conflict(format!("the draft is not at revision {r}"))
-                    })
-                })
-                .transpose()?;
             let mut conn = self.acquire().await?;
-            let saved = async {
-                let changes = (
-                    scripts::draft_content.eq(Some(content)),
-                    scripts::draft_revision.eq(scripts::draft_revision + 1),
-                    scripts::draft_updated_at.eq(Some(updated_at)),
-                    scripts::draft_updated_by.eq(Some(updated_by)),
-                );
-                // One statement: the revision check and the bump cannot be
-                // split by another save (a concurrent one waits for the row
-                // and then finds the revision moved on).
-                let row = match expected {
-                    Some(expected) => {
-                        diesel::update(
-                            scripts::table
-                                .find(id.as_uuid())
-                                .filter(scripts::draft_revision.eq(expected)),
-                        )
-                        .set(changes)
-                        .returning(DraftRow::as_returning())
-                        .get_result(&mut *conn)
-                        .await
-                    }
-                    None => {
-                        diesel::update(scripts::table.find(id.as_uuid()))
-                            .set(changes)
-                            .returning(DraftRow::as_returning())
-                            .get_result(&mut *conn)
-                            .await
-                    }
-                }
-                .optional()
-                .map_err(map_diesel)?;
-                if let Some(row) = row {
-                    return row.into_domain();
-                }
-                let revision = scripts::table
-                    .find(id.as_uuid())
-                    .select(scripts::draft_revision)
-                    .first::<i64>(&mut *conn)
-                    .await
-                    .optional()
-                    .map_err(map_diesel)?;
-                Err(match revision {
-                    Some(revision) => RepositoryError::Conflict(format!(
-                        "the draft of script {id} is at revision {revision}"
-                    )),
-                    None => RepositoryError::NotFound(format!("script {id}")),
-                })
-            }
+            let saved = bump_draft(
+                &mut conn,
+                id,
+                Some(content),
+                expected_revision,
+                updated_by,
+                updated_at,
+            )
             .await;
             conn.finish(saved).await
         })
@@ -375,9 +343,354 @@ impl ScriptRepository for PgStore {
         })
         .await
     }
+
+    async fn list_files(&self, id: ScriptId) -> Result<Vec<DraftFile>, RepositoryError> {
+        observed!("select", "script_files", async {
+            let mut conn = self.acquire().await?;
+            let rows = script_files::table
+                .filter(script_files::script_id.eq(id.as_uuid()))
+                .order(script_files::path.asc())
+                .select(FileRow::as_select())
+                .load(&mut *conn)
+                .await
+                .map_err(map_diesel);
+            let rows: Vec<FileRow> = conn.finish(rows).await?;
+            rows.into_iter().map(FileRow::into_domain).collect()
+        })
+        .await
+    }
+
+    async fn write_file(
+        &self,
+        id: ScriptId,
+        write: &FileWrite,
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError> {
+        observed!("update", "script_files", async {
+            let mut conn = self.acquire().await?;
+            conn.begin().await?;
+            let written = async {
+                // The revision first: it locks the script row, so file
+                // writes of one project are serialised by it.
+                let draft = bump_draft(
+                    &mut conn,
+                    id,
+                    None,
+                    expected_revision,
+                    updated_by,
+                    updated_at,
+                )
+                .await?;
+                let key = (id.as_uuid(), write.path().to_owned());
+                let touched = match write {
+                    FileWrite::Create(file) => diesel::insert_into(script_files::table)
+                        .values(FileRow::new(id, file, updated_by, updated_at))
+                        .on_conflict_do_nothing()
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_diesel)?,
+                    FileWrite::Replace(file) => diesel::update(script_files::table.find(key))
+                        .set((
+                            script_files::file_type.eq(file.file_type.as_str()),
+                            script_files::content.eq(&file.content),
+                            script_files::updated_at.eq(updated_at),
+                            script_files::updated_by.eq(updated_by),
+                        ))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_diesel)?,
+                    FileWrite::Delete(_) => diesel::delete(script_files::table.find(key))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_diesel)?,
+                };
+                if touched == 0 {
+                    return Err(match write {
+                        FileWrite::Create(file) => RepositoryError::Conflict(format!(
+                            "script {id} has a file `{}` already",
+                            file.path
+                        )),
+                        _ => RepositoryError::NotFound(format!(
+                            "file `{}` of script {id}",
+                            write.path()
+                        )),
+                    });
+                }
+                Ok(draft)
+            }
+            .await;
+            conn.finish(written).await
+        })
+        .await
+    }
+
+    async fn replace_draft(
+        &self,
+        id: ScriptId,
+        content: &str,
+        files: &[ProjectFile],
+        expected_revision: Option<u64>,
+        updated_by: &str,
+        updated_at: DateTime<Utc>,
+    ) -> Result<WorkingDraft, RepositoryError> {
+        observed!("update", "scripts", async {
+            let mut conn = self.acquire().await?;
+            conn.begin().await?;
+            let replaced = async {
+                let draft = bump_draft(
+                    &mut conn,
+                    id,
+                    Some(content),
+                    expected_revision,
+                    updated_by,
+                    updated_at,
+                )
+                .await?;
+                diesel::delete(
+                    script_files::table.filter(script_files::script_id.eq(id.as_uuid())),
+                )
+                .execute(&mut *conn)
+                .await
+                .map_err(map_diesel)?;
+                let rows: Vec<FileRow> = files
+                    .iter()
+                    .map(|f| FileRow::new(id, f, updated_by, updated_at))
+                    .collect();
+                if !rows.is_empty() {
+                    diesel::insert_into(script_files::table)
+                        .values(&rows)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_diesel)?;
+                }
+                Ok(draft)
+            }
+            .await;
+            conn.finish(replaced).await
+        })
+        .await
+    }
+
+    async fn get_project(&self, id: ScriptId) -> Result<Option<ProjectSummary>, RepositoryError> {
+        observed!("select", "scripts", async {
+            let mut conn = self.acquire().await?;
+            let found = self
+                .projects(&mut conn, scripts::table.find(id.as_uuid()).into_boxed())
+                .await;
+            Ok(conn.finish(found).await?.pop())
+        })
+        .await
+    }
+
+    async fn list_projects(&self, filter: &ProjectFilter) -> Result<ProjectPage, RepositoryError> {
+        observed!("select", "scripts", async {
+            let mut conn = self.acquire().await?;
+            let page = async {
+                let total: i64 = projects_where(filter)
+                    .count()
+                    .get_result(&mut *conn)
+                    .await
+                    .map_err(map_diesel)?;
+                let query = projects_where(filter)
+                    .limit(sql_limit(filter.limit))
+                    .offset(sql_limit(filter.offset));
+                let projects = self.projects(&mut conn, query).await?;
+                Ok(ProjectPage {
+                    projects,
+                    total: u64::try_from(total).unwrap_or(0),
+                })
+            }
+            .await;
+            conn.finish(page).await
+        })
+        .await
+    }
+
+    async fn set_deprecated(
+        &self,
+        id: ScriptId,
+        deprecated_at: Option<DateTime<Utc>>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<ProjectSummary, RepositoryError> {
+        observed!("update", "scripts", async {
+            let mut conn = self.acquire().await?;
+            let changed = async {
+                // Only a project in the other state changes.
+                let target = scripts::table
+                    .find(id.as_uuid())
+                    .filter(scripts::deprecated_at.is_null().eq(deprecated_at.is_some()));
+                let updated = diesel::update(target)
+                    .set((
+                        scripts::deprecated_at.eq(deprecated_at),
+                        scripts::updated_at.eq(updated_at),
+                    ))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_diesel)?;
+                let project = self
+                    .projects(&mut conn, scripts::table.find(id.as_uuid()).into_boxed())
+                    .await?
+                    .pop()
+                    .ok_or_else(|| RepositoryError::NotFound(format!("script {id}")))?;
+                if updated == 0 {
+                    return Err(RepositoryError::Conflict(format!(
+                        "script {id} is {} already",
+                        if deprecated_at.is_some() {
+                            "deprecated"
+                        } else {
+                            "active"
+                        }
+                    )));
+                }
+                Ok(project)
+            }
+            .await;
+            conn.finish(changed).await
+        })
+        .await
+    }
+}
+
+/// Bumps the draft revision (and sets its content when given) in one
+/// statement, so the revision check and the bump cannot be split by another
+/// save (a concurrent one waits for the row and then finds the revision
+/// moved on).
+async fn bump_draft(
+    conn: &mut super::Checkout,
+    id: ScriptId,
+    content: Option<&str>,
+    expected_revision: Option<u64>,
+    updated_by: &str,
+    updated_at: DateTime<Utc>,
+) -> Result<WorkingDraft, RepositoryError> {
+    let expected = expected_revision
+        .map(|r| {
+            i64::try_from(r)
+                .map_err(|_| RepositoryError::Conflict(format!("the draft is not at revision {r}")))
+        })
+        .transpose()?;
+    let changes = (
+        scripts::draft_revision.eq(scripts::draft_revision + 1),
+        scripts::draft_updated_at.eq(Some(updated_at)),
+        scripts::draft_updated_by.eq(Some(updated_by)),
+    );
+    // Any revision when none is expected.
+    let target = scripts::table.find(id.as_uuid()).filter(
+        expected
+            .is_none()
+            .into_sql::<diesel::sql_types::Bool>()
+            .or(scripts::draft_revision.eq(expected.unwrap_or(0))),
+    );
+    let row = match content {
+        Some(content) => {
+            diesel::update(target)
+                .set((scripts::draft_content.eq(Some(content)), changes))
+                .returning(DraftRow::as_returning())
+                .get_result(&mut **conn)
+                .await
+        }
+        None => {
+            diesel::update(target)
+                .set(changes)
+                .returning(DraftRow::as_returning())
+                .get_result(&mut **conn)
+                .await
+        }
+    }
+    .optional()
+    .map_err(map_diesel)?;
+    if let Some(row) = row {
+        return row.into_domain();
+    }
+    let revision = scripts::table
+        .find(id.as_uuid())
+        .select(scripts::draft_revision)
+        .first::<i64>(&mut **conn)
+        .await
+        .optional()
+        .map_err(map_diesel)?;
+    Err(match revision {
+        Some(revision) => RepositoryError::Conflict(format!(
+            "the draft of script {id} is at revision {revision}"
+        )),
+        None => RepositoryError::NotFound(format!("script {id}")),
+    })
+}
+
+/// The `scripts` rows `filter` selects (paging aside).
+fn projects_where(filter: &ProjectFilter) -> scripts::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut query = scripts::table
+        .filter(scripts::script_type.eq(ScriptType::Session.as_str()))
+        .into_boxed();
+    match filter.status {
+        Some(ProjectStatus::Active) => query = query.filter(scripts::deprecated_at.is_null()),
+        Some(ProjectStatus::Deprecated) => {
+            query = query.filter(scripts::deprecated_at.is_not_null());
+        }
+        None if !filter.include_deprecated => {
+            query = query.filter(scripts::deprecated_at.is_null());
+        }
+        None => {}
+    }
+    if let Some(search) = &filter.search {
+        let pattern = format!(
+            "%{}%",
+            search
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        query = query.filter(
+            scripts::script_name
+                .ilike(pattern.clone())
+                .or(scripts::description.ilike(pattern)),
+        );
+    }
+    if let Some(author) = &filter.author {
+        query = query.filter(scripts::author.eq(author.clone()));
+    }
+    if let Some(tag) = &filter.tag {
+        query = query.filter(scripts::tags.contains(serde_json::json!([tag])));
+    }
+    query
 }
 
 impl PgStore {
+    /// The project view of the scripts `query` selects.
+    async fn projects(
+        &self,
+        conn: &mut super::Checkout,
+        query: scripts::BoxedQuery<'_, diesel::pg::Pg>,
+    ) -> Result<Vec<ProjectSummary>, RepositoryError> {
+        let rows: Vec<(ScriptRow, Option<DateTime<Utc>>)> = query
+            .select((ScriptRow::as_select(), scripts::deprecated_at))
+            .order((scripts::created_at.desc(), scripts::id.desc()))
+            .load(&mut **conn)
+            .await
+            .map_err(map_diesel)?;
+        let ids: Vec<Uuid> = rows.iter().map(|(row, _)| row.id()).collect();
+        let counts: Vec<(Uuid, i64)> = script_files::table
+            .filter(script_files::script_id.eq_any(&ids))
+            .group_by(script_files::script_id)
+            .select((script_files::script_id, diesel::dsl::count_star()))
+            .load(&mut **conn)
+            .await
+            .map_err(map_diesel)?;
+        let counts: std::collections::HashMap<Uuid, i64> = counts.into_iter().collect();
+        rows.into_iter()
+            .map(|(row, deprecated_at)| {
+                let count = counts.get(&row.id()).copied().unwrap_or(0);
+                Ok(ProjectSummary {
+                    script: row.into_domain()?,
+                    deprecated_at,
+                    file_count: usize::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
     /// The versions `query` selects, newest first, at most `limit`.
     async fn versions_where(
         &self,
@@ -434,6 +747,7 @@ struct VersionRow {
     note: String,
     warnings: Value,
     created_at: DateTime<Utc>,
+    files: Value,
 }
 
 impl VersionRow {
@@ -449,6 +763,7 @@ impl VersionRow {
             note: self.note,
             warnings: from_json(self.warnings, T, "warnings")?,
             created_at: self.created_at,
+            files: from_json(self.files, T, "files")?,
         })
     }
 }
@@ -465,6 +780,7 @@ struct VersionWrite<'a> {
     note: &'a str,
     warnings: Value,
     created_at: DateTime<Utc>,
+    files: Value,
 }
 
 impl<'a> VersionWrite<'a> {
@@ -479,6 +795,7 @@ impl<'a> VersionWrite<'a> {
             note: &version.note,
             warnings: to_json(&version.warnings, "the version's warnings")?,
             created_at: version.created_at,
+            files: to_json(&version.files, "the version's files")?,
         })
     }
 }
@@ -505,6 +822,45 @@ impl DraftRow {
                 .map_err(|_| corrupt("scripts", "draft_revision", self.draft_revision))?,
             updated_at: self.draft_updated_at,
             updated_by: self.draft_updated_by,
+        })
+    }
+}
+
+/// A draft file as stored.
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = script_files, check_for_backend(diesel::pg::Pg))]
+struct FileRow {
+    script_id: Uuid,
+    path: String,
+    file_type: String,
+    content: String,
+    updated_at: DateTime<Utc>,
+    updated_by: String,
+}
+
+impl FileRow {
+    fn new(id: ScriptId, file: &ProjectFile, updated_by: &str, updated_at: DateTime<Utc>) -> Self {
+        Self {
+            script_id: id.as_uuid(),
+            path: file.path.clone(),
+            file_type: file.file_type.as_str().to_owned(),
+            content: file.content.clone(),
+            updated_at,
+            updated_by: updated_by.to_owned(),
+        }
+    }
+
+    fn into_domain(self) -> Result<DraftFile, RepositoryError> {
+        let file_type = FileType::parse(&self.file_type)
+            .ok_or_else(|| corrupt("script_files", "file_type", &self.file_type))?;
+        Ok(DraftFile {
+            file: ProjectFile {
+                path: self.path,
+                file_type,
+                content: self.content,
+            },
+            updated_at: self.updated_at,
+            updated_by: self.updated_by,
         })
     }
 }

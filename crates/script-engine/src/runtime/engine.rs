@@ -1,12 +1,13 @@
 //! [`HeartRuleEngine`]: the [`ScriptEngine`] port implementation.
 
-use super::templates::TemplateSource;
+use super::templates::{OverlayTemplates, TemplateSource, DEFAULT_FILES};
 use super::turn::{Turn, TurnInput};
 use async_trait::async_trait;
 use heartrule_domain::{
     DegradedMode, DomainError, LlmProvider, LoadMode, ParsedScript, ScriptEngine, ScriptLoadError,
     TurnOutcome, TurnRequest,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Engine switches.
@@ -95,6 +96,7 @@ impl ScriptEngine for HeartRuleEngine {
         let TurnRequest {
             script,
             techniques,
+            templates,
             state,
             user_input,
             history,
@@ -104,9 +106,18 @@ impl ScriptEngine for HeartRuleEngine {
             llm_intents,
             llm_withheld,
         } = request;
+        // A version's own template files override the engine's.
+        let templates: Arc<dyn TemplateSource> = if templates.is_empty() {
+            Arc::clone(&self.templates)
+        } else {
+            Arc::new(OverlayTemplates::new(
+                templates.iter(),
+                Arc::clone(&self.templates),
+            ))
+        };
         let turn = Turn::new(
             Arc::clone(&self.llm),
-            Arc::clone(&self.templates),
+            templates,
             self.options,
             TurnInput {
                 script,
@@ -121,5 +132,17 @@ impl ScriptEngine for HeartRuleEngine {
             },
         );
         turn.run(user_input).await
+    }
+
+    fn default_templates(&self) -> BTreeMap<String, String> {
+        DEFAULT_FILES
+            .iter()
+            .filter_map(|file| {
+                self.templates
+                    .resolve(None, file)
+                    .ok()
+                    .map(|t| ((*file).to_owned(), t.text.to_string()))
+            })
+            .collect()
     }
 }

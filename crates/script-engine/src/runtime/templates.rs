@@ -288,6 +288,73 @@ impl TemplateSource for MemoryTemplates {
     }
 }
 
+/// The default-layer template files every engine resolves.
+pub const DEFAULT_FILES: [&str; 5] = [
+    AI_ASK_TEMPLATE,
+    AI_SAY_TEMPLATE,
+    AI_THINK_TEMPLATE,
+    AI_ASK_MONITOR_TEMPLATE,
+    AI_SAY_MONITOR_TEMPLATE,
+];
+
+/// A project version's own templates over the engine's: at each layer a
+/// version's file at the same relative path wins, so the order is the
+/// version's custom file, the engine's custom file, the version's default
+/// file, the engine's default file.
+pub struct OverlayTemplates {
+    own: TemplateMap,
+    base: Arc<dyn TemplateSource>,
+}
+
+impl OverlayTemplates {
+    /// `own` by relative path (`default/ai_ask_v1.md`,
+    /// `custom/<scheme>/ai_ask_v1.md`) over `base`.
+    pub fn new<'a>(
+        own: impl IntoIterator<Item = (&'a String, &'a String)>,
+        base: Arc<dyn TemplateSource>,
+    ) -> Self {
+        let mut map = TemplateMap::default();
+        for (path, text) in own {
+            map.insert(path.clone(), text);
+        }
+        Self { own: map, base }
+    }
+}
+
+impl TemplateSource for OverlayTemplates {
+    fn resolve(&self, scheme: Option<&str>, file: &str) -> Result<ResolvedTemplate, TemplateError> {
+        let scheme = scheme.filter(|s| !s.is_empty());
+        if let Some(scheme) = scheme {
+            if !is_valid_scheme(scheme) {
+                return Err(TemplateError::InvalidScheme(scheme.to_owned()));
+            }
+            let path = format!("{CUSTOM_DIR}/{scheme}/{file}");
+            if let Some(text) = self.own.files.get(&path) {
+                return Ok(ResolvedTemplate {
+                    text: Arc::clone(text),
+                    path,
+                    layer: TemplateLayer::Custom,
+                    scheme: Some(scheme.to_owned()),
+                });
+            }
+            let base = self.base.resolve(Some(scheme), file);
+            if matches!(&base, Ok(t) if t.layer == TemplateLayer::Custom) {
+                return base;
+            }
+        }
+        let path = format!("{DEFAULT_DIR}/{file}");
+        if let Some(text) = self.own.files.get(&path) {
+            return Ok(ResolvedTemplate {
+                text: Arc::clone(text),
+                path,
+                layer: TemplateLayer::Default,
+                scheme: scheme.map(str::to_owned),
+            });
+        }
+        self.base.resolve(scheme, file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,5 +707,33 @@ mod tests {
             let b = embedded.resolve(scheme, file).unwrap();
             assert_eq!(a, b, "{path}");
         }
+    }
+
+    #[test]
+    fn a_versions_own_templates_win_at_their_layer() {
+        let base: Arc<dyn TemplateSource> = Arc::new(memory());
+        let own: std::collections::BTreeMap<String, String> = [
+            ("default/ai_ask_v1.md".to_owned(), "项目默认".to_owned()),
+            ("custom/warm/ai_ask_v1.md".to_owned(), "项目温暖".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let overlay = OverlayTemplates::new(&own, Arc::clone(&base));
+        let t = overlay.resolve(Some("warm"), AI_ASK_TEMPLATE).unwrap();
+        assert_eq!((&*t.text, t.layer), ("项目温暖", TemplateLayer::Custom));
+        // The engine's custom layer still beats the version's default.
+        let t = overlay
+            .resolve(Some("crisis_intervention"), AI_ASK_TEMPLATE)
+            .unwrap();
+        assert_eq!(&*t.text, "危机提问");
+        let t = overlay.resolve(None, AI_ASK_TEMPLATE).unwrap();
+        assert_eq!((&*t.text, t.layer), ("项目默认", TemplateLayer::Default));
+        let t = overlay.resolve(Some("unknown"), AI_ASK_TEMPLATE).unwrap();
+        assert_eq!(&*t.text, "项目默认");
+        assert_eq!(t.scheme.as_deref(), Some("unknown"));
+        assert!(matches!(
+            overlay.resolve(None, AI_SAY_TEMPLATE),
+            Err(TemplateError::NotFound { .. })
+        ));
     }
 }

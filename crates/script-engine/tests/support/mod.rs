@@ -237,6 +237,7 @@ impl Harness {
         TurnRequest {
             script: self.script.clone(),
             techniques: self.techniques.clone(),
+            templates: Arc::new(BTreeMap::new()),
             state: self.state.clone(),
             user_input: input.map(str::to_owned),
             history: self.history.clone(),
