@@ -171,6 +171,7 @@ async fn up_down_up_leaves_the_same_schema() {
             "idempotency_keys",
             "messages",
             "safety_deliveries",
+            "script_files",
             "script_versions",
             "scripts",
             "sessions",

@@ -300,6 +300,11 @@ async fn drafts_are_saved_against_their_revision<S: ScriptRepository>(store: &S)
 
 const UP: &str = include_str!("../../../migrations/2026-12-05-200001_script_versions/up.sql");
 const DOWN: &str = include_str!("../../../migrations/2026-12-05-200001_script_versions/down.sql");
+/// The later migration that extends `script_versions`: reverted before and
+/// applied again after the one under test.
+const FILES_UP: &str = include_str!("../../../migrations/2026-12-06-100001_project_files/up.sql");
+const FILES_DOWN: &str =
+    include_str!("../../../migrations/2026-12-06-100001_project_files/down.sql");
 
 /// A row as the previous server writes it: no version, no pointer.
 fn legacy_insert(id: ScriptId, name: &str, content: &str) -> String {
@@ -317,6 +322,7 @@ async fn the_migration_makes_every_existing_script_its_version_one() {
     let store = db.store().await;
     let template = session_script("template");
     store.insert(&template).await.unwrap();
+    db.try_execute(FILES_DOWN).await.unwrap();
     db.try_execute(DOWN).await.unwrap();
     let old = ScriptId::new_random();
     db.try_execute(&legacy_insert(old, "old", "# old\n"))
@@ -324,6 +330,7 @@ async fn the_migration_makes_every_existing_script_its_version_one() {
         .unwrap();
 
     db.try_execute(UP).await.unwrap();
+    db.try_execute(FILES_UP).await.unwrap();
     let script = store.get(old).await.unwrap().unwrap();
     assert_eq!(script.current_version, 1);
     let version = store.get_version(old, 1).await.unwrap().unwrap();
