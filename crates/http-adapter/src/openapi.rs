@@ -5,7 +5,7 @@ pub mod responses;
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{admin, chat, scripts, sessions, system, versions, ws};
+use crate::routes::{admin, chat, projects, scripts, sessions, system, versions, ws};
 use serde_json::Value;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -51,6 +51,20 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         scripts::list_scripts,
         scripts::import_script,
         scripts::validate_script,
+        projects::list_projects,
+        projects::create_project,
+        projects::get_project,
+        projects::update_project,
+        projects::deprecate_project,
+        projects::restore_project,
+        projects::copy_project,
+        projects::list_files,
+        projects::create_file,
+        projects::get_file,
+        projects::put_file,
+        projects::delete_file,
+        projects::list_template_schemes,
+        projects::create_template_scheme,
         versions::get_draft,
         versions::put_draft,
         versions::publish,
@@ -104,6 +118,24 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         dto::ReadyBody,
         scripts::InvalidBody,
         scripts::ValidationFailure,
+        projects::FileTypeName,
+        projects::ProjectStatusName,
+        projects::ProjectBody,
+        projects::ProjectListBody,
+        projects::FileSummaryBody,
+        projects::FileBody,
+        projects::DraftSummaryBody,
+        projects::ProjectDetailsBody,
+        projects::FileListBody,
+        projects::FileWrittenBody,
+        projects::TemplateSchemesBody,
+        projects::CreateProjectRequest,
+        projects::UpdateProjectRequest,
+        projects::CopyProjectRequest,
+        projects::CreateFileRequest,
+        projects::UpdateFileRequest,
+        projects::CreateSchemeRequest,
+        versions::VersionFileBody,
         versions::DraftBody,
         versions::VersionBody,
         versions::VersionListBody,
@@ -139,6 +171,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         (name = "sessions", description = "Conversation sessions"),
         (name = "chat", description = "Chat, streaming (SSE) and WebSocket"),
         (name = "scripts", description = "Script catalog"),
+        (name = "projects", description = "Projects: metadata, lifecycle, copies, the files versioned with the session script (techniques, templates, tests) and template schemes"),
         (name = "versions", description = "Script editor: the draft, immutable versions, publish, rollback and restore of a project (a script)"),
         (name = "admin", description = "Audit log and privacy operations (admin role)"),
     )

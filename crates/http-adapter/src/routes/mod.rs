@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod projects;
 pub mod scripts;
 pub mod sessions;
 pub mod system;
@@ -82,6 +83,44 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         .service(
             web::resource("/api/scripts/{id}/validate")
                 .route(web::post().to(scripts::validate_script)),
+        )
+        .service(
+            web::resource("/api/projects")
+                .route(web::get().to(projects::list_projects))
+                .route(web::post().to(projects::create_project)),
+        )
+        .service(
+            web::resource("/api/projects/{id}")
+                .route(web::get().to(projects::get_project))
+                .route(web::put().to(projects::update_project)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/deprecate")
+                .route(web::post().to(projects::deprecate_project)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/restore")
+                .route(web::post().to(projects::restore_project)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/copy").route(web::post().to(projects::copy_project)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/files")
+                .route(web::get().to(projects::list_files))
+                .route(web::post().to(projects::create_file)),
+        )
+        // A tail match: a file's path has slashes of its own.
+        .service(
+            web::resource("/api/projects/{id}/files/{path:.+}")
+                .route(web::get().to(projects::get_file))
+                .route(web::put().to(projects::put_file))
+                .route(web::delete().to(projects::delete_file)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/template-schemes")
+                .route(web::get().to(projects::list_template_schemes))
+                .route(web::post().to(projects::create_template_scheme)),
         )
         .service(
             web::resource("/api/projects/{id}/draft")

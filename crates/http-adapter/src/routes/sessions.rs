@@ -49,6 +49,7 @@ pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -
         ),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
+        (status = 409, description = "`CONFLICT`: the project is deprecated and starts no new sessions", body = ErrorBody),
         UserAccess, JsonBody, Protected
     )
 )]

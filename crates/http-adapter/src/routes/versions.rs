@@ -3,6 +3,7 @@
 //! current version new sessions start on, rollback and restore.
 
 use super::parse_id;
+use super::projects::FileTypeName;
 use crate::auth::CurrentActor;
 use crate::dto::{storable, LoadModeName, ScriptBody, WarningBody};
 use crate::error::{ApiError, ErrorBody};
@@ -65,10 +66,24 @@ pub struct VersionBody {
     /// The YAML source (absent in the version list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The project files published with it, with their content (absent in
+    /// the version list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<VersionFileBody>>,
+}
+
+/// A file of a published version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionFileBody {
+    pub path: String,
+    #[schema(value_type = FileTypeName)]
+    pub file_type: String,
+    pub content: String,
 }
 
 impl VersionBody {
-    fn new(version: &ScriptVersion, with_content: bool) -> Self {
+    pub(crate) fn new(version: &ScriptVersion, with_content: bool) -> Self {
         Self {
             project_id: version.script_id.as_uuid(),
             version_number: version.number,
@@ -78,6 +93,17 @@ impl VersionBody {
             published_at: version.created_at,
             warnings: version.warnings.iter().map(WarningBody::from).collect(),
             content: with_content.then(|| version.content.clone()),
+            files: with_content.then(|| {
+                version
+                    .files
+                    .iter()
+                    .map(|f| VersionFileBody {
+                        path: f.path.clone(),
+                        file_type: f.file_type.as_str().to_owned(),
+                        content: f.content.clone(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -154,7 +180,7 @@ pub struct IfMatchHeader {
     pub if_match: Option<String>,
 }
 
-fn project_id(raw: &str) -> Result<ScriptId, ApiError> {
+pub(crate) fn project_id(raw: &str) -> Result<ScriptId, ApiError> {
     parse_id("id", raw)
 }
 
@@ -163,7 +189,7 @@ fn version_number(raw: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::invalid_request("path parameter `number` must be a version number"))
 }
 
-fn etag(revision: u64) -> (header::HeaderName, String) {
+pub(crate) fn etag(revision: u64) -> (header::HeaderName, String) {
     (header::ETAG, format!("\"{revision}\""))
 }
 
@@ -175,7 +201,7 @@ fn draft_response(draft: &WorkingDraft) -> HttpResponse {
 
 /// The revision a save is based on: the body's, the `If-Match` header's, or
 /// both when they agree.
-fn base_revision(request: &HttpRequest, body: Option<u64>) -> Result<u64, ApiError> {
+pub(crate) fn base_revision(request: &HttpRequest, body: Option<u64>) -> Result<u64, ApiError> {
     let header = match request.headers().get(header::IF_MATCH) {
         None => None,
         Some(value) => Some(
@@ -459,13 +485,16 @@ pub struct DiffBody {
     pub from: String,
     /// `version M` or `draft`: the `+++` side.
     pub to: String,
-    /// The unified diff of the YAML, three lines of context; empty when
-    /// both sides are equal.
+    /// The unified diff of the YAML, three lines of context, then one
+    /// section per changed file (headers `version N/<path>`, `draft/<path>`,
+    /// `/dev/null` for a missing side); empty when both sides are equal.
     pub unified: String,
     /// Lines only in `to`.
     pub additions: usize,
     /// Lines only in `from`.
     pub deletions: usize,
+    /// Paths of the files added, removed or changed.
+    pub changed_files: Vec<String>,
 }
 
 impl From<VersionDiff> for DiffBody {
@@ -476,6 +505,7 @@ impl From<VersionDiff> for DiffBody {
             unified: diff.unified,
             additions: diff.additions,
             deletions: diff.deletions,
+            changed_files: diff.changed_files,
         }
     }
 }
