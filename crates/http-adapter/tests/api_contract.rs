@@ -41,6 +41,7 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", ID)
         .replace("{userId}", "user-1")
         .replace("{number}", "1")
+        .replace("{path}", "techniques/a.yaml")
 }
 
 /// Asserts `operation` declares `status` with the common error body.
@@ -499,6 +500,27 @@ fn valid_bodies() -> Vec<(&'static str, Value)> {
         (
             "/api/projects/{id}/current-version",
             json!({"versionNumber": 1}),
+        ),
+        (
+            "/api/projects",
+            json!({"name": "n", "description": "d", "tags": ["t"], "content": "x: ["}),
+        ),
+        (
+            "/api/projects/{id}",
+            json!({"name": "n", "description": "d", "tags": ["t"]}),
+        ),
+        ("/api/projects/{id}/copy", json!({"name": "n"})),
+        (
+            "/api/projects/{id}/files",
+            json!({"path": "techniques/a.yaml", "fileType": "technique", "content": "x", "revision": 0}),
+        ),
+        (
+            "/api/projects/{id}/files/{path}",
+            json!({"fileType": "technique", "content": "x", "revision": 0}),
+        ),
+        (
+            "/api/projects/{id}/template-schemes",
+            json!({"name": "warm", "copyFrom": "default"}),
         ),
     ]
 }

@@ -48,6 +48,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/projects/{id}/versions/{number}/diff"),
     ("post", "/api/projects/{id}/rollback"),
     ("put", "/api/projects/{id}/current-version"),
+    ("get", "/api/projects"),
+    ("post", "/api/projects"),
+    ("get", "/api/projects/{id}"),
+    ("put", "/api/projects/{id}"),
+    ("post", "/api/projects/{id}/deprecate"),
+    ("post", "/api/projects/{id}/restore"),
+    ("post", "/api/projects/{id}/copy"),
+    ("get", "/api/projects/{id}/files"),
+    ("post", "/api/projects/{id}/files"),
+    ("get", "/api/projects/{id}/files/{path}"),
+    ("put", "/api/projects/{id}/files/{path}"),
+    ("delete", "/api/projects/{id}/files/{path}"),
+    ("get", "/api/projects/{id}/template-schemes"),
+    ("post", "/api/projects/{id}/template-schemes"),
 ];
 
 #[actix_web::test]
@@ -102,7 +116,8 @@ async fn openapi_lists_every_route_and_each_is_served() {
         let uri = path
             .replace("{id}", "00000000-0000-4000-8000-0000000000ff")
             .replace("{userId}", "someone")
-            .replace("{number}", "1");
+            .replace("{number}", "1")
+            .replace("{path}", "techniques/a.yaml");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let reply = call(
             &app,
