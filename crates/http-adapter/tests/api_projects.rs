@@ -392,6 +392,15 @@ async fn a_session_runs_its_versions_technique_and_templates_to_its_end() {
         },
     );
     let app = h.service().await;
+    // A technique script of the same id: the version's own file wins.
+    let global = post(
+        &app,
+        "/api/scripts",
+        json!({"scriptName": "global probe", "scriptType": "technique",
+               "scriptContent": technique("global"), "author": "tests"}),
+    )
+    .await;
+    assert_eq!(global.status, 200, "{}", global.text);
     let id = create_project(&app, json!({"name": "pinned", "content": SESSION})).await;
     let files = format!("/api/projects/{id}/files");
     for (revision, path, file_type, content) in [
