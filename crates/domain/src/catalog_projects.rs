@@ -43,7 +43,9 @@ pub const SAMPLE_SESSION: &str = r#"session:
 pub struct NewProject {
     /// Unique among scripts.
     pub name: String,
+    /// Free text, searched by the project list.
     pub description: String,
+    /// Labels the project list filters by.
     pub tags: Vec<String>,
     /// The session script; [`SAMPLE_SESSION`] when `None`.
     pub content: Option<String>,
@@ -54,7 +56,9 @@ pub struct NewProject {
 pub struct ProjectUpdate {
     /// Must stay unique among scripts.
     pub name: Option<String>,
+    /// The new description.
     pub description: Option<String>,
+    /// The new tags, replacing all the old ones.
     pub tags: Option<Vec<String>>,
 }
 
@@ -63,9 +67,13 @@ pub struct ProjectUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectDetails {
+    /// The metadata, state and file count.
     pub project: ProjectSummary,
+    /// The draft of the session script.
     pub draft: WorkingDraft,
+    /// The draft's files, in path order.
     pub files: Vec<DraftFile>,
+    /// Every version, newest first.
     pub versions: Vec<ScriptVersion>,
 }
 

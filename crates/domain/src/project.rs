@@ -54,7 +54,9 @@ impl FileType {
 pub struct ProjectFile {
     /// Relative path, unique in the project (see [`check_file_path`]).
     pub path: String,
+    /// What the file is; decides where its path may point.
     pub file_type: FileType,
+    /// The file's text, as written.
     pub content: String,
 }
 
@@ -62,8 +64,10 @@ pub struct ProjectFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DraftFile {
+    /// The file itself.
     #[serde(flatten)]
     pub file: ProjectFile,
+    /// When it was written last.
     pub updated_at: DateTime<Utc>,
     /// Subject of the editor who wrote it last.
     pub updated_by: String,
@@ -236,9 +240,13 @@ pub fn template_scheme(path: &str) -> Option<&str> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionBundle {
+    /// The version's session (or technique) script.
     pub document: ScriptDocument,
+    /// The version's technique files, by technique id.
     #[serde(default)]
     pub techniques: BTreeMap<String, TechniqueScript>,
+    /// The version's template files, by the engine's relative template
+    /// path (`default/ai_ask_v1.md`, `custom/<scheme>/ai_ask_v1.md`).
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
 }
@@ -305,7 +313,9 @@ impl VersionBundle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProjectStatus {
+    /// Starts new sessions.
     Active,
+    /// Starts no new sessions; running ones go on.
     Deprecated,
 }
 
@@ -314,9 +324,11 @@ pub enum ProjectStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectSummary {
+    /// The session script at its current version.
     pub script: Script,
     /// `None` while the project is active.
     pub deprecated_at: Option<DateTime<Utc>>,
+    /// How many files the draft holds.
     pub file_count: usize,
 }
 
@@ -341,11 +353,15 @@ pub struct ProjectFilter {
     pub status: Option<ProjectStatus>,
     /// Case-insensitive substring of the name or the description.
     pub search: Option<String>,
+    /// Projects of exactly this author.
     pub author: Option<String>,
     /// Projects carrying this tag.
     pub tag: Option<String>,
+    /// With no `status`, list deprecated projects too.
     pub include_deprecated: bool,
+    /// Page size.
     pub limit: usize,
+    /// Matches skipped before the page.
     pub offset: usize,
 }
 
