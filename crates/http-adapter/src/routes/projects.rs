@@ -16,7 +16,10 @@ use heartrule_domain::{
     DraftFile, FileType, FileWrite, NewProject, ProjectFile, ProjectFilter, ProjectStatus,
     ProjectSummary, ProjectUpdate,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -259,7 +262,7 @@ pub struct CreateProjectRequest {
 pub struct UpdateProjectRequest {
     /// Must stay unique among scripts.
     #[serde(default, deserialize_with = "storable::optional_text")]
-    #[schema(schema_with = storable::optional_text_schema)]
+    #[schema(schema_with = optional_name_schema)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "storable::optional_text")]
     #[schema(schema_with = storable::optional_text_schema)]
@@ -336,9 +339,16 @@ pub struct ListProjectsQuery {
     /// unless `includeDeprecated`).
     pub status: Option<ProjectStatusName>,
     /// Case-insensitive substring of the name or description.
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[param(pattern = "^[^\\u0000]*$")]
     pub search: Option<String>,
+    /// Projects of exactly this author.
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[param(pattern = "^[^\\u0000]*$")]
     pub author: Option<String>,
     /// Projects carrying this tag.
+    #[serde(default, deserialize_with = "storable::optional_text")]
+    #[param(pattern = "^[^\\u0000]*$")]
     pub tag: Option<String>,
     /// List deprecated projects too (default false).
     pub include_deprecated: Option<bool>,
@@ -346,7 +356,7 @@ pub struct ListProjectsQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Matches to skip.
-    #[param(maximum = 4294967295_u32, format = Int64)]
+    #[param(minimum = 0, maximum = 4294967295_u32, format = Int64)]
     pub offset: Option<u32>,
 }
 
@@ -358,6 +368,25 @@ pub struct FileIfMatchHeader {
     /// (`"3"`); instead of, or equal to, the body's `revision`.
     #[param(rename = "If-Match", pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#)]
     pub if_match: Option<String>,
+}
+
+/// A request body read as a JSON object: serde alone would also build a
+/// struct from an array of its fields, which the document does not allow.
+fn object_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    let invalid = || ApiError::invalid_request("Request body is not valid for this endpoint");
+    if !body.is_object() {
+        return Err(invalid().with_details("the body must be a JSON object"));
+    }
+    serde_json::from_value(body).map_err(|e| invalid().with_details(e.to_string()))
+}
+
+/// A new name: at least one character without NUL, or `null` to keep it.
+fn optional_name_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(storable::STORABLE_TEXT))
+        .min_length(Some(1))
+        .into()
 }
 
 fn not_empty(value: &str, field: &str) -> Result<(), ApiError> {
@@ -432,9 +461,9 @@ pub async fn list_projects(
 pub async fn create_project(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
-    body: web::Json<CreateProjectRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body: CreateProjectRequest = object_body(body.into_inner())?;
     not_empty(&body.name, "name")?;
     let stored = state
         .scripts
@@ -516,10 +545,10 @@ pub async fn update_project(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
-    body: web::Json<UpdateProjectRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = project_id(&id)?;
-    let body = body.into_inner();
+    let body: UpdateProjectRequest = object_body(body.into_inner())?;
     if let Some(name) = &body.name {
         not_empty(name, "name")?;
     }
@@ -610,10 +639,10 @@ pub async fn copy_project(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
-    body: web::Json<CopyProjectRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = project_id(&id)?;
-    let body = body.into_inner();
+    let body: CopyProjectRequest = object_body(body.into_inner())?;
     not_empty(&body.name, "name")?;
     let stored = state.scripts.copy_project(&actor, id, body.name).await?;
     created(&state, &actor, stored).await
@@ -683,10 +712,10 @@ pub async fn create_file(
     CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     id: web::Path<String>,
-    body: web::Json<CreateFileRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = project_id(&id)?;
-    let body = body.into_inner();
+    let body: CreateFileRequest = object_body(body.into_inner())?;
     let revision = base_revision(&request, body.revision)?;
     let write = FileWrite::Create(ProjectFile {
         path: body.path,
@@ -757,11 +786,11 @@ pub async fn put_file(
     CurrentActor(actor): CurrentActor,
     request: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Json<UpdateFileRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, path) = path.into_inner();
     let id = project_id(&id)?;
-    let body = body.into_inner();
+    let body: UpdateFileRequest = object_body(body.into_inner())?;
     let revision = base_revision(&request, body.revision)?;
     let file_type = match body.file_type {
         Some(name) => name.into(),
@@ -866,10 +895,10 @@ pub async fn create_template_scheme(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
-    body: web::Json<CreateSchemeRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = project_id(&id)?;
-    let body = body.into_inner();
+    let body: CreateSchemeRequest = object_body(body.into_inner())?;
     let done = state
         .scripts
         .create_template_scheme(&actor, id, &body.name, body.copy_from)
