@@ -452,7 +452,15 @@ pub async fn list_projects(
     tag = "projects",
     request_body = CreateProjectRequest,
     responses(
-        (status = 201, description = "The project", body = ProjectBody),
+        (status = 201, description = "The project", body = ProjectBody,
+            links(
+                ("GetProject" = (operation_id = "get_project", parameters(("id" = "$response.body#/id")))),
+                ("ListFiles" = (operation_id = "list_files", parameters(("id" = "$response.body#/id")))),
+                ("SetCurrentVersion" = (operation_id = "set_current_version", parameters(("id" = "$response.body#/id")), request_body = json!({"versionNumber": "$response.body#/currentVersion"}))),
+                ("Rollback" = (operation_id = "rollback", parameters(("id" = "$response.body#/id")), request_body = json!({"targetVersion": "$response.body#/currentVersion"}))),
+                ("CreateSession" = (operation_id = "create_session", request_body = json!({"scriptId": "$response.body#/id"})))
+            )
+        ),
         (status = 400, description = "`SCRIPT_PARSE_ERROR` / `SCRIPT_VALIDATION_ERROR` (with `errors[]`) or an invalid request", body = ErrorBody),
         (status = 409, description = "`CONFLICT`: the name is taken", body = ErrorBody),
         ScriptManager, JsonBody, Protected
