@@ -7,6 +7,7 @@ use crate::ids::{ScriptId, SessionId};
 use crate::llm::LlmError;
 use crate::ports::RepositoryError;
 use crate::quota::{QuotaExceeded, QuotaLimit};
+use crate::script_tests::ScriptTestReport;
 use crate::session::Position;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,10 @@ pub enum ErrorCode {
     /// Addition to the original codes: the project has no file at the
     /// requested path.
     FileNotFound,
+    /// Addition to the original codes: publishing needs the project's
+    /// conversation tests to pass (`scripts.require_tests_to_publish`) and
+    /// they did not, or there are none; the report says which case failed.
+    TestsFailed,
 }
 
 impl ErrorCode {
@@ -72,6 +77,7 @@ impl ErrorCode {
             Self::VersionNotFound => "VERSION_NOT_FOUND",
             Self::DraftInvalid => "DRAFT_INVALID",
             Self::FileNotFound => "FILE_NOT_FOUND",
+            Self::TestsFailed => "TESTS_FAILED",
         }
     }
 }
@@ -181,6 +187,10 @@ pub enum ErrorKind {
     /// The project's draft has no file at this path.
     #[error("project {script_id} has no file `{path}`")]
     FileNotFound { script_id: ScriptId, path: String },
+    /// Publishing needs passing conversation tests and the draft's failed
+    /// (or it has none).
+    #[error("the draft's conversation tests did not pass: {}", .0.summary())]
+    TestsFailed(Box<ScriptTestReport>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -243,6 +253,7 @@ impl DomainError {
             ErrorKind::VersionNotFound { .. } => ErrorCode::VersionNotFound,
             ErrorKind::DraftInvalid(_) => ErrorCode::DraftInvalid,
             ErrorKind::FileNotFound { .. } => ErrorCode::FileNotFound,
+            ErrorKind::TestsFailed(_) => ErrorCode::TestsFailed,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -255,7 +266,8 @@ impl DomainError {
             | ErrorCode::Conflict
             | ErrorCode::VersionNotFound
             | ErrorCode::DraftInvalid
-            | ErrorCode::FileNotFound => ErrorType::Configuration,
+            | ErrorCode::FileNotFound
+            | ErrorCode::TestsFailed => ErrorType::Configuration,
             ErrorCode::ScriptParseError => ErrorType::Syntax,
             ErrorCode::SessionNotFound | ErrorCode::TurnInProgress | ErrorCode::QuotaExceeded => {
                 ErrorType::Session
@@ -290,6 +302,9 @@ impl DomainError {
             ErrorCode::VersionNotFound => "Script version not found",
             ErrorCode::DraftInvalid => "The draft cannot be published: it failed validation",
             ErrorCode::FileNotFound => "Project file not found",
+            ErrorCode::TestsFailed => {
+                "The draft cannot be published: its conversation tests did not pass"
+            }
         }
     }
 
@@ -370,6 +385,11 @@ impl DomainError {
                 Some("List the project's files"),
                 "Use a path from GET /api/projects/{id}/files",
             ),
+            ErrorCode::TestsFailed => Recovery::new(
+                false,
+                Some("Run the project's tests and fix what fails"),
+                "POST /api/projects/{id}/test shows each failing case; fix the draft or the tests, then publish",
+            ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,
                 Some("Restart debugging or check action configuration"),
@@ -444,6 +464,11 @@ mod tests {
             err.public_message(),
             "The draft cannot be published: it failed validation"
         );
+        let err = DomainError::new(ErrorKind::TestsFailed(Box::default()));
+        assert_eq!(err.code().as_str(), "TESTS_FAILED");
+        assert_eq!(err.error_type(), ErrorType::Configuration);
+        assert!(!err.recovery().can_retry);
+        assert!(err.to_string().contains("0 passed, 0 failed"));
 
         let err = DomainError::from(RepositoryError::LeaseLost("taken over".into()));
         assert_eq!(err.code(), ErrorCode::Conflict);

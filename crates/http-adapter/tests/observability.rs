@@ -62,6 +62,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/projects/{id}/files/{path}"),
     ("get", "/api/projects/{id}/template-schemes"),
     ("post", "/api/projects/{id}/template-schemes"),
+    ("post", "/api/projects/{id}/test"),
 ];
 
 #[actix_web::test]

@@ -38,7 +38,22 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/projects/{id}/versions/{number}/restore"),
     ("get", "/api/projects/{id}/versions/{number}/diff"),
     ("post", "/api/projects/{id}/rollback"),
+    ("post", "/api/projects/{id}/test"),
     ("put", "/api/projects/{id}/current-version"),
+    ("get", "/api/projects"),
+    ("post", "/api/projects"),
+    ("get", "/api/projects/{id}"),
+    ("put", "/api/projects/{id}"),
+    ("post", "/api/projects/{id}/deprecate"),
+    ("post", "/api/projects/{id}/restore"),
+    ("post", "/api/projects/{id}/copy"),
+    ("get", "/api/projects/{id}/files"),
+    ("post", "/api/projects/{id}/files"),
+    ("get", "/api/projects/{id}/files/{path}"),
+    ("put", "/api/projects/{id}/files/{path}"),
+    ("delete", "/api/projects/{id}/files/{path}"),
+    ("get", "/api/projects/{id}/template-schemes"),
+    ("post", "/api/projects/{id}/template-schemes"),
 ];
 
 #[actix_web::test]
