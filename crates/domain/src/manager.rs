@@ -1161,13 +1161,19 @@ impl<P: Ports> SessionManager<P> {
             )))
             .with_script(script_id, Some(project.script.name)));
         }
-        if let Some(bundle) = a
-            .script_cache
-            .get(script_id, &project.script.content_hash)
-            .await
-        {
-            let name = Some(project.script.name);
-            return Ok((bundle, name, project.script.content_hash));
+        // A version with files is read from the versions, so the cache is
+        // asked first; a plain one is the script row just read.
+        let has_files =
+            project.script.content_hash != crate::catalog::content_hash(&project.script.content);
+        if has_files {
+            if let Some(bundle) = a
+                .script_cache
+                .get(script_id, &project.script.content_hash)
+                .await
+            {
+                let name = Some(project.script.name);
+                return Ok((bundle, name, project.script.content_hash));
+            }
         }
         self.current_bundle(project.script, true).await
     }
