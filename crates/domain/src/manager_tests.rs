@@ -2074,3 +2074,88 @@ async fn a_session_whose_version_is_gone_continues_on_the_current_one() {
     let m = manager(scripts, sessions, engine);
     m.process_input(input(session.id, "好")).await.unwrap();
 }
+
+/// `script` as a project: deprecated at `deprecated_at`, its current
+/// version (hash `hash`) carrying `files`.
+fn project_with_files(
+    script: &Script,
+    hash: &str,
+    files: Vec<crate::project::ProjectFile>,
+    deprecated_at: Option<DateTime<Utc>>,
+) -> MockScriptRepository {
+    let mut current = script.clone();
+    current.content_hash = hash.to_owned();
+    let version = ScriptVersion {
+        files,
+        ..ScriptVersion::first_of(&current)
+    };
+    let project = crate::project::ProjectSummary {
+        script: current,
+        deprecated_at,
+        file_count: version.files.len(),
+    };
+    let mut scripts = MockScriptRepository::new();
+    scripts
+        .expect_get_project()
+        .returning(move |_| Ok(Some(project.clone())));
+    scripts
+        .expect_get_version()
+        .returning(move |_, n| Ok((n == version.number).then(|| version.clone())));
+    scripts
+}
+
+#[tokio::test]
+async fn a_new_session_runs_with_the_current_versions_template_files() {
+    let script = script();
+    let template = crate::project::ProjectFile {
+        path: "_system/config/custom/warm/ai_say_v1.md".into(),
+        file_type: crate::project::FileType::Template,
+        content: "WARM".into(),
+    };
+    let scripts = project_with_files(&script, "with-files", vec![template], None);
+    let mut engine = MockScriptEngine::new();
+    engine
+        .expect_run_turn()
+        .times(1)
+        .withf(|r| {
+            r.templates
+                .get("custom/warm/ai_say_v1.md")
+                .map(String::as_str)
+                == Some("WARM")
+                && r.templates.len() == 1
+        })
+        .returning(|r| Ok(outcome_from(&r, ExecutionStatus::WaitingInput)));
+    let mut sessions = MockSessionRepository::new();
+    sessions
+        .expect_create()
+        .times(1)
+        .withf(|record| record.session.script_hash == "with-files")
+        .returning(|_| Ok(()));
+    let m = manager(scripts, sessions, engine);
+    m.create_session(CreateSession {
+        user_id: "u1".into(),
+        script_id: script.id,
+        initial_variables: serde_json::Map::new(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_deprecated_project_starts_no_session() {
+    let script = script();
+    let scripts = project_with_files(&script, "h", vec![], Some(FixedClock.now()));
+    let mut sessions = MockSessionRepository::new();
+    sessions.expect_create().times(0);
+    let m = manager(scripts, sessions, engine_never_runs());
+    let error = m
+        .create_session(CreateSession {
+            user_id: "u1".into(),
+            script_id: script.id,
+            initial_variables: serde_json::Map::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Conflict);
+    assert!(error.to_string().contains("deprecated"), "{error}");
+}
