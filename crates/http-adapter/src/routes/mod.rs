@@ -17,6 +17,18 @@ use std::str::FromStr;
 use std::sync::Arc;
 use tracing::Instrument;
 
+/// A request body read as a JSON object: serde alone would also build a
+/// struct from an array of its fields, which the document does not allow.
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
+    body: serde_json::Value,
+) -> Result<T, ApiError> {
+    let invalid = || ApiError::invalid_request("Request body is not valid for this endpoint");
+    if !body.is_object() {
+        return Err(invalid().with_details("the body must be a JSON object"));
+    }
+    serde_json::from_value(body).map_err(|e| invalid().with_details(e.to_string()))
+}
+
 /// Parses a UUID path parameter, naming it in the error.
 pub(crate) fn parse_id<T: FromStr>(parameter: &str, raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_uuid(parameter))

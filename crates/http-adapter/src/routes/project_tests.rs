@@ -2,7 +2,7 @@
 //! runs them before publishing; a publish that requires them answers
 //! `TESTS_FAILED` with the same report.
 
-use super::parse_id;
+use super::{object_body, parse_id};
 use crate::auth::CurrentActor;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::responses::{JsonBody, Protected, ScriptManager};
@@ -161,11 +161,11 @@ pub async fn run_tests(
     state: web::Data<AppState>,
     CurrentActor(actor): CurrentActor,
     id: web::Path<String>,
-    body: web::Json<RunTestsRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ScriptId = parse_id("id", &id)?;
+    let body: RunTestsRequest = object_body(body.into_inner())?;
     let extra = body
-        .into_inner()
         .tests
         .into_iter()
         .map(|t| ScriptTestFile {

@@ -4,6 +4,7 @@
 //! (techniques, prompt templates, conversation tests) and its template
 //! schemes. Files are versioned with the project: publishing freezes them.
 
+use super::object_body;
 use super::versions::{base_revision, etag, project_id, VersionBody};
 use crate::auth::CurrentActor;
 use crate::dto::{storable, WarningBody};
@@ -16,7 +17,6 @@ use heartrule_domain::{
     DraftFile, FileType, FileWrite, NewProject, ProjectFile, ProjectFilter, ProjectStatus,
     ProjectSummary, ProjectUpdate,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
@@ -368,16 +368,6 @@ pub struct FileIfMatchHeader {
     /// (`"3"`); instead of, or equal to, the body's `revision`.
     #[param(rename = "If-Match", pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#)]
     pub if_match: Option<String>,
-}
-
-/// A request body read as a JSON object: serde alone would also build a
-/// struct from an array of its fields, which the document does not allow.
-fn object_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    let invalid = || ApiError::invalid_request("Request body is not valid for this endpoint");
-    if !body.is_object() {
-        return Err(invalid().with_details("the body must be a JSON object"));
-    }
-    serde_json::from_value(body).map_err(|e| invalid().with_details(e.to_string()))
 }
 
 /// A new name: at least one character without NUL, or `null` to keep it.
