@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use heartrule_domain::quota::hour_start;
 use heartrule_domain::{
     Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DailyUsage, DeliveryAttempt,
-    ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
-    MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
+    ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, LlmExchange, Message,
+    MessageHistory, MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
     ScriptRepository, ScriptVersion, Session, SessionData, SessionId, SessionRepository,
     SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals,
     UsageWindows, UserData, UserDataStore, VariableSnapshot, WorkingDraft,
@@ -65,6 +65,9 @@ struct StoredSession {
     safety_deliveries: Vec<DeliveryAttempt>,
     /// Tokens by UTC hour; deleted with the session like `token_usage`.
     usage: BTreeMap<DateTime<Utc>, TurnUsage>,
+    /// The recorded LLM exchanges, in commit order (which is turn number,
+    /// then call index); deleted with the session like `llm_exchanges`.
+    exchanges: Vec<LlmExchange>,
 }
 
 impl StoredSession {
@@ -301,6 +304,12 @@ fn append_rows(
     stored
         .variables
         .extend(record.variables.iter().map(stored_snapshot));
+    stored
+        .exchanges
+        .extend(record.llm_exchanges.iter().map(|e| LlmExchange {
+            created_at: micros(e.created_at),
+            ..e.clone()
+        }));
     if let Some(idem) = &record.idempotency {
         stored.idempotency.insert(idem.key.clone(), idem.clone());
     }
@@ -560,6 +569,7 @@ impl SessionRepository for MemoryStore {
             failed_turns: Vec::new(),
             safety_deliveries: Vec::new(),
             usage: BTreeMap::new(),
+            exchanges: Vec::new(),
         };
         check_new_rows(&data.message_ids, &stored, first_turn)?;
         append_rows(&mut data.message_ids, &mut stored, first_turn);
@@ -773,6 +783,18 @@ impl MessageHistory for MemoryStore {
             .sessions
             .get(&session_id)
             .map(|s| s.variables.clone())
+            .unwrap_or_default())
+    }
+
+    async fn list_llm_exchanges(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<LlmExchange>, RepositoryError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&session_id)
+            .map(|s| s.exchanges.clone())
             .unwrap_or_default())
     }
 }

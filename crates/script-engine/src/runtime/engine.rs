@@ -103,6 +103,7 @@ impl ScriptEngine for HeartRuleEngine {
             intent,
             llm_intents,
             llm_withheld,
+            recorded,
         } = request;
         let turn = Turn::new(
             Arc::clone(&self.llm),
@@ -118,6 +119,7 @@ impl ScriptEngine for HeartRuleEngine {
                 intent,
                 llm_intents,
                 llm_withheld,
+                recorded,
             },
         );
         turn.run(user_input).await
