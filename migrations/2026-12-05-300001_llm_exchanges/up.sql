@@ -25,3 +25,17 @@ CREATE TABLE llm_exchanges (
     PRIMARY KEY (session_id, turn_number, call_index),
     CONSTRAINT llm_exchanges_numbers_check CHECK (turn_number >= 1 AND call_index >= 0)
 );
+
+-- A replay reads another user's conversation, so it is audited: the audit
+-- log admits the action `session.replay` on a target of type `session`.
+-- compat: reviewed: the checks only widen; the previous version writes
+-- none of the new values and every value it writes is still admitted.
+ALTER TABLE audit_events
+    DROP CONSTRAINT audit_events_action_check,
+    ADD CONSTRAINT audit_events_action_check CHECK (action IN (
+        'script.create', 'script.import', 'script.update', 'script.delete',
+        'user.export', 'user.erase', 'session.replay'
+    )),
+    DROP CONSTRAINT audit_events_target_type_check,
+    ADD CONSTRAINT audit_events_target_type_check
+        CHECK (target_type IN ('script', 'user', 'session'));

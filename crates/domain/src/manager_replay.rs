@@ -3,11 +3,14 @@
 
 use super::{RunnableScript, SessionManager};
 use crate::actor::Actor;
+use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::engine::{EngineState, RecordedExchanges, ScriptEngine, TurnRequest};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{SessionId, TurnId};
 use crate::message::{HistoryEntry, Message, MessageRole, NewMessage};
-use crate::ports::{LlmExchange, MessageHistory, ScriptRepository, VariableSnapshot};
+use crate::ports::{
+    Clock, IdGenerator, LlmExchange, MessageHistory, ScriptRepository, VariableSnapshot,
+};
 use crate::ports_bundle::Ports;
 use crate::repair::RepairIntent;
 use crate::replay::{
@@ -17,7 +20,7 @@ use crate::script::{ActionType, SessionScript};
 use crate::session::{Position, Session};
 use crate::variables::{VariableScope, VariableStore, VariableValue};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -62,7 +65,31 @@ impl<P: Ports> SessionManager<P> {
             ))
             .with_session(id));
         }
-        self.replay(id, version).await
+        let report = self.replay(id, version).await?;
+        let a = &self.adapters;
+        let event = AuditEvent::new(
+            a.ids.audit_event_id(),
+            a.clock.now(),
+            actor,
+            AuditAction::SessionReplay,
+            id.to_string(),
+        )
+        .with_hashes(None, Some(report.target_hash.clone()))
+        .with_details(json!({
+            "scriptId": report.script_id,
+            "storedVersion": report.stored_version,
+            "targetVersion": report.target_version,
+            "diverged": report.diverged,
+            "turnsReplayed": report.turns_replayed,
+            "llmCallsMade": report.llm_calls_made,
+        }));
+        // Recorded before the conversation's content is handed out.
+        a.audit
+            .record(&event)
+            .await
+            .map_err(|e| DomainError::from(e).with_session(id))?;
+        event.log();
+        Ok(report)
     }
 
     /// Replays session `id` against version `version` of its script (by

@@ -5,7 +5,7 @@ pub mod responses;
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{admin, chat, scripts, sessions, system, versions, ws};
+use crate::routes::{admin, chat, replay, scripts, sessions, system, versions, ws};
 use serde_json::Value;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -42,6 +42,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         sessions::post_message,
         sessions::get_variables,
         sessions::release_session,
+        replay::replay_session,
         sessions::list_user_sessions,
         ws::session_socket,
         chat::chat,
@@ -113,6 +114,10 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         versions::RollbackRequest,
         versions::CurrentVersionRequest,
         versions::DiffBody,
+        replay::ReplayBody,
+        replay::DivergenceAspectName,
+        replay::DivergenceBody,
+        replay::VariableDifferenceBody,
         admin::AuditActionName,
         admin::AuditTargetTypeName,
         admin::AuditEventBody,

@@ -123,6 +123,7 @@ contract!(
     safety_deliveries_are_recorded_per_attempt_and_listed_in_order,
     token_usage_is_summed_per_session_user_day_and_hour,
     token_usage_totals_come_with_the_claim_only_when_asked,
+    llm_exchanges_are_written_with_their_turn_and_go_with_the_session,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -1010,6 +1011,59 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
     assert_eq!(bobs.sessions.len(), 1);
     assert_eq!(bobs.sessions[0].session, bob);
     assert_eq!(bobs.sessions[0].messages.len(), 3);
+}
+
+async fn llm_exchanges_are_written_with_their_turn_and_go_with_the_session<S: Store>(store: &S) {
+    let script = session_script("recorded");
+    store.insert(&script).await.unwrap();
+    let opening = with_exchanges(first_turn(new_session(script.id, "carol")), &["hi"], false);
+    store.create(&opening).await.unwrap();
+    let id = opening.session.id;
+    assert_eq!(
+        store.list_llm_exchanges(id).await.unwrap(),
+        opening.llm_exchanges,
+        "the opening turn's exchanges are stored with the session"
+    );
+
+    let turn = claim(store, id).await;
+    let next = with_exchanges(
+        next_turn(&turn.session, "words", &["ok"]),
+        &["a", "b"],
+        true,
+    );
+    store.commit_turn(&turn.lease, &next).await.unwrap();
+    let stored = store.list_llm_exchanges(id).await.unwrap();
+    let expected: Vec<_> = opening
+        .llm_exchanges
+        .iter()
+        .chain(&next.llm_exchanges)
+        .cloned()
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "by turn number and call index, every field kept"
+    );
+    assert_eq!(stored[0].prompt, None);
+    assert_eq!(stored[2].prompt.as_deref(), Some("prompt 2.1"));
+
+    // A commit whose lease is gone writes none of its exchanges.
+    let late = with_exchanges(next_turn(&next.session, "late", &["no"]), &["lost"], true);
+    assert!(matches!(
+        store.commit_turn(&turn.lease, &late).await,
+        Err(RepositoryError::LeaseLost(_))
+    ));
+    assert_eq!(store.list_llm_exchanges(id).await.unwrap().len(), 3);
+    assert!(store
+        .list_llm_exchanges(SessionId::new_random())
+        .await
+        .unwrap()
+        .is_empty());
+
+    store.erase_user("carol").await.unwrap();
+    assert!(
+        store.list_llm_exchanges(id).await.unwrap().is_empty(),
+        "erased with the session"
+    );
 }
 
 async fn erasing_a_user_without_data_removes_nothing<S: Store>(store: &S) {

@@ -73,6 +73,8 @@ pub enum AuditActionName {
     UserExport,
     #[serde(rename = "user.erase")]
     UserErase,
+    #[serde(rename = "session.replay")]
+    SessionReplay,
 }
 
 /// The audit target types (`?targetType=`).
@@ -81,6 +83,7 @@ pub enum AuditActionName {
 pub enum AuditTargetTypeName {
     Script,
     User,
+    Session,
 }
 
 /// One audit event.
@@ -93,9 +96,9 @@ pub struct AuditEventBody {
     pub actor_subject: String,
     pub actor_roles: Vec<String>,
     /// What: `script.create`, `script.import`, `script.update`,
-    /// `script.delete`, `user.export` or `user.erase`.
+    /// `script.delete`, `user.export`, `user.erase` or `session.replay`.
     pub action: String,
-    /// `script` or `user`.
+    /// `script`, `user` or `session`.
     pub target_type: String,
     pub target_id: String,
     /// Content hash of the target before and after the action, when known.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod replay;
 pub mod scripts;
 pub mod sessions;
 pub mod system;
@@ -58,6 +59,10 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         .service(
             web::resource("/api/sessions/{id}/release")
                 .route(web::post().to(sessions::release_session)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}/replay")
+                .route(web::post().to(replay::replay_session)),
         )
         .service(
             web::resource("/api/sessions/{id}/variables")
