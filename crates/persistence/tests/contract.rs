@@ -1047,7 +1047,8 @@ async fn llm_exchanges_are_written_with_their_turn_and_go_with_the_session<S: St
     assert_eq!(stored[2].prompt.as_deref(), Some("prompt 2.1"));
 
     // A commit whose lease is gone writes none of its exchanges.
-    let late = with_exchanges(next_turn(&next.session, "late", &["no"]), &["lost"], true);
+    // (the same turn again: its lease was released by the commit)
+    let late = with_exchanges(next_turn(&turn.session, "late", &["no"]), &["lost"], true);
     assert!(matches!(
         store.commit_turn(&turn.lease, &late).await,
         Err(RepositoryError::LeaseLost(_))
