@@ -337,7 +337,8 @@ mod tests {
         }
         assert!("script.rename".parse::<AuditAction>().is_err());
         assert_eq!("user".parse(), Ok(AuditTargetType::User));
-        assert!("session".parse::<AuditTargetType>().is_err());
+        assert_eq!("session".parse(), Ok(AuditTargetType::Session));
+        assert!("message".parse::<AuditTargetType>().is_err());
     }
 
     #[test]
