@@ -124,6 +124,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         admin::AuditEventsBody,
         admin::VariableSnapshotBody,
         admin::FailedTurnBody,
+        admin::LlmExchangeBody,
         admin::ExportedSessionBody,
         admin::UserExportBody,
         admin::ErasedCountsBody,

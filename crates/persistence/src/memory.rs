@@ -849,6 +849,7 @@ impl UserDataStore for MemoryStore {
                     messages: s.messages.clone(),
                     variable_history: s.variables.clone(),
                     failed_turns: s.failed_turns.clone(),
+                    llm_exchanges: s.exchanges.clone(),
                 })
                 .collect(),
         })

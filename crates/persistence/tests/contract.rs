@@ -936,6 +936,17 @@ async fn audit_events_are_kept_and_listed_newest_first_by_filter_and_page<S: Sto
 async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: Store>(store: &S) {
     let first = create_session(store, "alice").await;
     let first = commit_turn(store, &first, "my words").await;
+    let turn = claim(store, first.id).await;
+    let recorded = with_exchanges(
+        next_turn(&turn.session, "more", &["ok"]),
+        &["a", "b"],
+        false,
+    );
+    store.commit_turn(&turn.lease, &recorded).await.unwrap();
+    let first = SessionRepository::get(store, first.id)
+        .await
+        .unwrap()
+        .unwrap();
     // A turn with an Idempotency-Key, and a failed turn.
     let turn = claim(store, first.id).await;
     let keyed = with_idempotency(next_turn(&turn.session, "again", &["ok"]), "key-1");
@@ -966,12 +977,13 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
         data.messages,
         store.list_messages(first.id, 0, 100).await.unwrap()
     );
-    assert_eq!(data.messages.len(), 5);
+    assert_eq!(data.messages.len(), 7);
     assert_eq!(
         data.variable_history,
         store.list_variable_snapshots(first.id).await.unwrap()
     );
     assert_eq!(data.failed_turns, vec![failed.clone()]);
+    assert_eq!(data.llm_exchanges, recorded.llm_exchanges);
     assert_eq!(export.sessions[1].messages.len(), 1);
 
     let erased = store.erase_user("alice").await.unwrap();
@@ -982,8 +994,8 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
     assert_eq!(erased_ids, expected);
     let counts = &erased.counts;
     assert_eq!(counts.sessions, 2);
-    assert_eq!(counts.messages, 6);
-    assert_eq!(counts.variable_snapshots, 2);
+    assert_eq!(counts.messages, 8);
+    assert_eq!(counts.variable_snapshots, 3);
     assert_eq!(counts.idempotency_keys, 1);
     assert_eq!(counts.failed_turns, 1);
     assert_eq!(counts.cache_keys, 0);
@@ -1000,6 +1012,7 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
         assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
         assert!(store.list_messages(id, 0, 100).await.unwrap().is_empty());
         assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+        assert!(store.list_llm_exchanges(id).await.unwrap().is_empty());
         assert!(store.failed(id).await.is_empty());
         assert_eq!(
             store.claim_turn(&turn_claim(id, 20)).await.unwrap(),
