@@ -20,6 +20,7 @@ mod privacy;
 mod process;
 mod quotas;
 mod repair;
+mod replay;
 mod safety;
 mod secrets;
 mod streaming;
