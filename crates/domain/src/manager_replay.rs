@@ -510,3 +510,143 @@ fn differences(stored: &Values, replayed: &Values) -> Vec<VariableDifference> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MessageId, SessionId};
+    use serde_json::json;
+
+    fn message(turn: TurnId, seq: i64, role: MessageRole, content: &str) -> Message {
+        Message {
+            id: MessageId::new_random(),
+            session_id: SessionId::new_random(),
+            seq,
+            turn_id: turn,
+            role,
+            content: content.into(),
+            action_id: (role == MessageRole::Assistant).then(|| format!("a{seq}")),
+            action_type: None,
+            metadata: json!({}),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn stored_messages_group_into_engine_turns() {
+        let (t1, t2, release, t3) = (
+            TurnId::new_random(),
+            TurnId::new_random(),
+            TurnId::new_random(),
+            TurnId::new_random(),
+        );
+        let turns = stored_turns(vec![
+            message(t1, 1, MessageRole::Assistant, "hello"),
+            message(t1, 2, MessageRole::Assistant, "name?"),
+            message(t2, 3, MessageRole::User, "Ann"),
+            message(t2, 4, MessageRole::Assistant, "hi Ann"),
+            message(release, 5, MessageRole::System, "released"),
+            message(t3, 6, MessageRole::User, "ok"),
+        ]);
+        let shape: Vec<(Option<TurnId>, Option<&str>, usize)> = turns
+            .iter()
+            .map(|t| {
+                (
+                    t.turn_id,
+                    t.user.as_ref().map(|m| m.content.as_str()),
+                    t.replies.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (Some(t1), None, 2),
+                (Some(t2), Some("Ann"), 1),
+                (Some(t3), Some("ok"), 0),
+            ],
+            "the release from handoff ran no script"
+        );
+
+        // An opening turn that said nothing stored no message.
+        let turns = stored_turns(vec![message(t2, 1, MessageRole::User, "Ann")]);
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0].turn_id, None);
+        assert!(stored_turns(Vec::new()).len() == 1);
+    }
+
+    #[test]
+    fn differences_name_each_variable_set_differently_or_on_one_side() {
+        let key = |name: &str| (VariableScope::Session, None, name.to_owned());
+        let stored = Values::from([
+            (key("same"), json!(1)),
+            (key("changed"), json!("a")),
+            (key("gone"), json!(true)),
+        ]);
+        let replayed = Values::from([
+            (key("same"), json!(1)),
+            (key("changed"), json!("b")),
+            (key("new"), json!([1])),
+        ]);
+        let found: Vec<(String, Option<Value>, Option<Value>)> = differences(&stored, &replayed)
+            .into_iter()
+            .map(|d| (d.name, d.stored, d.replayed))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("changed".to_owned(), Some(json!("a")), Some(json!("b"))),
+                ("gone".to_owned(), Some(json!(true)), None),
+                ("new".to_owned(), None, Some(json!([1]))),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_initial_variables_seed_a_replay() {
+        let mut store = VariableStore::default();
+        let at = Utc::now();
+        for (name, source) in [("age", INITIAL_SOURCE), ("mood", "ask_mood")] {
+            let value = VariableValue::new(json!(name), source, VariableScope::Session, at);
+            store.set(name, VariableScope::Session, None, value);
+        }
+        let initial = initial_variables(&store);
+        assert!(initial.session.contains_key("age"));
+        assert!(!initial.session.contains_key("mood"));
+    }
+
+    #[test]
+    fn a_turn_records_its_calls_but_not_masked_responses_and_prompts_only_when_allowed() {
+        let call = |action: &str, masked: bool| crate::engine::LlmCallRecord {
+            action_id: action.into(),
+            purpose: "ai_say".into(),
+            prompt: format!("prompt of {action}"),
+            response: format!("reply of {action}"),
+            provider: "mock".into(),
+            model: "m".into(),
+            temperature: 0.7,
+            max_tokens: 100,
+            usage: crate::llm::TokenUsage::default(),
+            started_at: Utc::now(),
+            prompt_hash: format!("hash of {action}"),
+            reused: false,
+            response_masked: masked,
+        };
+        let calls = [call("a", false), call("secret", true), call("b", false)];
+        let turn = TurnId::new_random();
+        let without = super::super::recorded_exchanges(&calls, turn, 3, false);
+        let kept: Vec<(u32, &str, Option<&str>)> = without
+            .iter()
+            .map(|e| (e.call_index, e.action_id.as_str(), e.prompt.as_deref()))
+            .collect();
+        assert_eq!(kept, [(0, "a", None), (2, "b", None)]);
+        assert!(without
+            .iter()
+            .all(|e| e.turn_number == 3 && e.turn_id == turn));
+        assert_eq!(without[1].response, "reply of b");
+        assert_eq!(without[1].prompt_hash, "hash of b");
+        assert_eq!(without[0].created_at, calls[0].started_at);
+        let with = super::super::recorded_exchanges(&calls, turn, 3, true);
+        assert_eq!(with[0].prompt.as_deref(), Some("prompt of a"));
+    }
+}

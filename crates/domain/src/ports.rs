@@ -182,6 +182,7 @@ pub struct LlmExchange {
     pub turn_number: u64,
     /// The call's place among the turn's calls, from 0.
     pub call_index: u32,
+    /// The action that made the call.
     pub action_id: String,
     /// What the call asked for (`ai_say`, `extract`, `guard_retry`, …).
     pub purpose: String,

@@ -67,7 +67,9 @@ impl RecordedExchanges for RecordedResponses {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReport {
+    /// The session replayed.
     pub session_id: crate::ids::SessionId,
+    /// Its script.
     pub script_id: crate::ids::ScriptId,
     /// The version the session ran on (`None`: it started before versions
     /// were kept and no version has its content).
@@ -130,22 +132,26 @@ pub struct Divergence {
     /// What differs.
     pub aspects: Vec<DivergenceAspect>,
     /// The action of the first AI message that differs (the last one when
-    /// the messages agree), stored and replayed.
+    /// the messages agree) in the stored conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_action_id: Option<String>,
+    /// The same in the replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_action_id: Option<String>,
-    /// "phase/topic/action" reached, stored and replayed.
+    /// "phase/topic/action" the stored conversation reached: of the turn's
+    /// last AI message, and after the last turn the session's position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_topic_path: Option<String>,
+    /// The same in the replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_topic_path: Option<String>,
     /// The variables whose values differ after the turn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<VariableDifference>,
-    /// The text of the AI messages named by the action ids.
+    /// The text of the stored AI message named by `stored_action_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_ai_text: Option<String>,
+    /// The text of the replayed AI message named by `replayed_action_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_ai_text: Option<String>,
     /// Why the replayed turn failed.
@@ -157,14 +163,17 @@ pub struct Divergence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VariableDifference {
+    /// The variable's name.
     pub name: String,
+    /// The scope it was written in.
     pub scope: VariableScope,
     /// The phase or topic id of those scopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope_key: Option<String>,
-    /// `None`: not set on that side.
+    /// Its value in the stored conversation (`None`: not set there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Value>,
+    /// Its value in the replay (`None`: not set there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed: Option<Value>,
 }
