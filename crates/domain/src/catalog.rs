@@ -8,6 +8,7 @@ use crate::ids::ScriptId;
 use crate::ports::{Clock, IdGenerator, RepositoryError, ScriptFilter, ScriptRepository};
 use crate::ports_bundle::{Adapters, Ports};
 use crate::script::{Script, ScriptStatus, ScriptType, ScriptVersion, WorkingDraft};
+use crate::script_tests::{ScriptTestFile, ScriptTestReport, ScriptTester};
 use crate::usecases::ScriptLibrary;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -54,20 +55,43 @@ pub fn content_hash(content: &str) -> String {
 
 pub struct ScriptCatalog<P: Ports> {
     adapters: Adapters<P>,
+    testing: Option<ProjectTesting>,
 }
 
 impl<P: Ports> Clone for ScriptCatalog<P> {
     fn clone(&self) -> Self {
         Self {
             adapters: self.adapters.clone(),
+            testing: self.testing.clone(),
         }
     }
 }
 
 impl<P: Ports> ScriptCatalog<P> {
+    /// A catalog over `adapters` without a conversation-test runner: running
+    /// a project's tests is then refused (see [`Self::with_tester`]).
     #[must_use]
     pub fn new(adapters: Adapters<P>) -> Self {
-        Self { adapters }
+        Self {
+            adapters,
+            testing: None,
+        }
+    }
+
+    /// Runs projects' conversation tests with `tester`; when
+    /// `require_tests_to_publish`, a draft is published only after its tests
+    /// pass (`TESTS_FAILED` otherwise, also when it has none).
+    #[must_use]
+    pub fn with_tester(
+        mut self,
+        tester: std::sync::Arc<dyn ScriptTester>,
+        require_tests_to_publish: bool,
+    ) -> Self {
+        self.testing = Some(ProjectTesting {
+            tester,
+            require_tests_to_publish,
+        });
+        self
     }
 
     /// Parses, validates and stores a new script. A taken name is a conflict;
@@ -327,6 +351,10 @@ impl<P: Ports> ScriptCatalog<P> {
 
 #[path = "catalog_versions.rs"]
 mod versions;
+
+#[path = "catalog_testing.rs"]
+mod testing;
+use testing::ProjectTesting;
 pub use versions::{DiffTarget, PublishDraft, Published, VersionDiff};
 
 #[async_trait]
@@ -393,6 +421,15 @@ impl<P: Ports> ScriptLibrary for ScriptCatalog<P> {
         id: ScriptId,
     ) -> Result<Vec<ScriptVersion>, DomainError> {
         ScriptCatalog::versions(self, id).await
+    }
+
+    async fn run_tests(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        extra: Vec<ScriptTestFile>,
+    ) -> Result<ScriptTestReport, DomainError> {
+        ScriptCatalog::run_tests(self, actor, id, extra).await
     }
 
     async fn version(
@@ -730,6 +767,116 @@ mod tests {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// A script repository holding `script` with the draft `draft`, ready
+    /// for a publish (which is expected `publishes` times).
+    fn publishable(script: &Script, draft: &str, publishes: usize) -> MockScriptRepository {
+        let mut scripts = MockScriptRepository::new();
+        let (id, stored, draft) = (script.id, script.clone(), draft.to_owned());
+        scripts.expect_get_draft().returning(move |_| {
+            Ok(Some(WorkingDraft {
+                script_id: id,
+                content: draft.clone(),
+                revision: 3,
+                updated_at: None,
+                updated_by: None,
+            }))
+        });
+        scripts
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        scripts
+            .expect_latest_version_number()
+            .returning(|_| Ok(Some(1)));
+        scripts
+            .expect_publish()
+            .times(publishes)
+            .returning(|_, _| Ok(()));
+        scripts
+    }
+
+    fn tester_reporting(report: ScriptTestReport) -> Arc<dyn ScriptTester> {
+        let mut tester = crate::script_tests::MockScriptTester::new();
+        tester
+            .expect_run()
+            .withf(|subject, _| subject.script == "v2" && subject.name == "t")
+            .times(1)
+            .returning(move |_, _| report.clone());
+        Arc::new(tester)
+    }
+
+    fn publish_request() -> PublishDraft {
+        PublishDraft {
+            mode: LoadMode::Strict,
+            note: String::new(),
+            draft_revision: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_requires_tests_is_refused_when_they_fail_and_goes_on_when_they_pass() {
+        use crate::script_tests::{TestCaseReport, TestCoverage, TestFailure, TestFileReport};
+        let script = catalog_script_with("v1");
+        let file = |failures: Vec<TestFailure>| TestFileReport {
+            path: "tests/a.test.yaml".into(),
+            error: None,
+            cases: vec![TestCaseReport {
+                name: "greets".into(),
+                failures,
+                skipped_checks: 0,
+            }],
+            coverage: TestCoverage::default(),
+        };
+        let failing = ScriptTestReport::of(vec![file(vec![TestFailure {
+            step: "turn 1".into(),
+            message: "phase is p1, expected p2".into(),
+        }])]);
+        let (catalog, events) = catalog_with(publishable(&script, "v2", 0));
+        let catalog = catalog.with_tester(tester_reporting(failing), true);
+        let refused = catalog
+            .publish(&Actor::editor("ed"), script.id, publish_request())
+            .await
+            .unwrap_err();
+        let ErrorKind::TestsFailed(report) = &refused.kind else {
+            panic!("expected TESTS_FAILED, got {refused:?}");
+        };
+        assert_eq!(report.failed, 1);
+        assert!(
+            refused.to_string().contains("case \"greets\", turn 1"),
+            "{refused}"
+        );
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "a refused publish is not audited"
+        );
+
+        let passing = ScriptTestReport::of(vec![file(Vec::new())]);
+        let (catalog, _) = catalog_with(publishable(&script, "v2", 1));
+        let catalog = catalog.with_tester(tester_reporting(passing), true);
+        let published = catalog
+            .publish(&Actor::editor("ed"), script.id, publish_request())
+            .await
+            .unwrap();
+        assert_eq!(published.version.number, 2);
+    }
+
+    #[tokio::test]
+    async fn tests_run_on_request_only_for_script_managers_and_not_before_an_unrequired_publish() {
+        let script = catalog_script_with("v1");
+        let (catalog, _) = catalog_with(publishable(&script, "v2", 1));
+        let mut tester = crate::script_tests::MockScriptTester::new();
+        tester.expect_run().times(0);
+        let catalog = catalog.with_tester(Arc::new(tester), false);
+        catalog
+            .publish(&Actor::editor("ed"), script.id, publish_request())
+            .await
+            .unwrap();
+        let refused = catalog
+            .run_tests(&Actor::client("visitor"), script.id, Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), crate::error::ErrorCode::Forbidden);
     }
 
     #[test]

@@ -198,6 +198,9 @@ impl<P: Ports> ScriptCatalog<P> {
             )))
             .with_script(id, Some(script.name)));
         }
+        // No connection is held here: with a real provider the tests take
+        // as long as their LLM calls.
+        self.check_tests_before_publish(id, &draft.content).await?;
         let before_hash = script.content_hash.clone();
         let now = a.clock.now();
         let version = ScriptVersion {

@@ -7,6 +7,7 @@ use crate::ids::{ScriptId, SessionId};
 use crate::llm::LlmError;
 use crate::ports::RepositoryError;
 use crate::quota::{QuotaExceeded, QuotaLimit};
+use crate::script_tests::ScriptTestReport;
 use crate::session::Position;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,10 @@ pub enum ErrorCode {
     /// Addition to the original codes: the draft cannot be published; the
     /// validation issues say why.
     DraftInvalid,
+    /// Addition to the original codes: publishing needs the project's
+    /// conversation tests to pass (`scripts.require_tests_to_publish`) and
+    /// they did not, or there are none; the report says which case failed.
+    TestsFailed,
 }
 
 impl ErrorCode {
@@ -68,6 +73,7 @@ impl ErrorCode {
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
             Self::VersionNotFound => "VERSION_NOT_FOUND",
             Self::DraftInvalid => "DRAFT_INVALID",
+            Self::TestsFailed => "TESTS_FAILED",
         }
     }
 }
@@ -174,6 +180,10 @@ pub enum ErrorKind {
     /// Publishing refused the draft: it does not parse or validate.
     #[error("the draft failed validation with {} error(s)", .0.len())]
     DraftInvalid(Vec<ValidationIssue>),
+    /// Publishing needs passing conversation tests and the draft's failed
+    /// (or it has none).
+    #[error("the draft's conversation tests did not pass: {}", .0.summary())]
+    TestsFailed(Box<ScriptTestReport>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -235,6 +245,7 @@ impl DomainError {
             ErrorKind::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             ErrorKind::VersionNotFound { .. } => ErrorCode::VersionNotFound,
             ErrorKind::DraftInvalid(_) => ErrorCode::DraftInvalid,
+            ErrorKind::TestsFailed(_) => ErrorCode::TestsFailed,
             ErrorKind::Internal(_) => ErrorCode::InternalServerError,
         }
     }
@@ -246,7 +257,8 @@ impl DomainError {
             | ErrorCode::ScriptValidationError
             | ErrorCode::Conflict
             | ErrorCode::VersionNotFound
-            | ErrorCode::DraftInvalid => ErrorType::Configuration,
+            | ErrorCode::DraftInvalid
+            | ErrorCode::TestsFailed => ErrorType::Configuration,
             ErrorCode::ScriptParseError => ErrorType::Syntax,
             ErrorCode::SessionNotFound | ErrorCode::TurnInProgress | ErrorCode::QuotaExceeded => {
                 ErrorType::Session
@@ -280,6 +292,9 @@ impl DomainError {
             ErrorCode::QuotaExceeded => "The token quota is used up",
             ErrorCode::VersionNotFound => "Script version not found",
             ErrorCode::DraftInvalid => "The draft cannot be published: it failed validation",
+            ErrorCode::TestsFailed => {
+                "The draft cannot be published: its conversation tests did not pass"
+            }
         }
     }
 
@@ -355,6 +370,11 @@ impl DomainError {
                 Some("Fix the draft and publish again"),
                 "Correct the issues listed in `errors`, save the draft, then publish",
             ),
+            ErrorCode::TestsFailed => Recovery::new(
+                false,
+                Some("Run the project's tests and fix what fails"),
+                "POST /api/projects/{id}/test shows each failing case; fix the draft or the tests, then publish",
+            ),
             ErrorCode::ActionExecutionError => Recovery::new(
                 true,
                 Some("Restart debugging or check action configuration"),
@@ -429,6 +449,11 @@ mod tests {
             err.public_message(),
             "The draft cannot be published: it failed validation"
         );
+        let err = DomainError::new(ErrorKind::TestsFailed(Box::default()));
+        assert_eq!(err.code().as_str(), "TESTS_FAILED");
+        assert_eq!(err.error_type(), ErrorType::Configuration);
+        assert!(!err.recovery().can_retry);
+        assert!(err.to_string().contains("0 passed, 0 failed"));
 
         let err = DomainError::from(RepositoryError::LeaseLost("taken over".into()));
         assert_eq!(err.code(), ErrorCode::Conflict);

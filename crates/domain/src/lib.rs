@@ -51,6 +51,7 @@ pub mod replay;
 pub mod retention;
 pub mod safety;
 pub mod script;
+pub mod script_tests;
 pub mod sensitive;
 pub mod session;
 pub mod usecases;
@@ -117,6 +118,10 @@ pub use script::{
     SayConfig, Script, ScriptDocument, ScriptStatus, ScriptType, ScriptVersion, SessionScript,
     SkillBinding, SkillConfig, TechniqueParameter, TechniqueScript, ThinkConfig, Topic,
     WorkingDraft,
+};
+pub use script_tests::{
+    ScriptTestFile, ScriptTestReport, ScriptTester, TestCaseReport, TestCoverage, TestFailure,
+    TestFileReport, TestSubject,
 };
 pub use sensitive::{SensitiveValues, SENSITIVE_MASK};
 pub use session::{ExecutionStatus, Position, Session, SessionStatus};

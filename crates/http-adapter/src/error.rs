@@ -7,13 +7,14 @@
 
 use crate::context::RequestContext;
 use crate::dto::{IssueBody, PositionBody};
+use crate::routes::project_tests::TestReportBody;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use heartrule_domain::{
     DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, LlmError, Recovery,
-    RepositoryError, ValidationIssue,
+    RepositoryError, ScriptTestReport, ValidationIssue,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -74,7 +75,8 @@ pub struct ErrorDetailBody {
     /// `SCRIPT_NOT_FOUND`, `SESSION_NOT_FOUND`, `SCRIPT_PARSE_ERROR`,
     /// `SCRIPT_VALIDATION_ERROR`, `LLM_SERVICE_ERROR`, `CONFLICT`,
     /// `TURN_IN_PROGRESS`, `QUOTA_EXCEEDED`, `VERSION_NOT_FOUND`,
-    /// `DRAFT_INVALID`, `DATABASE_ERROR`, `INVALID_REQUEST`, `NOT_FOUND`, …
+    /// `DRAFT_INVALID`, `TESTS_FAILED`, `DATABASE_ERROR`, `INVALID_REQUEST`,
+    /// `NOT_FOUND`, …
     pub code: String,
     /// `syntax`, `configuration`, `runtime`, `session`, `system` or `request`.
     #[serde(rename = "type")]
@@ -98,6 +100,9 @@ pub struct ErrorBody {
     /// and `DRAFT_INVALID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<IssueBody>>,
+    /// The conversation tests' report, for `TESTS_FAILED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestReportBody>,
 }
 
 /// A failed request, ready to be rendered. Boxed: it travels in `Result`s.
@@ -115,6 +120,7 @@ struct Repr {
     context: ErrorContext,
     recovery: Recovery,
     issues: Option<Vec<ValidationIssue>>,
+    tests: Option<Box<ScriptTestReport>>,
     retry_after: Option<Duration>,
     /// Logged, never sent (internal errors).
     log_detail: Option<String>,
@@ -135,6 +141,7 @@ impl ApiError {
                 suggestion: Some(suggestion.to_owned()),
             },
             issues: None,
+            tests: None,
             retry_after: None,
             log_detail: None,
         }))
@@ -327,6 +334,7 @@ impl ApiError {
                 .issues
                 .as_ref()
                 .map(|issues| issues.iter().map(IssueBody::from).collect()),
+            tests: self.0.tests.as_deref().map(TestReportBody::from),
         }
     }
 
@@ -397,6 +405,7 @@ impl From<DomainError> for ApiError {
             ErrorCode::ScriptParseError
             | ErrorCode::ScriptValidationError
             | ErrorCode::DraftInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::TestsFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::LlmServiceError => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Conflict | ErrorCode::TurnInProgress => StatusCode::CONFLICT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -417,6 +426,10 @@ impl From<DomainError> for ApiError {
             ErrorKind::ScriptValidation(issues) | ErrorKind::DraftInvalid(issues) => {
                 Some(issues.clone())
             }
+            _ => None,
+        };
+        let tests = match &error.kind {
+            ErrorKind::TestsFailed(report) => Some(report.clone()),
             _ => None,
         };
         let retry_after = match &error.kind {
@@ -444,6 +457,7 @@ impl From<DomainError> for ApiError {
             recovery: error.recovery(),
             context: *error.context,
             issues,
+            tests,
             retry_after,
         }))
     }

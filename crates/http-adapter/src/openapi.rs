@@ -5,7 +5,7 @@ pub mod responses;
 use crate::dto;
 use crate::error;
 use crate::hooks;
-use crate::routes::{admin, chat, replay, scripts, sessions, system, versions, ws};
+use crate::routes::{admin, chat, project_tests, replay, scripts, sessions, system, versions, ws};
 use serde_json::Value;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -61,6 +61,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         versions::set_current_version,
         versions::restore,
         versions::diff,
+        project_tests::run_tests,
         admin::audit_events,
         admin::export_user,
         admin::erase_user,
@@ -118,6 +119,13 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         replay::DivergenceAspectName,
         replay::DivergenceBody,
         replay::VariableDifferenceBody,
+        project_tests::RunTestsRequest,
+        project_tests::TestFileSource,
+        project_tests::TestReportBody,
+        project_tests::TestFileBody,
+        project_tests::TestCaseBody,
+        project_tests::TestFailureBody,
+        project_tests::TestCoverageBody,
         admin::AuditActionName,
         admin::AuditTargetTypeName,
         admin::AuditEventBody,

@@ -496,6 +496,7 @@ fn valid_bodies() -> Vec<(&'static str, Value)> {
             json!({"mode": "strict", "releaseNote": "n", "draftRevision": 0}),
         ),
         ("/api/projects/{id}/rollback", json!({"targetVersion": 1})),
+        ("/api/projects/{id}/test", json!({"tests": []})),
         (
             "/api/projects/{id}/current-version",
             json!({"versionNumber": 1}),

@@ -294,6 +294,11 @@ pub struct ScriptsSection {
     /// YAML scripts imported (upsert by file name) at start-up, if the folder
     /// exists; technique scripts in its `techniques/` subfolder.
     pub preload_dir: PathBuf,
+    /// Publishing a draft first runs its conversation tests (the project's
+    /// test files, deterministic mock LLM) and refuses with `TESTS_FAILED`
+    /// unless they all pass; a draft without tests cannot be published.
+    #[serde(default)]
+    pub require_tests_to_publish: bool,
 }
 
 /// What `heartrule maintenance cleanup` deletes, and how gently.

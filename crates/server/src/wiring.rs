@@ -3,6 +3,7 @@
 
 use crate::config::AppConfig;
 use crate::config::{AuthMode, AuthSection};
+use crate::conversation_tests::{ConversationTester, RunOptions};
 use crate::preload;
 use crate::readiness::ServerReadiness;
 use anyhow::Context;
@@ -139,9 +140,10 @@ pub async fn build_app(
     .context("configuring the LLM (llm.*)")?;
     warn_if_lease_is_short(config);
 
+    let templates = prompt_templates(config)?;
     let engine = HeartRuleEngine::new(
         Arc::clone(&llm.provider),
-        prompt_templates(config)?,
+        Arc::clone(&templates),
         engine_options(config),
     );
 
@@ -186,7 +188,15 @@ pub async fn build_app(
         );
     }
     let manager = manager.with_repair(RepairProtocol::new(config.repair_intents.policy()));
-    let catalog = ScriptCatalog::new(adapters);
+    // Projects' conversation tests run on the mock LLM: reproducible, and
+    // an editor's test run costs no provider tokens.
+    let tester = ConversationTester::new(RunOptions {
+        templates,
+        engine: engine_options(config),
+        ..RunOptions::mock()
+    });
+    let catalog = ScriptCatalog::new(adapters)
+        .with_tester(Arc::new(tester), config.scripts.require_tests_to_publish);
     preload::import_dir(&catalog, &config.scripts.preload_dir).await?;
 
     let readiness = ServerReadiness::new(

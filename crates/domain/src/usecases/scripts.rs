@@ -13,6 +13,7 @@ use crate::error::DomainError;
 use crate::ids::ScriptId;
 use crate::ports::ScriptFilter;
 use crate::script::{Script, ScriptVersion, WorkingDraft};
+use crate::script_tests::{ScriptTestFile, ScriptTestReport};
 use async_trait::async_trait;
 
 /// Scripts: what script editors (and, reading, chat front ends) do.
@@ -57,13 +58,23 @@ pub trait ScriptLibrary: Send + Sync {
     ) -> Result<WorkingDraft, DomainError>;
 
     /// Publishes the draft as the next version and makes it current (editor
-    /// or admin); `DRAFT_INVALID` when it does not validate.
+    /// or admin); `DRAFT_INVALID` when it does not validate, `TESTS_FAILED`
+    /// when tests are required to publish and the draft's do not pass.
     async fn publish(
         &self,
         actor: &Actor,
         id: ScriptId,
         request: PublishDraft,
     ) -> Result<Published, DomainError>;
+
+    /// Runs the draft's conversation tests and the `extra` test files
+    /// against the draft (editor or admin); the report says what failed.
+    async fn run_tests(
+        &self,
+        actor: &Actor,
+        id: ScriptId,
+        extra: Vec<ScriptTestFile>,
+    ) -> Result<ScriptTestReport, DomainError>;
 
     /// Every version of the script, newest first.
     async fn versions(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod project_tests;
 pub mod replay;
 pub mod scripts;
 pub mod sessions;
@@ -95,6 +96,10 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         )
         .service(
             web::resource("/api/projects/{id}/publish").route(web::post().to(versions::publish)),
+        )
+        .service(
+            web::resource("/api/projects/{id}/test")
+                .route(web::post().to(project_tests::run_tests)),
         )
         .service(
             web::resource("/api/projects/{id}/versions")

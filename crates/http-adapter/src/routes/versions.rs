@@ -271,6 +271,7 @@ pub async fn put_draft(
         (status = 400, description = "`DRAFT_INVALID` (with `errors[]`) or an invalid request", body = ErrorBody),
         (status = 404, description = "`SCRIPT_NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CONFLICT`: the draft is the current version already, it moved on from `draftRevision`, or another publish won the race", body = ErrorBody),
+        (status = 422, description = "`TESTS_FAILED`: tests are required to publish (`scripts.require_tests_to_publish`) and the draft's did not pass, or it has none; `tests` holds the report", body = ErrorBody),
         ScriptManager, JsonBody, Protected
     )
 )]

@@ -31,8 +31,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestFile {
-    /// The session script under test, relative to the test file.
-    pub script: PathBuf,
+    /// The session script under test, relative to the test file. Required
+    /// for files run from disk; a project's test files run against the
+    /// project's draft and may leave it out.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
     /// Technique scripts the session calls through `use_skill`.
     #[serde(default)]
     pub techniques: Vec<PathBuf>,
@@ -187,7 +190,7 @@ cases:
       ai_says: [Sam, demo]
 "#;
         let file: TestFile = serde_yaml::from_str(yaml).unwrap();
-        assert_eq!(file.script, PathBuf::from("hello.yaml"));
+        assert_eq!(file.script, Some(PathBuf::from("hello.yaml")));
         let case = &file.cases[0];
         assert_eq!(
             case.llm[0].text(),

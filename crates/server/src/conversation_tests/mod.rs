@@ -10,15 +10,18 @@
 
 pub mod coverage;
 pub mod format;
+mod project;
 mod scripted_llm;
 
 pub use coverage::{ActionCoverage, Coverage, ExitBranch};
 pub use format::{Expectation, ScriptedReply, TestCase, TestFile, TestTurn, VariableExpectation};
+pub use project::ConversationTester;
 
 use coverage::Reached;
 use heartrule_domain::{
     Actor, CreateSession, DomainError, LlmProvider, LoadMode, ProcessInput, ScriptCatalog,
-    ScriptDocument, ScriptEngine, ScriptImport, SessionManager, SessionManagerConfig, TurnResult,
+    ScriptDocument, ScriptEngine, ScriptImport, SessionManager, SessionManagerConfig,
+    TestCaseReport as CaseReport, TestCoverage, TestFailure, TestFileReport, TurnResult,
 };
 use heartrule_llm::MockProvider;
 use heartrule_persistence::{MemoryPorts, MemoryStore};
@@ -73,31 +76,6 @@ pub enum TestFileError {
     Script { path: PathBuf, message: String },
 }
 
-/// One unmet expectation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Failure {
-    /// `start`, `turn N` (1-based) or `end`.
-    pub step: String,
-    pub message: String,
-}
-
-/// The result of one case.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CaseReport {
-    pub name: String,
-    pub failures: Vec<Failure>,
-    /// Wording-dependent checks skipped because a real provider answered.
-    pub skipped_checks: usize,
-}
-
-impl CaseReport {
-    #[must_use]
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty()
-    }
-}
-
 /// The result of one test file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileReport {
@@ -111,6 +89,22 @@ impl FileReport {
     #[must_use]
     pub fn passed(&self) -> bool {
         self.cases.iter().all(CaseReport::passed)
+    }
+
+    /// The report as the domain's test runner port returns it.
+    #[must_use]
+    pub fn to_domain(&self) -> TestFileReport {
+        let (reached, total) = self.coverage.summary();
+        TestFileReport {
+            path: self.path.display().to_string(),
+            error: None,
+            cases: self.cases.clone(),
+            coverage: TestCoverage {
+                reached,
+                total,
+                gaps: self.coverage.gaps(),
+            },
+        }
     }
 }
 
@@ -177,29 +171,54 @@ struct ScriptFile {
 impl ScriptFile {
     fn read(path: PathBuf) -> Result<Self, TestFileError> {
         let source = read(&path)?;
+        Ok(Self::named(&path, source))
+    }
+
+    /// The file at `path` holding `source`, imported under its file stem.
+    fn named(path: impl AsRef<Path>, source: String) -> Self {
+        let path = path.as_ref().to_owned();
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("script")
             .to_owned();
-        Ok(Self { path, source, name })
+        Self { path, source, name }
     }
 }
 
 /// Runs every case of the test file at `path`.
 pub async fn run_file(path: &Path, options: &RunOptions) -> Result<FileReport, TestFileError> {
-    let file: TestFile = serde_yaml::from_str(&read(path)?).map_err(|e| TestFileError::Format {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let file = parse_test_file(path, &read(path)?)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let script = ScriptFile::read(base.join(&file.script))?;
+    let script_path = file.script.as_ref().ok_or_else(|| TestFileError::Format {
+        path: path.to_owned(),
+        message: "`script` is missing: name the session script the cases run against".into(),
+    })?;
+    let script = ScriptFile::read(base.join(script_path))?;
     let techniques = file
         .techniques
         .iter()
         .map(|t| ScriptFile::read(base.join(t)))
         .collect::<Result<Vec<_>, _>>()?;
+    run_cases(path, &file, script, &techniques, options).await
+}
 
+fn parse_test_file(path: &Path, source: &str) -> Result<TestFile, TestFileError> {
+    serde_yaml::from_str(source).map_err(|e| TestFileError::Format {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Runs the cases of `file` (found at `path`) against `script` and the
+/// `techniques` it may call, and measures what they reached.
+async fn run_cases(
+    path: &Path,
+    file: &TestFile,
+    script: ScriptFile,
+    techniques: &[ScriptFile],
+    options: &RunOptions,
+) -> Result<FileReport, TestFileError> {
     // The coverage lists every action; loading here also reports a broken
     // script once, before any case runs.
     let loader = HeartRuleEngine::new(
@@ -217,7 +236,7 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<FileReport, T
             })
     };
     let mut coverage = Coverage::default();
-    for technique in &techniques {
+    for technique in techniques {
         coverage.add_script(&technique.path, &technique.source, &load(technique)?);
     }
     let session = load(&script)?;
@@ -232,7 +251,7 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<FileReport, T
     let mut reached = Reached::default();
     let mut cases = Vec::with_capacity(file.cases.len());
     for case in &file.cases {
-        let (report, case_reached) = run_case(case, &script, &techniques, options).await;
+        let (report, case_reached) = run_case(case, &script, techniques, options).await;
         reached.merge(case_reached);
         cases.push(report);
     }
@@ -306,7 +325,7 @@ async fn run_case(
 
 impl CaseRun {
     fn fail(&mut self, step: &str, message: String) {
-        self.report.failures.push(Failure {
+        self.report.failures.push(TestFailure {
             step: step.to_owned(),
             message,
         });

@@ -18,6 +18,7 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod process;
+mod project_tests;
 mod quotas;
 mod repair;
 mod replay;

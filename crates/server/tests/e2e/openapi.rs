@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/projects/{id}/versions/{number}/restore"),
     ("get", "/api/projects/{id}/versions/{number}/diff"),
     ("post", "/api/projects/{id}/rollback"),
+    ("post", "/api/projects/{id}/test"),
     ("put", "/api/projects/{id}/current-version"),
 ];
 
