@@ -49,6 +49,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/projects/{id}/versions/{number}/diff"),
     ("post", "/api/projects/{id}/rollback"),
     ("put", "/api/projects/{id}/current-version"),
+    ("post", "/api/projects/{id}/test"),
 ];
 
 #[actix_web::test]
