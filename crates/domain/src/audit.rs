@@ -37,17 +37,22 @@ pub enum AuditAction {
     /// All data of one user was erased.
     #[serde(rename = "user.erase")]
     UserErase,
+    /// A session's conversation was replayed against a script version (an
+    /// editor reading another user's conversation).
+    #[serde(rename = "session.replay")]
+    SessionReplay,
 }
 
 impl AuditAction {
     /// Every action, in declaration order.
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 7] = [
         Self::ScriptCreate,
         Self::ScriptImport,
         Self::ScriptUpdate,
         Self::ScriptDelete,
         Self::UserExport,
         Self::UserErase,
+        Self::SessionReplay,
     ];
 
     /// The stored and displayed name (`script.create`, `user.erase`, …).
@@ -60,6 +65,7 @@ impl AuditAction {
             Self::ScriptDelete => "script.delete",
             Self::UserExport => "user.export",
             Self::UserErase => "user.erase",
+            Self::SessionReplay => "session.replay",
         }
     }
 
@@ -71,6 +77,7 @@ impl AuditAction {
                 AuditTargetType::Script
             }
             Self::UserExport | Self::UserErase => AuditTargetType::User,
+            Self::SessionReplay => AuditTargetType::Session,
         }
     }
 }
@@ -113,6 +120,8 @@ pub enum AuditTargetType {
     Script,
     /// A user id.
     User,
+    /// A session id.
+    Session,
 }
 
 impl AuditTargetType {
@@ -122,6 +131,7 @@ impl AuditTargetType {
         match self {
             Self::Script => "script",
             Self::User => "user",
+            Self::Session => "session",
         }
     }
 }
@@ -139,6 +149,7 @@ impl FromStr for AuditTargetType {
         match s {
             "script" => Ok(Self::Script),
             "user" => Ok(Self::User),
+            "session" => Ok(Self::Session),
             other => Err(UnknownAuditName {
                 kind: "target type",
                 value: other.to_owned(),
@@ -163,7 +174,7 @@ pub struct AuditEvent {
     pub action: AuditAction,
     /// What kind of thing `target_id` names.
     pub target_type: AuditTargetType,
-    /// The script id or user id acted on.
+    /// The script, user or session id acted on.
     pub target_id: String,
     /// Content hash of the target before the action (a replaced script's
     /// source), when there was one.
@@ -326,7 +337,8 @@ mod tests {
         }
         assert!("script.rename".parse::<AuditAction>().is_err());
         assert_eq!("user".parse(), Ok(AuditTargetType::User));
-        assert!("session".parse::<AuditTargetType>().is_err());
+        assert_eq!("session".parse(), Ok(AuditTargetType::Session));
+        assert!("message".parse::<AuditTargetType>().is_err());
     }
 
     #[test]

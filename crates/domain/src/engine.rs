@@ -264,6 +264,19 @@ pub struct TurnRequest {
     /// scripted text as in degraded mode, whatever the engine's own degraded
     /// setting.
     pub llm_withheld: bool,
+    /// Responses recorded by an earlier run of the conversation (a replay):
+    /// an LLM call whose [`crate::LlmRequest::prompt_hash`] has one gets it
+    /// without asking the provider (a streaming sink still receives its
+    /// text) and its [`LlmCallRecord::reused`] is set. `None` for live turns.
+    pub recorded: Option<Arc<dyn RecordedExchanges>>,
+}
+
+/// Responses recorded for LLM calls, by prompt hash, for a replay.
+pub trait RecordedExchanges: Send + Sync {
+    /// The next unused response recorded for a call with `prompt_hash`,
+    /// taken so that a prompt asked twice gets its two answers in the order
+    /// they were recorded; `None` when none is left.
+    fn take(&self, prompt_hash: &str) -> Option<String>;
 }
 
 impl std::fmt::Debug for TurnRequest {
@@ -305,6 +318,17 @@ pub struct LlmCallRecord {
     pub max_tokens: u32,
     pub usage: TokenUsage,
     pub started_at: DateTime<Utc>,
+    /// [`crate::LlmRequest::prompt_hash`] of the request as sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt_hash: String,
+    /// The response is a recorded one reused by a replay: no provider was
+    /// asked and no token spent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
+    /// `response` had sensitive values masked, so it is not the reply the
+    /// provider gave and cannot stand in for it in a replay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub response_masked: bool,
 }
 
 /// What a successful turn produced.

@@ -48,6 +48,7 @@ pub mod project;
 pub mod quota;
 pub mod rate_limit;
 pub mod repair;
+pub mod replay;
 pub mod retention;
 pub mod safety;
 pub mod script;
@@ -68,8 +69,8 @@ pub use catalog::{
 };
 pub use engine::{
     ContentSink, EngineState, LlmCallRecord, LoadMode, LoadWarning, ParsedScript, PendingAction,
-    ScriptEngine, ScriptLoadError, SkillFrame, TurnOutcome, TurnRequest, ValidationErrorType,
-    ValidationIssue, VariableChange, ENGINE_STATE_VERSION,
+    RecordedExchanges, ScriptEngine, ScriptLoadError, SkillFrame, TurnOutcome, TurnRequest,
+    ValidationErrorType, ValidationIssue, VariableChange, ENGINE_STATE_VERSION,
 };
 pub use error::{DomainError, ErrorCode, ErrorContext, ErrorKind, ErrorType, Recovery};
 pub use ids::{AuditEventId, MessageId, ScriptId, SessionId, TurnId};
@@ -85,8 +86,8 @@ pub use manager::{
 pub use message::{HistoryEntry, Message, MessageRole, NewMessage, LLM_RAW_OUTPUT};
 pub use metric::{MetricDecl, MetricKind, MetricSet};
 pub use ports::{
-    ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, MessageHistory, NoCache,
-    RandomIds, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache,
+    ClaimOutcome, Clock, FailedTurn, IdGenerator, IdempotentResponse, LlmExchange, MessageHistory,
+    NoCache, RandomIds, RepositoryError, ScriptCache, ScriptFilter, ScriptRepository, SessionCache,
     SessionRepository, SystemClock, TurnClaim, TurnContext, TurnLease, TurnRecord,
     VariableSnapshot,
 };
@@ -105,6 +106,9 @@ pub use rate_limit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 pub use repair::{
     IntentDetector, IntentPattern, IntentReading, IntentRules, RepairIntent, RepairPolicy,
     RepairReplies, DECLINED_SOURCE,
+};
+pub use replay::{
+    Divergence, DivergenceAspect, RecordedResponses, ReplayReport, VariableDifference,
 };
 pub use retention::{
     CacheCleanupError, CacheJanitor, CacheScanPage, PurgedSessions, RetentionAges, RetentionCounts,

@@ -4,6 +4,7 @@ use crate::sensitive::SensitiveValues;
 use async_trait::async_trait;
 use futures_core::Stream;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -21,6 +22,25 @@ pub struct LlmRequest {
     /// [`SensitiveValues::mask`], whatever its content-capture setting.
     #[serde(default, skip_serializing_if = "SensitiveValues::is_empty")]
     pub sensitive: SensitiveValues,
+}
+
+impl LlmRequest {
+    /// Hex SHA-256 of everything that selects the answer: the purpose, the
+    /// sampling settings and the exact prompt (sensitive values included;
+    /// only the hash is kept). A replay reuses a recorded response only for
+    /// a call with the same hash.
+    #[must_use]
+    pub fn prompt_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        // Lengths keep the fields apart: no two requests share an input.
+        for field in [self.purpose.as_bytes(), self.prompt.as_bytes()] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field);
+        }
+        hasher.update(self.temperature.to_bits().to_be_bytes());
+        hasher.update(self.max_tokens.to_be_bytes());
+        hex::encode(hasher.finalize())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +177,38 @@ mod tests {
             LlmError::NotConfigured("no key".to_owned()),
         ];
         assert!(!answered_badly.iter().any(LlmError::means_unavailable));
+    }
+
+    fn request(purpose: &str, prompt: &str, temperature: f32) -> LlmRequest {
+        LlmRequest {
+            prompt: prompt.to_owned(),
+            temperature,
+            max_tokens: 100,
+            purpose: purpose.to_owned(),
+            sensitive: SensitiveValues::none(),
+        }
+    }
+
+    #[test]
+    fn the_prompt_hash_covers_purpose_prompt_and_sampling() {
+        let base = request("ai_say", "hello", 0.7);
+        assert_eq!(
+            base.prompt_hash(),
+            request("ai_say", "hello", 0.7).prompt_hash()
+        );
+        assert_eq!(base.prompt_hash().len(), 64);
+        for other in [
+            request("ai_ask", "hello", 0.7),
+            request("ai_say", "hello!", 0.7),
+            request("ai_say", "hello", 0.2),
+            // The purpose and the prompt cannot trade characters.
+            request("ai_sayh", "ello", 0.7),
+        ] {
+            assert_ne!(base.prompt_hash(), other.prompt_hash());
+        }
+        let mut longer = base.clone();
+        longer.max_tokens = 200;
+        assert_ne!(base.prompt_hash(), longer.prompt_hash());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::ports_bundle::{Adapters, Ports};
 use crate::project::VersionBundle;
 use crate::quota::{QuotaAction, QuotaConfig, TurnUsage, UsageTotals, UsageWindows};
 use crate::repair::{IntentReading, RepairIntent};
+use crate::replay::ReplayReport;
 use crate::safety::{llm_signal, protocol_level, HandoffReason, SignalSource};
 use crate::script::ActionType;
 use crate::script::{ScriptDocument, ScriptVersion, SessionScript, TechniqueScript};
@@ -125,6 +126,12 @@ pub struct SessionManagerConfig {
     pub script_memo_ttl: Duration,
     /// Token limits checked before a turn runs (all off by default).
     pub quotas: QuotaConfig,
+    /// Whether the recorded LLM exchanges of a turn keep the prompt text
+    /// (sensitive values masked) besides its hash: only where conversation
+    /// content may be captured (the server's `telemetry.capture_content`).
+    /// The responses are always kept, for replays.
+    #[serde(default)]
+    pub record_prompts: bool,
 }
 
 impl Default for SessionManagerConfig {
@@ -135,6 +142,7 @@ impl Default for SessionManagerConfig {
             turn_lease: Duration::from_secs(300),
             script_memo_ttl: Duration::from_secs(30),
             quotas: QuotaConfig::default(),
+            record_prompts: false,
         }
     }
 }
@@ -287,6 +295,35 @@ struct EngineFlags {
 enum QuotaCheck {
     Apply,
     Skip,
+}
+
+/// What a committed turn records of its LLM calls for replays: every call
+/// whose response is the provider's own words (one with sensitive values
+/// masked out is left out: it could not stand in for the reply, and the
+/// record never holds a sensitive value). The prompt text only with
+/// `with_prompts`.
+fn recorded_exchanges(
+    calls: &[LlmCallRecord],
+    turn_id: TurnId,
+    turn_number: u64,
+    with_prompts: bool,
+) -> Vec<crate::ports::LlmExchange> {
+    calls
+        .iter()
+        .zip(0u32..)
+        .filter(|(call, _)| !call.response_masked && !call.prompt_hash.is_empty())
+        .map(|(call, call_index)| crate::ports::LlmExchange {
+            turn_id,
+            turn_number,
+            call_index,
+            action_id: call.action_id.clone(),
+            purpose: call.purpose.clone(),
+            prompt_hash: call.prompt_hash.clone(),
+            prompt: with_prompts.then(|| call.prompt.clone()),
+            response: call.response.clone(),
+            created_at: call.started_at,
+        })
+        .collect()
 }
 
 /// The turn's outcome on its span and in the turn metrics.
@@ -857,6 +894,7 @@ impl<P: Ports> SessionManager<P> {
             intent: flags.intent,
             llm_intents: flags.llm_intents,
             llm_withheld: flags.llm_withheld,
+            recorded: None,
         };
         self.adapters.engine.run_turn(request).await.map_err(|e| {
             e.with_session(session.id)
@@ -892,6 +930,12 @@ impl<P: Ports> SessionManager<P> {
             }
         };
         let usage = TurnUsage::of_calls(&outcome.llm_calls);
+        let llm_exchanges = recorded_exchanges(
+            &outcome.llm_calls,
+            turn_id,
+            session.turn_count + 1,
+            self.config.record_prompts,
+        );
         if !usage.is_empty() {
             metrics::counter!(LLM_TOKENS_TOTAL, "kind" => "prompt").increment(usage.prompt_tokens);
             metrics::counter!(LLM_TOKENS_TOTAL, "kind" => "completion")
@@ -962,6 +1006,7 @@ impl<P: Ports> SessionManager<P> {
             variables,
             idempotency,
             usage,
+            llm_exchanges,
         };
         Ok((record, result))
     }
@@ -1414,6 +1459,15 @@ impl<P: Ports> Conversations for SessionManager<P> {
     ) -> Result<TurnResult, DomainError> {
         self.release_handoff_as(actor, id).await
     }
+
+    async fn replay(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        version: Option<u32>,
+    ) -> Result<ReplayReport, DomainError> {
+        self.replay_as(actor, id, version).await
+    }
 }
 
 fn replay(
@@ -1442,6 +1496,9 @@ fn replay(
 mod safety_turns;
 use safety_turns::SafetyTurn;
 pub use safety_turns::{SafetyProtocol, SAFETY_EVENT_TARGET};
+
+#[path = "manager_replay.rs"]
+mod replay_runs;
 
 #[path = "manager_repair.rs"]
 mod repair_turns;

@@ -1716,6 +1716,9 @@ fn call_record(prompt: &str, response: &str, usage: crate::llm::TokenUsage) -> L
         max_tokens: 100,
         usage,
         started_at: FixedClock.now(),
+        prompt_hash: format!("hash of {prompt}"),
+        reused: false,
+        response_masked: false,
     }
 }
 

@@ -209,6 +209,38 @@ pub struct TurnRecord {
     /// the user's totals of the UTC hour of `session.updated_at`.
     #[serde(default)]
     pub usage: TurnUsage,
+    /// The turn's LLM exchanges, kept with the turn for replays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_exchanges: Vec<LlmExchange>,
+}
+
+/// One LLM call of a committed turn as recorded for replays (the
+/// `llm_exchanges` table): enough to give a replay the same answer for the
+/// same prompt without asking the provider again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmExchange {
+    /// The turn that made the call.
+    pub turn_id: TurnId,
+    /// The turn's number in its session: 1 for the opening turn, then the
+    /// session's `turn_count` after each committed turn.
+    pub turn_number: u64,
+    /// The call's place among the turn's calls, from 0.
+    pub call_index: u32,
+    /// The action that made the call.
+    pub action_id: String,
+    /// What the call asked for (`ai_say`, `extract`, `guard_retry`, …).
+    pub purpose: String,
+    /// [`crate::LlmRequest::prompt_hash`] of the request as sent.
+    pub prompt_hash: String,
+    /// The prompt, sensitive values masked; kept only where content capture
+    /// is allowed ([`crate::SessionManagerConfig::record_prompts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The provider's reply, as the engine read it.
+    pub response: String,
+    /// The clock reading the turn ran with (its prompts show that time).
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -390,6 +422,12 @@ pub trait MessageHistory: Send + Sync {
         &self,
         session_id: SessionId,
     ) -> Result<Vec<VariableSnapshot>, RepositoryError>;
+    /// The recorded LLM exchanges of a session, by turn number and call
+    /// index (empty for a session that ran before recording existed).
+    async fn list_llm_exchanges(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<LlmExchange>, RepositoryError>;
 }
 
 /// Parsed-version cache: the [`VersionBundle`] of a script's version by its

@@ -5,7 +5,7 @@
 
 use crate::ids::SessionId;
 use crate::message::Message;
-use crate::ports::{FailedTurn, RepositoryError, VariableSnapshot};
+use crate::ports::{FailedTurn, LlmExchange, RepositoryError, VariableSnapshot};
 use crate::sensitive::{mask_store, SensitiveValues};
 use crate::session::Session;
 use async_trait::async_trait;
@@ -25,12 +25,15 @@ pub struct SessionData {
     pub variable_history: Vec<VariableSnapshot>,
     /// Turns that failed, with the words the user sent, oldest first.
     pub failed_turns: Vec<FailedTurn>,
+    /// The LLM exchanges recorded for replays, by turn and call.
+    #[serde(default)]
+    pub llm_exchanges: Vec<LlmExchange>,
 }
 
 impl SessionData {
     /// Masks the variables named in `names` wherever they are stored, and
     /// their values' texts wherever else they appear (messages, failed
-    /// turns, engine bookkeeping).
+    /// turns, recorded LLM exchanges, engine bookkeeping).
     pub fn mask_sensitive(&mut self, names: &BTreeSet<String>) {
         if names.is_empty() {
             return;
@@ -72,6 +75,12 @@ impl SessionData {
         for failed in &mut self.failed_turns {
             if let Some(input) = &mut failed.user_input {
                 *input = values.mask(input);
+            }
+        }
+        for exchange in &mut self.llm_exchanges {
+            exchange.response = values.mask(&exchange.response);
+            if let Some(prompt) = &mut exchange.prompt {
+                *prompt = values.mask(prompt);
             }
         }
     }
@@ -136,7 +145,8 @@ pub trait UserDataStore: Send + Sync {
     /// A user with no data has an export with no sessions.
     async fn export_user(&self, user_id: &str) -> Result<UserData, RepositoryError>;
     /// Deletes every session of `user_id` with every row that belongs to
-    /// them (messages, variable snapshots, idempotency keys, failed turns),
+    /// them (messages, variable snapshots, idempotency keys, failed turns,
+    /// token usage, recorded LLM exchanges),
     /// all or nothing. A turn running meanwhile loses its lease: its commit
     /// writes nothing.
     async fn erase_user(&self, user_id: &str) -> Result<ErasedUser, RepositoryError>;

@@ -58,11 +58,13 @@ pub struct TurnUsage {
 impl TurnUsage {
     /// The usage of `calls`: each call's provider-reported usage, or, when
     /// the provider reported zero tokens, an estimate from the prompt and
-    /// the reply (see [`estimate_tokens`]).
+    /// the reply (see [`estimate_tokens`]). Reused (replayed) responses
+    /// count for nothing.
     #[must_use]
     pub fn of_calls(calls: &[LlmCallRecord]) -> Self {
         let mut usage = Self::default();
-        for call in calls {
+        // A reused (replayed) response cost no tokens.
+        for call in calls.iter().filter(|c| !c.reused) {
             let reported = call.usage;
             let (prompt, completion) =
                 if reported.prompt_tokens == 0 && reported.completion_tokens == 0 {
@@ -368,6 +370,9 @@ mod tests {
             max_tokens: 100,
             usage,
             started_at: at(1, 0),
+            prompt_hash: String::new(),
+            reused: false,
+            response_masked: false,
         }
     }
 

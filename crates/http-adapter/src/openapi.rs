@@ -6,7 +6,7 @@ use crate::dto;
 use crate::error;
 use crate::hooks;
 use crate::routes::{
-    admin, chat, project_tests, projects, scripts, sessions, system, versions, ws,
+    admin, chat, project_tests, projects, replay, scripts, sessions, system, versions, ws,
 };
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -44,6 +44,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         sessions::post_message,
         sessions::get_variables,
         sessions::release_session,
+        replay::replay_session,
         sessions::list_user_sessions,
         ws::session_socket,
         chat::chat,
@@ -148,6 +149,10 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         versions::RollbackRequest,
         versions::CurrentVersionRequest,
         versions::DiffBody,
+        replay::ReplayBody,
+        replay::DivergenceAspectName,
+        replay::DivergenceBody,
+        replay::VariableDifferenceBody,
         project_tests::RunTestsRequest,
         project_tests::TestFileSource,
         project_tests::TestReportBody,
@@ -161,6 +166,7 @@ pub const PROTECTED_PREFIX: &str = "/api/";
         admin::AuditEventsBody,
         admin::VariableSnapshotBody,
         admin::FailedTurnBody,
+        admin::LlmExchangeBody,
         admin::ExportedSessionBody,
         admin::UserExportBody,
         admin::ErasedCountsBody,

@@ -305,7 +305,7 @@ async fn what_the_document_refuses_the_admin_routes_refuse() {
         "/api/admin/audit-events?targetId=a%00b",
         "/api/admin/audit-events?limit=0",
         "/api/admin/audit-events?limit=501",
-        "/api/admin/audit-events?targetType=session",
+        "/api/admin/audit-events?targetType=message",
         "/api/admin/users/alice/export?includeSensitive=maybe",
         "/api/users/a%00b/usage",
         "/api/users/alice/usage?from=yesterday",

@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/sessions/{id}/messages"),
     ("post", "/api/sessions/{id}/messages"),
     ("post", "/api/sessions/{id}/release"),
+    ("post", "/api/sessions/{id}/replay"),
     ("get", "/api/sessions/{id}/variables"),
     ("get", "/api/sessions/{id}/ws"),
     ("get", "/api/users/{userId}/sessions"),

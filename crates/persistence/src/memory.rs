@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use heartrule_domain::quota::hour_start;
 use heartrule_domain::{
     Adapters, AuditEvent, AuditFilter, AuditLog, ClaimOutcome, DailyUsage, DeliveryAttempt,
-    ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageHistory,
-    MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
+    ErasedUser, ExecutionStatus, FailedTurn, IdempotentResponse, LlmExchange, Message,
+    MessageHistory, MessageId, RepositoryError, SafetyDeliveryLog, Script, ScriptFilter, ScriptId,
     ScriptRepository, ScriptVersion, Session, SessionData, SessionId, SessionRepository,
     SessionStatus, TurnClaim, TurnContext, TurnId, TurnLease, TurnRecord, TurnUsage, UsageTotals,
     UsageWindows, UserData, UserDataStore, VariableSnapshot, WorkingDraft,
@@ -72,6 +72,9 @@ struct StoredSession {
     safety_deliveries: Vec<DeliveryAttempt>,
     /// Tokens by UTC hour; deleted with the session like `token_usage`.
     usage: BTreeMap<DateTime<Utc>, TurnUsage>,
+    /// The recorded LLM exchanges, in commit order (which is turn number,
+    /// then call index); deleted with the session like `llm_exchanges`.
+    exchanges: Vec<LlmExchange>,
 }
 
 impl StoredSession {
@@ -355,6 +358,12 @@ fn append_rows(
     stored
         .variables
         .extend(record.variables.iter().map(stored_snapshot));
+    stored
+        .exchanges
+        .extend(record.llm_exchanges.iter().map(|e| LlmExchange {
+            created_at: micros(e.created_at),
+            ..e.clone()
+        }));
     if let Some(idem) = &record.idempotency {
         stored.idempotency.insert(idem.key.clone(), idem.clone());
     }
@@ -748,6 +757,7 @@ impl SessionRepository for MemoryStore {
             failed_turns: Vec::new(),
             safety_deliveries: Vec::new(),
             usage: BTreeMap::new(),
+            exchanges: Vec::new(),
         };
         check_new_rows(&data.message_ids, &stored, first_turn)?;
         append_rows(&mut data.message_ids, &mut stored, first_turn);
@@ -963,6 +973,18 @@ impl MessageHistory for MemoryStore {
             .map(|s| s.variables.clone())
             .unwrap_or_default())
     }
+
+    async fn list_llm_exchanges(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<LlmExchange>, RepositoryError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(&session_id)
+            .map(|s| s.exchanges.clone())
+            .unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -1015,6 +1037,7 @@ impl UserDataStore for MemoryStore {
                     messages: s.messages.clone(),
                     variable_history: s.variables.clone(),
                     failed_turns: s.failed_turns.clone(),
+                    llm_exchanges: s.exchanges.clone(),
                 })
                 .collect(),
         })

@@ -38,6 +38,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    llm_exchanges (session_id, turn_number, call_index) {
+        session_id -> Uuid,
+        turn_number -> Int8,
+        call_index -> Int4,
+        turn_id -> Uuid,
+        action_id -> Text,
+        purpose -> Text,
+        prompt_hash -> Text,
+        prompt -> Nullable<Text>,
+        response -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -174,6 +189,7 @@ diesel::table! {
 
 diesel::joinable!(failed_turns -> sessions (session_id));
 diesel::joinable!(idempotency_keys -> sessions (session_id));
+diesel::joinable!(llm_exchanges -> sessions (session_id));
 diesel::joinable!(messages -> sessions (session_id));
 diesel::joinable!(safety_deliveries -> sessions (session_id));
 diesel::joinable!(script_files -> scripts (script_id));
@@ -186,6 +202,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     failed_turns,
     idempotency_keys,
+    llm_exchanges,
     messages,
     safety_deliveries,
     script_files,

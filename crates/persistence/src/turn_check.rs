@@ -127,6 +127,7 @@ mod tests {
             variables: vec![],
             idempotency: None,
             usage: heartrule_domain::TurnUsage::default(),
+            llm_exchanges: Vec::new(),
         }
     }
 

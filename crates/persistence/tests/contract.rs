@@ -123,6 +123,7 @@ contract!(
     safety_deliveries_are_recorded_per_attempt_and_listed_in_order,
     token_usage_is_summed_per_session_user_day_and_hour,
     token_usage_totals_come_with_the_claim_only_when_asked,
+    llm_exchanges_are_written_with_their_turn_and_go_with_the_session,
 );
 
 async fn create_session<S: Store>(store: &S, user: &str) -> heartrule_domain::Session {
@@ -935,6 +936,17 @@ async fn audit_events_are_kept_and_listed_newest_first_by_filter_and_page<S: Sto
 async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: Store>(store: &S) {
     let first = create_session(store, "alice").await;
     let first = commit_turn(store, &first, "my words").await;
+    let turn = claim(store, first.id).await;
+    let recorded = with_exchanges(
+        next_turn(&turn.session, "more", &["ok"]),
+        &["a", "b"],
+        false,
+    );
+    store.commit_turn(&turn.lease, &recorded).await.unwrap();
+    let first = SessionRepository::get(store, first.id)
+        .await
+        .unwrap()
+        .unwrap();
     // A turn with an Idempotency-Key, and a failed turn.
     let turn = claim(store, first.id).await;
     let keyed = with_idempotency(next_turn(&turn.session, "again", &["ok"]), "key-1");
@@ -965,12 +977,13 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
         data.messages,
         store.list_messages(first.id, 0, 100).await.unwrap()
     );
-    assert_eq!(data.messages.len(), 5);
+    assert_eq!(data.messages.len(), 7);
     assert_eq!(
         data.variable_history,
         store.list_variable_snapshots(first.id).await.unwrap()
     );
     assert_eq!(data.failed_turns, vec![failed.clone()]);
+    assert_eq!(data.llm_exchanges, recorded.llm_exchanges);
     assert_eq!(export.sessions[1].messages.len(), 1);
 
     let erased = store.erase_user("alice").await.unwrap();
@@ -981,8 +994,8 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
     assert_eq!(erased_ids, expected);
     let counts = &erased.counts;
     assert_eq!(counts.sessions, 2);
-    assert_eq!(counts.messages, 6);
-    assert_eq!(counts.variable_snapshots, 2);
+    assert_eq!(counts.messages, 8);
+    assert_eq!(counts.variable_snapshots, 3);
     assert_eq!(counts.idempotency_keys, 1);
     assert_eq!(counts.failed_turns, 1);
     assert_eq!(counts.cache_keys, 0);
@@ -999,6 +1012,7 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
         assert_eq!(SessionRepository::get(store, id).await.unwrap(), None);
         assert!(store.list_messages(id, 0, 100).await.unwrap().is_empty());
         assert!(store.list_variable_snapshots(id).await.unwrap().is_empty());
+        assert!(store.list_llm_exchanges(id).await.unwrap().is_empty());
         assert!(store.failed(id).await.is_empty());
         assert_eq!(
             store.claim_turn(&turn_claim(id, 20)).await.unwrap(),
@@ -1010,6 +1024,60 @@ async fn a_users_data_is_exported_whole_then_erased_without_touching_others<S: S
     assert_eq!(bobs.sessions.len(), 1);
     assert_eq!(bobs.sessions[0].session, bob);
     assert_eq!(bobs.sessions[0].messages.len(), 3);
+}
+
+async fn llm_exchanges_are_written_with_their_turn_and_go_with_the_session<S: Store>(store: &S) {
+    let script = session_script("recorded");
+    store.insert(&script).await.unwrap();
+    let opening = with_exchanges(first_turn(new_session(script.id, "carol")), &["hi"], false);
+    store.create(&opening).await.unwrap();
+    let id = opening.session.id;
+    assert_eq!(
+        store.list_llm_exchanges(id).await.unwrap(),
+        opening.llm_exchanges,
+        "the opening turn's exchanges are stored with the session"
+    );
+
+    let turn = claim(store, id).await;
+    let next = with_exchanges(
+        next_turn(&turn.session, "words", &["ok"]),
+        &["a", "b"],
+        true,
+    );
+    store.commit_turn(&turn.lease, &next).await.unwrap();
+    let stored = store.list_llm_exchanges(id).await.unwrap();
+    let expected: Vec<_> = opening
+        .llm_exchanges
+        .iter()
+        .chain(&next.llm_exchanges)
+        .cloned()
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "by turn number and call index, every field kept"
+    );
+    assert_eq!(stored[0].prompt, None);
+    assert_eq!(stored[2].prompt.as_deref(), Some("prompt 2.1"));
+
+    // A commit whose lease is gone writes none of its exchanges.
+    // (the same turn again: its lease was released by the commit)
+    let late = with_exchanges(next_turn(&turn.session, "late", &["no"]), &["lost"], true);
+    assert!(matches!(
+        store.commit_turn(&turn.lease, &late).await,
+        Err(RepositoryError::LeaseLost(_))
+    ));
+    assert_eq!(store.list_llm_exchanges(id).await.unwrap().len(), 3);
+    assert!(store
+        .list_llm_exchanges(SessionId::new_random())
+        .await
+        .unwrap()
+        .is_empty());
+
+    store.erase_user("carol").await.unwrap();
+    assert!(
+        store.list_llm_exchanges(id).await.unwrap().is_empty(),
+        "erased with the session"
+    );
 }
 
 async fn erasing_a_user_without_data_removes_nothing<S: Store>(store: &S) {

@@ -169,6 +169,7 @@ async fn up_down_up_leaves_the_same_schema() {
             "audit_events",
             "failed_turns",
             "idempotency_keys",
+            "llm_exchanges",
             "messages",
             "safety_deliveries",
             "script_files",

@@ -117,6 +117,7 @@ async fn measure(reply: &str, output_guard: bool) -> (Duration, Duration) {
             intent: None,
             llm_intents: false,
             llm_withheld: false,
+            recorded: None,
         };
         engine.run_turn(request).await.expect("turn");
         whole.push(sink.start.elapsed());

@@ -97,6 +97,7 @@ fn bench_turns(c: &mut Criterion) {
         intent: None,
         llm_intents: false,
         llm_withheld: false,
+        recorded: None,
     };
 
     c.bench_function("turn/first (legacy say + ask question)", |b| {

@@ -141,6 +141,7 @@ async fn run_with(
             intent: None,
             llm_intents: false,
             llm_withheld: false,
+            recorded: None,
         };
         let outcome = engine.run_turn(request).await.unwrap();
         for message in outcome.user_message.iter().chain(&outcome.messages) {

@@ -6,9 +6,11 @@ pub mod conversation_tests;
 pub mod maintenance;
 mod preload;
 mod readiness;
+mod replay_text;
 mod wiring;
 
 pub use heartrule_persistence::PoolStats;
+pub use replay_text::render_replay;
 pub use wiring::{build_app, App, PoolProbe, ServerPorts, METRICS};
 
 use anyhow::Context;
@@ -107,6 +109,36 @@ pub async fn migrate(config: &AppConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `heartrule replay`: replays stored session `session_id` against version
+/// `version` of its script (the version it ran on when `None`) with the
+/// configured store and LLM, as the local operator (audited as
+/// `session.replay`). Nothing else is written: no script is preloaded.
+pub async fn replay(
+    config: &AppConfig,
+    session_id: heartrule_domain::SessionId,
+    version: Option<u32>,
+) -> anyhow::Result<heartrule_domain::ReplayReport> {
+    anyhow::ensure!(
+        !config.database.url.expose_secret().is_empty(),
+        "`database.url` (DATABASE_URL) is empty: stored sessions live in the database"
+    );
+    let mut config = config.clone();
+    // A replay only reads conversations: the example scripts are not imported.
+    config.scripts.preload_dir = std::path::PathBuf::new();
+    let app = build_app(&config, None, Instant::now()).await?;
+    let report = app
+        .state
+        .conversations
+        .replay(
+            &heartrule_domain::Actor::local_operator(),
+            session_id,
+            version,
+        )
+        .await;
+    app.shutdown().await;
+    report.with_context(|| format!("replaying session {session_id}"))
 }
 
 /// Conversation-test options of `config`: its LLM stack, prompt templates and

@@ -67,6 +67,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a stored session's user messages against a version of its
+    /// script (the one it ran on by default) with the configured LLM,
+    /// reusing its recorded LLM responses where the prompt is unchanged, and
+    /// print where the conversations diverge. Needs DATABASE_URL; exits
+    /// with status 2 when they diverge.
+    Replay {
+        /// The session's id.
+        session_id: heartrule_domain::SessionId,
+        /// The script version to replay against.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Data retention jobs (run by a CronJob; see docs/operations/retention.md).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
@@ -139,6 +154,23 @@ fn main() -> anyhow::Result<()> {
         Command::Serve => runtime.block_on(heartrule_server::serve(config)),
         Command::Migrate => runtime.block_on(heartrule_server::migrate(&config)),
         Command::MetricsDoc | Command::Token { .. } => Ok(()),
+        Command::Replay {
+            session_id,
+            version,
+            json,
+        } => {
+            let report =
+                runtime.block_on(heartrule_server::replay(&config, session_id, version))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", heartrule_server::render_replay(&report));
+            }
+            if report.diverged {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Command::Test { paths, json, .. } => {
             let options = heartrule_server::conversation_test_options(&config)?;
             run_conversation_tests(&paths, &options, json)

@@ -167,6 +167,9 @@ pub async fn build_app(
             turn_lease: config.engine.turn_lease,
             script_memo_ttl: config.engine.script_memo_ttl,
             quotas: config.quotas.to_domain(),
+            // Conversation text goes into the exchange records only where
+            // it may go into logs and spans.
+            record_prompts: config.telemetry.capture_content,
             ..SessionManagerConfig::default()
         },
     );

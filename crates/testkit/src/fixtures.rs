@@ -3,11 +3,11 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use heartrule_domain::{
     content_hash, Action, ActionKind, ActionType, ClaimOutcome, EngineState, ErrorCode,
-    ExecutionStatus, FailedTurn, IdempotentResponse, Message, MessageId, MessageRole, Phase,
-    Position, SayConfig, Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType, Session,
-    SessionId, SessionRepository, SessionScript, SessionStatus, TechniqueScript, Topic, TurnClaim,
-    TurnContext, TurnId, TurnRecord, TurnUsage, ValueType, VariableScope, VariableSnapshot,
-    VariableStore, VariableValue, LLM_RAW_OUTPUT,
+    ExecutionStatus, FailedTurn, IdempotentResponse, LlmExchange, Message, MessageId, MessageRole,
+    Phase, Position, SayConfig, Script, ScriptDocument, ScriptId, ScriptStatus, ScriptType,
+    Session, SessionId, SessionRepository, SessionScript, SessionStatus, TechniqueScript, Topic,
+    TurnClaim, TurnContext, TurnId, TurnRecord, TurnUsage, ValueType, VariableScope,
+    VariableSnapshot, VariableStore, VariableValue, LLM_RAW_OUTPUT,
 };
 use serde_json::{json, Value};
 
@@ -169,6 +169,7 @@ pub fn first_turn(mut session: Session) -> TurnRecord {
         idempotency: None,
         session,
         usage: TurnUsage::default(),
+        llm_exchanges: Vec::new(),
     }
 }
 
@@ -181,6 +182,7 @@ pub fn silent_first_turn(session: Session) -> TurnRecord {
         variables: vec![],
         idempotency: None,
         usage: TurnUsage::default(),
+        llm_exchanges: Vec::new(),
     }
 }
 
@@ -233,6 +235,7 @@ pub fn next_turn(session: &Session, user_text: &str, ai_replies: &[&str]) -> Tur
         idempotency: None,
         session: next,
         usage: TurnUsage::default(),
+        llm_exchanges: Vec::new(),
     }
 }
 
@@ -255,6 +258,33 @@ pub fn with_usage(mut record: TurnRecord, prompt: u64, completion: u64, calls: u
         total_tokens: prompt + completion,
         llm_calls: calls,
     };
+    record
+}
+
+/// The same turn, having recorded one LLM exchange per text of
+/// `responses` (prompt hashes `hash-<turn>-<index>`; the prompt text kept
+/// when `with_prompts`).
+pub fn with_exchanges(
+    mut record: TurnRecord,
+    responses: &[&str],
+    with_prompts: bool,
+) -> TurnRecord {
+    let turn_number = record.session.turn_count;
+    record.llm_exchanges = responses
+        .iter()
+        .zip(0u32..)
+        .map(|(response, call_index)| LlmExchange {
+            turn_id: record.turn_id,
+            turn_number,
+            call_index,
+            action_id: "greet".into(),
+            purpose: "ai_say".into(),
+            prompt_hash: format!("hash-{turn_number}-{call_index}"),
+            prompt: with_prompts.then(|| format!("prompt {turn_number}.{call_index}")),
+            response: (*response).to_owned(),
+            created_at: record.session.updated_at,
+        })
+        .collect();
     record
 }
 

@@ -11,6 +11,7 @@ use crate::error::DomainError;
 use crate::ids::SessionId;
 use crate::manager::{CreateSession, ProcessInput, TurnResult};
 use crate::message::Message;
+use crate::replay::ReplayReport;
 use crate::session::Session;
 use crate::variables::VariableStore;
 use async_trait::async_trait;
@@ -116,4 +117,17 @@ pub trait Conversations: Send + Sync {
         actor: &Actor,
         id: SessionId,
     ) -> Result<TurnResult, DomainError>;
+
+    /// Replays the session against version `version` of its script (by
+    /// default the version it ran on) and reports where the conversations
+    /// diverge (see [`crate::replay`]); nothing is written. Editors and
+    /// administrators only (`FORBIDDEN` otherwise): it reads another
+    /// user's conversation, and is audited as `session.replay`.
+    /// `SESSION_NOT_FOUND`, `VERSION_NOT_FOUND`.
+    async fn replay(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        version: Option<u32>,
+    ) -> Result<ReplayReport, DomainError>;
 }

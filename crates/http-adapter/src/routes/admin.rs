@@ -12,7 +12,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use heartrule_domain::{
     AuditAction, AuditEvent, AuditFilter, AuditTargetType, DailyUsage, ErasedCounts, FailedTurn,
-    QuotaState, SessionData, UserErasure, UserExport, UserUsage, VariableSnapshot,
+    LlmExchange, QuotaState, SessionData, UserErasure, UserExport, UserUsage, VariableSnapshot,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,6 +73,8 @@ pub enum AuditActionName {
     UserExport,
     #[serde(rename = "user.erase")]
     UserErase,
+    #[serde(rename = "session.replay")]
+    SessionReplay,
 }
 
 /// The audit target types (`?targetType=`).
@@ -81,6 +83,7 @@ pub enum AuditActionName {
 pub enum AuditTargetTypeName {
     Script,
     User,
+    Session,
 }
 
 /// One audit event.
@@ -93,9 +96,9 @@ pub struct AuditEventBody {
     pub actor_subject: String,
     pub actor_roles: Vec<String>,
     /// What: `script.create`, `script.import`, `script.update`,
-    /// `script.delete`, `user.export` or `user.erase`.
+    /// `script.delete`, `user.export`, `user.erase` or `session.replay`.
     pub action: String,
-    /// `script` or `user`.
+    /// `script`, `user` or `session`.
     pub target_type: String,
     pub target_id: String,
     /// Content hash of the target before and after the action, when known.
@@ -201,6 +204,42 @@ impl From<&FailedTurn> for FailedTurnBody {
     }
 }
 
+/// One LLM exchange a turn recorded for replays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmExchangeBody {
+    pub turn_id: Uuid,
+    /// 1 for the opening turn, then one more per committed turn.
+    pub turn_number: u64,
+    /// The call's place among the turn's calls, from 0.
+    pub call_index: u32,
+    pub action_id: String,
+    pub purpose: String,
+    /// Hex SHA-256 of the request (purpose, sampling settings, prompt).
+    pub prompt_hash: String,
+    /// The prompt, kept only where content capture was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    pub response: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&LlmExchange> for LlmExchangeBody {
+    fn from(e: &LlmExchange) -> Self {
+        Self {
+            turn_id: e.turn_id.as_uuid(),
+            turn_number: e.turn_number,
+            call_index: e.call_index,
+            action_id: e.action_id.clone(),
+            purpose: e.purpose.clone(),
+            prompt_hash: e.prompt_hash.clone(),
+            prompt: e.prompt.clone(),
+            response: e.response.clone(),
+            created_at: e.created_at,
+        }
+    }
+}
+
 /// Everything stored for one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +254,8 @@ pub struct ExportedSessionBody {
     /// Every value every turn wrote, oldest first.
     pub variable_history: Vec<VariableSnapshotBody>,
     pub failed_turns: Vec<FailedTurnBody>,
+    /// The LLM exchanges its turns recorded (see replays), by turn and call.
+    pub llm_exchanges: Vec<LlmExchangeBody>,
 }
 
 impl ExportedSessionBody {
@@ -231,6 +272,11 @@ impl ExportedSessionBody {
                 .map(VariableSnapshotBody::from)
                 .collect(),
             failed_turns: data.failed_turns.iter().map(FailedTurnBody::from).collect(),
+            llm_exchanges: data
+                .llm_exchanges
+                .iter()
+                .map(LlmExchangeBody::from)
+                .collect(),
         })
     }
 }
@@ -591,7 +637,7 @@ mod tests {
                 ..AuditEventsQuery::default()
             },
             AuditEventsQuery {
-                target_type: Some("session".into()),
+                target_type: Some("message".into()),
                 ..AuditEventsQuery::default()
             },
             AuditEventsQuery {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chat;
 pub mod project_tests;
 pub mod projects;
+pub mod replay;
 pub mod scripts;
 pub mod sessions;
 pub mod system;
@@ -72,6 +73,10 @@ pub(crate) fn register(cfg: &mut ServiceConfig) {
         .service(
             web::resource("/api/sessions/{id}/release")
                 .route(web::post().to(sessions::release_session)),
+        )
+        .service(
+            web::resource("/api/sessions/{id}/replay")
+                .route(web::post().to(replay::replay_session)),
         )
         .service(
             web::resource("/api/sessions/{id}/variables")

@@ -41,6 +41,7 @@ pub(crate) fn turn_response(result: &TurnResult, body: &impl serde::Serialize) -
                 ("ListMessages" = (operation_id = "list_messages", parameters(("id" = "$response.body#/sessionId")))),
                 ("PostMessage" = (operation_id = "post_message", parameters(("id" = "$response.body#/sessionId")))),
                 ("GetVariables" = (operation_id = "get_variables", parameters(("id" = "$response.body#/sessionId")))),
+                ("ReplaySession" = (operation_id = "replay_session", parameters(("id" = "$response.body#/sessionId")))),
                 ("SessionSocket" = (operation_id = "session_socket", parameters(("id" = "$response.body#/sessionId")))),
                 ("Chat" = (operation_id = "chat", request_body = json!({"sessionId": "$response.body#/sessionId"}))),
                 ("ChatStream" = (operation_id = "chat_stream", request_body = json!({"sessionId": "$response.body#/sessionId"}))),

@@ -2,6 +2,7 @@
 
 mod audit;
 mod error;
+mod exchanges;
 mod history;
 mod models;
 mod privacy;

@@ -1,11 +1,12 @@
 //! [`UserDataStore`] on PostgreSQL: one user's sessions with every row that
 //! belongs to them, read in one snapshot or deleted in one transaction.
 
+use super::exchanges::ExchangeRow;
 use super::models::{FailedTurnRow, MessageRow, SessionRow, VariableRow};
 use super::retention::{delete_sessions_sql, DeletedSessionsRow};
 use super::{map_diesel, PgStore};
 use crate::observe::observed;
-use crate::schema::{failed_turns, messages, sessions, variables};
+use crate::schema::{failed_turns, llm_exchanges, messages, sessions, variables};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
@@ -56,6 +57,17 @@ async fn read_user(
         .load(conn)
         .await
         .map_err(map_diesel)?;
+    let exchange_rows: Vec<(Uuid, ExchangeRow)> = llm_exchanges::table
+        .filter(llm_exchanges::session_id.eq_any(&ids))
+        .order((
+            llm_exchanges::session_id.asc(),
+            llm_exchanges::turn_number.asc(),
+            llm_exchanges::call_index.asc(),
+        ))
+        .select((llm_exchanges::session_id, ExchangeRow::as_select()))
+        .load(conn)
+        .await
+        .map_err(map_diesel)?;
 
     let mut sessions = Vec::with_capacity(session_rows.len());
     let mut index: HashMap<SessionId, usize> = HashMap::new();
@@ -67,6 +79,7 @@ async fn read_user(
             messages: Vec::new(),
             variable_history: Vec::new(),
             failed_turns: Vec::new(),
+            llm_exchanges: Vec::new(),
         });
     }
     let slot = |id: SessionId| {
@@ -89,6 +102,10 @@ async fn read_user(
         let at = slot(failed.session_id)?;
         sessions[at].failed_turns.push(failed);
     }
+    for (session_id, row) in exchange_rows {
+        let at = slot(session_id.into())?;
+        sessions[at].llm_exchanges.push(row.into_domain()?);
+    }
     Ok(UserData {
         user_id: user_id.to_owned(),
         sessions,
@@ -102,7 +119,7 @@ impl UserDataStore for PgStore {
             let mut conn = self.acquire().await?;
             let outcome = async {
                 conn.begin().await?;
-                // One snapshot for the four reads, so a turn committing
+                // One snapshot for the five reads, so a turn committing
                 // meanwhile is either wholly in the export or not at all.
                 conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await

@@ -2,6 +2,7 @@
 //! lease on the session row (claim, then a fenced commit or a release), so
 //! no connection, transaction or row lock is held while the engine works.
 
+use super::exchanges::insert_first_exchanges;
 use super::models::{
     active_on, sql_limit, FailedTurnRow, HistoryRow, IdempotencyRow, NewFailedTurnRow,
     NewIdempotencyRow, NewMessageRow, NewSessionRow, NewVariableRow, SessionRow,
@@ -324,7 +325,8 @@ impl PgStore {
     }
 }
 
-/// Messages, variable snapshots and the idempotency row of a turn.
+/// Messages, variable snapshots, the idempotency row, the token usage and
+/// the LLM exchanges of a session's opening turn.
 async fn insert_turn_rows(
     conn: &mut AsyncPgConnection,
     record: &TurnRecord,
@@ -353,5 +355,6 @@ async fn insert_turn_rows(
             .await
             .map_err(map_diesel)?;
     }
-    insert_first_usage(conn, record).await
+    insert_first_usage(conn, record).await?;
+    insert_first_exchanges(conn, record).await
 }

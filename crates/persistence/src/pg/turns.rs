@@ -2,6 +2,7 @@
 //! diesel's query builder has no `WITH` (nor `UPDATE … WHERE NOT EXISTS`
 //! over another table), so both are written as SQL with typed binds.
 
+use super::exchanges::ExchangeColumns;
 use super::models::{SessionRow, SessionTurnUpdate};
 use super::usage::usage_binds;
 use crate::turn_check::lease_length;
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{
-    Array, BigInt, Date, Double, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Date, Double, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{QueryResult, QueryableByName};
 use heartrule_domain::quota::hour_start;
@@ -105,7 +106,8 @@ impl QueryFragment<Pg> for ClaimTurn<'_> {
 ///      m AS (INSERT INTO messages … SELECT … FROM fence, unnest(…)),
 ///      v AS (INSERT INTO variables … SELECT … FROM fence, unnest(…) WITH ORDINALITY …),
 ///      k AS (INSERT INTO idempotency_keys … SELECT … FROM fence),
-///      u AS (INSERT INTO token_usage … SELECT … FROM fence ON CONFLICT … DO UPDATE …)
+///      u AS (INSERT INTO token_usage … SELECT … FROM fence ON CONFLICT … DO UPDATE …),
+///      x AS (INSERT INTO llm_exchanges … SELECT … FROM fence, unnest(…))
 /// SELECT count(*) FROM fence
 /// ```
 ///
@@ -123,6 +125,8 @@ pub(crate) struct CommitTurn<'a> {
     /// The turn's tokens `(prompt, completion, total, calls)` and their UTC
     /// hour, when it made LLM calls.
     usage: Option<([i64; 4], DateTime<Utc>)>,
+    /// The turn's recorded LLM exchanges.
+    exchanges: ExchangeColumns<'a>,
 }
 
 /// The turn's messages, one array per column, for `unnest`.
@@ -210,6 +214,7 @@ impl<'a> CommitTurn<'a> {
                     hour_start(record.session.updated_at),
                 ))
             },
+            exchanges: ExchangeColumns::new(record)?,
         })
     }
 }
@@ -356,6 +361,37 @@ impl QueryFragment<Pg> for CommitTurn<'_> {
                  completion_tokens = token_usage.completion_tokens + EXCLUDED.completion_tokens, \
                  total_tokens = token_usage.total_tokens + EXCLUDED.total_tokens, \
                  llm_calls = token_usage.llm_calls + EXCLUDED.llm_calls)",
+            );
+        }
+        if !self.exchanges.is_empty() {
+            let x = &self.exchanges;
+            out.push_sql(
+                ", new_exchanges AS (INSERT INTO llm_exchanges (session_id, turn_number, \
+                 call_index, turn_id, action_id, purpose, prompt_hash, prompt, response, \
+                 created_at) SELECT fence.id, r.turn_number, r.call_index, r.turn_id, \
+                 r.action_id, r.purpose, r.prompt_hash, r.prompt, r.response, r.created_at \
+                 FROM fence, unnest(",
+            );
+            out.push_bind_param::<Array<BigInt>, _>(&x.turn_number)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Integer>, _>(&x.call_index)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<SqlUuid>, _>(&x.turn_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&x.action_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&x.purpose)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&x.prompt_hash)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Nullable<Text>>, _>(&x.prompt)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Text>, _>(&x.response)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Array<Timestamptz>, _>(&x.created_at)?;
+            out.push_sql(
+                ") AS r(turn_number, call_index, turn_id, action_id, purpose, prompt_hash, \
+                 prompt, response, created_at))",
             );
         }
         out.push_sql(" SELECT count(*) FROM fence");

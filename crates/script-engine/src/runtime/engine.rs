@@ -105,6 +105,7 @@ impl ScriptEngine for HeartRuleEngine {
             intent,
             llm_intents,
             llm_withheld,
+            recorded,
         } = request;
         // A version's own template files override the engine's.
         let templates: Arc<dyn TemplateSource> = if templates.is_empty() {
@@ -129,6 +130,7 @@ impl ScriptEngine for HeartRuleEngine {
                 intent,
                 llm_intents,
                 llm_withheld,
+                recorded,
             },
         );
         turn.run(user_input).await

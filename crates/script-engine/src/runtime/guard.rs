@@ -437,7 +437,7 @@ impl Turn {
             call.max_tokens,
         );
         let mut gate = SentenceGate::default();
-        let response = match sink {
+        let answer = match sink {
             Some(sink) => {
                 let streamed = self
                     .stream(&request, call.streaming, &mut |text| {
@@ -454,7 +454,7 @@ impl Turn {
             }
             None => self.complete(&request).await?,
         };
-        let mut violations = reply_violations(&response.text, call.format);
+        let mut violations = reply_violations(&answer.response.text, call.format);
         if violations.is_empty() && gate.tripped() {
             violations.clone_from(&gate.violations);
         }
@@ -463,8 +463,8 @@ impl Turn {
                 sink.retract(call.action_id);
             }
         }
-        let raw = response.text.clone();
-        self.record_call(call.action_id, request, response);
+        let raw = answer.response.text.clone();
+        self.record_call(call.action_id, request, answer);
         Ok(Attempt {
             raw,
             violations,

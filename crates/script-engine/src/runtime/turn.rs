@@ -17,8 +17,8 @@ use heartrule_domain::sensitive::{self, SensitiveValues};
 use heartrule_domain::{
     estimate_tokens, ContentSink, DegradedMode, DomainError, EngineState, ErrorKind, HistoryEntry,
     LlmCallRecord, LlmChunk, LlmError, LlmProvider, LlmRequest, LlmResponse, MessageRole,
-    NewMessage, SessionScript, TechniqueScript, VariableChange, VariableScope, VariableValue,
-    DEGRADED_METADATA_KEY,
+    NewMessage, RecordedExchanges, SessionScript, TechniqueScript, VariableChange, VariableScope,
+    VariableValue, DEGRADED_METADATA_KEY,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -173,6 +173,18 @@ pub(crate) struct Turn {
     pub repair: Option<IntentReading>,
     /// The variables a skipped question left declined.
     pub declined: Vec<String>,
+    /// A replay's recorded responses, used instead of the provider's.
+    recorded: Option<Arc<dyn RecordedExchanges>>,
+}
+
+/// The `provider` of a call answered by a recorded response.
+pub(crate) const RECORDED_PROVIDER: &str = "recorded";
+
+/// An LLM call's response, and whether it is a recorded one a replay
+/// reused rather than the provider's.
+pub(crate) struct Answer {
+    pub response: LlmResponse,
+    pub reused: bool,
 }
 
 /// Why [`Turn::request_llm`] failed.
@@ -208,6 +220,8 @@ pub(crate) struct TurnInput {
     pub llm_intents: bool,
     /// The LLM is withheld from the whole turn (a spent token quota).
     pub llm_withheld: bool,
+    /// A replay's recorded responses.
+    pub recorded: Option<Arc<dyn RecordedExchanges>>,
 }
 
 /// An action failure that is not an LLM failure.
@@ -264,6 +278,7 @@ impl Turn {
             llm_unavailable: input.llm_withheld,
             llm_withheld: input.llm_withheld,
             history_trimmed: 0,
+            recorded: input.recorded,
         }
     }
 
@@ -544,7 +559,7 @@ impl Turn {
         streaming: Streaming,
     ) -> Result<String, CallFailure> {
         let request = self.llm_request(action_id, purpose, prompt, temperature, max_tokens);
-        let response = match self.sink_for(streaming) {
+        let answer = match self.sink_for(streaming) {
             Some(sink) => {
                 let mut streamed = false;
                 let response = self
@@ -557,8 +572,8 @@ impl Turn {
             }
             None => self.complete(&request).await?,
         };
-        let text = response.text.clone();
-        self.record_call(action_id, request, response);
+        let text = answer.response.text.clone();
+        self.record_call(action_id, request, answer);
         Ok(text)
     }
 
@@ -587,26 +602,51 @@ impl Turn {
         }
     }
 
-    pub(crate) async fn complete(&self, request: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.llm.complete(request).await
+    /// The provider's completion, or the response a replay recorded for
+    /// the same prompt.
+    pub(crate) async fn complete(&self, request: &LlmRequest) -> Result<Answer, LlmError> {
+        if let Some(response) = self.recorded_response(request) {
+            return Ok(Answer {
+                response,
+                reused: true,
+            });
+        }
+        Ok(Answer {
+            response: self.llm.complete(request).await?,
+            reused: false,
+        })
+    }
+
+    /// The response recorded for `request`'s prompt hash, when this turn
+    /// replays a conversation that has one left.
+    fn recorded_response(&self, request: &LlmRequest) -> Option<LlmResponse> {
+        let text = self.recorded.as_ref()?.take(&request.prompt_hash())?;
+        Some(LlmResponse {
+            text,
+            model: String::new(),
+            provider: RECORDED_PROVIDER.to_owned(),
+            finish_reason: None,
+            usage: heartrule_domain::TokenUsage::default(),
+        })
     }
 
     /// Adds an answered call to the turn's call list.
-    pub(crate) fn record_call(
-        &mut self,
-        action_id: &str,
-        request: LlmRequest,
-        response: LlmResponse,
-    ) {
-        if self.options.degraded_mode == DegradedMode::Scripted {
+    pub(crate) fn record_call(&mut self, action_id: &str, request: LlmRequest, answer: Answer) {
+        let Answer { response, reused } = answer;
+        if self.options.degraded_mode == DegradedMode::Scripted && !reused {
             // The LLM answered: degraded mode is over (until the next failure).
             metrics::gauge!(DEGRADED_ACTIVE).set(0.0);
         }
+        let prompt_hash = request.prompt_hash();
         // The debug record never holds a sensitive value.
+        let masked_response = request.sensitive.mask(&response.text);
         self.llm_calls.push(LlmCallRecord {
             action_id: action_id.to_owned(),
             prompt: request.sensitive.mask(&request.prompt),
-            response: request.sensitive.mask(&response.text),
+            response_masked: masked_response != response.text,
+            response: masked_response,
+            prompt_hash,
+            reused,
             purpose: request.purpose,
             provider: response.provider,
             model: response.model,
@@ -620,15 +660,32 @@ impl Turn {
     /// Streams one completion, handing message text to `visible` as it
     /// arrives (for a JSON reply, its `content` field only). The returned
     /// response carries the text assembled from the deltas, or the final
-    /// chunk's text if no delta arrived.
+    /// chunk's text if no delta arrived. A response a replay recorded for
+    /// the same prompt is handed over as one delta instead.
     pub(crate) async fn stream(
         &self,
         request: &LlmRequest,
         streaming: Streaming,
         visible: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<LlmResponse, LlmError> {
+    ) -> Result<Answer, LlmError> {
         let mut extractor =
             (streaming == Streaming::JsonContent).then(|| ContentStreamExtractor::new("content"));
+        if let Some(response) = self.recorded_response(request) {
+            let mut shown = match extractor.as_mut() {
+                Some(extractor) => extractor.push(&response.text),
+                None => response.text.clone(),
+            };
+            if let Some(rest) = extractor.as_mut().map(ContentStreamExtractor::finish) {
+                shown.push_str(&rest);
+            }
+            if !shown.is_empty() {
+                visible(&shown);
+            }
+            return Ok(Answer {
+                response,
+                reused: true,
+            });
+        }
         let mut stream = self.llm.stream(request).await?;
         let mut assembled = String::new();
         let mut done = None;
@@ -661,7 +718,10 @@ impl Turn {
         if !assembled.is_empty() {
             response.text = assembled;
         }
-        Ok(response)
+        Ok(Answer {
+            response,
+            reused: false,
+        })
     }
 
     /// Writes a variable where `loc` sees it: the innermost visible skill

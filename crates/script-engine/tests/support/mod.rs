@@ -9,7 +9,7 @@ use heartrule_domain::{
     ContentSink, DomainError, EngineState, HistoryEntry, SessionScript, TechniqueScript,
     TurnOutcome, TurnRequest, VariableScope, VariableStore, VariableValue,
 };
-use heartrule_domain::{RepairIntent, ScriptEngine};
+use heartrule_domain::{RecordedExchanges, RepairIntent, ScriptEngine};
 use heartrule_script_engine::runtime::templates::{MemoryTemplates, TemplateSource};
 use heartrule_script_engine::runtime::{EngineOptions, HeartRuleEngine};
 use serde_json::Value;
@@ -191,6 +191,8 @@ pub struct Harness {
     pub llm_intents: bool,
     /// Whether the next turns run without the LLM (a spent token quota).
     pub llm_withheld: bool,
+    /// Recorded responses the next turns reuse (a replay).
+    pub recorded: Option<Arc<dyn RecordedExchanges>>,
 }
 
 impl Harness {
@@ -212,6 +214,7 @@ impl Harness {
             intent: None,
             llm_intents: false,
             llm_withheld: false,
+            recorded: None,
         }
     }
 
@@ -246,6 +249,7 @@ impl Harness {
             intent: self.intent,
             llm_intents: self.llm_intents,
             llm_withheld: self.llm_withheld,
+            recorded: self.recorded.clone(),
         }
     }
 

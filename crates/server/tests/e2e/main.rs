@@ -21,6 +21,7 @@ mod process;
 mod project_tests;
 mod quotas;
 mod repair;
+mod replay;
 mod safety;
 mod secrets;
 mod streaming;

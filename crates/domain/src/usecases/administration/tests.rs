@@ -9,8 +9,8 @@ use crate::error::ErrorCode;
 use crate::ids::{MessageId, SessionId, TurnId};
 use crate::message::{Message, MessageRole};
 use crate::ports::{
-    MockMessageHistory, MockScriptRepository, MockSessionRepository, NoCache, RandomIds,
-    SystemClock, VariableSnapshot,
+    LlmExchange, MockMessageHistory, MockScriptRepository, MockSessionRepository, NoCache,
+    RandomIds, SystemClock, VariableSnapshot,
 };
 use crate::privacy::{ErasedUser, MockUserDataStore, SessionData, UserData};
 use crate::retention::{CacheCleanupError, MockCacheJanitor};
@@ -190,6 +190,17 @@ fn session_data(script: &Script, user: &str) -> SessionData {
             created_at: now,
         }],
         failed_turns: vec![],
+        llm_exchanges: vec![LlmExchange {
+            turn_id,
+            turn_number: 1,
+            call_index: 0,
+            action_id: "ask".into(),
+            purpose: "ai_ask".into(),
+            prompt_hash: "h".into(),
+            prompt: Some(format!("the visitor said: mine is {SECRET}")),
+            response: format!("{{\"national_id\":\"{SECRET}\"}}"),
+            created_at: now,
+        }],
     }
 }
 
