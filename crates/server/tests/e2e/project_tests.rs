@@ -129,8 +129,8 @@ async fn publishing_requires_passing_tests_when_configured() {
         "{versions}"
     );
 
-    // The project's own test file (stored beside the script) is run, and
-    // once it passes the draft is published with it.
+    // The project's own test files (stored beside the script) are run: a
+    // failing one blocks the publish and the refusal names its case.
     let files = app
         .get(&format!("/api/projects/{project}/files"))
         .await
@@ -139,10 +139,46 @@ async fn publishing_requires_passing_tests_when_configured() {
         .post(
             &format!("/api/projects/{project}/files"),
             &json!({"path": "tests/greeter.test.yaml", "fileType": "test",
-                    "content": PASSING, "revision": files["revision"]}),
+                    "content": FAILING, "revision": files["revision"]}),
         )
         .await;
     assert_eq!(added.status.as_u16(), 201, "{}", added.text);
+    let refused = app
+        .post(&format!("/api/projects/{project}/publish"), &json!({}))
+        .await
+        .error(422, "TESTS_FAILED");
+    let summary = refused["tests"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("tests/greeter.test.yaml, case \"expects another greeting\", start"),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("expects another greeting"),
+        "{refused}"
+    );
+
+    // Once it passes, the draft is published with it.
+    let files = app
+        .get(&format!("/api/projects/{project}/files"))
+        .await
+        .ok();
+    let fixed = app
+        .http
+        .put(app.at(&format!(
+            "/api/projects/{project}/files/tests/greeter.test.yaml"
+        )))
+        .json(&json!({"content": PASSING, "revision": files["revision"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        fixed.status().is_success(),
+        "{}",
+        fixed.text().await.unwrap()
+    );
     let published = app
         .post(&format!("/api/projects/{project}/publish"), &json!({}))
         .await;
