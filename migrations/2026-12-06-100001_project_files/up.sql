@@ -1,3 +1,7 @@
+-- compat: reviewed: the previous version never writes `files`, so its
+-- version inserts (and the trigger's) take the default '[]', which the new
+-- check admits; it never reads script_files or deprecated_at.
+--
 -- A project's draft holds files beside its session script (techniques,
 -- prompt templates, conversation tests); publishing snapshots them into the
 -- version. Only additions, so the previous server keeps working: a new
