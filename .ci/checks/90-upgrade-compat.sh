@@ -29,8 +29,7 @@ echo "== previous version: $(git log --oneline -1 "$previous") (before $(basenam
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d /tmp/heartrule-upgrade.XXXXXX)
-# A stable path per commit: cargo keys its cache on the source path, so a
-# rerun reuses the previous build instead of compiling every crate again.
+# A stable path per commit, so the previous version's checkout is made once.
 old_src="$CARGO_TARGET_DIR/../upgrade-compat/$previous"
 db="heartrule_upgrade_$$"
 server_pid=""
@@ -49,11 +48,22 @@ if [ ! -e "$old_src/Cargo.toml" ]; then
   git worktree prune
   git worktree add --detach "$old_src" "$previous" >/dev/null
 fi
+# Both versions' workspace crates build to the same files of the shared
+# target folder, and cargo judges them fresh by source mtimes: a checkout
+# whose files are older than the other version's last build would pass for
+# fresh and leave the other version's binary. Touching the workspace's
+# sources (and migrations, which the binary embeds) before each build makes
+# cargo rebuild the workspace crates of the version asked for; the
+# dependencies stay cached.
+build_server_in() {
+  find "$1/crates" "$1/migrations" -type f -exec touch {} +
+  (cd "$1" && cargo build -q -p heartrule-server)
+}
 started=$(date +%s)
-(cd "$old_src" && cargo build -q -p heartrule-server)
+build_server_in "$old_src"
 cp "$CARGO_TARGET_DIR/debug/heartrule" "$work/heartrule-old"
 echo "previous version built in $(( $(date +%s) - started )) s"
-cargo build -q -p heartrule-server
+build_server_in .
 cp "$CARGO_TARGET_DIR/debug/heartrule" "$work/heartrule-new"
 # The shared target folder holds one debug/heartrule, which a build of
 # another checkout may replace: make sure each copy is the version it should
