@@ -7,7 +7,7 @@ use crate::error::{DomainError, ErrorKind};
 use crate::ids::ScriptId;
 use crate::ports::ScriptRepository;
 use crate::ports_bundle::Ports;
-use crate::project::FileType;
+use crate::project::{FileType, ProjectFile};
 use crate::script_tests::{ScriptTestFile, ScriptTestReport, ScriptTester, TestSubject};
 use std::sync::Arc;
 
@@ -38,22 +38,32 @@ impl<P: Ports> ScriptCatalog<P> {
             .with_script(id, None)
         })?;
         let draft = self.draft(id).await?;
-        let (subject, mut tests) = self.draft_under_test(id, draft.content).await?;
+        let script = self.get(id).await?;
+        let files = self.adapters.scripts.list_files(id).await?;
+        let (subject, mut tests) = draft_under_test(
+            script.name,
+            draft.content,
+            files.into_iter().map(|f| f.file),
+        );
         tests.extend(extra);
         Ok(testing.tester.run(subject, tests).await)
     }
 
     /// With tests required to publish: `TESTS_FAILED` unless the draft's
-    /// tests (run on `content`, the draft about to be published) all pass.
+    /// tests all pass, run on exactly what is about to be published (the
+    /// project `name`'s session script `content` and its `files`).
     pub(crate) async fn check_tests_before_publish(
         &self,
         id: ScriptId,
+        name: &str,
         content: &str,
+        files: &[ProjectFile],
     ) -> Result<(), DomainError> {
         let Some(testing) = self.testing.as_ref().filter(|t| t.require_tests_to_publish) else {
             return Ok(());
         };
-        let (subject, tests) = self.draft_under_test(id, content.to_owned()).await?;
+        let (subject, tests) =
+            draft_under_test(name.to_owned(), content.to_owned(), files.iter().cloned());
         let report = testing.tester.run(subject, tests).await;
         if report.succeeded() {
             return Ok(());
@@ -68,34 +78,32 @@ impl<P: Ports> ScriptCatalog<P> {
         );
         Err(DomainError::new(ErrorKind::TestsFailed(Box::new(report))).with_script(id, None))
     }
+}
 
-    /// The draft as the tests see it (the session script `content` and the
-    /// project's technique and template files) and its test files.
-    async fn draft_under_test(
-        &self,
-        id: ScriptId,
-        content: String,
-    ) -> Result<(TestSubject, Vec<ScriptTestFile>), DomainError> {
-        let script = self.get(id).await?;
-        let mut subject = TestSubject {
-            name: script.name,
-            script: content,
-            techniques: Vec::new(),
-            templates: Vec::new(),
+/// The draft as the tests see it — the session script `content` of project
+/// `name` with its technique and template `files` — and its test files.
+fn draft_under_test(
+    name: String,
+    content: String,
+    files: impl IntoIterator<Item = ProjectFile>,
+) -> (TestSubject, Vec<ScriptTestFile>) {
+    let mut subject = TestSubject {
+        name,
+        script: content,
+        techniques: Vec::new(),
+        templates: Vec::new(),
+    };
+    let mut tests = Vec::new();
+    for file in files {
+        let test_file = ScriptTestFile {
+            path: file.path,
+            content: file.content,
         };
-        let mut tests = Vec::new();
-        for draft_file in self.adapters.scripts.list_files(id).await? {
-            let file = draft_file.file;
-            let test_file = ScriptTestFile {
-                path: file.path,
-                content: file.content,
-            };
-            match file.file_type {
-                FileType::Technique => subject.techniques.push(test_file),
-                FileType::Template => subject.templates.push(test_file),
-                FileType::Test => tests.push(test_file),
-            }
+        match file.file_type {
+            FileType::Technique => subject.techniques.push(test_file),
+            FileType::Template => subject.templates.push(test_file),
+            FileType::Test => tests.push(test_file),
         }
-        Ok((subject, tests))
     }
+    (subject, tests)
 }

@@ -289,7 +289,8 @@ impl<P: Ports> ScriptCatalog<P> {
         }
         // No connection is held here: with a real provider the tests take
         // as long as their LLM calls.
-        self.check_tests_before_publish(id, &draft.content).await?;
+        self.check_tests_before_publish(id, &script.name, &draft.content, &files)
+            .await?;
         let before_hash = script.content_hash.clone();
         let now = a.clock.now();
         let version = ScriptVersion {
